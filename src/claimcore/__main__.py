@@ -1,0 +1,3 @@
+from claimcore.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""A campaign's configuration: validation, defaults, and its Redis/proto forms.
+
+The config is immutable once created (only `paused` changes, and that lives
+in the shard states where the claim script checks it). Front nodes may
+therefore cache it without invalidation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+from claimcore import validation as v
+from claimcore.v1 import claims_pb2 as pb
+
+DEFAULT_SHARDS = 8
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    campaign_id: str
+    inventory: int
+    shards: int = DEFAULT_SHARDS
+    per_user_limit: int = 1
+    starts_at_ms: int = 0
+    ends_at_ms: int = 0
+    admission_rate: int = 0
+    admission_burst: int = 0
+    name: str = ""
+    value_cents: int = 0
+    min_spend_cents: int = 0
+    category: str = ""
+
+    def __post_init__(self) -> None:
+        v.check_id("campaign_id", self.campaign_id, v.CAMPAIGN_ID)
+        v.check_range("inventory", self.inventory, 1, v.MAX_INVENTORY)
+        v.check_range("shards", self.shards, 1, v.MAX_SHARDS)
+        v.check_range("per_user_limit", self.per_user_limit, 1, v.MAX_PER_USER_LIMIT)
+        v.check_range("starts_at_ms", self.starts_at_ms, 0, v.MAX_TIME_MS)
+        v.check_range("ends_at_ms", self.ends_at_ms, 0, v.MAX_TIME_MS)
+        if self.ends_at_ms and self.ends_at_ms <= self.starts_at_ms:
+            raise v.InvalidInput("ends_at_ms must be after starts_at_ms (or 0 for never)")
+        v.check_range("admission_rate", self.admission_rate, 0, v.MAX_RATE)
+        v.check_range("admission_burst", self.admission_burst, 0, v.MAX_RATE)
+        v.check_range("value_cents", self.value_cents, 0, v.MAX_MONEY_CENTS)
+        v.check_range("min_spend_cents", self.min_spend_cents, 0, v.MAX_MONEY_CENTS)
+        v.check_id("category", self.category, v.CATEGORY)
+        if len(self.name) > v.MAX_NAME or any(ord(c) < 32 for c in self.name):
+            raise v.InvalidInput(f"name must be at most {v.MAX_NAME} printable characters")
+        if self.shards > self.inventory:
+            raise v.InvalidInput("shards must not exceed inventory (every shard starts with stock)")
+
+    @classmethod
+    def from_proto(cls, c: pb.Campaign) -> CampaignConfig:
+        inventory = c.inventory
+        shards = c.shards or min(DEFAULT_SHARDS, max(1, inventory))
+        return cls(
+            campaign_id=c.campaign_id,
+            inventory=inventory,
+            shards=shards,
+            per_user_limit=c.per_user_limit or 1,
+            starts_at_ms=c.starts_at_ms,
+            ends_at_ms=c.ends_at_ms,
+            admission_rate=c.admission_rate,
+            admission_burst=c.admission_burst,
+            name=c.name,
+            value_cents=c.value_cents,
+            min_spend_cents=c.min_spend_cents,
+            category=c.category,
+        )
+
+    def to_proto(self) -> pb.Campaign:
+        return pb.Campaign(**dataclasses.asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> CampaignConfig:
+        return cls(**json.loads(text))
+
+    def shard_stock(self, shard: int) -> int:
+        """Initial stock of one shard: the inventory split as evenly as possible."""
+        base, extra = divmod(self.inventory, self.shards)
+        return base + (1 if shard < extra else 0)

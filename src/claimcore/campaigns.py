@@ -1,0 +1,63 @@
+"""The front node's cache of campaign configs, read from Redis.
+
+Configs are immutable once created, so a found campaign is cached for
+`ttl_s`; an unknown id is remembered for `negative_ttl_s`, which bounds how
+long another node may answer NOT_FOUND for a campaign just created elsewhere.
+Concurrent misses for one id share a single Redis read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from claimcore.campaign import CampaignConfig
+from claimcore.inventory import RedisInventory
+
+
+class CampaignNotFound(LookupError):
+    """No ready campaign has this id."""
+
+
+class CampaignCache:
+    def __init__(
+        self, inventory: RedisInventory, ttl_s: float = 30.0, negative_ttl_s: float = 0.5
+    ) -> None:
+        self.inventory = inventory
+        self.ttl_s = ttl_s
+        self.negative_ttl_s = negative_ttl_s
+        self._entries: dict[str, tuple[float, CampaignConfig | None]] = {}
+        self._loading: dict[str, asyncio.Future[CampaignConfig | None]] = {}
+
+    def peek(self, campaign_id: str) -> CampaignConfig | None:
+        """The cached config if fresh, without touching Redis."""
+        entry = self._entries.get(campaign_id)
+        if entry and entry[0] > time.monotonic():
+            return entry[1]
+        return None
+
+    async def get(self, campaign_id: str) -> CampaignConfig | None:
+        entry = self._entries.get(campaign_id)
+        if entry and entry[0] > time.monotonic():
+            return entry[1]
+        pending = self._loading.get(campaign_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[CampaignConfig | None] = asyncio.get_running_loop().create_future()
+        self._loading[campaign_id] = future
+        try:
+            status = await self.inventory.load_campaign(campaign_id)
+            config = status.config if status else None
+            self.put(campaign_id, config)
+            future.set_result(config)
+            return config
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters get it, nobody else must
+            raise
+        finally:
+            del self._loading[campaign_id]
+
+    def put(self, campaign_id: str, config: CampaignConfig | None) -> None:
+        ttl = self.ttl_s if config else self.negative_ttl_s
+        self._entries[campaign_id] = (time.monotonic() + ttl, config)

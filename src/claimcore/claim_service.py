@@ -1,0 +1,208 @@
+"""ClaimService: validate, route to a shard, admit, batch, answer.
+
+Business outcomes travel in the reply; gRPC status codes are for calls that
+failed (see the proto header). Errors from below are mapped in one place,
+`status_for`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+import redis.exceptions
+
+from claimcore import validation as v
+from claimcore._fast import shard_of
+from claimcore.admission import Admission
+from claimcore.batcher import ClaimBatcher, Overloaded
+from claimcore.campaign import CampaignConfig
+from claimcore.campaigns import CampaignCache, CampaignNotFound
+from claimcore.inventory import ClaimItem, Code, ItemResult, RedisInventory, Record, ShardMissing, now_ms
+from claimcore.soldout import SoldOutCache
+from claimcore.v1 import claims_pb2 as pb
+from claimcore.v1 import claims_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = {
+    Code.GRANTED: pb.GRANTED,
+    Code.REPLAY: pb.GRANTED,
+    Code.ALREADY_CLAIMED: pb.ALREADY_CLAIMED,
+    Code.NOT_STARTED: pb.NOT_STARTED,
+    Code.ENDED: pb.ENDED,
+    Code.PAUSED: pb.PAUSED,
+    Code.REQUEST_ID_REUSED: pb.REQUEST_ID_REUSED,
+    Code.SOLD_OUT: pb.SOLD_OUT,
+}
+DEADLINE_MARGIN_S = 0.005  # answer DEADLINE_EXCEEDED ourselves, just before the caller gives up
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
+    """The gRPC status for an error raised below the service, or None if unexpected."""
+    if isinstance(exc, v.InvalidInput):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, CampaignNotFound):
+        return grpc.StatusCode.NOT_FOUND, f"no campaign {exc}"
+    if isinstance(exc, Overloaded):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, f"node overloaded, retry later: {exc}"
+    if isinstance(exc, asyncio.TimeoutError):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded; outcome unknown, retry with the same request_id"
+    if isinstance(exc, ShardMissing):
+        return grpc.StatusCode.FAILED_PRECONDITION, f"campaign state incomplete: {exc}"
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                        redis.exceptions.BusyLoadingError, OSError)):
+        return grpc.StatusCode.UNAVAILABLE, f"redis unavailable; outcome unknown, retry with the same request_id: {exc}"
+    if isinstance(exc, redis.exceptions.ResponseError):
+        return grpc.StatusCode.UNAVAILABLE, f"redis refused: {exc}"
+    return None
+
+
+@contextlib.asynccontextmanager
+async def grpc_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """Turn known errors into their status; anything else is INTERNAL, never UNKNOWN."""
+    try:
+        yield
+    except grpc.aio.AbortError:
+        raise
+    except Exception as exc:
+        mapped = status_for(exc)
+        if mapped is None:
+            log.exception("unexpected error")
+            mapped = (grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+        await context.abort(*mapped)
+
+
+def voucher_of(config: CampaignConfig, user_id: str, request_id: str, channel_id: str,
+               voucher_id: str, granted_at_ms: int) -> pb.Voucher:
+    return pb.Voucher(
+        voucher_id=voucher_id, campaign_id=config.campaign_id, user_id=user_id,
+        request_id=request_id, granted_at_ms=granted_at_ms, value_cents=config.value_cents,
+        min_spend_cents=config.min_spend_cents, category=config.category, channel_id=channel_id,
+    )
+
+
+def reply_for(config: CampaignConfig, req: pb.ClaimRequest, result: ItemResult) -> pb.ClaimReply:
+    reply = pb.ClaimReply(outcome=OUTCOMES[result.code])
+    if result.code in (Code.GRANTED, Code.REPLAY):
+        reply.voucher.CopyFrom(voucher_of(config, req.user_id, req.request_id, req.channel_id,
+                                          result.voucher_id, result.granted_at_ms))
+    elif result.code == Code.ALREADY_CLAIMED:
+        reply.voucher.CopyFrom(voucher_of(config, req.user_id, "", "",
+                                          result.voucher_id, result.granted_at_ms))
+    elif result.code == Code.NOT_STARTED:
+        reply.retry_after_ms = max(0, config.starts_at_ms - now_ms())
+    return reply
+
+
+class ClaimService(pb_grpc.ClaimServiceServicer):
+    def __init__(self, inventory: RedisInventory, campaigns: CampaignCache,
+                 admission: Admission, soldout: SoldOutCache, batcher: ClaimBatcher) -> None:
+        self.inventory = inventory
+        self.campaigns = campaigns
+        self.admission = admission
+        self.soldout = soldout
+        self.batcher = batcher
+
+    async def _config(self, campaign_id: str) -> CampaignConfig:
+        config = self.campaigns.peek(campaign_id) or await self.campaigns.get(campaign_id)
+        if config is None:
+            raise CampaignNotFound(campaign_id)
+        return config
+
+    def _start(self, config: CampaignConfig, req: pb.ClaimRequest
+               ) -> pb.ClaimReply | asyncio.Future[ItemResult]:
+        """Answer at once if the node can, else queue the claim for its shard."""
+        if config.starts_at_ms and now_ms() < config.starts_at_ms:
+            return reply_for(config, req, ItemResult(Code.NOT_STARTED, "", 0))
+        item = ClaimItem(req.user_id, req.request_id, req.channel_id)
+        snapshot = self.soldout.snapshot(config.campaign_id)
+        if snapshot is not None:
+            return reply_for(config, req, snapshot.answer(config, item))
+        shard = shard_of(req.user_id, config.shards)
+        wait_ms = self.admission.admit(config, shard)
+        if wait_ms:
+            return pb.ClaimReply(outcome=pb.RATE_LIMITED, retry_after_ms=wait_ms,
+                                 detail="admission rate exceeded")
+        return self.batcher.submit(config, shard, item)
+
+    async def Claim(self, request: pb.ClaimRequest, context: grpc.aio.ServicerContext) -> pb.ClaimReply:
+        async with grpc_errors(context):
+            v.check_claim(request.campaign_id, request.user_id, request.request_id, request.channel_id)
+            config = await self._config(request.campaign_id)
+            started = self._start(config, request)
+            if isinstance(started, pb.ClaimReply):
+                return started
+            result = await _within_deadline(started, context)
+            return reply_for(config, request, result)
+        raise AssertionError("unreachable")  # grpc_errors aborts
+
+    async def ClaimBatch(self, request: pb.ClaimBatchRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ClaimBatchReply:
+        async with grpc_errors(context):
+            claims = request.claims
+            if not 1 <= len(claims) <= v.MAX_BATCH:
+                raise v.InvalidInput(f"a batch holds 1 to {v.MAX_BATCH} claims, not {len(claims)}")
+            for i, c in enumerate(claims):
+                try:
+                    v.check_claim(c.campaign_id, c.user_id, c.request_id, c.channel_id)
+                except v.InvalidInput as exc:
+                    raise v.InvalidInput(f"claims[{i}]: {exc}") from None
+            configs = {cid: await self._config(cid) for cid in {c.campaign_id for c in claims}}
+            started = [self._start(configs[c.campaign_id], c) for c in claims]
+            pending = [s for s in started if not isinstance(s, pb.ClaimReply)]
+            if pending:
+                outcomes = await _within_deadline(
+                    asyncio.gather(*pending, return_exceptions=True), context)
+                for outcome in outcomes:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+            return pb.ClaimBatchReply(replies=[
+                s if isinstance(s, pb.ClaimReply) else reply_for(configs[c.campaign_id], c, s.result())
+                for c, s in zip(claims, started)
+            ])
+        raise AssertionError("unreachable")
+
+    async def GetClaim(self, request: pb.GetClaimRequest,
+                       context: grpc.aio.ServicerContext) -> pb.GetClaimReply:
+        async with grpc_errors(context):
+            v.check_id("campaign_id", request.campaign_id, v.CAMPAIGN_ID)
+            if not (request.request_id or request.user_id):
+                raise v.InvalidInput("give request_id, user_id, or both")
+            if request.request_id:
+                v.check_id("request_id", request.request_id, v.REQUEST_ID)
+            if request.user_id:
+                v.check_id("user_id", request.user_id, v.USER_ID)
+            config = await self._config(request.campaign_id)
+            records = await self._lookup(config, request)
+            return pb.GetClaimReply(found=bool(records), vouchers=[
+                voucher_of(config, r.user_id, r.request_id, r.channel_id, r.voucher_id, r.granted_at_ms)
+                for r in records
+            ])
+        raise AssertionError("unreachable")
+
+    async def _lookup(self, config: CampaignConfig, request: pb.GetClaimRequest) -> list[Record]:
+        cid = config.campaign_id
+        if not request.user_id:
+            record = await self.inventory.find_request(config, request.request_id)
+            return [record] if record else []
+        shard = shard_of(request.user_id, config.shards)
+        if request.request_id:
+            record = await self.inventory.get_request(cid, shard, request.request_id)
+            return [record] if record and record.user_id == request.user_id else []
+        return await self.inventory.get_user(cid, shard, request.user_id)
+
+
+async def _within_deadline(awaitable: asyncio.Future, context: grpc.aio.ServicerContext):  # type: ignore[type-arg]
+    """Wait for a result, but not past the caller's deadline.
+
+    The claim itself is shielded: it is shared with a whole batch and, once
+    sent, runs to completion in Redis whether or not this caller still waits.
+    """
+    remaining = context.time_remaining()
+    if remaining is None:
+        return await awaitable
+    return await asyncio.wait_for(asyncio.shield(awaitable), max(0.0, remaining - DEADLINE_MARGIN_S))

@@ -1,0 +1,136 @@
+"""The `claimcore` command: serve, demo, and campaign administration."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import grpc
+from google.protobuf import json_format
+
+from claimcore import __version__
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from claimcore.embedded_redis import EmbeddedRedis, RedisServerMissing
+    from claimcore.server import NodeOptions, run_node
+
+    embedded = None
+    url = args.redis
+    if not url:
+        try:
+            embedded = EmbeddedRedis(appendfsync=args.appendfsync).start()
+        except RedisServerMissing as exc:
+            print(f"claimcore serve: {exc}", file=sys.stderr)
+            return 2
+        url = embedded.url
+        print(f"claimcore: started its own redis-server at {url} (appendfsync {args.appendfsync})",
+              flush=True)
+    options = NodeOptions(
+        redis_url=url, host=args.host, port=args.port, max_batch=args.max_batch,
+        max_queued=args.max_queued, grace_s=args.grace,
+    )
+    try:
+        uvloop.run(run_node(options))
+    except OSError as exc:
+        print(f"claimcore serve: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if embedded:
+            embedded.cleanup()
+    return 0
+
+
+def _admin(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from claimcore.v1 import claims_pb2_grpc as pb_grpc
+
+    return pb_grpc.AdminServiceStub(grpc.insecure_channel(args.target))
+
+
+def _print(message) -> None:  # type: ignore[no-untyped-def]
+    print(json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True), indent=2))
+
+
+def cmd_campaign(args: argparse.Namespace) -> int:
+    from claimcore.v1 import claims_pb2 as pb
+
+    admin = _admin(args)
+    try:
+        if args.action == "create":
+            campaign = pb.Campaign(
+                campaign_id=args.campaign_id, name=args.name, inventory=args.inventory,
+                shards=args.shards, per_user_limit=args.per_user_limit,
+                starts_at_ms=args.starts_at_ms, ends_at_ms=args.ends_at_ms,
+                admission_rate=args.admission_rate, value_cents=args.value_cents,
+                min_spend_cents=args.min_spend_cents, category=args.category,
+            )
+            _print(admin.CreateCampaign(pb.CreateCampaignRequest(campaign=campaign), timeout=10))
+        elif args.action == "list":
+            _print(admin.ListCampaigns(pb.ListCampaignsRequest(), timeout=10))
+        else:
+            call = {"show": admin.GetCampaign, "pause": admin.PauseCampaign,
+                    "resume": admin.ResumeCampaign}[args.action]
+            _print(call(pb.GetCampaignRequest(campaign_id=args.campaign_id), timeout=10))
+    except grpc.RpcError as err:
+        print(f"claimcore campaign {args.action}: {err.code().name}: {err.details()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from claimcore import demo
+
+    parser = argparse.ArgumentParser(prog="claimcore", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"claimcore {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a front node")
+    serve.add_argument("--redis", help="Redis URL (redis://host:port/db); default: start a private redis-server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=50051, help="0 picks a free port")
+    serve.add_argument("--appendfsync", choices=["everysec", "always"], default="everysec",
+                       help="durability of the private redis-server (see docs/architecture.md)")
+    serve.add_argument("--max-batch", type=int, default=256, help="claims per Lua call, at most")
+    serve.add_argument("--max-queued", type=int, default=50_000,
+                       help="claims queued on the node before it sheds with RESOURCE_EXHAUSTED")
+    serve.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on SIGTERM")
+    serve.set_defaults(func=cmd_serve)
+
+    demo_parser = sub.add_parser("demo", help="run a launch-second burst end to end and report")
+    demo.add_arguments(demo_parser)
+    demo_parser.set_defaults(func=demo.run)
+
+    camp = sub.add_parser("campaign", help="administer campaigns through a node")
+    camp.add_argument("--target", default="127.0.0.1:50051", help="a node's host:port")
+    actions = camp.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create")
+    create.add_argument("campaign_id")
+    create.add_argument("--inventory", type=int, required=True)
+    create.add_argument("--shards", type=int, default=0)
+    create.add_argument("--per-user-limit", type=int, default=1)
+    create.add_argument("--starts-at-ms", type=int, default=0)
+    create.add_argument("--ends-at-ms", type=int, default=0)
+    create.add_argument("--admission-rate", type=int, default=0)
+    create.add_argument("--value-cents", type=int, default=0)
+    create.add_argument("--min-spend-cents", type=int, default=0)
+    create.add_argument("--category", default="")
+    create.add_argument("--name", default="")
+    for action in ("show", "pause", "resume"):
+        actions.add_parser(action).add_argument("campaign_id")
+    actions.add_parser("list")
+    camp.set_defaults(func=cmd_campaign)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args) or 0)

@@ -1,0 +1,287 @@
+"""The inventory store: campaign state in Redis, changed only by Lua scripts.
+
+Conservation, for every campaign at every moment:
+
+    sum(shard stock) + sum(lease amounts) + sum(shard granted) == inventory
+
+Claims move stock to granted inside one shard (claim.lua). Borrowing moves
+stock between shards in two steps that are each atomic: lend.lua turns donor
+stock into a lease, credit.lua adds it to the destination exactly once, then
+the lease is deleted. A borrower that dies between the steps leaves a lease
+that anyone can settle (credit is idempotent), so stock is never lost, never
+created, and never stranded for longer than it takes to notice the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, NamedTuple
+
+from claimcore import scripts
+from claimcore.campaign import CampaignConfig
+from claimcore.keyspace import CAMPAIGN_INDEX, campaign_key, shard_keys, voucher_prefix
+
+
+class Code(IntEnum):
+    """Per-claim results of claim.lua (see its header)."""
+
+    GRANTED = 1
+    REPLAY = 2
+    ALREADY_CLAIMED = 3
+    EMPTY = 4
+    NOT_STARTED = 5
+    ENDED = 6
+    PAUSED = 7
+    REQUEST_ID_REUSED = 8
+    SOLD_OUT = 100  # decided by the node: EMPTY here and nothing left to borrow
+
+
+class ClaimItem(NamedTuple):
+    user_id: str
+    request_id: str
+    channel_id: str
+
+
+class ItemResult(NamedTuple):
+    code: int
+    voucher_id: str
+    granted_at_ms: int
+
+
+class Record(NamedTuple):
+    """A granted claim as stored in the reqs hash."""
+
+    user_id: str
+    request_id: str
+    voucher_id: str
+    granted_at_ms: int
+    channel_id: str
+
+
+class CampaignConflict(Exception):
+    """A different campaign config already holds this id."""
+
+
+class ShardMissing(Exception):
+    """A shard's state is missing: the campaign was not (fully) created."""
+
+
+@dataclass
+class CampaignStatus:
+    config: CampaignConfig
+    paused: bool
+    created_at_ms: int
+    sold_out_at_ms: int
+
+
+@dataclass
+class Figures:
+    remaining: list[int]   # per shard
+    granted: list[int]     # per shard
+    in_leases: int         # stock in transit between shards
+
+    @property
+    def total_remaining(self) -> int:
+        return sum(self.remaining) + self.in_leases
+
+
+BORROW_CHUNK = 64        # a donor gives at least min(this, half its stock)
+EMPTY_CHECK_ROUNDS = 2   # full scans that must agree before "sold out"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def parse_record(request_id: str, raw: str) -> Record:
+    user, voucher, at, channel = raw.split("|", 3)
+    return Record(user, request_id, voucher, int(at), channel)
+
+
+class RedisInventory:
+    def __init__(self, client: Any) -> None:
+        self.redis = client
+
+    # ------------------------------------------------------------ claims
+
+    async def claim(
+        self, campaign_id: str, shard: int, now: int, items: list[ClaimItem]
+    ) -> tuple[int, list[ItemResult]]:
+        """Run claim.lua for a batch on one shard: (stock left, one result per item)."""
+        keys = shard_keys(campaign_id, shard)
+        args: list[Any] = [now, voucher_prefix(campaign_id, shard)]
+        for item in items:
+            args.extend(item)
+        reply = await scripts.CLAIM(self.redis, [keys.state, keys.users, keys.reqs], args)
+        if len(reply) == 1 and int(reply[0]) == -1:
+            raise ShardMissing(f"{campaign_id} shard {shard}")
+        return int(reply[0]), [
+            ItemResult(int(reply[i]), reply[i + 1], int(reply[i + 2]))
+            for i in range(1, len(reply), 3)
+        ]
+
+    async def borrow(self, config: CampaignConfig, dest: int, need: int) -> int:
+        """Move up to `need` (or more, in chunks) stock into shard `dest`.
+
+        Returns how much arrived; 0 means the campaign is empty: EMPTY_CHECK_ROUNDS
+        scans of every shard and every lease found nothing, leases found on the
+        way having been settled.
+        """
+        empty_rounds = 0
+        while empty_rounds < EMPTY_CHECK_ROUNDS:
+            figures = await self.figures(config)
+            donors = sorted(
+                (s for s in range(config.shards) if s != dest and figures.remaining[s] > 0),
+                key=lambda s: -figures.remaining[s],
+            )
+            moved = 0
+            for donor in donors:
+                want = max(need - moved, min(BORROW_CHUNK, figures.remaining[donor] // 2))
+                moved += await self._move(config.campaign_id, donor, dest, want)
+                if moved >= need:
+                    break
+            if moved:
+                return moved
+            if figures.in_leases:
+                await self.settle_leases(config)
+                continue
+            if figures.remaining[dest] > 0:
+                return figures.remaining[dest]  # someone credited us meanwhile
+            empty_rounds += 1
+        return 0
+
+    async def _move(self, campaign_id: str, donor: int, dest: int, want: int) -> int:
+        lease_id = uuid.uuid4().hex
+        dk = shard_keys(campaign_id, donor)
+        taken, _ = await scripts.LEND(
+            self.redis, [dk.state, dk.leases], [want, lease_id, dest, now_ms()]
+        )
+        taken = int(taken)
+        if taken:
+            await self._credit(campaign_id, donor, dest, lease_id, taken)
+        return taken
+
+    async def _credit(self, campaign_id: str, donor: int, dest: int, lease_id: str, amount: int) -> None:
+        tk = shard_keys(campaign_id, dest)
+        await scripts.CREDIT(self.redis, [tk.state, tk.credited], [lease_id, amount])
+        await self.redis.hdel(shard_keys(campaign_id, donor).leases, lease_id)
+
+    async def settle_leases(self, config: CampaignConfig) -> int:
+        """Complete every lease in transit (a borrower may have died mid-move)."""
+        settled = 0
+        for donor in range(config.shards):
+            leases = await self.redis.hgetall(shard_keys(config.campaign_id, donor).leases)
+            for lease_id, raw in leases.items():
+                dest, amount, _ = raw.split("|")
+                await self._credit(config.campaign_id, donor, int(dest), lease_id, int(amount))
+                settled += int(amount)
+        return settled
+
+    # ------------------------------------------------------------ figures
+
+    async def figures(self, config: CampaignConfig) -> Figures:
+        pipe = self.redis.pipeline(transaction=False)
+        for s in range(config.shards):
+            keys = shard_keys(config.campaign_id, s)
+            pipe.hmget(keys.state, "stock", "granted")
+            pipe.hvals(keys.leases)
+        replies = await pipe.execute()
+        remaining, granted, in_leases = [], [], 0
+        for s in range(config.shards):
+            stock, grants = replies[2 * s]
+            remaining.append(int(stock or 0))
+            granted.append(int(grants or 0))
+            in_leases += sum(int(raw.split("|")[1]) for raw in replies[2 * s + 1])
+        return Figures(remaining, granted, in_leases)
+
+    # ------------------------------------------------------------ lookups
+
+    async def get_request(self, campaign_id: str, shard: int, request_id: str) -> Record | None:
+        raw = await self.redis.hget(shard_keys(campaign_id, shard).reqs, request_id)
+        return parse_record(request_id, raw) if raw else None
+
+    async def find_request(self, config: CampaignConfig, request_id: str) -> Record | None:
+        """A request_id without its user: look in every shard (a rare, settling call)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for s in range(config.shards):
+            pipe.hget(shard_keys(config.campaign_id, s).reqs, request_id)
+        for raw in await pipe.execute():
+            if raw:
+                return parse_record(request_id, raw)
+        return None
+
+    async def get_user(self, campaign_id: str, shard: int, user_id: str) -> list[Record]:
+        keys = shard_keys(campaign_id, shard)
+        raw = await self.redis.hget(keys.users, user_id)
+        if not raw:
+            return []
+        request_ids = raw.split("|", 3)[3].split(",")
+        records = await self.redis.hmget(keys.reqs, request_ids)
+        return [parse_record(rid, rec) for rid, rec in zip(request_ids, records) if rec]
+
+    async def all_records(self, config: CampaignConfig, shard: int) -> list[Record]:
+        """Every grant of a shard, read in chunks so Redis is never blocked long."""
+        return [
+            parse_record(rid, raw)
+            async for rid, raw in self.redis.hscan_iter(
+                shard_keys(config.campaign_id, shard).reqs, count=2000
+            )
+        ]
+
+    # ------------------------------------------------------------ campaigns
+
+    async def create_campaign(self, config: CampaignConfig) -> bool:
+        """Create (True) or confirm an identical existing campaign (False).
+
+        Safe to repeat after a crash half-way: every step is idempotent, and
+        the campaign is only visible (status ready) once all shards exist.
+        """
+        cid = config.campaign_id
+        result = await scripts.CREATE_CAMPAIGN(
+            self.redis, [campaign_key(cid)], [config.to_json(), now_ms()]
+        )
+        if result == "different":
+            raise CampaignConflict(cid)
+        await asyncio.gather(
+            *(
+                scripts.INIT_SHARD(
+                    self.redis,
+                    [shard_keys(cid, s).state],
+                    [config.shard_stock(s), config.per_user_limit,
+                     config.starts_at_ms, config.ends_at_ms],
+                )
+                for s in range(config.shards)
+            )
+        )
+        await self.redis.hset(campaign_key(cid), "status", "ready")
+        await self.redis.sadd(CAMPAIGN_INDEX, cid)
+        return result == "created"
+
+    async def load_campaign(self, campaign_id: str) -> CampaignStatus | None:
+        spec, status, paused, created, sold_out = await self.redis.hmget(
+            campaign_key(campaign_id), "spec", "status", "paused", "created_at", "sold_out_at"
+        )
+        if not spec or status != "ready":
+            return None
+        return CampaignStatus(
+            CampaignConfig.from_json(spec), paused == "1", int(created or 0), int(sold_out or 0)
+        )
+
+    async def list_campaigns(self) -> list[str]:
+        return sorted(await self.redis.smembers(CAMPAIGN_INDEX))
+
+    async def set_paused(self, config: CampaignConfig, paused: bool) -> None:
+        flag = 1 if paused else 0
+        pipe = self.redis.pipeline(transaction=False)
+        for s in range(config.shards):
+            pipe.hset(shard_keys(config.campaign_id, s).state, "paused", flag)
+        pipe.hset(campaign_key(config.campaign_id), "paused", flag)
+        await pipe.execute()
+
+    async def mark_sold_out(self, campaign_id: str, at_ms: int) -> None:
+        """Record the first time any node found the campaign empty."""
+        await self.redis.hsetnx(campaign_key(campaign_id), "sold_out_at", at_ms)

@@ -1,0 +1,54 @@
+"""Every Redis key claimcore uses, in one place.
+
+A campaign C with S shards lives in S + 1 hash slots:
+
+  cc:{C}:campaign         HASH   the campaign's config and status (tag C)
+  cc:{C:s}:state          HASH   shard s: stock, seq, granted, limit, window, paused
+  cc:{C:s}:users          HASH   user_id -> "count|last_voucher|last_at|rid1,rid2,..."
+  cc:{C:s}:reqs           HASH   request_id -> "user|voucher|granted_at|channel"
+  cc:{C:s}:leases         HASH   lease_id -> "dest_shard|amount|at": stock taken from s, in transit
+  cc:{C:s}:credited       SET    lease ids already credited to s (makes crediting idempotent)
+  cc:campaigns            SET    ids of all campaigns (its own slot)
+
+Every key of one shard carries the hash tag {C:s}, so every Lua call touches
+one slot and the same scripts run unchanged on Redis Cluster. A user always
+maps to the same shard (claimcore._fast.shard_of), which keeps "one user, at
+most per_user_limit vouchers" a single-slot check.
+
+Ids are validated (claimcore.validation) to exclude '{', '}', '|' and ',',
+so they can neither break a hash tag nor a stored record.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+CAMPAIGN_INDEX = "cc:campaigns"
+
+
+def campaign_key(campaign_id: str) -> str:
+    return f"cc:{{{campaign_id}}}:campaign"
+
+
+class ShardKeys(NamedTuple):
+    state: str
+    users: str
+    reqs: str
+    leases: str
+    credited: str
+
+
+def shard_keys(campaign_id: str, shard: int) -> ShardKeys:
+    tag = f"cc:{{{campaign_id}:{shard}}}"
+    return ShardKeys(
+        state=f"{tag}:state",
+        users=f"{tag}:users",
+        reqs=f"{tag}:reqs",
+        leases=f"{tag}:leases",
+        credited=f"{tag}:credited",
+    )
+
+
+def voucher_prefix(campaign_id: str, shard: int) -> str:
+    """Voucher ids are '<campaign>-<shard>-<seq>': unique without coordination."""
+    return f"{campaign_id}-{shard}-"

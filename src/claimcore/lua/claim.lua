@@ -1,0 +1,85 @@
+#!lua
+-- claim.lua: grant vouchers of one campaign shard to a batch of claims, atomically.
+--
+-- KEYS[1]  cc:{C:s}:state   HASH stock, seq, granted, limit, starts, ends, paused
+-- KEYS[2]  cc:{C:s}:users   HASH user -> "count|last_voucher|last_at|rid1,rid2,..."
+-- KEYS[3]  cc:{C:s}:reqs    HASH request_id -> "user|voucher|granted_at|channel"
+-- ARGV[1]  now_ms (front node clock; no TIME in scripts)
+-- ARGV[2]  voucher id prefix "<C>-<s>-"
+-- ARGV[3..] triples: user_id, request_id, channel_id  (at most 1000 triples)
+--
+-- Returns { stock_left, code_1, voucher_1, at_1, code_2, ... } with one
+-- (code, voucher, at) per triple, in order, or { -1 } if the shard does not exist.
+-- Codes: 1 GRANTED now, 2 GRANTED earlier to this request_id (replay),
+-- 3 ALREADY_CLAIMED (user at limit; voucher = latest), 4 EMPTY (this shard has
+-- no stock; the node may borrow from other shards), 5 NOT_STARTED, 6 ENDED,
+-- 7 PAUSED, 8 REQUEST_ID_REUSED (request_id recorded for another user).
+--
+-- Order per claim: replay, user limit, window/pause, stock. Every check runs
+-- before any write, and all writes happen at the end in three HSETs, stock
+-- first: an error can never leave a grant recorded without its decrement.
+
+local st = redis.call('HMGET', KEYS[1], 'stock', 'seq', 'granted', 'limit', 'starts', 'ends', 'paused')
+if not st[1] then return { -1 } end
+local stock, seq, granted = tonumber(st[1]), tonumber(st[2]), tonumber(st[3])
+local limit, starts, ends = tonumber(st[4]), tonumber(st[5]), tonumber(st[6])
+local now = tonumber(ARGV[1])
+local prefix = ARGV[2]
+
+local closed = 0
+if st[7] == '1' then closed = 7
+elseif now < starts then closed = 5
+elseif ends > 0 and now >= ends then closed = 6 end
+
+local out = { 0 }
+local new_reqs, new_users = {}, {}    -- records written by this batch, by key
+local req_args, user_args = {}, {}
+local granted_before = granted
+
+for i = 3, #ARGV, 3 do
+  local user, rid, chan = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local rec = new_reqs[rid] or redis.call('HGET', KEYS[3], rid)
+  if rec then
+    local ruser, rvid, rat = string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|')
+    if ruser == user then
+      out[#out + 1] = 2; out[#out + 1] = rvid; out[#out + 1] = rat
+    else
+      out[#out + 1] = 8; out[#out + 1] = ''; out[#out + 1] = 0
+    end
+  else
+    local urec = new_users[user] or redis.call('HGET', KEYS[2], user)
+    local count, lvid, lat, rids = 0, '', 0, ''
+    if urec then
+      count, lvid, lat, rids = string.match(urec, '^(%d+)|([^|]*)|([^|]*)|(.*)$')
+      count = tonumber(count)
+    end
+    if count >= limit then
+      out[#out + 1] = 3; out[#out + 1] = lvid; out[#out + 1] = lat
+    elseif closed ~= 0 then
+      out[#out + 1] = closed; out[#out + 1] = ''; out[#out + 1] = 0
+    elseif stock <= 0 then
+      out[#out + 1] = 4; out[#out + 1] = ''; out[#out + 1] = 0
+    else
+      stock = stock - 1
+      seq = seq + 1
+      granted = granted + 1
+      local vid = prefix .. seq
+      if rids ~= '' then rids = rids .. ',' .. rid else rids = rid end
+      new_reqs[rid] = user .. '|' .. vid .. '|' .. now .. '|' .. chan
+      new_users[user] = (count + 1) .. '|' .. vid .. '|' .. now .. '|' .. rids
+      req_args[#req_args + 1] = rid; req_args[#req_args + 1] = new_reqs[rid]
+      out[#out + 1] = 1; out[#out + 1] = vid; out[#out + 1] = now
+    end
+  end
+end
+
+if granted ~= granted_before then
+  for user, urec in pairs(new_users) do
+    user_args[#user_args + 1] = user; user_args[#user_args + 1] = urec
+  end
+  redis.call('HSET', KEYS[1], 'stock', stock, 'seq', seq, 'granted', granted)
+  redis.call('HSET', KEYS[2], unpack(user_args))
+  redis.call('HSET', KEYS[3], unpack(req_args))
+end
+out[1] = stock
+return out

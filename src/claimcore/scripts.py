@@ -1,0 +1,36 @@
+"""The Lua scripts of lua/*.lua as objects that know their SHA.
+
+A script is sent with EVALSHA; when Redis answers NOSCRIPT (after a restart, a
+failover or SCRIPT FLUSH: the script cache is volatile) it is loaded again and
+the call repeated once. Works with redis.asyncio.Redis and RedisCluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+
+class LuaScript:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = resources.files("claimcore.lua").joinpath(f"{name}.lua").read_text()
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+    async def __call__(self, client: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await client.script_load(self.source)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+
+CLAIM = LuaScript("claim")
+INIT_SHARD = LuaScript("init_shard")
+CREATE_CAMPAIGN = LuaScript("create_campaign")
+LEND = LuaScript("lend")
+CREDIT = LuaScript("credit")
+ALL = (CLAIM, INIT_SHARD, CREATE_CAMPAIGN, LEND, CREDIT)

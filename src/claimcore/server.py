@@ -1,0 +1,156 @@
+"""The front node: the only place that wires the parts together.
+
+uvloop + grpc.aio; ClaimService and AdminService; gRPC health (NOT_SERVING
+while Redis does not answer) and server reflection; SIGTERM/SIGINT drain:
+health goes NOT_SERVING, new calls are refused, in-flight calls finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+import redis.asyncio as aioredis
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from claimcore.admin_service import AdminService
+from claimcore.admission import Admission
+from claimcore.batcher import ClaimBatcher
+from claimcore.campaigns import CampaignCache
+from claimcore.claim_service import ClaimService
+from claimcore.inventory import RedisInventory
+from claimcore.soldout import SoldOutCache
+from claimcore.v1 import claims_pb2 as pb
+from claimcore.v1 import claims_pb2_grpc as pb_grpc
+
+log = logging.getLogger("claimcore.server")
+
+SERVICES = [
+    "",
+    pb.DESCRIPTOR.services_by_name["ClaimService"].full_name,
+    pb.DESCRIPTOR.services_by_name["AdminService"].full_name,
+]
+
+
+@dataclass
+class NodeOptions:
+    redis_url: str
+    host: str = "127.0.0.1"
+    port: int = 50051
+    max_batch: int = 256
+    max_queued: int = 50_000
+    max_concurrent_rpcs: int = 20_000
+    redis_timeout_s: float = 2.0
+    redis_connections: int = 64
+    grace_s: float = 5.0
+
+
+def redis_client(url: str, timeout_s: float = 2.0, connections: int = 64) -> aioredis.Redis:
+    """A pooled asyncio client with short timeouts: fail fast, let callers retry."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=connections, timeout=timeout_s, decode_responses=True,
+        socket_timeout=timeout_s, socket_connect_timeout=min(1.0, timeout_s),
+        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+class Node:
+    def __init__(self, options: NodeOptions) -> None:
+        self.options = options
+        self.redis = redis_client(options.redis_url, options.redis_timeout_s, options.redis_connections)
+        self.inventory = RedisInventory(self.redis)
+        self.campaigns = CampaignCache(self.inventory)
+        self.soldout = SoldOutCache(self.inventory)
+        self.batcher = ClaimBatcher(
+            self.inventory, self.soldout.is_sold_out, self.soldout.mark,
+            max_batch=options.max_batch, max_queued=options.max_queued,
+        )
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server(
+            maximum_concurrent_rpcs=options.max_concurrent_rpcs,
+            options=[
+                ("grpc.max_receive_message_length", 1 << 20),
+                ("grpc.max_send_message_length", 4 << 20),
+                ("grpc.so_reuseport", 0),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ],
+        )
+        pb_grpc.add_ClaimServiceServicer_to_server(
+            ClaimService(self.inventory, self.campaigns, Admission(), self.soldout, self.batcher),
+            self.server,
+        )
+        pb_grpc.add_AdminServiceServicer_to_server(AdminService(self.inventory, self.campaigns), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*SERVICES[1:], health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME],
+            self.server,
+        )
+        self.port = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> int:
+        self.port = self.server.add_insecure_port(f"{self.options.host}:{self.options.port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.options.host}:{self.options.port}")
+        await self._set_health(False)
+        await self.server.start()
+        self._tasks = [asyncio.create_task(self._watch_redis()),
+                       asyncio.create_task(self.soldout.run())]
+        return self.port
+
+    async def _set_health(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in SERVICES:
+            await self.health.set(name, status)
+
+    async def _watch_redis(self) -> None:
+        """Health follows Redis: SERVING only while it answers PING."""
+        serving: bool | None = None
+        while True:
+            try:
+                ok = bool(await asyncio.wait_for(self.redis.ping(), 1.0))
+            except Exception:  # noqa: BLE001 - any failure means not serving
+                ok = False
+            if ok != serving:
+                serving = ok
+                await self._set_health(ok)
+                log.log(logging.INFO if ok else logging.WARNING,
+                        "redis %s: health %s", "reachable" if ok else "unreachable",
+                        "SERVING" if ok else "NOT_SERVING")
+            await asyncio.sleep(0.5 if ok else 0.2)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Drain: NOT_SERVING first, then refuse new calls and let in-flight ones finish."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.options.grace_s if grace_s is None else grace_s)
+        await self.redis.aclose()
+
+
+async def run_node(options: NodeOptions, ready: asyncio.Event | None = None) -> None:
+    node = Node(options)
+    port = await node.start()
+    log.info("claimcore node listening on %s:%d", options.host, port)
+    print(f"claimcore: serving on {options.host}:{port}", flush=True)
+    if ready is not None:
+        ready.set()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("draining (grace %.1fs)", options.grace_s)
+    await node.stop()

@@ -1,0 +1,122 @@
+"""The sold-out cache: once a campaign is empty, answer without Redis.
+
+After sold out no grant can happen, so the set of grants is frozen. The node
+loads it once (a snapshot, bounded by the inventory) and then answers every
+claim locally with exactly what claim.lua would say: a replay of a granted
+request_id gets its voucher, a user at the limit gets ALREADY_CLAIMED, anyone
+else SOLD_OUT.
+
+The snapshot is only trusted while Redis agrees: every refresh compares the
+campaign's live figures with it. If stock is back (a restock, a lease settled)
+the campaign reopens; if the number of grants moved, the snapshot is reloaded.
+Until a snapshot is loaded, claims still go to Redis (which answers them
+correctly), only without the borrow attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from claimcore.campaign import CampaignConfig
+from claimcore.inventory import ClaimItem, Code, ItemResult, RedisInventory, Record, now_ms
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_LIMIT = 2_000_000  # grants; beyond this the node keeps asking Redis
+
+
+@dataclass
+class Snapshot:
+    granted: int
+    by_request: dict[str, Record] = field(default_factory=dict)
+    by_user: dict[str, list[Record]] = field(default_factory=dict)
+
+    def add(self, record: Record) -> None:
+        self.by_request[record.request_id] = record
+        self.by_user.setdefault(record.user_id, []).append(record)
+
+    def answer(self, config: CampaignConfig, item: ClaimItem) -> ItemResult:
+        record = self.by_request.get(item.request_id)
+        if record is not None:
+            if record.user_id != item.user_id:
+                return ItemResult(Code.REQUEST_ID_REUSED, "", 0)
+            return ItemResult(Code.REPLAY, record.voucher_id, record.granted_at_ms)
+        held = self.by_user.get(item.user_id)
+        if held and len(held) >= config.per_user_limit:
+            latest = max(held, key=lambda r: (r.granted_at_ms, r.voucher_id))
+            return ItemResult(Code.ALREADY_CLAIMED, latest.voucher_id, latest.granted_at_ms)
+        if config.ends_at_ms and now_ms() >= config.ends_at_ms:
+            return ItemResult(Code.ENDED, "", 0)
+        return ItemResult(Code.SOLD_OUT, "", 0)
+
+
+@dataclass
+class _Entry:
+    config: CampaignConfig
+    snapshot: Snapshot | None = None
+    loading: bool = False
+
+
+class SoldOutCache:
+    def __init__(self, inventory: RedisInventory, refresh_s: float = 1.0) -> None:
+        self.inventory = inventory
+        self.refresh_s = refresh_s
+        self._entries: dict[str, _Entry] = {}
+
+    def is_sold_out(self, campaign_id: str) -> bool:
+        return campaign_id in self._entries
+
+    def snapshot(self, campaign_id: str) -> Snapshot | None:
+        entry = self._entries.get(campaign_id)
+        return entry.snapshot if entry else None
+
+    def mark(self, config: CampaignConfig) -> None:
+        """Called by the batcher when nothing is left to borrow."""
+        if config.campaign_id in self._entries:
+            return
+        entry = self._entries[config.campaign_id] = _Entry(config)
+        asyncio.get_running_loop().create_task(self._first_load(entry))
+
+    async def _first_load(self, entry: _Entry) -> None:
+        try:
+            await self.inventory.mark_sold_out(entry.config.campaign_id, now_ms())
+        except Exception:  # noqa: BLE001 - the figure is informative only
+            log.warning("could not record sold_out_at for %s", entry.config.campaign_id)
+        await self._check(entry)
+
+    async def _check(self, entry: _Entry) -> None:
+        """Reopen, keep, or (re)load the snapshot, from the live figures."""
+        config = entry.config
+        figures = await self.inventory.figures(config)
+        if figures.total_remaining > 0:
+            self._entries.pop(config.campaign_id, None)
+            log.info("campaign %s has stock again: reopened", config.campaign_id)
+            return
+        granted = sum(figures.granted)
+        if entry.snapshot is not None and entry.snapshot.granted == granted:
+            return
+        entry.snapshot = None
+        if granted > SNAPSHOT_LIMIT or entry.loading:
+            return
+        entry.loading = True
+        try:
+            snapshot = Snapshot(granted)
+            for shard in range(config.shards):
+                for record in await self.inventory.all_records(config, shard):
+                    snapshot.add(record)
+            if len(snapshot.by_request) == granted:  # nothing moved while we read
+                entry.snapshot = snapshot
+        finally:
+            entry.loading = False
+
+    async def run(self) -> None:
+        """Background task: re-check every sold-out campaign every refresh_s."""
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            for entry in list(self._entries.values()):
+                try:
+                    await self._check(entry)
+                except Exception as exc:  # noqa: BLE001 - Redis may be away; try again later
+                    log.warning("sold-out refresh of %s failed: %s", entry.config.campaign_id, exc)

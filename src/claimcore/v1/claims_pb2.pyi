@@ -1,0 +1,185 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUTCOME_UNSPECIFIED: _ClassVar[Outcome]
+    GRANTED: _ClassVar[Outcome]
+    ALREADY_CLAIMED: _ClassVar[Outcome]
+    SOLD_OUT: _ClassVar[Outcome]
+    NOT_STARTED: _ClassVar[Outcome]
+    ENDED: _ClassVar[Outcome]
+    NOT_ELIGIBLE: _ClassVar[Outcome]
+    RATE_LIMITED: _ClassVar[Outcome]
+    PAUSED: _ClassVar[Outcome]
+    REQUEST_ID_REUSED: _ClassVar[Outcome]
+OUTCOME_UNSPECIFIED: Outcome
+GRANTED: Outcome
+ALREADY_CLAIMED: Outcome
+SOLD_OUT: Outcome
+NOT_STARTED: Outcome
+ENDED: Outcome
+NOT_ELIGIBLE: Outcome
+RATE_LIMITED: Outcome
+PAUSED: Outcome
+REQUEST_ID_REUSED: Outcome
+
+class ClaimRequest(_message.Message):
+    __slots__ = ("campaign_id", "user_id", "request_id", "channel_id")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_ID_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    user_id: str
+    request_id: str
+    channel_id: str
+    def __init__(self, campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., request_id: _Optional[str] = ..., channel_id: _Optional[str] = ...) -> None: ...
+
+class Voucher(_message.Message):
+    __slots__ = ("voucher_id", "campaign_id", "user_id", "request_id", "granted_at_ms", "value_cents", "min_spend_cents", "category", "channel_id")
+    VOUCHER_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_CENTS_FIELD_NUMBER: _ClassVar[int]
+    MIN_SPEND_CENTS_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_ID_FIELD_NUMBER: _ClassVar[int]
+    voucher_id: str
+    campaign_id: str
+    user_id: str
+    request_id: str
+    granted_at_ms: int
+    value_cents: int
+    min_spend_cents: int
+    category: str
+    channel_id: str
+    def __init__(self, voucher_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., request_id: _Optional[str] = ..., granted_at_ms: _Optional[int] = ..., value_cents: _Optional[int] = ..., min_spend_cents: _Optional[int] = ..., category: _Optional[str] = ..., channel_id: _Optional[str] = ...) -> None: ...
+
+class ClaimReply(_message.Message):
+    __slots__ = ("outcome", "voucher", "retry_after_ms", "detail")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    VOUCHER_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    outcome: Outcome
+    voucher: Voucher
+    retry_after_ms: int
+    detail: str
+    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., voucher: _Optional[_Union[Voucher, _Mapping]] = ..., retry_after_ms: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class ClaimBatchRequest(_message.Message):
+    __slots__ = ("claims",)
+    CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    claims: _containers.RepeatedCompositeFieldContainer[ClaimRequest]
+    def __init__(self, claims: _Optional[_Iterable[_Union[ClaimRequest, _Mapping]]] = ...) -> None: ...
+
+class ClaimBatchReply(_message.Message):
+    __slots__ = ("replies",)
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedCompositeFieldContainer[ClaimReply]
+    def __init__(self, replies: _Optional[_Iterable[_Union[ClaimReply, _Mapping]]] = ...) -> None: ...
+
+class GetClaimRequest(_message.Message):
+    __slots__ = ("campaign_id", "request_id", "user_id")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    request_id: str
+    user_id: str
+    def __init__(self, campaign_id: _Optional[str] = ..., request_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class GetClaimReply(_message.Message):
+    __slots__ = ("found", "vouchers")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    VOUCHERS_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    vouchers: _containers.RepeatedCompositeFieldContainer[Voucher]
+    def __init__(self, found: _Optional[bool] = ..., vouchers: _Optional[_Iterable[_Union[Voucher, _Mapping]]] = ...) -> None: ...
+
+class Campaign(_message.Message):
+    __slots__ = ("campaign_id", "name", "inventory", "shards", "per_user_limit", "starts_at_ms", "ends_at_ms", "admission_rate", "admission_burst", "value_cents", "min_spend_cents", "category")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INVENTORY_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    PER_USER_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    STARTS_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ENDS_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ADMISSION_RATE_FIELD_NUMBER: _ClassVar[int]
+    ADMISSION_BURST_FIELD_NUMBER: _ClassVar[int]
+    VALUE_CENTS_FIELD_NUMBER: _ClassVar[int]
+    MIN_SPEND_CENTS_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    name: str
+    inventory: int
+    shards: int
+    per_user_limit: int
+    starts_at_ms: int
+    ends_at_ms: int
+    admission_rate: int
+    admission_burst: int
+    value_cents: int
+    min_spend_cents: int
+    category: str
+    def __init__(self, campaign_id: _Optional[str] = ..., name: _Optional[str] = ..., inventory: _Optional[int] = ..., shards: _Optional[int] = ..., per_user_limit: _Optional[int] = ..., starts_at_ms: _Optional[int] = ..., ends_at_ms: _Optional[int] = ..., admission_rate: _Optional[int] = ..., admission_burst: _Optional[int] = ..., value_cents: _Optional[int] = ..., min_spend_cents: _Optional[int] = ..., category: _Optional[str] = ...) -> None: ...
+
+class CreateCampaignRequest(_message.Message):
+    __slots__ = ("campaign",)
+    CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
+    campaign: Campaign
+    def __init__(self, campaign: _Optional[_Union[Campaign, _Mapping]] = ...) -> None: ...
+
+class GetCampaignRequest(_message.Message):
+    __slots__ = ("campaign_id",)
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    def __init__(self, campaign_id: _Optional[str] = ...) -> None: ...
+
+class ShardFigures(_message.Message):
+    __slots__ = ("shard", "remaining", "granted")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    shard: int
+    remaining: int
+    granted: int
+    def __init__(self, shard: _Optional[int] = ..., remaining: _Optional[int] = ..., granted: _Optional[int] = ...) -> None: ...
+
+class CampaignInfo(_message.Message):
+    __slots__ = ("campaign", "paused", "granted", "remaining", "sold_out_at_ms", "shards", "created_at_ms")
+    CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    SOLD_OUT_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    campaign: Campaign
+    paused: bool
+    granted: int
+    remaining: int
+    sold_out_at_ms: int
+    shards: _containers.RepeatedCompositeFieldContainer[ShardFigures]
+    created_at_ms: int
+    def __init__(self, campaign: _Optional[_Union[Campaign, _Mapping]] = ..., paused: _Optional[bool] = ..., granted: _Optional[int] = ..., remaining: _Optional[int] = ..., sold_out_at_ms: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardFigures, _Mapping]]] = ..., created_at_ms: _Optional[int] = ...) -> None: ...
+
+class ListCampaignsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListCampaignsReply(_message.Message):
+    __slots__ = ("campaign_ids",)
+    CAMPAIGN_IDS_FIELD_NUMBER: _ClassVar[int]
+    campaign_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, campaign_ids: _Optional[_Iterable[str]] = ...) -> None: ...
