@@ -1,8 +1,8 @@
 """Build the Cython hot path (src/claimcore/_fast/*.pyx).
 
 Everything else is declared in pyproject.toml. Set CLAIMCORE_DEBUG_BUILD=1 for
-bounds and overflow checks in the compiled modules; CLAIMCORE_NO_EXTENSIONS=1
-skips compiling (the pure-Python twins are then used).
+bounds and overflow checks in the compiled modules. CLAIMCORE_NO_EXTENSIONS
+(any value but empty or 0) skips compiling; the pure-Python twins are used.
 """
 
 import os
@@ -14,7 +14,7 @@ FAST = Path("src/claimcore/_fast")
 
 
 def extensions():
-    if os.environ.get("CLAIMCORE_NO_EXTENSIONS"):
+    if os.environ.get("CLAIMCORE_NO_EXTENSIONS", "") not in ("", "0"):  # same rule as claimcore._fast
         return []
     from Cython.Build import cythonize
 

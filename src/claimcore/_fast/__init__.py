@@ -1,0 +1,20 @@
+"""Hot path: Cython modules, each with a pure-Python twin giving identical results.
+
+Set CLAIMCORE_NO_EXTENSIONS to a non-empty value other than "0" to force the twins.
+COMPILED maps each selector module to True when its Cython module is in use.
+"""
+
+import os
+
+NO_EXTENSIONS: bool = os.environ.get("CLAIMCORE_NO_EXTENSIONS", "") not in ("", "0")
+
+from . import shard_hash, token_bucket  # noqa: E402  (the selectors read NO_EXTENSIONS)
+from .shard_hash import fnv1a64, jump_hash, shard_of  # noqa: E402
+from .token_bucket import TokenBucket  # noqa: E402
+
+COMPILED: dict[str, bool] = {
+    "shard_hash": shard_hash.COMPILED,
+    "token_bucket": token_bucket.COMPILED,
+}
+
+__all__ = ["COMPILED", "NO_EXTENSIONS", "TokenBucket", "fnv1a64", "jump_hash", "shard_of"]
