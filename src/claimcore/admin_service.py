@@ -33,7 +33,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
             created_at_ms=status.created_at_ms,
             shards=[
                 pb.ShardFigures(shard=s, remaining=r, granted=g)
-                for s, (r, g) in enumerate(zip(figures.remaining, figures.granted))
+                for s, (r, g) in enumerate(zip(figures.remaining, figures.granted, strict=True))
             ],
         )
 

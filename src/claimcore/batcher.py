@@ -94,7 +94,7 @@ class ClaimBatcher:
             _fail(batch, exc)
             return
         empty: list[Waiter] = []
-        for waiter, result in zip(batch, results):
+        for waiter, result in zip(batch, results, strict=True):
             if result.code == Code.EMPTY:
                 empty.append(waiter)
             elif not waiter[1].done():

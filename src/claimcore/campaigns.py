@@ -3,7 +3,9 @@
 Configs are immutable once created, so a found campaign is cached for
 `ttl_s`; an unknown id is remembered for `negative_ttl_s`, which bounds how
 long another node may answer NOT_FOUND for a campaign just created elsewhere.
-Concurrent misses for one id share a single Redis read.
+Concurrent misses for one id share a single Redis read. The cache holds at
+most `max_entries` ids: unknown ids come from callers, and a stream of random
+ones must not grow the node's memory.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ class CampaignNotFound(LookupError):
 
 class CampaignCache:
     def __init__(
-        self, inventory: RedisInventory, ttl_s: float = 30.0, negative_ttl_s: float = 0.5
+        self, inventory: RedisInventory, ttl_s: float = 30.0, negative_ttl_s: float = 0.5,
+        max_entries: int = 10_000,
     ) -> None:
         self.inventory = inventory
         self.ttl_s = ttl_s
         self.negative_ttl_s = negative_ttl_s
+        self.max_entries = max_entries
         self._entries: dict[str, tuple[float, CampaignConfig | None]] = {}
         self._loading: dict[str, asyncio.Future[CampaignConfig | None]] = {}
 
@@ -59,5 +63,10 @@ class CampaignCache:
             del self._loading[campaign_id]
 
     def put(self, campaign_id: str, config: CampaignConfig | None) -> None:
+        now = time.monotonic()
+        if len(self._entries) >= self.max_entries:
+            self._entries = {k: e for k, e in self._entries.items() if e[0] > now and e[1] is not None}
+            if len(self._entries) >= self.max_entries:  # all live campaigns: start afresh
+                self._entries.clear()
         ttl = self.ttl_s if config else self.negative_ttl_s
-        self._entries[campaign_id] = (time.monotonic() + ttl, config)
+        self._entries[campaign_id] = (now + ttl, config)

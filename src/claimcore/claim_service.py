@@ -21,7 +21,7 @@ from claimcore.admission import Admission
 from claimcore.batcher import ClaimBatcher, Overloaded
 from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import CampaignCache, CampaignNotFound
-from claimcore.inventory import ClaimItem, Code, ItemResult, RedisInventory, Record, ShardMissing, now_ms
+from claimcore.inventory import ClaimItem, Code, ItemResult, Record, RedisInventory, ShardMissing, now_ms
 from claimcore.soldout import SoldOutCache
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
@@ -38,6 +38,7 @@ OUTCOMES = {
     Code.REQUEST_ID_REUSED: pb.REQUEST_ID_REUSED,
     Code.SOLD_OUT: pb.SOLD_OUT,
 }
+UNKNOWN_OUTCOME = "outcome unknown, retry with the same request_id or call GetClaim"
 DEADLINE_MARGIN_S = 0.005  # answer DEADLINE_EXCEEDED ourselves, just before the caller gives up
 
 
@@ -50,12 +51,12 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
     if isinstance(exc, Overloaded):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, f"node overloaded, retry later: {exc}"
     if isinstance(exc, asyncio.TimeoutError):
-        return grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded; outcome unknown, retry with the same request_id"
+        return grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline exceeded; {UNKNOWN_OUTCOME}"
     if isinstance(exc, ShardMissing):
         return grpc.StatusCode.FAILED_PRECONDITION, f"campaign state incomplete: {exc}"
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                         redis.exceptions.BusyLoadingError, OSError)):
-        return grpc.StatusCode.UNAVAILABLE, f"redis unavailable; outcome unknown, retry with the same request_id: {exc}"
+        return grpc.StatusCode.UNAVAILABLE, f"redis unavailable; {UNKNOWN_OUTCOME}: {exc}"
     if isinstance(exc, redis.exceptions.ResponseError):
         return grpc.StatusCode.UNAVAILABLE, f"redis refused: {exc}"
     return None
@@ -162,7 +163,7 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
                         raise outcome
             return pb.ClaimBatchReply(replies=[
                 s if isinstance(s, pb.ClaimReply) else reply_for(configs[c.campaign_id], c, s.result())
-                for c, s in zip(claims, started)
+                for c, s in zip(claims, started, strict=True)
             ])
         raise AssertionError("unreachable")
 

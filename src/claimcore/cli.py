@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run a front node")
-    serve.add_argument("--redis", help="Redis URL (redis://host:port/db); default: start a private redis-server")
+    serve.add_argument("--redis",
+                       help="Redis URL (redis://host:port/db); default: start a private redis-server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=50051, help="0 picks a free port")
     serve.add_argument("--appendfsync", choices=["everysec", "always"], default="everysec",

@@ -221,7 +221,7 @@ class RedisInventory:
             return []
         request_ids = raw.split("|", 3)[3].split(",")
         records = await self.redis.hmget(keys.reqs, request_ids)
-        return [parse_record(rid, rec) for rid, rec in zip(request_ids, records) if rec]
+        return [parse_record(rid, rec) for rid, rec in zip(request_ids, records, strict=True) if rec]
 
     async def all_records(self, config: CampaignConfig, shard: int) -> list[Record]:
         """Every grant of a shard, read in chunks so Redis is never blocked long."""

@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass, field
 
 from claimcore.campaign import CampaignConfig
-from claimcore.inventory import ClaimItem, Code, ItemResult, RedisInventory, Record, now_ms
+from claimcore.inventory import ClaimItem, Code, ItemResult, Record, RedisInventory, now_ms
 
 log = logging.getLogger(__name__)
 
