@@ -21,7 +21,16 @@ from claimcore.admission import Admission
 from claimcore.batcher import ClaimBatcher, Overloaded
 from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import CampaignCache, CampaignNotFound
-from claimcore.inventory import ClaimItem, Code, ItemResult, Record, RedisInventory, ShardMissing, now_ms
+from claimcore.inventory import (
+    BorrowContention,
+    ClaimItem,
+    Code,
+    ItemResult,
+    Record,
+    RedisInventory,
+    ShardMissing,
+    now_ms,
+)
 from claimcore.soldout import SoldOutCache
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
@@ -52,6 +61,8 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
         return grpc.StatusCode.RESOURCE_EXHAUSTED, f"node overloaded, retry later: {exc}"
     if isinstance(exc, asyncio.TimeoutError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline exceeded; {UNKNOWN_OUTCOME}"
+    if isinstance(exc, BorrowContention):
+        return grpc.StatusCode.UNAVAILABLE, f"{exc}; {UNKNOWN_OUTCOME}"
     if isinstance(exc, ShardMissing):
         return grpc.StatusCode.FAILED_PRECONDITION, f"campaign state incomplete: {exc}"
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,

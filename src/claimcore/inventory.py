@@ -66,6 +66,10 @@ class CampaignConflict(Exception):
     """A different campaign config already holds this id."""
 
 
+class BorrowContention(Exception):
+    """Stock kept moving between shards while this node tried to borrow; retry."""
+
+
 class ShardMissing(Exception):
     """A shard's state is missing: the campaign was not (fully) created."""
 
@@ -91,6 +95,7 @@ class Figures:
 
 BORROW_CHUNK = 64        # a donor gives at least min(this, half its stock)
 EMPTY_CHECK_ROUNDS = 2   # full scans that must agree before "sold out"
+MAX_BORROW_ROUNDS = 20   # then give up with BorrowContention (a retryable error)
 
 
 def now_ms() -> int:
@@ -132,7 +137,7 @@ class RedisInventory:
         way having been settled.
         """
         empty_rounds = 0
-        while empty_rounds < EMPTY_CHECK_ROUNDS:
+        for _ in range(MAX_BORROW_ROUNDS):
             figures = await self.figures(config)
             donors = sorted(
                 (s for s in range(config.shards) if s != dest and figures.remaining[s] > 0),
@@ -152,7 +157,9 @@ class RedisInventory:
             if figures.remaining[dest] > 0:
                 return figures.remaining[dest]  # someone credited us meanwhile
             empty_rounds += 1
-        return 0
+            if empty_rounds == EMPTY_CHECK_ROUNDS:
+                return 0
+        raise BorrowContention(f"{config.campaign_id}: stock kept moving for {MAX_BORROW_ROUNDS} rounds")
 
     async def _move(self, campaign_id: str, donor: int, dest: int, want: int) -> int:
         lease_id = uuid.uuid4().hex
