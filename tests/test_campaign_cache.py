@@ -3,11 +3,11 @@
 import asyncio
 
 import redis.asyncio as aioredis
-from conftest import new_campaign_id
 
 from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import CampaignCache
 from claimcore.inventory import RedisInventory
+from conftest import new_campaign_id
 
 
 def test_unknown_ids_cannot_grow_the_cache_without_bound(redis_server):

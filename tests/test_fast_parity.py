@@ -1,7 +1,8 @@
 """claimcore._fast: the Cython modules and their pure-Python twins must agree exactly.
 
-The compiled side is skipped only when CLAIMCORE_NO_EXTENSIONS is set; otherwise a
-missing extension makes these tests fail (see test_compiled_modules_in_use).
+Both sides are imported directly, whatever CLAIMCORE_NO_EXTENSIONS says (the
+switch only changes which side claimcore._fast selects), so a missing extension
+is a failure, never a skip.
 """
 
 from __future__ import annotations
@@ -24,15 +25,13 @@ from claimcore._fast import NO_EXTENSIONS
 
 TB_PY, TB_C = "claimcore._fast._token_bucket_py", "claimcore._fast._token_bucket_c"
 SH_PY, SH_C = "claimcore._fast._shard_hash_py", "claimcore._fast._shard_hash_c"
-NO_EXT_REASON = "CLAIMCORE_NO_EXTENSIONS is set: compiled modules not tested"
-needs_compiled = pytest.mark.skipif(NO_EXTENSIONS, reason=NO_EXT_REASON)
 
 INT64_MAX = 2**63 - 1
 NOW_LIMIT = 2**62
 
 
 def _impls(py: str, c: str) -> list:
-    return [pytest.param(py, id="py"), pytest.param(c, id="c", marks=needs_compiled)]
+    return [pytest.param(py, id="py"), pytest.param(c, id="c")]
 
 
 def _mod(name: str) -> ModuleType:
@@ -51,23 +50,14 @@ def _outcome(fn: Callable[..., object], *args: object) -> object:
 # --------------------------------------------------------------------------- selection
 
 
-def test_compiled_modules_in_use() -> None:
-    if NO_EXTENSIONS:
-        pytest.skip(NO_EXT_REASON)
-    tb_c, sh_c = _mod(TB_C), _mod(SH_C)  # ImportError here = extension not built
-    assert fast.COMPILED == {"shard_hash": True, "token_bucket": True}
-    assert fast.TokenBucket is tb_c.TokenBucket
-    assert fast.shard_of is sh_c.shard_of
-    assert fast.fnv1a64 is sh_c.fnv1a64
-    assert fast.jump_hash is sh_c.jump_hash
-
-
-def test_no_extensions_selects_twins() -> None:
-    if not NO_EXTENSIONS:
-        pytest.skip("CLAIMCORE_NO_EXTENSIONS not set")
-    assert fast.COMPILED == {"shard_hash": False, "token_bucket": False}
-    assert fast.TokenBucket is _mod(TB_PY).TokenBucket
-    assert fast.shard_of is _mod(SH_PY).shard_of
+def test_selector_follows_the_switch() -> None:
+    """Compiled modules unless CLAIMCORE_NO_EXTENSIONS is set; then the twins."""
+    tb, sh = (TB_PY, SH_PY) if NO_EXTENSIONS else (TB_C, SH_C)
+    assert fast.COMPILED == {"shard_hash": not NO_EXTENSIONS, "token_bucket": not NO_EXTENSIONS}
+    assert fast.TokenBucket is _mod(tb).TokenBucket
+    assert fast.shard_of is _mod(sh).shard_of
+    assert fast.fnv1a64 is _mod(sh).fnv1a64
+    assert fast.jump_hash is _mod(sh).jump_hash
 
 
 @pytest.mark.parametrize(("value", "expected"), [("", False), ("0", False), ("1", True), ("yes", True)])
@@ -94,7 +84,6 @@ def _seed_rate(seed: int, rng: random.Random) -> float:
     return _SEED_RATES[seed] if seed < len(_SEED_RATES) else 10 ** rng.uniform(-1.0, 7.0)
 
 
-@needs_compiled
 @pytest.mark.parametrize("seed", range(20))
 def test_token_bucket_parity_random_sequences(seed: int) -> None:
     tb_py, tb_c = _mod(TB_PY), _mod(TB_C)
@@ -133,7 +122,6 @@ def test_token_bucket_parity_random_sequences(seed: int) -> None:
         assert admitted and refused
 
 
-@needs_compiled
 @pytest.mark.parametrize("seed", range(10))
 def test_token_bucket_parity_extremes(seed: int) -> None:
     """Non-monotone clocks, range limits, huge n and bursts: saturation must agree too."""
@@ -152,7 +140,6 @@ def test_token_bucket_parity_extremes(seed: int) -> None:
         assert _outcome(a.take, now, n) == _outcome(b.take, now, n)
 
 
-@needs_compiled
 def test_token_bucket_interval_rounding_parity() -> None:
     tb_py, tb_c = _mod(TB_PY), _mod(TB_C)
     rng = random.Random(7)
@@ -166,7 +153,6 @@ def test_token_bucket_interval_rounding_parity() -> None:
     assert tb_py.TokenBucket(4e8, 1).interval_ns == 2  # 2.5 -> 2 (half to even)
 
 
-@needs_compiled
 @pytest.mark.parametrize(
     "args",
     [
@@ -190,7 +176,6 @@ def test_token_bucket_constructor_errors_match(args: tuple) -> None:
         assert (ra.rate_per_s, ra.burst, ra.interval_ns) == (rb.rate_per_s, rb.burst, rb.interval_ns)
 
 
-@needs_compiled
 @pytest.mark.parametrize("bad", [(1.5,), (10, 1.0), ("5",), (None,), (5, 0), (5, -3), (2**63,)])
 def test_token_bucket_take_errors_match(bad: tuple) -> None:
     tb_py, tb_c = _mod(TB_PY), _mod(TB_C)
@@ -438,7 +423,6 @@ def _random_text(rng: random.Random) -> str:
     return "".join(chars)
 
 
-@needs_compiled
 @pytest.mark.parametrize("seed", range(20))
 def test_shard_hash_parity_random(seed: int) -> None:
     py, c = _mod(SH_PY), _mod(SH_C)
@@ -453,7 +437,6 @@ def test_shard_hash_parity_random(seed: int) -> None:
         assert py.jump_hash(key, buckets) == c.jump_hash(key, buckets), (key, buckets)
 
 
-@needs_compiled
 @pytest.mark.parametrize(
     ("fn", "args"),
     [

@@ -1,0 +1,82 @@
+"""Shared fixtures: a real redis-server and real front nodes, on free ports.
+
+Nothing here imitates Redis or gRPC: `redis_server` is a redis-server child
+process, `node` is `python -m claimcore serve` in a child process (LocalNode).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+import redis
+
+from claimcore.embedded_redis import EmbeddedRedis
+from claimcore.local_node import LocalNode, health_status  # noqa: F401 - tests import health_status from here
+from claimcore.v1 import claims_pb2 as pb
+from claimcore.v1 import claims_pb2_grpc as pb_grpc
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
+    client = redis.Redis(port=redis_server.port, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def node(redis_server: EmbeddedRedis) -> Iterator[LocalNode]:
+    """One front node shared by the tests that only need one."""
+    node = LocalNode(redis_server.url).start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+def channel(node: LocalNode) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(node.address) as ch:
+        yield ch
+
+
+@pytest.fixture
+def claims(channel: grpc.Channel) -> pb_grpc.ClaimServiceStub:
+    return pb_grpc.ClaimServiceStub(channel)
+
+
+@pytest.fixture
+def admin(channel: grpc.Channel) -> pb_grpc.AdminServiceStub:
+    return pb_grpc.AdminServiceStub(channel)
+
+
+def new_campaign_id(prefix: str = "t") -> str:
+    """Tests share one Redis: every campaign gets a fresh id."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def create_campaign(admin: pb_grpc.AdminServiceStub, **fields: object) -> pb.CampaignInfo:
+    fields.setdefault("campaign_id", new_campaign_id())
+    return admin.CreateCampaign(pb.CreateCampaignRequest(campaign=pb.Campaign(**fields)), timeout=10)
+
+
+def redis_dump(client: redis.Redis) -> dict[str, object]:
+    """Every key with its type and content: to prove a call changed nothing."""
+    out: dict[str, object] = {}
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        if kind == "hash":
+            out[key] = client.hgetall(key)
+        elif kind == "set":
+            out[key] = sorted(client.smembers(key))
+        elif kind == "string":
+            out[key] = client.get(key)
+        else:
+            out[key] = kind
+    return out
