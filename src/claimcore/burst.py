@@ -236,7 +236,8 @@ class _Worker:
             for attempt in range(cfg.max_attempts):
                 try:
                     found = await self.stub.GetClaim(
-                        claims_pb2.GetClaimRequest(campaign_id=cfg.campaign_id, request_id=request_id),
+                        claims_pb2.GetClaimRequest(
+                            campaign_id=cfg.campaign_id, user_id=user, request_id=request_id),
                         timeout=max(cfg.deadline, 5.0),
                     )
                     break

@@ -44,7 +44,6 @@ OUTCOMES = {
     Code.NOT_STARTED: pb.NOT_STARTED,
     Code.ENDED: pb.ENDED,
     Code.PAUSED: pb.PAUSED,
-    Code.REQUEST_ID_REUSED: pb.REQUEST_ID_REUSED,
     Code.SOLD_OUT: pb.SOLD_OUT,
 }
 UNKNOWN_OUTCOME = "outcome unknown, retry with the same request_id or call GetClaim"
@@ -182,12 +181,9 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
                        context: grpc.aio.ServicerContext) -> pb.GetClaimReply:
         async with grpc_errors(context):
             v.check_id("campaign_id", request.campaign_id, v.CAMPAIGN_ID)
-            if not (request.request_id or request.user_id):
-                raise v.InvalidInput("give request_id, user_id, or both")
+            v.check_id("user_id", request.user_id, v.USER_ID)
             if request.request_id:
                 v.check_id("request_id", request.request_id, v.REQUEST_ID)
-            if request.user_id:
-                v.check_id("user_id", request.user_id, v.USER_ID)
             config = await self._config(request.campaign_id)
             records = await self._lookup(config, request)
             return pb.GetClaimReply(found=bool(records), vouchers=[
@@ -198,13 +194,10 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
 
     async def _lookup(self, config: CampaignConfig, request: pb.GetClaimRequest) -> list[Record]:
         cid = config.campaign_id
-        if not request.user_id:
-            record = await self.inventory.find_request(config, request.request_id)
-            return [record] if record else []
         shard = shard_of(request.user_id, config.shards)
         if request.request_id:
-            record = await self.inventory.get_request(cid, shard, request.request_id)
-            return [record] if record and record.user_id == request.user_id else []
+            record = await self.inventory.get_request(cid, shard, request.user_id, request.request_id)
+            return [record] if record else []
         return await self.inventory.get_user(cid, shard, request.user_id)
 
 

@@ -36,7 +36,6 @@ class Code(IntEnum):
     NOT_STARTED = 5
     ENDED = 6
     PAUSED = 7
-    REQUEST_ID_REUSED = 8
     SOLD_OUT = 100  # decided by the node: EMPTY here and nothing left to borrow
 
 
@@ -53,7 +52,7 @@ class ItemResult(NamedTuple):
 
 
 class Record(NamedTuple):
-    """A granted claim as stored in the reqs hash."""
+    """A granted claim, as stored in the reqs hash under "user|request_id"."""
 
     user_id: str
     request_id: str
@@ -95,15 +94,20 @@ class Figures:
 
 BORROW_CHUNK = 64        # a donor gives at least min(this, half its stock)
 EMPTY_CHECK_ROUNDS = 2   # full scans that must agree before "sold out"
-MAX_BORROW_ROUNDS = 20   # then give up with BorrowContention (a retryable error)
+MAX_BORROW_ROUNDS = 50   # then give up with BorrowContention (a retryable error)
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def parse_record(request_id: str, raw: str) -> Record:
-    user, voucher, at, channel = raw.split("|", 3)
+def request_field(user_id: str, request_id: str) -> str:
+    return f"{user_id}|{request_id}"
+
+
+def parse_record(field: str, raw: str) -> Record:
+    user, request_id = field.split("|", 1)
+    voucher, at, channel = raw.split("|", 2)
     return Record(user, request_id, voucher, int(at), channel)
 
 
@@ -156,6 +160,8 @@ class RedisInventory:
                 continue
             if figures.remaining[dest] > 0:
                 return figures.remaining[dest]  # someone credited us meanwhile
+            if any(figures.remaining):
+                continue  # other borrowers took the stock we saw: look again
             empty_rounds += 1
             if empty_rounds == EMPTY_CHECK_ROUNDS:
                 return 0
@@ -191,50 +197,58 @@ class RedisInventory:
     # ------------------------------------------------------------ figures
 
     async def figures(self, config: CampaignConfig) -> Figures:
+        """Stock and grants per shard, and stock in transit.
+
+        A lease already credited but not yet deleted is in its destination's
+        stock: it is left out of in_leases, so nothing is counted twice.
+        """
+        cid = config.campaign_id
         pipe = self.redis.pipeline(transaction=False)
         for s in range(config.shards):
-            keys = shard_keys(config.campaign_id, s)
+            keys = shard_keys(cid, s)
             pipe.hmget(keys.state, "stock", "granted")
-            pipe.hvals(keys.leases)
+            pipe.hgetall(keys.leases)
         replies = await pipe.execute()
-        remaining, granted, in_leases = [], [], 0
+        remaining, granted, leases = [], [], []
         for s in range(config.shards):
             stock, grants = replies[2 * s]
             remaining.append(int(stock or 0))
             granted.append(int(grants or 0))
-            in_leases += sum(int(raw.split("|")[1]) for raw in replies[2 * s + 1])
+            for lease_id, raw in replies[2 * s + 1].items():
+                dest, amount, _ = raw.split("|")
+                leases.append((lease_id, int(dest), int(amount)))
+        in_leases = 0
+        if leases:
+            pipe = self.redis.pipeline(transaction=False)
+            for lease_id, dest, _ in leases:
+                pipe.sismember(shard_keys(cid, dest).credited, lease_id)
+            credited = await pipe.execute()
+            in_leases = sum(amount for (_, _, amount), done in zip(leases, credited, strict=True)
+                            if not done)
         return Figures(remaining, granted, in_leases)
 
     # ------------------------------------------------------------ lookups
 
-    async def get_request(self, campaign_id: str, shard: int, request_id: str) -> Record | None:
-        raw = await self.redis.hget(shard_keys(campaign_id, shard).reqs, request_id)
-        return parse_record(request_id, raw) if raw else None
-
-    async def find_request(self, config: CampaignConfig, request_id: str) -> Record | None:
-        """A request_id without its user: look in every shard (a rare, settling call)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for s in range(config.shards):
-            pipe.hget(shard_keys(config.campaign_id, s).reqs, request_id)
-        for raw in await pipe.execute():
-            if raw:
-                return parse_record(request_id, raw)
-        return None
+    async def get_request(self, campaign_id: str, shard: int, user_id: str, request_id: str
+                          ) -> Record | None:
+        field = request_field(user_id, request_id)
+        raw = await self.redis.hget(shard_keys(campaign_id, shard).reqs, field)
+        return parse_record(field, raw) if raw else None
 
     async def get_user(self, campaign_id: str, shard: int, user_id: str) -> list[Record]:
         keys = shard_keys(campaign_id, shard)
         raw = await self.redis.hget(keys.users, user_id)
         if not raw:
             return []
-        request_ids = raw.split("|", 3)[3].split(",")
-        records = await self.redis.hmget(keys.reqs, request_ids)
-        return [parse_record(rid, rec) for rid, rec in zip(request_ids, records, strict=True) if rec]
+        fields = [request_field(user_id, rid) for rid in raw.split("|", 3)[3].split(",")]
+        records = await self.redis.hmget(keys.reqs, fields)
+        return [parse_record(f, rec) for f, rec in zip(fields, records, strict=True) if rec]
 
     async def all_records(self, config: CampaignConfig, shard: int) -> list[Record]:
         """Every grant of a shard, read in chunks so Redis is never blocked long."""
         return [
-            parse_record(rid, raw)
-            async for rid, raw in self.redis.hscan_iter(
+            parse_record(field, raw)
+            async for field, raw in self.redis.hscan_iter(
                 shard_keys(config.campaign_id, shard).reqs, count=2000
             )
         ]

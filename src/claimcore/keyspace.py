@@ -5,7 +5,7 @@ A campaign C with S shards lives in S + 1 hash slots:
   cc:{C}:campaign         HASH   the campaign's config and status (tag C)
   cc:{C:s}:state          HASH   shard s: stock, seq, granted, limit, window, paused
   cc:{C:s}:users          HASH   user_id -> "count|last_voucher|last_at|rid1,rid2,..."
-  cc:{C:s}:reqs           HASH   request_id -> "user|voucher|granted_at|channel"
+  cc:{C:s}:reqs           HASH   "user|request_id" -> "voucher|granted_at|channel"
   cc:{C:s}:leases         HASH   lease_id -> "dest_shard|amount|at": stock taken from s, in transit
   cc:{C:s}:credited       SET    lease ids already credited to s (makes crediting idempotent)
   cc:campaigns            SET    ids of all campaigns (its own slot)

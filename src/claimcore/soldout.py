@@ -30,18 +30,16 @@ SNAPSHOT_LIMIT = 2_000_000  # grants; beyond this the node keeps asking Redis
 @dataclass
 class Snapshot:
     granted: int
-    by_request: dict[str, Record] = field(default_factory=dict)
+    by_request: dict[tuple[str, str], Record] = field(default_factory=dict)
     by_user: dict[str, list[Record]] = field(default_factory=dict)
 
     def add(self, record: Record) -> None:
-        self.by_request[record.request_id] = record
+        self.by_request[(record.user_id, record.request_id)] = record
         self.by_user.setdefault(record.user_id, []).append(record)
 
     def answer(self, config: CampaignConfig, item: ClaimItem) -> ItemResult:
-        record = self.by_request.get(item.request_id)
+        record = self.by_request.get((item.user_id, item.request_id))
         if record is not None:
-            if record.user_id != item.user_id:
-                return ItemResult(Code.REQUEST_ID_REUSED, "", 0)
             return ItemResult(Code.REPLAY, record.voucher_id, record.granted_at_ms)
         held = self.by_user.get(item.user_id)
         if held and len(held) >= config.per_user_limit:

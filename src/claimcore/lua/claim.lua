@@ -3,7 +3,7 @@
 --
 -- KEYS[1]  cc:{C:s}:state   HASH stock, seq, granted, limit, starts, ends, paused
 -- KEYS[2]  cc:{C:s}:users   HASH user -> "count|last_voucher|last_at|rid1,rid2,..."
--- KEYS[3]  cc:{C:s}:reqs    HASH request_id -> "user|voucher|granted_at|channel"
+-- KEYS[3]  cc:{C:s}:reqs    HASH "user|request_id" -> "voucher|granted_at|channel"
 -- ARGV[1]  now_ms (front node clock; no TIME in scripts)
 -- ARGV[2]  voucher id prefix "<C>-<s>-"
 -- ARGV[3..] triples: user_id, request_id, channel_id  (at most 1000 triples)
@@ -13,7 +13,8 @@
 -- Codes: 1 GRANTED now, 2 GRANTED earlier to this request_id (replay),
 -- 3 ALREADY_CLAIMED (user at limit; voucher = latest), 4 EMPTY (this shard has
 -- no stock; the node may borrow from other shards), 5 NOT_STARTED, 6 ENDED,
--- 7 PAUSED, 8 REQUEST_ID_REUSED (request_id recorded for another user).
+-- 7 PAUSED. The idempotency key is (user, request_id): request ids are made by
+-- many independent apps, so the same id from two users names two claims.
 --
 -- Order per claim: replay, user limit, window/pause, stock. Every check runs
 -- before any write, and all writes happen at the end in three HSETs, stock
@@ -38,14 +39,11 @@ local granted_before = granted
 
 for i = 3, #ARGV, 3 do
   local user, rid, chan = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local rec = new_reqs[rid] or redis.call('HGET', KEYS[3], rid)
+  local rkey = user .. '|' .. rid
+  local rec = new_reqs[rkey] or redis.call('HGET', KEYS[3], rkey)
   if rec then
-    local ruser, rvid, rat = string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|')
-    if ruser == user then
-      out[#out + 1] = 2; out[#out + 1] = rvid; out[#out + 1] = rat
-    else
-      out[#out + 1] = 8; out[#out + 1] = ''; out[#out + 1] = 0
-    end
+    local rvid, rat = string.match(rec, '^([^|]*)|([^|]*)|')
+    out[#out + 1] = 2; out[#out + 1] = rvid; out[#out + 1] = rat
   else
     local urec = new_users[user] or redis.call('HGET', KEYS[2], user)
     local count, lvid, lat, rids = 0, '', 0, ''
@@ -65,10 +63,11 @@ for i = 3, #ARGV, 3 do
       granted = granted + 1
       local vid = prefix .. seq
       if rids ~= '' then rids = rids .. ',' .. rid else rids = rid end
-      new_reqs[rid] = user .. '|' .. vid .. '|' .. now .. '|' .. chan
-      new_users[user] = (count + 1) .. '|' .. vid .. '|' .. now .. '|' .. rids
-      req_args[#req_args + 1] = rid; req_args[#req_args + 1] = new_reqs[rid]
-      out[#out + 1] = 1; out[#out + 1] = vid; out[#out + 1] = now
+      -- ARGV[1], not `now`: Lua prints numbers >= 1e14 in exponent form
+      new_reqs[rkey] = vid .. '|' .. ARGV[1] .. '|' .. chan
+      new_users[user] = (count + 1) .. '|' .. vid .. '|' .. ARGV[1] .. '|' .. rids
+      req_args[#req_args + 1] = rkey; req_args[#req_args + 1] = new_reqs[rkey]
+      out[#out + 1] = 1; out[#out + 1] = vid; out[#out + 1] = ARGV[1]
     end
   end
 end

@@ -18,7 +18,6 @@ class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NOT_ELIGIBLE: _ClassVar[Outcome]
     RATE_LIMITED: _ClassVar[Outcome]
     PAUSED: _ClassVar[Outcome]
-    REQUEST_ID_REUSED: _ClassVar[Outcome]
 OUTCOME_UNSPECIFIED: Outcome
 GRANTED: Outcome
 ALREADY_CLAIMED: Outcome
@@ -28,7 +27,6 @@ ENDED: Outcome
 NOT_ELIGIBLE: Outcome
 RATE_LIMITED: Outcome
 PAUSED: Outcome
-REQUEST_ID_REUSED: Outcome
 
 class ClaimRequest(_message.Message):
     __slots__ = ("campaign_id", "user_id", "request_id", "channel_id")

@@ -59,7 +59,7 @@ class ClaimServiceServicer:
     """
 
     def Claim(self, request, context):
-        """Claim one voucher for one user. Idempotent by (campaign_id, request_id).
+        """Claim one voucher for one user. Idempotent by (campaign_id, user_id, request_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -74,8 +74,8 @@ class ClaimServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetClaim(self, request, context):
-        """Settle a claim whose reply was lost: what is recorded for a request_id
-        (or, by user_id, the vouchers a user holds). Never grants.
+        """Settle a claim whose reply was lost: the grant recorded for a user's
+        request_id, or (without request_id) every voucher the user holds. Never grants.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
