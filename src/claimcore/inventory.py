@@ -85,7 +85,8 @@ class CampaignStatus:
 class Figures:
     remaining: list[int]   # per shard
     granted: list[int]     # per shard
-    in_leases: int         # stock in transit between shards
+    in_leases: int         # stock in transit between shards (leases not yet credited)
+    lease_records: int = 0  # lease records seen, credited or not: 0 means nothing in transit
 
     @property
     def total_remaining(self) -> int:
@@ -137,8 +138,10 @@ class RedisInventory:
         """Move up to `need` (or more, in chunks) stock into shard `dest`.
 
         Returns how much arrived; 0 means the campaign is empty: EMPTY_CHECK_ROUNDS
-        scans of every shard and every lease found nothing, leases found on the
-        way having been settled.
+        scans of every shard found no stock and no lease record, leases found
+        on the way having been settled. A stock unit moving between shards can
+        slip past one scan (read at its destination before the credit, at its
+        donor after the lease is gone), never past the next one.
         """
         empty_rounds = 0
         for _ in range(MAX_BORROW_ROUNDS):
@@ -155,11 +158,13 @@ class RedisInventory:
                     break
             if moved:
                 return moved
-            if figures.in_leases:
-                await self.settle_leases(config)
-                continue
             if figures.remaining[dest] > 0:
                 return figures.remaining[dest]  # someone credited us meanwhile
+            if figures.lease_records:
+                # Judge by the one pipelined read, not by in_leases: a lease
+                # credited after that read would be counted nowhere.
+                await self.settle_leases(config)
+                continue
             if any(figures.remaining):
                 continue  # other borrowers took the stock we saw: look again
             empty_rounds += 1
@@ -200,7 +205,10 @@ class RedisInventory:
         """Stock and grants per shard, and stock in transit.
 
         A lease already credited but not yet deleted is in its destination's
-        stock: it is left out of in_leases, so nothing is counted twice.
+        stock: it is left out of in_leases, so nothing is counted twice. The
+        credited sets are read after the stock, so a lease credited in between
+        is momentarily counted nowhere: fine for reporting, which is why
+        decisions about emptiness look at lease_records instead.
         """
         cid = config.campaign_id
         pipe = self.redis.pipeline(transaction=False)
@@ -225,7 +233,7 @@ class RedisInventory:
             credited = await pipe.execute()
             in_leases = sum(amount for (_, _, amount), done in zip(leases, credited, strict=True)
                             if not done)
-        return Figures(remaining, granted, in_leases)
+        return Figures(remaining, granted, in_leases, len(leases))
 
     # ------------------------------------------------------------ lookups
 

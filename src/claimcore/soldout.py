@@ -88,7 +88,7 @@ class SoldOutCache:
         """Reopen, keep, or (re)load the snapshot, from the live figures."""
         config = entry.config
         figures = await self.inventory.figures(config)
-        if figures.total_remaining > 0:
+        if figures.total_remaining > 0 or figures.lease_records:  # stock left, or moving
             self._entries.pop(config.campaign_id, None)
             log.info("campaign %s has stock again: reopened", config.campaign_id)
             return
