@@ -153,5 +153,10 @@ async def run_node(options: NodeOptions, ready: asyncio.Event | None = None) -> 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # Draining: a second signal must not cut the drain or the clean-up short
+        # (an embedded redis-server would be orphaned).
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
     log.info("draining (grace %.1fs)", options.grace_s)
     await node.stop()
