@@ -3,6 +3,11 @@
 Business outcomes travel in the reply; gRPC status codes are for calls that
 failed (see the proto header). Errors from below are mapped in one place,
 `status_for`.
+
+Deadlines need no code here: grpc.aio cancels the handler when the caller's
+deadline passes and answers DEADLINE_EXCEEDED itself. Only the waiting is
+cancelled: a claim already sent to Redis completes there (its outcome is
+unknown to that caller), and one still queued is dropped by the batcher.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import NoReturn
 
 import grpc
 import redis.exceptions
@@ -47,7 +53,6 @@ OUTCOMES = {
     Code.SOLD_OUT: pb.SOLD_OUT,
 }
 UNKNOWN_OUTCOME = "outcome unknown, retry with the same request_id or call GetClaim"
-DEADLINE_MARGIN_S = 0.005  # answer DEADLINE_EXCEEDED ourselves, just before the caller gives up
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
@@ -72,19 +77,25 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
     return None
 
 
+async def abort_for(context: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
+    """End the call with the status for `exc`; anything unexpected is INTERNAL, never UNKNOWN."""
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc
+    mapped = status_for(exc)
+    if mapped is None:
+        log.exception("unexpected error", exc_info=exc)
+        mapped = (grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+    await context.abort(*mapped)
+    raise AssertionError("context.abort returned")
+
+
 @contextlib.asynccontextmanager
 async def grpc_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-    """Turn known errors into their status; anything else is INTERNAL, never UNKNOWN."""
+    """`abort_for` as a context manager, for the calls off the hot path."""
     try:
         yield
-    except grpc.aio.AbortError:
-        raise
     except Exception as exc:
-        mapped = status_for(exc)
-        if mapped is None:
-            log.exception("unexpected error")
-            mapped = (grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
-        await context.abort(*mapped)
+        await abort_for(context, exc)
 
 
 def voucher_of(config: CampaignConfig, user_id: str, request_id: str, channel_id: str,
@@ -97,16 +108,17 @@ def voucher_of(config: CampaignConfig, user_id: str, request_id: str, channel_id
 
 
 def reply_for(config: CampaignConfig, req: pb.ClaimRequest, result: ItemResult) -> pb.ClaimReply:
-    reply = pb.ClaimReply(outcome=OUTCOMES[result.code])
-    if result.code in (Code.GRANTED, Code.REPLAY):
-        reply.voucher.CopyFrom(voucher_of(config, req.user_id, req.request_id, req.channel_id,
-                                          result.voucher_id, result.granted_at_ms))
-    elif result.code == Code.ALREADY_CLAIMED:
-        reply.voucher.CopyFrom(voucher_of(config, req.user_id, "", "",
-                                          result.voucher_id, result.granted_at_ms))
-    elif result.code == Code.NOT_STARTED:
-        reply.retry_after_ms = max(0, config.starts_at_ms - now_ms())
-    return reply
+    code = result.code
+    if code == Code.GRANTED or code == Code.REPLAY:
+        return pb.ClaimReply(outcome=pb.GRANTED, voucher=voucher_of(
+            config, req.user_id, req.request_id, req.channel_id, result.voucher_id, result.granted_at_ms))
+    if code == Code.ALREADY_CLAIMED:
+        return pb.ClaimReply(outcome=pb.ALREADY_CLAIMED, voucher=voucher_of(
+            config, req.user_id, "", "", result.voucher_id, result.granted_at_ms))
+    if code == Code.NOT_STARTED:
+        return pb.ClaimReply(outcome=pb.NOT_STARTED,
+                             retry_after_ms=max(0, config.starts_at_ms - now_ms()))
+    return pb.ClaimReply(outcome=OUTCOMES[code])
 
 
 class ClaimService(pb_grpc.ClaimServiceServicer):
@@ -141,19 +153,19 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
         return self.batcher.submit(config, shard, item)
 
     async def Claim(self, request: pb.ClaimRequest, context: grpc.aio.ServicerContext) -> pb.ClaimReply:
-        async with grpc_errors(context):
+        try:
             v.check_claim(request.campaign_id, request.user_id, request.request_id, request.channel_id)
             config = await self._config(request.campaign_id)
             started = self._start(config, request)
             if isinstance(started, pb.ClaimReply):
                 return started
-            result = await _within_deadline(started, context)
-            return reply_for(config, request, result)
-        raise AssertionError("unreachable")  # grpc_errors aborts
+            return reply_for(config, request, await started)
+        except Exception as exc:
+            await abort_for(context, exc)
 
     async def ClaimBatch(self, request: pb.ClaimBatchRequest,
                          context: grpc.aio.ServicerContext) -> pb.ClaimBatchReply:
-        async with grpc_errors(context):
+        try:
             claims = request.claims
             if not 1 <= len(claims) <= v.MAX_BATCH:
                 raise v.InvalidInput(f"a batch holds 1 to {v.MAX_BATCH} claims, not {len(claims)}")
@@ -166,16 +178,15 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
             started = [self._start(configs[c.campaign_id], c) for c in claims]
             pending = [s for s in started if not isinstance(s, pb.ClaimReply)]
             if pending:
-                outcomes = await _within_deadline(
-                    asyncio.gather(*pending, return_exceptions=True), context)
-                for outcome in outcomes:
+                for outcome in await asyncio.gather(*pending, return_exceptions=True):
                     if isinstance(outcome, BaseException):
                         raise outcome
             return pb.ClaimBatchReply(replies=[
                 s if isinstance(s, pb.ClaimReply) else reply_for(configs[c.campaign_id], c, s.result())
                 for c, s in zip(claims, started, strict=True)
             ])
-        raise AssertionError("unreachable")
+        except Exception as exc:
+            await abort_for(context, exc)
 
     async def GetClaim(self, request: pb.GetClaimRequest,
                        context: grpc.aio.ServicerContext) -> pb.GetClaimReply:
@@ -199,15 +210,3 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
             record = await self.inventory.get_request(cid, shard, request.user_id, request.request_id)
             return [record] if record else []
         return await self.inventory.get_user(cid, shard, request.user_id)
-
-
-async def _within_deadline(awaitable: asyncio.Future, context: grpc.aio.ServicerContext):  # type: ignore[type-arg]
-    """Wait for a result, but not past the caller's deadline.
-
-    The claim itself is shielded: it is shared with a whole batch and, once
-    sent, runs to completion in Redis whether or not this caller still waits.
-    """
-    remaining = context.time_remaining()
-    if remaining is None:
-        return await awaitable
-    return await asyncio.wait_for(asyncio.shield(awaitable), max(0.0, remaining - DEADLINE_MARGIN_S))

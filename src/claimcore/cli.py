@@ -32,7 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
               flush=True)
     options = NodeOptions(
         redis_url=url, host=args.host, port=args.port, max_batch=args.max_batch,
-        max_queued=args.max_queued, grace_s=args.grace,
+        max_queued=args.max_queued, grace_s=args.grace, linger_s=args.linger_ms / 1000,
     )
     try:
         uvloop.run(run_node(options))
@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch", type=int, default=256, help="claims per Lua call, at most")
     serve.add_argument("--max-queued", type=int, default=50_000,
                        help="claims queued on the node before it sheds with RESOURCE_EXHAUSTED")
+    serve.add_argument("--linger-ms", type=float, default=2.0,
+                       help="wait before each Redis round trip so claims share it (latency for CPU)")
     serve.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on SIGTERM")
     serve.set_defaults(func=cmd_serve)
 

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NamedTuple
 
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
+
 from claimcore import scripts
 from claimcore.campaign import CampaignConfig
 from claimcore.keyspace import CAMPAIGN_INDEX, campaign_key, shard_keys, voucher_prefix
@@ -98,6 +101,17 @@ EMPTY_CHECK_ROUNDS = 2   # full scans that must agree before "sold out"
 MAX_BORROW_ROUNDS = 50   # then give up with BorrowContention (a retryable error)
 
 
+def _claim_result(call: tuple[str, int, list[ClaimItem]], reply: Any
+                  ) -> tuple[int, list[ItemResult]] | Exception:
+    if isinstance(reply, Exception):
+        return reply
+    if len(reply) == 1 and int(reply[0]) == -1:
+        return ShardMissing(f"{call[0]} shard {call[1]}")
+    return int(reply[0]), [
+        ItemResult(int(reply[i]), reply[i + 1], int(reply[i + 2])) for i in range(1, len(reply), 3)
+    ]
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -122,17 +136,45 @@ class RedisInventory:
         self, campaign_id: str, shard: int, now: int, items: list[ClaimItem]
     ) -> tuple[int, list[ItemResult]]:
         """Run claim.lua for a batch on one shard: (stock left, one result per item)."""
-        keys = shard_keys(campaign_id, shard)
-        args: list[Any] = [now, voucher_prefix(campaign_id, shard)]
-        for item in items:
-            args.extend(item)
-        reply = await scripts.CLAIM(self.redis, [keys.state, keys.users, keys.reqs], args)
-        if len(reply) == 1 and int(reply[0]) == -1:
-            raise ShardMissing(f"{campaign_id} shard {shard}")
-        return int(reply[0]), [
-            ItemResult(int(reply[i]), reply[i + 1], int(reply[i + 2]))
-            for i in range(1, len(reply), 3)
-        ]
+        (reply,) = await self.claim_many([(campaign_id, shard, items)], now)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def claim_many(
+        self, calls: list[tuple[str, int, list[ClaimItem]]], now: int
+    ) -> list[tuple[int, list[ItemResult]] | Exception]:
+        """claim.lua once per (campaign, shard, items), all in one pipelined round trip.
+
+        Each call is atomic on its own shard; a failed call (its shard missing, a
+        script error) is returned in its place, while a broken connection raises.
+        """
+        replies = await self._run_claims(calls, now)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:  # the script cache is volatile (restart, failover, SCRIPT FLUSH)
+            await self.redis.script_load(scripts.CLAIM.source)
+            retried = await self._run_claims([calls[i] for i in missing], now)
+            for i, reply in zip(missing, retried, strict=True):
+                replies[i] = reply
+        return [_claim_result(call, reply) for call, reply in zip(calls, replies, strict=True)]
+
+    async def _run_claims(self, calls: list[tuple[str, int, list[ClaimItem]]], now: int) -> list[Any]:
+        """Raw replies (or errors) of claim.lua, one per call."""
+        commands = []
+        for campaign_id, shard, items in calls:
+            keys = shard_keys(campaign_id, shard)
+            args: list[Any] = [now, voucher_prefix(campaign_id, shard)]
+            for item in items:
+                args.extend(item)
+            commands.append((scripts.CLAIM.sha, 3, keys.state, keys.users, keys.reqs, *args))
+        if isinstance(self.redis, RedisCluster):
+            # redis-py refuses scripts in cluster pipelines: one call per shard, concurrently.
+            return await asyncio.gather(*(self.redis.evalsha(*c) for c in commands),
+                                        return_exceptions=True)
+        pipe = self.redis.pipeline(transaction=False)
+        for command in commands:
+            pipe.evalsha(*command)
+        return await pipe.execute(raise_on_error=False)
 
     async def borrow(self, config: CampaignConfig, dest: int, need: int) -> int:
         """Move up to `need` (or more, in chunks) stock into shard `dest`.

@@ -46,6 +46,7 @@ class NodeOptions:
     port: int = 50051
     max_batch: int = 256
     max_queued: int = 50_000
+    linger_s: float = 0.002
     max_concurrent_rpcs: int = 20_000
     redis_timeout_s: float = 2.0
     redis_connections: int = 64
@@ -71,7 +72,7 @@ class Node:
         self.soldout = SoldOutCache(self.inventory)
         self.batcher = ClaimBatcher(
             self.inventory, self.soldout.is_sold_out, self.soldout.mark,
-            max_batch=options.max_batch, max_queued=options.max_queued,
+            max_batch=options.max_batch, max_queued=options.max_queued, linger_s=options.linger_s,
         )
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
