@@ -63,3 +63,19 @@ def test_bench_shard_of(benchmark, impl: str) -> None:
 
     total = benchmark(run)
     assert 0 < total < 256 * CALLS
+
+
+# One node flush at burst load: 8 lanes of 32 claims each, packed into one RESP write.
+FLUSH = [
+    (f"cc:{{launch:{s}}}:state", f"cc:{{launch:{s}}}:users", f"cc:{{launch:{s}}}:reqs", f"launch-{s}-",
+     [(f"u{s}{i:06d}", f"{s}{i:031x}", "bank-app") for i in range(32)])
+    for s in range(8)
+]
+
+
+@pytest.mark.benchmark(group="claim_codec")
+@pytest.mark.parametrize("impl", ["c", "py"])
+def test_bench_pack_claims(benchmark, impl: str) -> None:
+    pack = _load("claim_codec", impl).pack_claims
+    packed = benchmark(pack, "f" * 40, FLUSH, 1_795_440_000_000)
+    assert packed.count(b"EVALSHA") == 8

@@ -53,7 +53,8 @@ def _outcome(fn: Callable[..., object], *args: object) -> object:
 def test_selector_follows_the_switch() -> None:
     """Compiled modules unless CLAIMCORE_NO_EXTENSIONS is set; then the twins."""
     tb, sh = (TB_PY, SH_PY) if NO_EXTENSIONS else (TB_C, SH_C)
-    assert fast.COMPILED == {"shard_hash": not NO_EXTENSIONS, "token_bucket": not NO_EXTENSIONS}
+    assert fast.COMPILED == {"claim_codec": not NO_EXTENSIONS, "shard_hash": not NO_EXTENSIONS,
+                             "token_bucket": not NO_EXTENSIONS}
     assert fast.TokenBucket is _mod(tb).TokenBucket
     assert fast.shard_of is _mod(sh).shard_of
     assert fast.fnv1a64 is _mod(sh).fnv1a64
@@ -461,3 +462,46 @@ def test_shard_hash_errors_match(fn: str, args: tuple) -> None:
     rb = _outcome(getattr(_mod(SH_C), fn), *args)
     assert isinstance(ra, type) and issubclass(ra, Exception)
     assert ra is rb
+
+
+# --------------------------------------------------------------------------- claim codec parity
+
+CODEC_PY, CODEC_C = "claimcore._fast._claim_codec_py", "claimcore._fast._claim_codec_c"
+ID_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:@+=-"
+
+
+def _redis_py_packing(sha: str, calls: list, now_ms: int) -> bytes:
+    """The oracle: what redis-py itself would send for each EVALSHA."""
+    from redis.asyncio.connection import Connection
+
+    conn = Connection()
+    return b"".join(
+        b"".join(conn.pack_command("EVALSHA", sha, 3, state, users, reqs, now_ms, prefix,
+                                   *[x for item in items for x in item]))
+        for state, users, reqs, prefix, items in calls
+    )
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_pack_claims_matches_redis_py_byte_for_byte(seed: int) -> None:
+    rng = random.Random(seed)
+
+    def ident(lo: int = 1) -> str:
+        return "".join(rng.choice(ID_ALPHABET) for _ in range(rng.randint(lo, 70)))
+
+    py, c = _mod(CODEC_PY), _mod(CODEC_C)
+    for _ in range(50):
+        calls = [(ident(), ident(), ident(), ident(),
+                  [(ident(), ident(), ident(0)) for _ in range(rng.randint(0, 60))])
+                 for _ in range(rng.randint(1, 8))]
+        now = rng.choice([0, 1, 9, 10, rng.randint(0, 2**53)])
+        expected = _redis_py_packing("e" * 40, calls, now)
+        assert py.pack_claims("e" * 40, calls, now) == expected
+        assert c.pack_claims("e" * 40, calls, now) == expected
+
+
+@pytest.mark.parametrize("name", [CODEC_PY, CODEC_C])
+@pytest.mark.parametrize("bad", ["ü", "snow\u2603", "\U0001f600"])
+def test_pack_claims_refuses_non_ascii(name: str, bad: str) -> None:
+    with pytest.raises(ValueError):
+        _mod(name).pack_claims("e" * 40, [("s", "u", "r", "p", [("user", bad, "")])], 1)

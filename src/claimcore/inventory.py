@@ -22,9 +22,10 @@ from enum import IntEnum
 from typing import Any, NamedTuple
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from claimcore import scripts
+from claimcore._fast import pack_claims
 from claimcore.campaign import CampaignConfig
 from claimcore.keyspace import CAMPAIGN_INDEX, campaign_key, shard_keys, voucher_prefix
 
@@ -159,22 +160,35 @@ class RedisInventory:
         return [_claim_result(call, reply) for call, reply in zip(calls, replies, strict=True)]
 
     async def _run_claims(self, calls: list[tuple[str, int, list[ClaimItem]]], now: int) -> list[Any]:
-        """Raw replies (or errors) of claim.lua, one per call."""
-        commands = []
-        for campaign_id, shard, items in calls:
-            keys = shard_keys(campaign_id, shard)
-            args: list[Any] = [now, voucher_prefix(campaign_id, shard)]
-            for item in items:
-                args.extend(item)
-            commands.append((scripts.CLAIM.sha, 3, keys.state, keys.users, keys.reqs, *args))
+        """Raw replies (or errors) of claim.lua, one per call, in one round trip."""
         if isinstance(self.redis, RedisCluster):
             # redis-py refuses scripts in cluster pipelines: one call per shard, concurrently.
-            return await asyncio.gather(*(self.redis.evalsha(*c) for c in commands),
-                                        return_exceptions=True)
-        pipe = self.redis.pipeline(transaction=False)
-        for command in commands:
-            pipe.evalsha(*command)
-        return await pipe.execute(raise_on_error=False)
+            return await asyncio.gather(*(
+                self.redis.evalsha(scripts.CLAIM.sha, 3, *shard_keys(cid, shard)[:3], now,
+                                   voucher_prefix(cid, shard), *(x for item in items for x in item))
+                for cid, shard, items in calls
+            ), return_exceptions=True)
+        # The flush is packed in one go by the Cython codec (redis-py would spend
+        # ~4 us of Python per argument) and written on a pooled connection.
+        packed = pack_claims(scripts.CLAIM.sha, [
+            (*shard_keys(cid, shard)[:3], voucher_prefix(cid, shard), items) for cid, shard, items in calls
+        ], now)
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()
+        try:
+            await conn.send_packed_command(packed, check_health=False)
+            replies: list[Any] = []
+            for _ in calls:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:  # one script failed; the others still answer
+                    replies.append(exc)
+        except BaseException:
+            await conn.disconnect()  # replies may be left unread: never reuse this connection
+            raise
+        finally:
+            await pool.release(conn)
+        return replies
 
     async def borrow(self, config: CampaignConfig, dest: int, need: int) -> int:
         """Move up to `need` (or more, in chunks) stock into shard `dest`.

@@ -1,0 +1,92 @@
+# cython: language_level=3
+"""Compiled RESP packing of a flush of claim.lua calls; the twin is ``_claim_codec_py``.
+
+Same contract as the twin: pack_claims(sha, calls, now_ms) -> bytes, identical
+output, ValueError on non-ASCII strings. Two passes over the calls: the first
+sums the exact size, the second writes into one preallocated bytes object, so
+no intermediate objects are made per argument.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.string cimport memcpy
+
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except NULL
+    bint PyUnicode_IS_ASCII(object s)
+
+
+cdef inline Py_ssize_t _digits(Py_ssize_t n) noexcept:
+    cdef Py_ssize_t d = 1
+    while n >= 10:
+        n //= 10
+        d += 1
+    return d
+
+
+cdef inline Py_ssize_t _bulk_size(str s) except -1:
+    if not PyUnicode_IS_ASCII(s):
+        raise ValueError(f"not ASCII: {s[:40]!r}")
+    cdef Py_ssize_t n = len(s)
+    return 1 + _digits(n) + 2 + n + 2
+
+
+cdef inline char* _write_int(char* p, Py_ssize_t n) noexcept:
+    cdef Py_ssize_t d = _digits(n)
+    cdef Py_ssize_t i = d
+    while i > 0:
+        i -= 1
+        p[i] = <char>(48 + n % 10)
+        n //= 10
+    return p + d
+
+
+cdef inline char* _write_bulk(char* p, str s) except NULL:
+    cdef Py_ssize_t n
+    cdef const char* data = PyUnicode_AsUTF8AndSize(s, &n)
+    p[0] = b'$'
+    p = _write_int(p + 1, n)
+    p[0] = b'\r'
+    p[1] = b'\n'
+    memcpy(p + 2, data, n)
+    p += 2 + n
+    p[0] = b'\r'
+    p[1] = b'\n'
+    return p + 2
+
+
+def pack_claims(str sha, calls, now_ms):
+    cdef str now = str(int(now_ms))
+    cdef Py_ssize_t size = 0
+    cdef Py_ssize_t n_items
+    for call in calls:
+        state, users, reqs, prefix, items = call
+        n_items = len(items)
+        size += 1 + _digits(8 + 3 * n_items) + 2 + 13  # *N\r\n $7\r\nEVALSHA\r\n
+        size += _bulk_size(sha) + 7                     # sha, $1\r\n3\r\n
+        size += _bulk_size(state) + _bulk_size(users) + _bulk_size(reqs)
+        size += _bulk_size(now) + _bulk_size(prefix)
+        for item in items:
+            user, request, channel = item
+            size += _bulk_size(user) + _bulk_size(request) + _bulk_size(channel)
+    out = PyBytes_FromStringAndSize(NULL, size)
+    cdef char* p = PyBytes_AS_STRING(out)
+    for call in calls:
+        state, users, reqs, prefix, items = call
+        p[0] = b'*'
+        p = _write_int(p + 1, 8 + 3 * len(items))
+        memcpy(p, b"\r\n$7\r\nEVALSHA\r\n", 15)
+        p = _write_bulk(p + 15, sha)
+        memcpy(p, b"$1\r\n3\r\n", 7)
+        p += 7
+        p = _write_bulk(p, state)
+        p = _write_bulk(p, users)
+        p = _write_bulk(p, reqs)
+        p = _write_bulk(p, now)
+        p = _write_bulk(p, prefix)
+        for item in items:
+            user, request, channel = item
+            p = _write_bulk(p, user)
+            p = _write_bulk(p, request)
+            p = _write_bulk(p, channel)
+    return out

@@ -1,0 +1,18 @@
+"""pack_claims: the compiled ``_claim_codec_c`` unless disabled or unbuilt, else the twin."""
+
+from typing import TYPE_CHECKING
+
+from . import NO_EXTENSIONS
+
+COMPILED = False
+if TYPE_CHECKING or NO_EXTENSIONS:
+    from ._claim_codec_py import pack_claims
+else:
+    try:
+        from ._claim_codec_c import pack_claims
+
+        COMPILED = True
+    except ImportError:
+        from ._claim_codec_py import pack_claims
+
+__all__ = ["COMPILED", "pack_claims"]
