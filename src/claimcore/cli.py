@@ -1,4 +1,4 @@
-"""The `claimcore` command: serve, demo, and campaign administration."""
+"""The `claimcore` command: serve, demo, loadgen, and campaign administration."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from claimcore import demo
+    from claimcore import demo, loadgen
 
     parser = argparse.ArgumentParser(prog="claimcore", description=__doc__)
     parser.add_argument("--version", action="version", version=f"claimcore {__version__}")
@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser = sub.add_parser("demo", help="run a launch-second burst end to end and report")
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(func=demo.run)
+
+    loadgen_parser = sub.add_parser("loadgen", help="replay a launch against running nodes, check and report")
+    loadgen.add_arguments(loadgen_parser)
+    loadgen_parser.set_defaults(func=loadgen.run)
 
     camp = sub.add_parser("campaign", help="administer campaigns through a node")
     camp.add_argument("--target", default="127.0.0.1:50051", help="a node's host:port")

@@ -308,6 +308,21 @@ class RedisInventory:
         records = await self.redis.hmget(keys.reqs, fields)
         return [parse_record(f, rec) for f, rec in zip(fields, records, strict=True) if rec]
 
+    async def raw_grants(self, config: CampaignConfig, shard: int) -> tuple[dict[str, str], dict[str, str]]:
+        """A shard's reqs and users hashes as stored, read in chunks (HSCAN) so
+        Redis is never blocked long, and left unparsed: parsing 100,000 records
+        into objects would cost the node's event loop about a second."""
+        keys = shard_keys(config.campaign_id, shard)
+        out: tuple[dict[str, str], dict[str, str]] = ({}, {})
+        for key, target in zip((keys.reqs, keys.users), out, strict=True):
+            cursor = 0
+            while True:
+                cursor, page = await self.redis.hscan(key, cursor, count=5000)
+                target.update(page)
+                if cursor == 0:
+                    break
+        return out
+
     async def all_records(self, config: CampaignConfig, shard: int) -> list[Record]:
         """Every grant of a shard, read in chunks so Redis is never blocked long."""
         return [

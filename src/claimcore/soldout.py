@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass, field
 
 from claimcore.campaign import CampaignConfig
-from claimcore.inventory import ClaimItem, Code, ItemResult, Record, RedisInventory, now_ms
+from claimcore.inventory import ClaimItem, Code, ItemResult, RedisInventory, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -29,22 +29,22 @@ SNAPSHOT_LIMIT = 2_000_000  # grants; beyond this the node keeps asking Redis
 
 @dataclass
 class Snapshot:
-    granted: int
-    by_request: dict[tuple[str, str], Record] = field(default_factory=dict)
-    by_user: dict[str, list[Record]] = field(default_factory=dict)
+    """The grants as Redis stores them (keyspace.py), parsed only when asked."""
 
-    def add(self, record: Record) -> None:
-        self.by_request[(record.user_id, record.request_id)] = record
-        self.by_user.setdefault(record.user_id, []).append(record)
+    granted: int
+    reqs: dict[str, str] = field(default_factory=dict)   # "user|request_id" -> "voucher|at|channel"
+    users: dict[str, str] = field(default_factory=dict)  # user -> "count|voucher|at|rids"
 
     def answer(self, config: CampaignConfig, item: ClaimItem) -> ItemResult:
-        record = self.by_request.get((item.user_id, item.request_id))
+        record = self.reqs.get(f"{item.user_id}|{item.request_id}")
         if record is not None:
-            return ItemResult(Code.REPLAY, record.voucher_id, record.granted_at_ms)
-        held = self.by_user.get(item.user_id)
-        if held and len(held) >= config.per_user_limit:
-            latest = max(held, key=lambda r: (r.granted_at_ms, r.voucher_id))
-            return ItemResult(Code.ALREADY_CLAIMED, latest.voucher_id, latest.granted_at_ms)
+            voucher, at, _ = record.split("|", 2)
+            return ItemResult(Code.REPLAY, voucher, int(at))
+        held = self.users.get(item.user_id)
+        if held is not None:
+            count, voucher, at, _ = held.split("|", 3)
+            if int(count) >= config.per_user_limit:
+                return ItemResult(Code.ALREADY_CLAIMED, voucher, int(at))
         if config.ends_at_ms and now_ms() >= config.ends_at_ms:
             return ItemResult(Code.ENDED, "", 0)
         return ItemResult(Code.SOLD_OUT, "", 0)
@@ -102,9 +102,10 @@ class SoldOutCache:
         try:
             snapshot = Snapshot(granted)
             for shard in range(config.shards):
-                for record in await self.inventory.all_records(config, shard):
-                    snapshot.add(record)
-            if len(snapshot.by_request) == granted:  # nothing moved while we read
+                reqs, users = await self.inventory.raw_grants(config, shard)
+                snapshot.reqs.update(reqs)
+                snapshot.users.update(users)
+            if len(snapshot.reqs) == granted:  # nothing moved while we read
                 entry.snapshot = snapshot
         finally:
             entry.loading = False
