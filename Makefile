@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast test-twins bench proto lint clean
+.PHONY: setup demo test test-fast test-twins bench bench-compare proto lint clean
 
 setup: $(STAMP)
 
@@ -23,8 +23,18 @@ test: setup
 	$(BIN)/pytest -q
 	CLAIMCORE_NO_EXTENSIONS=1 $(BIN)/pytest -q tests/test_fast_parity.py tests/test_grpc_claims.py
 
+# Microbenchmarks (compiled vs twin), then the system benchmarks of issue 4 side by side: one table
+# with the targets (reported, never failing the run). Results in artifacts/. See benchmarks/README.md.
 bench: setup
-	$(BIN)/pytest benchmarks --benchmark-only --benchmark-group-by=group
+	mkdir -p artifacts
+	$(BIN)/pytest benchmarks --benchmark-only --benchmark-group-by=group --benchmark-min-rounds=30 \
+		--benchmark-json=artifacts/micro.json
+	$(BIN)/python -m benchmarks.system --micro artifacts/micro.json --json artifacts/bench.json
+
+# The microbenchmarks against benchmarks/baseline.json: fails if a group's compiled/twin ratio falls
+# more than 25% below the baseline's. New baseline: $(BIN)/python -m benchmarks.system.compare --update
+bench-compare: setup
+	$(BIN)/python -m benchmarks.system.compare
 
 proto: setup
 	$(BIN)/python scripts/gen_proto.py

@@ -1,0 +1,3 @@
+from benchmarks.system.run import main
+
+raise SystemExit(main())
