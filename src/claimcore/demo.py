@@ -309,13 +309,3 @@ def run(args: argparse.Namespace) -> int:
                 )
         if redis_server is not None:
             redis_server.cleanup()
-
-
-def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - convenience
-    parser = argparse.ArgumentParser(prog="claimcore demo", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

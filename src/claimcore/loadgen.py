@@ -473,13 +473,3 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if progress is not None:
             progress.close()
-
-
-def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - convenience
-    parser = argparse.ArgumentParser(prog="claimcore loadgen", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
