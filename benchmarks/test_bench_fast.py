@@ -79,3 +79,17 @@ def test_bench_pack_claims(benchmark, impl: str) -> None:
     pack = _load("claim_codec", impl).pack_claims
     packed = benchmark(pack, "f" * 40, FLUSH, 1_795_440_000_000)
     assert packed.count(b"EVALSHA") == 8
+
+
+# The reply of one claim.lua call carrying 256 claims, as hiredis hands it over.
+REPLY = [17] + [x for i in range(256) for x in (1, f"launch-3-{i}", "1795440000000")]
+
+
+@pytest.mark.benchmark(group="claim_reply")
+@pytest.mark.parametrize("impl", ["c", "py"])
+def test_bench_unpack_claim_reply(benchmark, impl: str) -> None:
+    from claimcore.inventory import ItemResult
+
+    unpack = _load("claim_codec", impl).unpack_claim_reply
+    stock, results = benchmark(unpack, REPLY, ItemResult)
+    assert stock == 17 and len(results) == 256

@@ -500,6 +500,26 @@ def test_pack_claims_matches_redis_py_byte_for_byte(seed: int) -> None:
         assert c.pack_claims("e" * 40, calls, now) == expected
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_unpack_claim_reply_twins_agree(seed: int) -> None:
+    from claimcore.inventory import ItemResult
+
+    rng = random.Random(seed)
+    py, c = _mod(CODEC_PY), _mod(CODEC_C)
+    for _ in range(200):
+        reply: list[object] = [rng.randint(0, 10**6)]
+        for _ in range(rng.randint(0, 300)):  # at arrives as str (granted now) or int (replays)
+            at = rng.randint(0, 2**53)
+            reply += [rng.randint(1, 7), f"c-{rng.randint(0, 9)}-{rng.randint(1, 10**6)}",
+                      str(at) if rng.random() < 0.5 else at]
+        stock, results = c.unpack_claim_reply(reply, ItemResult)
+        assert (stock, results) == py.unpack_claim_reply(reply, ItemResult)
+        assert stock == reply[0] and len(results) == (len(reply) - 1) // 3
+        assert all(type(r) is ItemResult and isinstance(r.granted_at_ms, int) for r in results)
+        if results:
+            assert results[-1].voucher_id == reply[-2] and results[-1].code == reply[-3]
+
+
 @pytest.mark.parametrize("name", [CODEC_PY, CODEC_C])
 @pytest.mark.parametrize("bad", ["ü", "snow\u2603", "\U0001f600"])
 def test_pack_claims_refuses_non_ascii(name: str, bad: str) -> None:

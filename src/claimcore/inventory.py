@@ -25,7 +25,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from claimcore import scripts
-from claimcore._fast import pack_claims
+from claimcore._fast import pack_claims, unpack_claim_reply
 from claimcore.campaign import CampaignConfig
 from claimcore.keyspace import CAMPAIGN_INDEX, campaign_key, shard_keys, voucher_prefix
 
@@ -108,9 +108,7 @@ def _claim_result(call: tuple[str, int, list[ClaimItem]], reply: Any
         return reply
     if len(reply) == 1 and int(reply[0]) == -1:
         return ShardMissing(f"{call[0]} shard {call[1]}")
-    return int(reply[0]), [
-        ItemResult(int(reply[i]), reply[i + 1], int(reply[i + 2])) for i in range(1, len(reply), 3)
-    ]
+    return unpack_claim_reply(reply, ItemResult)
 
 
 def now_ms() -> int:

@@ -9,7 +9,7 @@ import os
 NO_EXTENSIONS: bool = os.environ.get("CLAIMCORE_NO_EXTENSIONS", "") not in ("", "0")
 
 from . import claim_codec, shard_hash, token_bucket  # noqa: E402  (the selectors read NO_EXTENSIONS)
-from .claim_codec import pack_claims  # noqa: E402
+from .claim_codec import pack_claims, unpack_claim_reply  # noqa: E402
 from .shard_hash import fnv1a64, jump_hash, shard_of  # noqa: E402
 from .token_bucket import TokenBucket  # noqa: E402
 
@@ -19,4 +19,7 @@ COMPILED: dict[str, bool] = {
     "token_bucket": token_bucket.COMPILED,
 }
 
-__all__ = ["COMPILED", "NO_EXTENSIONS", "TokenBucket", "fnv1a64", "jump_hash", "pack_claims", "shard_of"]
+__all__ = [
+    "COMPILED", "NO_EXTENSIONS", "TokenBucket", "fnv1a64", "jump_hash", "pack_claims", "shard_of",
+    "unpack_claim_reply",
+]

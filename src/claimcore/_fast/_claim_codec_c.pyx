@@ -1,8 +1,9 @@
 # cython: language_level=3
-"""Compiled RESP packing of a flush of claim.lua calls; the twin is ``_claim_codec_py``.
+"""Compiled wire format of claim.lua calls; the twin is ``_claim_codec_py``.
 
 Same contract as the twin: pack_claims(sha, calls, now_ms) -> bytes, identical
-output, ValueError on non-ASCII strings. Two passes over the calls: the first
+output, ValueError on non-ASCII strings; unpack_claim_reply(reply, result_type)
+-> (stock_left, results). Two passes over the calls: the first
 sums the exact size, the second writes into one preallocated bytes object, so
 no intermediate objects are made per argument.
 """
@@ -90,3 +91,30 @@ def pack_claims(str sha, calls, now_ms):
             p = _write_bulk(p, request)
             p = _write_bulk(p, channel)
     return out
+
+
+cdef inline object _as_int(object value):
+    """int(value) for an int, or a str of at most 18 ASCII digits parsed in place."""
+    if type(value) is int:
+        return value
+    cdef Py_ssize_t n, i
+    cdef const char* digits
+    cdef long long x = 0
+    if type(value) is str:
+        digits = PyUnicode_AsUTF8AndSize(value, &n)
+        if 0 < n <= 18:
+            for i in range(n):
+                if digits[i] < 48 or digits[i] > 57:
+                    return int(value)
+                x = x * 10 + (digits[i] - 48)
+            return x
+    return int(value)
+
+
+def unpack_claim_reply(list reply, type result_type):
+    cdef Py_ssize_t i
+    cdef Py_ssize_t n = len(reply)
+    cdef list out = []
+    for i in range(1, n, 3):
+        out.append(tuple.__new__(result_type, (_as_int(reply[i]), reply[i + 1], _as_int(reply[i + 2]))))
+    return _as_int(reply[0]), out

@@ -1,4 +1,9 @@
-"""Pure-Python twin of ``_claim_codec_c``: RESP for a flush of claim.lua calls.
+"""Pure-Python twin of ``_claim_codec_c``: the wire format of claim.lua calls.
+
+unpack_claim_reply(reply, result_type) -> (stock_left, results): one
+result_type(code, voucher_id, granted_at_ms) per (code, voucher, at) triple of
+the script's reply (see lua/claim.lua); result_type is a tuple subclass of
+three fields (claimcore.inventory.ItemResult).
 
 pack_claims(sha, calls, now_ms) -> bytes: one EVALSHA command per call,
 concatenated, exactly as redis-py's Connection.pack_command would encode
@@ -35,3 +40,11 @@ def pack_claims(sha: str, calls: Sequence[Call], now_ms: int) -> bytes:
             _bulk(parts, request)
             _bulk(parts, channel)
     return b"".join(parts)
+
+
+def unpack_claim_reply(reply: Sequence[object], result_type: type) -> tuple[int, list]:
+    new = tuple.__new__
+    return int(reply[0]), [  # type: ignore[call-overload]
+        new(result_type, (int(reply[i]), reply[i + 1], int(reply[i + 2])))  # type: ignore[call-overload]
+        for i in range(1, len(reply), 3)
+    ]
