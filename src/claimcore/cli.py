@@ -21,7 +21,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     embedded = None
     url = args.redis
-    if not url:
+    if args.redis_cluster and url:
+        print("claimcore serve: give --redis or --redis-cluster, not both", file=sys.stderr)
+        return 2
+    if not url and not args.redis_cluster:
         try:
             embedded = EmbeddedRedis(appendfsync=args.appendfsync).start()
         except RedisServerMissing as exc:
@@ -31,12 +34,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"claimcore: started its own redis-server at {url} (appendfsync {args.appendfsync})",
               flush=True)
     options = NodeOptions(
-        redis_url=url, host=args.host, port=args.port, max_batch=args.max_batch,
+        redis_url=url or "", host=args.host, port=args.port, max_batch=args.max_batch,
         max_queued=args.max_queued, grace_s=args.grace, linger_s=args.linger_ms / 1000,
+        redis_cluster=args.redis_cluster or "",
     )
     try:
         uvloop.run(run_node(options))
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         print(f"claimcore serve: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -92,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run a front node")
     serve.add_argument("--redis",
                        help="Redis URL (redis://host:port/db); default: start a private redis-server")
+    serve.add_argument("--redis-cluster", metavar="HOST:PORT,...",
+                       help="run on a Redis Cluster, given a few of its nodes")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=50051, help="0 picks a free port")
     serve.add_argument("--appendfsync", choices=["everysec", "always"], default="everysec",

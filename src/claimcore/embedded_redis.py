@@ -1,7 +1,9 @@
-"""Start and stop a private redis-server on a free loopback port.
+"""Start and stop private redis-servers on free loopback ports.
 
-Used by `claimcore serve` when no --redis is given, by `claimcore demo`, and by
-the tests (which must talk to a real redis-server, never an imitation).
+EmbeddedRedis is one server: used by `claimcore serve` when no --redis is
+given, by `claimcore demo`, and by the tests (which must talk to a real
+redis-server, never an imitation). EmbeddedCluster is a real Redis Cluster of
+several such servers, for the cluster tests.
 """
 
 from __future__ import annotations
@@ -124,6 +126,62 @@ class EmbeddedRedis:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+class EmbeddedCluster:
+    """A Redis Cluster of `masters` private redis-servers, slots split evenly.
+
+    Built with CLUSTER ADDSLOTSRANGE and CLUSTER MEET, as redis-cli --cluster
+    create would; each node gets an explicit bus port (port + 10000 may not exist).
+    """
+
+    def __init__(self, masters: int = 3, appendfsync: str = "everysec") -> None:
+        self.nodes = [EmbeddedRedis(appendfsync=appendfsync) for _ in range(masters)]
+        self.bus_ports = [free_port() for _ in range(masters)]
+        for node, bus_port in zip(self.nodes, self.bus_ports, strict=True):
+            node.extra_args = ["--cluster-enabled", "yes", "--cluster-port", str(bus_port),
+                               "--cluster-config-file", str(Path(node.data_dir) / "nodes.conf"),
+                               "--cluster-node-timeout", "2000"]
+
+    @property
+    def addresses(self) -> str:
+        """host:port,host:port,... as `claimcore serve --redis-cluster` takes it."""
+        return ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def start(self, timeout: float = 20.0) -> EmbeddedCluster:
+        for node in self.nodes:
+            node.start()
+        clients = [redis.Redis(port=node.port, decode_responses=True) for node in self.nodes]
+        try:
+            step = 16384 // len(self.nodes)
+            for i, client in enumerate(clients):
+                last = 16383 if i == len(clients) - 1 else (i + 1) * step - 1
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, last)
+            for node, bus_port in zip(self.nodes[1:], self.bus_ports[1:], strict=True):
+                clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus_port)
+            deadline = time.monotonic() + timeout
+            while not all(c.cluster("info")["cluster_state"] == "ok" and
+                          len(c.cluster("nodes")) == len(self.nodes) for c in clients):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("redis cluster did not reach cluster_state:ok")
+                time.sleep(0.05)
+        except BaseException:
+            self.cleanup()
+            raise
+        finally:
+            for client in clients:
+                client.close()
+        return self
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()
+
+    def __enter__(self) -> EmbeddedCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -17,6 +17,7 @@ import grpc
 import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -41,7 +42,7 @@ SERVICES = [
 
 @dataclass
 class NodeOptions:
-    redis_url: str
+    redis_url: str  # one Redis; or "" with redis_cluster set
     host: str = "127.0.0.1"
     port: int = 50051
     max_batch: int = 256
@@ -51,6 +52,21 @@ class NodeOptions:
     redis_timeout_s: float = 2.0
     redis_connections: int = 64
     grace_s: float = 5.0
+    redis_cluster: str = ""  # host:port,... of a Redis Cluster's nodes (any few suffice)
+
+
+def redis_cluster_client(addresses: str, timeout_s: float = 2.0) -> aioredis.RedisCluster:
+    """A Redis Cluster client: every claimcore call touches one slot, routed by its keys."""
+    nodes = []
+    for address in addresses.split(","):
+        host, _, port = address.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--redis-cluster takes host:port,host:port,... not {addresses!r}")
+        nodes.append(ClusterNode(host, int(port)))
+    return aioredis.RedisCluster(
+        startup_nodes=nodes, decode_responses=True, socket_timeout=timeout_s,
+        socket_connect_timeout=min(1.0, timeout_s),
+    )
 
 
 def redis_client(url: str, timeout_s: float = 2.0, connections: int = 64) -> aioredis.Redis:
@@ -66,7 +82,10 @@ def redis_client(url: str, timeout_s: float = 2.0, connections: int = 64) -> aio
 class Node:
     def __init__(self, options: NodeOptions) -> None:
         self.options = options
-        self.redis = redis_client(options.redis_url, options.redis_timeout_s, options.redis_connections)
+        self.redis = (
+            redis_cluster_client(options.redis_cluster, options.redis_timeout_s) if options.redis_cluster
+            else redis_client(options.redis_url, options.redis_timeout_s, options.redis_connections)
+        )
         self.inventory = RedisInventory(self.redis)
         self.campaigns = CampaignCache(self.inventory)
         self.soldout = SoldOutCache(self.inventory)
