@@ -343,7 +343,8 @@ class Verdict:
 #: together (the node's PING and its 1 s sold-out refresh) fewer than one per this many claims.
 SOLD_OUT_MAX_CMDS_PER_CLAIM = 0.01
 MICRO_MIN_RATIO = 10.0
-MICRO_GROUPS = ("claim_codec", "claim_reply", "shard_of", "token_bucket")  # benchmarks/test_bench_fast.py; listed even if not run
+# The groups of benchmarks/test_bench_fast.py; listed even if not run.
+MICRO_GROUPS = ("claim_codec", "claim_reply", "shard_of", "token_bucket")
 
 
 def paired_ratios(numerator: Summary | None, denominator: Summary | None, figure: str) -> list[float]:

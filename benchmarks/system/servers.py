@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -14,7 +13,7 @@ import grpc
 import redis
 from benchmarks.system import maths
 
-from claimcore.embedded_redis import free_port
+from claimcore.embedded_redis import free_port, stop_child
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: `benchmarks` is importable from here
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -70,15 +69,8 @@ class BenchServer:
                                                f"{self.log()}") from None
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_child(self.proc)
         self.proc = None
 
     def log(self, limit: int = 4000) -> str:

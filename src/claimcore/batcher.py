@@ -61,9 +61,6 @@ class ClaimBatcher:
         self.max_queued = max_queued
         self.linger_s = linger_s
         self.queued = 0
-        self.flushes = 0      # round trips made (for stats and tests)
-        self.calls = 0        # claim.lua calls made
-        self.items_sent = 0   # claims carried by those calls
         self._lanes: dict[tuple[str, int], _Lane] = {}
         self._ready: dict[tuple[str, int], _Lane] = {}  # lanes with queued claims
         self._flushing = False
@@ -120,9 +117,6 @@ class ClaimBatcher:
                 calls.append((lane, batch))
         if not calls:
             return
-        self.flushes += 1
-        self.calls += len(calls)
-        self.items_sent += sum(len(batch) for _, batch in calls)
         try:
             replies = await self.inventory.claim_many(
                 [(lane.config.campaign_id, lane.shard, [item for item, _ in batch]) for lane, batch in calls],

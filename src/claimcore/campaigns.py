@@ -33,13 +33,6 @@ class CampaignCache:
         self._entries: dict[str, tuple[float, CampaignConfig | None]] = {}
         self._loading: dict[str, asyncio.Future[CampaignConfig | None]] = {}
 
-    def peek(self, campaign_id: str) -> CampaignConfig | None:
-        """The cached config if fresh, without touching Redis."""
-        entry = self._entries.get(campaign_id)
-        if entry and entry[0] > time.monotonic():
-            return entry[1]
-        return None
-
     async def get(self, campaign_id: str) -> CampaignConfig | None:
         entry = self._entries.get(campaign_id)
         if entry and entry[0] > time.monotonic():

@@ -63,8 +63,6 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
         return grpc.StatusCode.NOT_FOUND, f"no campaign {exc}"
     if isinstance(exc, Overloaded):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, f"node overloaded, retry later: {exc}"
-    if isinstance(exc, asyncio.TimeoutError):
-        return grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline exceeded; {UNKNOWN_OUTCOME}"
     if isinstance(exc, BorrowContention):
         return grpc.StatusCode.UNAVAILABLE, f"{exc}; {UNKNOWN_OUTCOME}"
     if isinstance(exc, ShardMissing):
@@ -131,7 +129,7 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
         self.batcher = batcher
 
     async def _config(self, campaign_id: str) -> CampaignConfig:
-        config = self.campaigns.peek(campaign_id) or await self.campaigns.get(campaign_id)
+        config = await self.campaigns.get(campaign_id)
         if config is None:
             raise CampaignNotFound(campaign_id)
         return config

@@ -19,12 +19,10 @@ claimcore.local_node, the checks and the report claimcore.report.
 from __future__ import annotations
 
 import argparse
-import random
 import secrets
 import signal
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,8 @@ import grpc
 from claimcore.burst import BurstError, run_burst
 from claimcore.embedded_redis import EmbeddedRedis
 from claimcore.local_node import LocalNode, NodeStartError
-from claimcore.report import EXAMPLES_KEPT, build_report, format_report, merge_worker_results, report_json
+from claimcore.report import format_report, report_json
+from claimcore.server_check import ServerCheckError, check_against_server
 from claimcore.v1 import claims_pb2, claims_pb2_grpc
 
 NODE_START_TIMEOUT_S = 30.0
@@ -75,75 +74,6 @@ def create_campaign(channel: grpc.Channel, args: argparse.Namespace, campaign_id
     if info.granted != 0:
         raise DemoError(f"campaign {campaign_id} is not fresh: {info.granted} already granted")
     return info
-
-
-def get_campaign(channel: grpc.Channel, campaign_id: str) -> dict[str, Any]:
-    admin = claims_pb2_grpc.AdminServiceStub(channel)
-    try:
-        info = admin.GetCampaign(claims_pb2.GetCampaignRequest(campaign_id=campaign_id), timeout=30)
-    except grpc.RpcError as exc:
-        raise DemoError(
-            f"GetCampaign failed: {exc.code().name} {exc.details()}"  # type: ignore[attr-defined]
-        ) from exc
-    return {
-        "granted": info.granted,
-        "remaining": info.remaining,
-        "sold_out_at_ms": info.sold_out_at_ms,
-        "shards": [
-            {"shard": s.shard, "granted": s.granted, "remaining": s.remaining} for s in info.shards
-        ],
-    }
-
-
-def verify_sample(
-    channel: grpc.Channel,
-    campaign_id: str,
-    pairs: Sequence[tuple[str, str]],
-    sample: int,
-    seed: int,
-) -> tuple[int, int, list[str]]:
-    """GetClaim(user_id) for a sample of client-seen grants: is each voucher recorded?
-
-    Returns (checked, missing, examples).
-    """
-    by_user: dict[str, set[str]] = {}
-    for user, voucher in pairs:
-        by_user.setdefault(user, set()).add(voucher)
-    users = sorted(by_user)
-    if sample <= 0 or not users:
-        return 0, 0, []
-    chosen = random.Random(seed).sample(users, min(sample, len(users)))
-    stub = claims_pb2_grpc.ClaimServiceStub(channel)
-    missing = 0
-    examples: list[str] = []
-    for start in range(0, len(chosen), 100):
-        batch = chosen[start : start + 100]
-        futures = [
-            stub.GetClaim.future(
-                claims_pb2.GetClaimRequest(campaign_id=campaign_id, user_id=u), timeout=30
-            )
-            for u in batch
-        ]
-        for user, fut in zip(batch, futures, strict=True):
-            try:
-                reply = fut.result()
-            except grpc.RpcError as exc:
-                raise DemoError(
-                    f"GetClaim({user}) failed: {exc.code().name} "  # type: ignore[attr-defined]
-                    f"{exc.details()}"  # type: ignore[attr-defined]
-                ) from exc
-            held = {v.voucher_id for v in reply.vouchers} if reply.found else set()
-            absent = by_user[user] - held
-            if absent:
-                missing += 1
-                if len(examples) < EXAMPLES_KEPT:
-                    examples.append(
-                        f"{user}: client saw {sorted(by_user[user])}, server holds {sorted(held)}"
-                    )
-    return len(chosen), missing, examples
-
-
-# ---------------------------------------------------------------- the command
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -266,26 +196,12 @@ def run(args: argparse.Namespace) -> int:
             seed=seed,
             channel_id=CHANNEL_ID,
         )
-        merged = merge_worker_results(results)
         if node is not None and not node.alive():
             raise DemoError(f"front node died during the burst:\n{node.log_tail()}")
-        with grpc.insecure_channel(target) as channel:
-            server = get_campaign(channel, campaign_id)
-            checked, missing, lost_examples = verify_sample(
-                channel, campaign_id, merged["pairs"], args.verify_sample, seed
-            )
-        report = build_report(
-            campaign_id=campaign_id,
-            inventory=args.inventory,
-            shards=args.shards,
-            users=args.users,
-            processes=processes,
-            concurrency=args.concurrency,
-            merged=merged,
-            server=server,
-            lost_vouchers=missing,
-            verified=checked,
-            lost_examples=lost_examples,
+        report = check_against_server(
+            target, campaign_id, results, args.verify_sample, seed,
+            inventory=args.inventory, shards=args.shards, users=args.users,
+            processes=processes, concurrency=args.concurrency,
         )
         report["seed"] = seed
         print(format_report(report), file=out, flush=True)
@@ -295,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("demo: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
-    except (DemoError, NodeStartError, BurstError) as exc:
+    except (DemoError, NodeStartError, BurstError, ServerCheckError) as exc:
         print(f"demo: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_ERROR
     finally:

@@ -115,6 +115,12 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def parse_lease(raw: str) -> tuple[int, int]:
+    """(destination shard, amount) of a lease record "dest|amount|at"."""
+    dest, amount, _ = raw.split("|")
+    return int(dest), int(amount)
+
+
 def request_field(user_id: str, request_id: str) -> str:
     return f"{user_id}|{request_id}"
 
@@ -248,9 +254,9 @@ class RedisInventory:
         for donor in range(config.shards):
             leases = await self.redis.hgetall(shard_keys(config.campaign_id, donor).leases)
             for lease_id, raw in leases.items():
-                dest, amount, _ = raw.split("|")
-                await self._credit(config.campaign_id, donor, int(dest), lease_id, int(amount))
-                settled += int(amount)
+                dest, amount = parse_lease(raw)
+                await self._credit(config.campaign_id, donor, dest, lease_id, amount)
+                settled += amount
         return settled
 
     # ------------------------------------------------------------ figures
@@ -277,8 +283,7 @@ class RedisInventory:
             remaining.append(int(stock or 0))
             granted.append(int(grants or 0))
             for lease_id, raw in replies[2 * s + 1].items():
-                dest, amount, _ = raw.split("|")
-                leases.append((lease_id, int(dest), int(amount)))
+                leases.append((lease_id, *parse_lease(raw)))
         in_leases = 0
         if leases:
             pipe = self.redis.pipeline(transaction=False)

@@ -21,6 +21,7 @@ so they can neither break a hash tag nor a stored record.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 CAMPAIGN_INDEX = "cc:campaigns"
@@ -38,6 +39,7 @@ class ShardKeys(NamedTuple):
     credited: str
 
 
+@functools.lru_cache(maxsize=1 << 16)  # built for every lane of every flush; inputs are few
 def shard_keys(campaign_id: str, shard: int) -> ShardKeys:
     tag = f"cc:{{{campaign_id}:{shard}}}"
     return ShardKeys(
@@ -49,6 +51,7 @@ def shard_keys(campaign_id: str, shard: int) -> ShardKeys:
     )
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def voucher_prefix(campaign_id: str, shard: int) -> str:
     """Voucher ids are '<campaign>-<shard>-<seq>': unique without coordination."""
     return f"{campaign_id}-{shard}-"

@@ -33,8 +33,8 @@ from claimcore import validation
 from claimcore.arrivals import SHAPES, ArrivalShape, Plan, plan_claims
 from claimcore.burst import MAX_ATTEMPTS, MODES, BurstError, Progress, run_load
 from claimcore.charts import render_html
-from claimcore.demo import DemoError, get_campaign, verify_sample
-from claimcore.report import build_report, format_report, merge_worker_results, report_json
+from claimcore.report import format_report, report_json
+from claimcore.server_check import ServerCheckError, check_against_server
 from claimcore.trace import TraceError, read_trace, write_trace
 from claimcore.v1 import claims_pb2, claims_pb2_grpc
 
@@ -425,24 +425,13 @@ def run(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.close()
             progress = None
-        merged = merge_worker_results(results)
-        with grpc.insecure_channel(targets[0]) as channel:
-            server = get_campaign(channel, campaign_id)
-            checked, missing, lost_examples = verify_sample(
-                channel, campaign_id, merged["pairs"], args.verify_sample, seed
-            )
-        report = build_report(
-            campaign_id=campaign_id,
+        report = check_against_server(
+            targets[0], campaign_id, results, args.verify_sample, seed,
             inventory=inventory,
             shards=shards,
             users=users,
             processes=processes,
             concurrency=args.concurrency,
-            merged=merged,
-            server=server,
-            lost_vouchers=missing,
-            verified=checked,
-            lost_examples=lost_examples,
             title="claimcore loadgen",
             run={
                 "targets": targets,
@@ -467,7 +456,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\nloadgen: interrupted", file=err, flush=True)
         return EXIT_INTERRUPTED
-    except (LoadgenError, DemoError, TraceError, BurstError, OSError) as exc:
+    except (LoadgenError, ServerCheckError, TraceError, BurstError, OSError) as exc:
         print(f"loadgen: error: {exc}", file=err, flush=True)
         return EXIT_ERROR
     finally:

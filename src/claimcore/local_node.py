@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from claimcore.embedded_redis import free_port
+from claimcore.embedded_redis import free_port, stop_child
 
 #: The folder holding this claimcore package (src/ in a checkout), so the child imports this copy
 #: even when claimcore is not pip-installed.
@@ -118,14 +118,7 @@ class LocalNode:
         """
         if self.proc is None:
             return self.returncode
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.returncode = self.proc.returncode
+        self.returncode = stop_child(self.proc, sig, STOP_TIMEOUT_S)
         self.proc = None
         return self.returncode
 
