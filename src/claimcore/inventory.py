@@ -27,6 +27,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from claimcore import scripts
 from claimcore._fast import pack_claims, unpack_claim_reply
 from claimcore.campaign import CampaignConfig
+from claimcore.cluster_calls import eval_on_cluster
 from claimcore.keyspace import CAMPAIGN_INDEX, campaign_key, shard_keys, voucher_prefix
 
 
@@ -166,12 +167,11 @@ class RedisInventory:
     async def _run_claims(self, calls: list[tuple[str, int, list[ClaimItem]]], now: int) -> list[Any]:
         """Raw replies (or errors) of claim.lua, one per call, in one round trip."""
         if isinstance(self.redis, RedisCluster):
-            # redis-py refuses scripts in cluster pipelines: one call per shard, concurrently.
-            return await asyncio.gather(*(
-                self.redis.evalsha(scripts.CLAIM.sha, 3, *shard_keys(cid, shard)[:3], now,
-                                   voucher_prefix(cid, shard), *(x for item in items for x in item))
+            return await eval_on_cluster(self.redis, scripts.CLAIM, [
+                (shard_keys(cid, shard)[:3],
+                 (now, voucher_prefix(cid, shard), *(x for item in items for x in item)))
                 for cid, shard, items in calls
-            ), return_exceptions=True)
+            ])
         # The flush is packed in one go by the Cython codec (redis-py would spend
         # ~4 us of Python per argument) and written on a pooled connection.
         packed = pack_claims(scripts.CLAIM.sha, [
