@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast test-twins bench bench-compare proto lint clean
+.PHONY: setup demo test test-fast test-twins bench bench-compare bench-scaling proto lint clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,12 @@ bench: setup
 # more than 25% below the baseline's. New baseline: $(BIN)/python -m benchmarks.system.compare --update
 bench-compare: setup
 	$(BIN)/python -m benchmarks.system.compare
+
+# Issue 5: the same burst on a plain Redis and on Redis Clusters of 1 and 3 masters; Redis work per master
+# and how evenly it spreads (about 3 minutes). Results in artifacts/scaling.json. See docs/scaling.md.
+bench-scaling: setup
+	mkdir -p artifacts
+	$(BIN)/python -m benchmarks.system.scaling --json artifacts/scaling.json
 
 proto: setup
 	$(BIN)/python scripts/gen_proto.py

@@ -94,6 +94,11 @@ def config(cid: str, inventory: int, shards: int, **kw: Any) -> CampaignConfig:
     return CampaignConfig(campaign_id=cid, inventory=inventory, shards=shards, **kw)
 
 
+async def get_request(inv: RedisInventory, cid: str, shard: int, user: str, rid: str) -> Record | None:
+    found = await inv.lookup(cid, shard, user, rid)
+    return found[0] if found else None
+
+
 # ------------------------------------------------------------------ 1. grant
 
 
@@ -108,12 +113,12 @@ def test_grant_writes_vouchers_stock_and_records(
         first = await inv.claim(cid, 1, T0, [ClaimItem(u1, "r1", "web"), ClaimItem(u2, "r2", "")])
         second = await inv.claim(cid, 1, T0 + 7, [ClaimItem(u3, "r3", "app")])
         lookups = (
-            await inv.get_request(cid, 1, u1, "r1"),
-            await inv.get_request(cid, 1, u1, "nope"),
-            await inv.get_request(cid, 1, u2, "r1"),     # r1 is u1's request, not u2's
-            await inv.get_request(cid, 1, u3, "r3"),
-            await inv.get_user(cid, 1, u2),
-            await inv.get_user(cid, 1, "nobody"),
+            await get_request(inv, cid, 1, u1, "r1"),
+            await get_request(inv, cid, 1, u1, "nope"),
+            await get_request(inv, cid, 1, u2, "r1"),     # r1 is u1's request, not u2's
+            await get_request(inv, cid, 1, u3, "r3"),
+            await inv.lookup(cid, 1, u2),
+            await inv.lookup(cid, 1, "nobody"),
             sorted(await inv.all_records(cfg, 1)),
             await inv.figures(cfg),
         )
@@ -234,8 +239,8 @@ def test_duplicate_user_gets_already_claimed_with_first_voucher(
         await inv.create_campaign(cfg)
         first = await inv.claim(cid, 0, T0, [ClaimItem("alice", "r1", "web")])
         second = await inv.claim(cid, 0, T0 + 50, [ClaimItem("alice", "r2", "app")])
-        return (first, second, await inv.get_request(cid, 0, "alice", "r2"),
-                await inv.get_user(cid, 0, "alice"))
+        return (first, second, await get_request(inv, cid, 0, "alice", "r2"),
+                await inv.lookup(cid, 0, "alice"))
 
     first, second, r2, alice = run(redis_server, fn)
     v1 = f"{cid}-0-1"
@@ -255,7 +260,7 @@ def test_per_user_limit_3(redis_server: EmbeddedRedis, redis_client: redis.Redis
         await inv.create_campaign(cfg)
         out = [await inv.claim(cid, 1, T0 + i, [ClaimItem(user, f"r{i}", "c")]) for i in range(1, 5)]
         batch = await inv.claim(cid, 1, T0 + 9, [ClaimItem(user, "r5", "c"), ClaimItem(user, "r2", "c")])
-        return out, batch, await inv.get_user(cid, 1, user)
+        return out, batch, await inv.lookup(cid, 1, user)
 
     out, batch, records = run(redis_server, fn)
     v = [f"{cid}-1-{i}" for i in (1, 2, 3)]
@@ -298,8 +303,8 @@ def test_replay_and_same_request_id_from_another_user(
     async def other_user(inv: RedisInventory, client: Any) -> Any:
         eve = await inv.claim(cid, 0, T0 + 1000, [ClaimItem("eve", "rq", "app")])
         again = await inv.claim(cid, 0, T0 + 2000, [ClaimItem("eve", "rq", ""), ClaimItem("bob", "rq", "")])
-        return (eve, again, await inv.get_request(cid, 0, "bob", "rq"),
-                await inv.get_request(cid, 0, "eve", "rq"))
+        return (eve, again, await get_request(inv, cid, 0, "bob", "rq"),
+                await get_request(inv, cid, 0, "eve", "rq"))
 
     eve, again, bob_rec, eve_rec = run(redis_server, other_user)
     assert eve == (3, [ItemResult(1, v2, T0 + 1000)])
@@ -382,11 +387,11 @@ def test_same_request_id_from_users_on_other_and_same_shards(
             await inv.claim(cid, 1, T0 + 100, [ClaimItem(bob, "shared", "")]),
         ]
         lookups = [
-            await inv.get_request(cid, 0, alice, "shared"),
-            await inv.get_request(cid, 1, bob, "shared"),
-            await inv.get_request(cid, 0, carol, "shared"),
-            await inv.get_request(cid, 0, bob, "shared"),   # bob's claim lives on shard 1
-            await inv.get_request(cid, 1, alice, "shared"),
+            await get_request(inv, cid, 0, alice, "shared"),
+            await get_request(inv, cid, 1, bob, "shared"),
+            await get_request(inv, cid, 0, carol, "shared"),
+            await get_request(inv, cid, 0, bob, "shared"),   # bob's claim lives on shard 1
+            await get_request(inv, cid, 1, alice, "shared"),
         ]
         return first, replays, lookups, await inv.figures(cfg)
 
@@ -430,7 +435,7 @@ def test_granted_at_of_15_digits_is_stored_and_replayed_exactly(
         await inv.create_campaign(cfg)
         grant = await inv.claim(cid, 0, at, [ClaimItem("u1", "r1", "web")])
         again = await inv.claim(cid, 0, at + 1000, [ClaimItem("u1", "r1", ""), ClaimItem("u1", "r2", "")])
-        return (grant, again, await inv.get_request(cid, 0, "u1", "r1"), await inv.get_user(cid, 0, "u1"),
+        return (grant, again, await get_request(inv, cid, 0, "u1", "r1"), await inv.lookup(cid, 0, "u1"),
                 await inv.all_records(cfg, 0))
 
     grant, again, rec, user_recs, records = run(redis_server, fn)
@@ -622,6 +627,13 @@ def test_script_headers_declare_single_slot_keys() -> None:
         "lend": ["cc:{C:d}:state", "cc:{C:d}:leases"],
         "init_shard": ["cc:{C:s}:state"],
         "create_campaign": ["cc:{C}:campaign"],
+        "fence": ["cc:{C:s}:state"],
+        "adopt": ["cc:{C:s}:users", "cc:{C:s}:reqs"],
+        "export": ["cc:{C:s}:users", "cc:{C:s}:reqs"],
+        "forget": ["cc:{C:s}:users", "cc:{C:s}:reqs"],
+        "lookup": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs"],
+        "lock": ["cc:{C}:reshard"],
+        "begin_reshard": ["cc:{C}:campaign"],
     }
     for script in scripts.ALL:
         declared = [line.split()[2] for line in script.source.splitlines() if line.startswith("-- KEYS[")]
@@ -680,8 +692,8 @@ def test_whole_inventory_runs_on_redis_cluster(cluster_server: EmbeddedRedis) ->
                 granted += 4
             # all empty now: put a lease in flight by hand, then let borrow settle and move it
             await client.hset(shard_keys(cid, 5).state, "stock", 3)  # restock shard 5 (test only)
-            taken, left = await scripts.LEND(client, [shard_keys(cid, 5).state, shard_keys(cid, 5).leases],
-                                             [3, "lease-x", 9, T0])
+            taken, left, _ = await scripts.LEND(client, [shard_keys(cid, 5).state, shard_keys(cid, 5).leases],
+                                                [3, "lease-x", 9, T0, 0])
             assert (taken, left) == (3, 0)
             mid = await inv.figures(cfg)
             moved = await inv.borrow(cfg, 0, 1)
@@ -690,8 +702,8 @@ def test_whole_inventory_runs_on_redis_cluster(cluster_server: EmbeddedRedis) ->
             await inv.set_paused(cfg, True)
             status = await inv.load_campaign(cid)
             user = users_on(3, shards, 1, "c3-")[0]
-            return (mid, moved, after_borrow, res, status.paused, await inv.get_user(cid, 3, user),
-                    await inv.get_request(cid, 3, user, f"q-{user}"), len(await inv.all_records(cfg, 3)),
+            return (mid, moved, after_borrow, res, status.paused, await inv.lookup(cid, 3, user),
+                    await get_request(inv, cid, 3, user, f"q-{user}"), len(await inv.all_records(cfg, 3)),
                     await inv.settle_leases(cfg), await inv.figures(cfg), await inv.list_campaigns())
         finally:
             await client.aclose()
@@ -789,7 +801,7 @@ def test_borrow_from_missing_or_empty_campaign_returns_0(redis_server: EmbeddedR
     async def fn(inv: RedisInventory, client: Any) -> Any:
         not_created = await inv.borrow(cfg, 0, 1)
         keys1 = shard_keys(cid, 1)
-        lend_missing = await scripts.LEND(client, [keys1.state, keys1.leases], [5, "l", 0, T0])
+        lend_missing = await scripts.LEND(client, [keys1.state, keys1.leases], [5, "l", 0, T0, 0])
         await inv.create_campaign(cfg)
         own_stock = await inv.borrow(cfg, 0, 1)  # shard 1 gives its 1 unit
         return not_created, lend_missing, own_stock, await inv.figures(cfg), await client.exists(
@@ -797,7 +809,7 @@ def test_borrow_from_missing_or_empty_campaign_returns_0(redis_server: EmbeddedR
 
     not_created, lend_missing, moved, fig, leases = run(redis_server, fn)
     assert not_created == 0
-    assert lend_missing == [0, 0]
+    assert lend_missing == [0, 0, 0]
     assert moved == 1
     assert fig == Figures(remaining=[2, 0], granted=[0, 0], in_leases=0)
     assert leases == 0  # the lease was deleted after crediting
@@ -895,14 +907,14 @@ def test_borrow_sees_a_lease_credited_between_the_reads_of_figures(redis_server:
             await a.create_campaign(cfg)
             await a.claim(cid, 0, T0, [ClaimItem("x0", "r", "")])
             await a.claim(cid, 2, T0, [ClaimItem("x2", "r", "")])
-            await scripts.LEND(other, [k[1].state, k[1].leases], [1, "L1", 2, T0])  # in transit 1 -> 2
+            await scripts.LEND(other, [k[1].state, k[1].leases], [1, "L1", 2, T0, 0])  # in transit 1 -> 2
 
             async def credit_l1() -> None:
                 await scripts.CREDIT(other, [k[2].state, k[2].credited], ["L1", 1])
                 await other.hdel(k[1].leases, "L1")
 
             async def lend_l2() -> None:
-                await scripts.LEND(other, [k[2].state, k[2].leases], [1, "L2", 1, T0])
+                await scripts.LEND(other, [k[2].state, k[2].leases], [1, "L2", 1, T0, 0])
 
             async def credit_l2() -> None:
                 await scripts.CREDIT(other, [k[1].state, k[1].credited], ["L2", 1])
@@ -932,7 +944,7 @@ def test_crash_between_lend_and_credit_is_settled_once(redis_server: EmbeddedRed
         out: dict[str, Any] = {}
         await inv.create_campaign(cfg)
         # a borrower for shard 0 takes 10 from shard 1, then dies before crediting
-        out["lend"] = await scripts.LEND(client, [d1.state, d1.leases], [10, "L1", 0, T0])
+        out["lend"] = await scripts.LEND(client, [d1.state, d1.leases], [10, "L1", 0, T0, 0])
         out["lease"] = await client.hgetall(d1.leases)
         out["mid"] = await inv.figures(cfg)
         out["settle"] = await inv.settle_leases(cfg)
@@ -941,7 +953,7 @@ def test_crash_between_lend_and_credit_is_settled_once(redis_server: EmbeddedRed
         out["credit_again"] = await scripts.CREDIT(client, [t0.state, t0.credited], ["L1", 10])
         out["after_again"] = await inv.figures(cfg)
         # a borrower that dies after crediting but before deleting the lease
-        out["lend2"] = await scripts.LEND(client, [d2.state, d2.leases], [40, "L2", 0, T0 + 1])
+        out["lend2"] = await scripts.LEND(client, [d2.state, d2.leases], [40, "L2", 0, T0 + 1, 0])
         out["credit2"] = await scripts.CREDIT(client, [t0.state, t0.credited], ["L2", 25])
         out["credit2_again"] = await scripts.CREDIT(client, [t0.state, t0.credited], ["L2", 25])
         out["settle2"] = await inv.settle_leases(cfg)
@@ -951,7 +963,7 @@ def test_crash_between_lend_and_credit_is_settled_once(redis_server: EmbeddedRed
         return out
 
     out = run(redis_server, fn)
-    assert out["lend"] == [10, 15]
+    assert out["lend"] == [10, 15, 0]
     assert out["lease"] == {"L1": f"0|10|{T0}"}
     assert out["mid"] == Figures(remaining=[25, 15, 25, 25], granted=[0] * 4, in_leases=10,
                                 lease_records=1)
@@ -960,7 +972,7 @@ def test_crash_between_lend_and_credit_is_settled_once(redis_server: EmbeddedRed
     assert out["settled"] == Figures(remaining=[35, 15, 25, 25], granted=[0] * 4, in_leases=0)
     assert out["credit_again"] == [0, 35]
     assert out["after_again"] == out["settled"]
-    assert out["lend2"] == [25, 0]          # shard 2 only had 25
+    assert out["lend2"] == [25, 0, 0]         # shard 2 only had 25
     assert out["credit2"] == [1, 60]
     assert out["credit2_again"] == [0, 60]
     assert out["settle2"] == 25             # the lease is deleted; its stock is not added again
@@ -992,7 +1004,7 @@ def test_figures_conserve_between_credit_and_lease_delete(redis_server: Embedded
 
     async def fn(inv: RedisInventory, client: Any) -> Any:
         await inv.create_campaign(cfg)
-        await scripts.LEND(client, [d1.state, d1.leases], [10, "L", 0, T0])
+        await scripts.LEND(client, [d1.state, d1.leases], [10, "L", 0, T0, 0])
         await scripts.CREDIT(client, [t0.state, t0.credited], ["L", 10])
         return await inv.figures(cfg)
 
@@ -1043,7 +1055,8 @@ def test_half_created_campaign_is_invisible_then_completed(
     async def fn(inv: RedisInventory, client: Any) -> Any:
         out: dict[str, Any] = {}
         # a creator that dies after the first step and one shard
-        out["create"] = await scripts.CREATE_CAMPAIGN(client, [campaign_key(cid)], [cfg.to_json(), T0])
+        out["create"] = await scripts.CREATE_CAMPAIGN(client, [campaign_key(cid)],
+                                                      [cfg.to_json(), T0, cfg.shards])
         out["init0"] = await scripts.INIT_SHARD(client, [shard_keys(cid, 0).state], [3, 1, 0, 0])
         out["init0_again"] = await scripts.INIT_SHARD(client, [shard_keys(cid, 0).state], [99, 5, 0, 0])
         out["status"] = await client.hget(campaign_key(cid), "status")
@@ -1180,7 +1193,7 @@ def test_threads_calling_claim_script_directly(
         keys = shard_keys(cid, shard)
         client = redis.Redis(connection_pool=pool)
         reply = client.evalsha(sha, 3, keys.state, keys.users, keys.reqs,
-                               now_ms(), voucher_prefix(cid, shard), user, f"req{i}", "")
+                               now_ms(), voucher_prefix(cid, shard), 0, user, f"req{i}", "")
         return user, int(reply[1]), reply[2]
 
     with ThreadPoolExecutor(64) as ex:
@@ -1300,9 +1313,9 @@ def test_model_matches_redis(redis_server: EmbeddedRedis) -> None:
             m = self.shards[shard]
             rec = m.reqs.get((user, rid))
             expected = Record(user, rid, *rec) if rec else None
-            assert self.do(self.inv.get_request(self.cid, shard, user, rid)) == expected
+            assert self.do(get_request(self.inv, self.cid, shard, user, rid)) == expected
             held = [Record(user, r, *m.reqs[(user, r)]) for r in m.users.get(user, (0, "", 0, []))[3]]
-            assert self.do(self.inv.get_user(self.cid, shard, user)) == held
+            assert self.do(self.inv.lookup(self.cid, shard, user)) == held
 
         @rule(paused=st.booleans())
         def pause(self, paused: bool) -> None:
@@ -1317,8 +1330,8 @@ def test_model_matches_redis(redis_server: EmbeddedRedis) -> None:
             lease = uuid.uuid4().hex
             keys = shard_keys(self.cid, donor)
             taken = min(want, self.shards[donor].stock)
-            got = self.do(scripts.LEND(self.client, [keys.state, keys.leases], [want, lease, dest, T0]))
-            assert got == [taken, self.shards[donor].stock - taken]
+            got = self.do(scripts.LEND(self.client, [keys.state, keys.leases], [want, lease, dest, T0, 0]))
+            assert got == [taken, self.shards[donor].stock - taken, 0]
             if taken:
                 self.shards[donor].stock -= taken
                 self.leases[lease] = (donor, dest, taken)

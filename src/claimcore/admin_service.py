@@ -1,4 +1,4 @@
-"""AdminService: create, inspect, list, pause and resume campaigns."""
+"""AdminService: create, inspect, list, pause, resume and reshard campaigns."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from claimcore import validation as v
 from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import CampaignCache, CampaignNotFound
 from claimcore.claim_service import grpc_errors
-from claimcore.inventory import CampaignConflict, RedisInventory
+from claimcore.inventory import CampaignConflict, CampaignStatus, RedisInventory
+from claimcore.reshard import reshard
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 
@@ -18,11 +19,15 @@ class AdminService(pb_grpc.AdminServiceServicer):
         self.inventory = inventory
         self.campaigns = campaigns
 
-    async def info(self, campaign_id: str) -> pb.CampaignInfo:
+    async def status(self, campaign_id: str) -> CampaignStatus:
         v.check_id("campaign_id", campaign_id, v.CAMPAIGN_ID)
         status = await self.inventory.load_campaign(campaign_id)
         if status is None:
             raise CampaignNotFound(campaign_id)
+        return status
+
+    async def info(self, campaign_id: str) -> pb.CampaignInfo:
+        status = await self.status(campaign_id)
         figures = await self.inventory.figures(status.config)
         return pb.CampaignInfo(
             campaign=status.config.to_proto(),
@@ -32,9 +37,11 @@ class AdminService(pb_grpc.AdminServiceServicer):
             sold_out_at_ms=status.sold_out_at_ms,
             created_at_ms=status.created_at_ms,
             shards=[
-                pb.ShardFigures(shard=s, remaining=r, granted=g)
+                pb.ShardFigures(shard=s, remaining=r, granted=g, retired=s >= status.config.shards)
                 for s, (r, g) in enumerate(zip(figures.remaining, figures.granted, strict=True))
             ],
+            shard_epoch=status.config.epoch,
+            resharding=status.resharding,
         )
 
     async def CreateCampaign(self, request: pb.CreateCampaignRequest,
@@ -67,8 +74,8 @@ class AdminService(pb_grpc.AdminServiceServicer):
     async def _set_paused(self, request: pb.GetCampaignRequest,
                           context: grpc.aio.ServicerContext, paused: bool) -> pb.CampaignInfo:
         async with grpc_errors(context):
-            info = await self.info(request.campaign_id)
-            await self.inventory.set_paused(CampaignConfig.from_proto(info.campaign), paused)
+            status = await self.status(request.campaign_id)
+            await self.inventory.set_paused(status.config, paused)
             return await self.info(request.campaign_id)
         raise AssertionError("unreachable")
 
@@ -79,3 +86,17 @@ class AdminService(pb_grpc.AdminServiceServicer):
     async def ResumeCampaign(self, request: pb.GetCampaignRequest,
                              context: grpc.aio.ServicerContext) -> pb.CampaignInfo:
         return await self._set_paused(request, context, False)
+
+    async def Reshard(self, request: pb.ReshardRequest, context: grpc.aio.ServicerContext) -> pb.ReshardReply:
+        async with grpc_errors(context):
+            v.check_id("campaign_id", request.campaign_id, v.CAMPAIGN_ID)
+            done = await reshard(self.inventory, request.campaign_id, request.shards)
+            status = await self.status(request.campaign_id)
+            self.campaigns.put(request.campaign_id, status.config)
+            return pb.ReshardReply(
+                campaign=await self.info(request.campaign_id), from_shards=done.from_shards,
+                to_shards=done.to_shards, shard_epoch=done.epoch, moved_users=done.moved_users,
+                moved_records=done.moved_records, moved_stock=done.moved_stock,
+                frozen_ms=done.frozen_ms, took_ms=done.took_ms, resumed=done.resumed,
+            )
+        raise AssertionError("unreachable")

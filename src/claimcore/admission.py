@@ -19,13 +19,13 @@ from claimcore.campaign import CampaignConfig
 class Admission:
     def __init__(self, clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
         self._clock_ns = clock_ns
-        self._buckets: dict[tuple[str, int], TokenBucket] = {}
+        self._buckets: dict[tuple[str, int, int], TokenBucket] = {}
 
     def admit(self, config: CampaignConfig, shard: int) -> int:
         """0 if admitted, else milliseconds to wait before retrying."""
         if config.admission_rate <= 0:
             return 0
-        key = (config.campaign_id, shard)
+        key = (config.campaign_id, config.epoch, shard)  # a reshard splits the rate anew
         bucket = self._buckets.get(key)
         if bucket is None:
             burst = config.admission_burst or config.admission_rate

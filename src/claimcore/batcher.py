@@ -15,20 +15,39 @@ Each lane therefore has at most one script call in flight. Claims the shard
 could not serve (EMPTY) trigger a borrow from other shards and go back to the
 front of their lane; when nothing is left to borrow the campaign is sold out
 and they are answered SOLD_OUT.
+
+Lanes belong to one epoch of a campaign's shard map. When an operator
+reshards, the shards refuse the old epoch (STALE): the batcher reloads the
+map and routes those claims again by the new one. A shard frozen while users
+move into it answers MOVING: its claims wait in their lane and are retried
+every `moving_retry_s`, for at most `max_moving_s`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
-from claimcore.inventory import ClaimItem, Code, ItemResult, RedisInventory, now_ms
+from claimcore.inventory import (
+    ClaimItem,
+    Code,
+    ItemResult,
+    RedisInventory,
+    ShardMoving,
+    StaleMap,
+    now_ms,
+)
 
 SOLD_OUT = ItemResult(Code.SOLD_OUT, "", 0)
 
 Waiter = tuple[ClaimItem, "asyncio.Future[ItemResult]"]
+LaneKey = tuple[str, int, int]  # campaign, epoch of its shard map, shard
+# Reload a campaign's map, at least at this epoch (None: the campaign is gone).
+Reload = Callable[[str, int], Awaitable[CampaignConfig | None]]
 
 
 class Overloaded(Exception):
@@ -36,12 +55,17 @@ class Overloaded(Exception):
 
 
 class _Lane:
-    __slots__ = ("config", "shard", "queue")
+    __slots__ = ("config", "shard", "queue", "moving_since")
 
     def __init__(self, config: CampaignConfig, shard: int) -> None:
         self.config = config
         self.shard = shard
         self.queue: deque[Waiter] = deque()
+        self.moving_since = 0.0  # monotonic time of the first MOVING in a row, 0 if none
+
+    @property
+    def key(self) -> LaneKey:
+        return (self.config.campaign_id, self.config.epoch, self.shard)
 
 
 class ClaimBatcher:
@@ -50,38 +74,53 @@ class ClaimBatcher:
         inventory: RedisInventory,
         is_sold_out: Callable[[str], bool],
         on_sold_out: Callable[[CampaignConfig], None],
+        reload: Reload,
         max_batch: int = 256,
         max_queued: int = 50_000,
         linger_s: float = 0.002,
+        moving_retry_s: float = 0.005,
+        max_moving_s: float = 10.0,
     ) -> None:
         self.inventory = inventory
         self.is_sold_out = is_sold_out
         self.on_sold_out = on_sold_out
+        self.reload = reload
         self.max_batch = max_batch
         self.max_queued = max_queued
         self.linger_s = linger_s
+        self.moving_retry_s = moving_retry_s
+        self.max_moving_s = max_moving_s
         self.queued = 0
-        self._lanes: dict[tuple[str, int], _Lane] = {}
-        self._ready: dict[tuple[str, int], _Lane] = {}  # lanes with queued claims
+        self._lanes: dict[LaneKey, _Lane] = {}
+        self._ready: dict[LaneKey, _Lane] = {}  # lanes with queued claims
         self._flushing = False
         self._scheduled = False
 
     def submit(self, config: CampaignConfig, shard: int, item: ClaimItem) -> asyncio.Future[ItemResult]:
         if self.queued >= self.max_queued:
             raise Overloaded(f"{self.queued} claims queued on this node")
-        key = (config.campaign_id, shard)
+        future: asyncio.Future[ItemResult] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_mark_retrieved)
+        self._lane(config, shard).queue.append((item, future))
+        self.queued += 1
+        self._wake(self._lane(config, shard))
+        return future
+
+    def _lane(self, config: CampaignConfig, shard: int) -> _Lane:
+        key = (config.campaign_id, config.epoch, shard)
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane(config, shard)
-        future: asyncio.Future[ItemResult] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_mark_retrieved)
-        lane.queue.append((item, future))
-        self.queued += 1
-        self._wake(key, lane)
-        return future
+        return lane
 
-    def _wake(self, key: tuple[str, int], lane: _Lane) -> None:
-        self._ready[key] = lane
+    def _requeue(self, lane: _Lane, waiters: list[Waiter]) -> None:
+        """Put waiters back at the front of a lane: they were first in line."""
+        lane.queue.extendleft(reversed(waiters))
+        self.queued += len(waiters)
+        self._wake(lane)
+
+    def _wake(self, lane: _Lane) -> None:
+        self._ready[lane.key] = lane
         if not (self._flushing or self._scheduled):
             self._scheduled = True
             asyncio.get_running_loop().call_later(self.linger_s, self._start_flushing)
@@ -118,18 +157,25 @@ class ClaimBatcher:
         if not calls:
             return
         try:
-            replies = await self.inventory.claim_many(
-                [(lane.config.campaign_id, lane.shard, [item for item, _ in batch]) for lane, batch in calls],
-                now_ms(),
-            )
+            replies = await self.inventory.claim_many([
+                (lane.config.campaign_id, lane.shard, lane.config.epoch, [item for item, _ in batch])
+                for lane, batch in calls
+            ], now_ms())
         except Exception as exc:  # noqa: BLE001 - every waiter must hear of it
             for _, batch in calls:
                 _fail(batch, exc)
             return
         for (lane, batch), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, StaleMap):
+                asyncio.get_running_loop().create_task(self._reroute(lane, batch, reply))
+                continue
+            if isinstance(reply, ShardMoving):
+                asyncio.get_running_loop().create_task(self._wait_for_move(lane, batch, reply))
+                continue
             if isinstance(reply, Exception):
                 _fail(batch, reply)
                 continue
+            lane.moving_since = 0.0
             empty: list[Waiter] = []
             for waiter, result in zip(batch, reply[1], strict=True):
                 if result.code == Code.EMPTY:
@@ -146,18 +192,52 @@ class ClaimBatcher:
         if not self.is_sold_out(config.campaign_id):
             try:
                 moved = await self.inventory.borrow(config, lane.shard, len(empty))
+            except StaleMap as exc:
+                await self._reroute(lane, empty, exc)
+                return
             except Exception as exc:  # noqa: BLE001
                 _fail(empty, exc)
                 return
         if moved:
-            lane.queue.extendleft(reversed(empty))  # first in line for the new stock
-            self.queued += len(empty)
-            self._wake((config.campaign_id, lane.shard), lane)
+            self._requeue(lane, empty)  # first in line for the new stock
             return
         self.on_sold_out(config)
         for _, future in empty:
             if not future.done():
                 future.set_result(SOLD_OUT)
+
+
+    async def _reroute(self, lane: _Lane, waiters: list[Waiter], stale: StaleMap) -> None:
+        """The campaign was resharded: route these claims again by the new map."""
+        try:
+            config = await self.reload(stale.campaign_id, stale.epoch)
+        except Exception as exc:  # noqa: BLE001
+            _fail(waiters, exc)
+            return
+        if config is None or config.epoch < stale.epoch:
+            _fail(waiters, stale)
+            return
+        # The old epoch's lane goes, with whatever still waits in it: the shards refuse it.
+        self._lanes.pop(lane.key, None)
+        self._ready.pop(lane.key, None)
+        leftover = list(lane.queue)
+        lane.queue.clear()
+        self.queued -= len(leftover)
+        by_lane: dict[LaneKey, list[Waiter]] = {}
+        for waiter in waiters + leftover:
+            by_lane.setdefault(self._lane(config, shard_of(waiter[0].user_id, config.shards)).key,
+                               []).append(waiter)
+        for key, moved in by_lane.items():
+            self._requeue(self._lanes[key], moved)
+
+    async def _wait_for_move(self, lane: _Lane, waiters: list[Waiter], moving: ShardMoving) -> None:
+        """The shard is frozen by a reshard in progress: retry shortly, for a bounded time."""
+        started = lane.moving_since = lane.moving_since or time.monotonic()
+        if time.monotonic() - started > self.max_moving_s:
+            _fail(waiters, moving)
+            return
+        await asyncio.sleep(self.moving_retry_s)
+        self._requeue(lane, waiters)
 
 
 def _mark_retrieved(future: asyncio.Future[ItemResult]) -> None:

@@ -1,8 +1,11 @@
 """A campaign's configuration: validation, defaults, and its Redis/proto forms.
 
-The config is immutable once created (only `paused` changes, and that lives
-in the shard states where the claim script checks it). Front nodes may
-therefore cache it without invalidation.
+The spec is immutable once created (only `paused` changes, and that lives
+in the shard states where the claim script checks it). The shard map is not:
+an operator may reshard a live campaign (reshard.py), which sets `shards` and
+bumps `epoch`. Front nodes cache the config anyway: every script that reads
+or writes a shard checks the caller's epoch, so a node on an old map is told
+(STALE) and reloads, and can never act on it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ class CampaignConfig:
     value_cents: int = 0
     min_spend_cents: int = 0
     category: str = ""
+    # The live shard map, not part of the spec: kept in the campaign hash.
+    epoch: int = 0          # bumped by every reshard
+    shard_slots: int = 0    # shards ever made (retired ones keep their grants); 0 = shards
 
     def __post_init__(self) -> None:
         v.check_id("campaign_id", self.campaign_id, v.CAMPAIGN_ID)
@@ -50,6 +56,8 @@ class CampaignConfig:
             raise v.InvalidInput(f"name must be at most {v.MAX_NAME} printable characters")
         if self.shards > self.inventory:
             raise v.InvalidInput("shards must not exceed inventory (every shard starts with stock)")
+        if self.shard_slots < self.shards:
+            object.__setattr__(self, "shard_slots", self.shards)
 
     @classmethod
     def from_proto(cls, c: pb.Campaign) -> CampaignConfig:
@@ -70,11 +78,21 @@ class CampaignConfig:
             category=c.category,
         )
 
+    def spec(self) -> dict[str, object]:
+        """The fields the creator chose (with `shards` as the live count)."""
+        fields = dataclasses.asdict(self)
+        del fields["epoch"], fields["shard_slots"]
+        return fields
+
     def to_proto(self) -> pb.Campaign:
-        return pb.Campaign(**dataclasses.asdict(self))
+        return pb.Campaign(**self.spec())
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+        """The spec as stored at creation (at epoch 0, before any reshard)."""
+        return json.dumps(self.spec(), sort_keys=True, separators=(",", ":"))
+
+    def with_map(self, shards: int, epoch: int, shard_slots: int) -> CampaignConfig:
+        return dataclasses.replace(self, shards=shards, epoch=epoch, shard_slots=shard_slots)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> CampaignConfig:

@@ -1,8 +1,10 @@
 """The front node's cache of campaign configs, read from Redis.
 
-Configs are immutable once created, so a found campaign is cached for
-`ttl_s`; an unknown id is remembered for `negative_ttl_s`, which bounds how
-long another node may answer NOT_FOUND for a campaign just created elsewhere.
+A found campaign is cached for `ttl_s`. Its spec never changes; its shard map
+may (a reshard), and a node need not poll for that: the first script call on
+the old map is refused as STALE and the node calls `reload`. An unknown id
+is remembered for `negative_ttl_s`, which bounds how long another node may
+answer NOT_FOUND for a campaign just created elsewhere.
 Concurrent misses for one id share a single Redis read. The cache holds at
 most `max_entries` ids: unknown ids come from callers, and a stream of random
 ones must not grow the node's memory.
@@ -15,6 +17,9 @@ import time
 
 from claimcore.campaign import CampaignConfig
 from claimcore.inventory import RedisInventory
+
+RELOAD_TRIES = 50
+RELOAD_PAUSE_S = 0.01
 
 
 class CampaignNotFound(LookupError):
@@ -54,6 +59,20 @@ class CampaignCache:
             raise
         finally:
             del self._loading[campaign_id]
+
+    async def reload(self, campaign_id: str, min_epoch: int) -> CampaignConfig | None:
+        """The campaign at shard-map epoch `min_epoch` or newer, read again from Redis."""
+        config = None
+        for _ in range(RELOAD_TRIES):
+            entry = self._entries.get(campaign_id)
+            if entry and entry[1] is not None and entry[1].epoch >= min_epoch:
+                return entry[1]  # another waiter reloaded it already
+            self._entries.pop(campaign_id, None)
+            config = await self.get(campaign_id)
+            if config is None or config.epoch >= min_epoch:
+                return config
+            await asyncio.sleep(RELOAD_PAUSE_S)  # joined a read made before the reshard: read again
+        return config
 
     def put(self, campaign_id: str, config: CampaignConfig | None) -> None:
         now = time.monotonic()

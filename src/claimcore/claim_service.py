@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import NoReturn
 
@@ -27,6 +28,7 @@ from claimcore.admission import Admission
 from claimcore.batcher import ClaimBatcher, Overloaded
 from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import CampaignCache, CampaignNotFound
+from claimcore.cluster_calls import ReplicaAckTimeout
 from claimcore.inventory import (
     BorrowContention,
     ClaimItem,
@@ -35,8 +37,11 @@ from claimcore.inventory import (
     Record,
     RedisInventory,
     ShardMissing,
+    ShardMoving,
+    StaleMap,
     now_ms,
 )
+from claimcore.reshard import ReshardBusy, ReshardRefused
 from claimcore.soldout import SoldOutCache
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
@@ -61,12 +66,18 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, CampaignNotFound):
         return grpc.StatusCode.NOT_FOUND, f"no campaign {exc}"
+    if isinstance(exc, ReshardBusy):
+        return grpc.StatusCode.ABORTED, str(exc)
+    if isinstance(exc, ReshardRefused):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
     if isinstance(exc, Overloaded):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, f"node overloaded, retry later: {exc}"
-    if isinstance(exc, BorrowContention):
+    if isinstance(exc, (BorrowContention, StaleMap, ShardMoving)):
         return grpc.StatusCode.UNAVAILABLE, f"{exc}; {UNKNOWN_OUTCOME}"
     if isinstance(exc, ShardMissing):
         return grpc.StatusCode.FAILED_PRECONDITION, f"campaign state incomplete: {exc}"
+    if isinstance(exc, ReplicaAckTimeout):
+        return grpc.StatusCode.UNAVAILABLE, f"grant not yet safe from a failover; {UNKNOWN_OUTCOME}: {exc}"
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                         redis.exceptions.BusyLoadingError, OSError)):
         return grpc.StatusCode.UNAVAILABLE, f"redis unavailable; {UNKNOWN_OUTCOME}: {exc}"
@@ -202,9 +213,19 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
         raise AssertionError("unreachable")
 
     async def _lookup(self, config: CampaignConfig, request: pb.GetClaimRequest) -> list[Record]:
-        cid = config.campaign_id
-        shard = shard_of(request.user_id, config.shards)
-        if request.request_id:
-            record = await self.inventory.get_request(cid, shard, request.user_id, request.request_id)
-            return [record] if record else []
-        return await self.inventory.get_user(cid, shard, request.user_id)
+        """Read the user's records on their shard, following a reshard like a claim does."""
+        give_up = time.monotonic() + self.batcher.max_moving_s
+        while True:
+            shard = shard_of(request.user_id, config.shards)
+            try:
+                return await self.inventory.lookup(config.campaign_id, shard, request.user_id,
+                                                   request.request_id, config.epoch)
+            except StaleMap as exc:
+                reloaded = await self.campaigns.reload(config.campaign_id, exc.epoch)
+                if reloaded is None or reloaded.epoch < exc.epoch:
+                    raise
+                config = reloaded
+            except ShardMoving:
+                if time.monotonic() > give_up:
+                    raise
+                await asyncio.sleep(self.batcher.moving_retry_s)

@@ -24,6 +24,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.redis_cluster and url:
         print("claimcore serve: give --redis or --redis-cluster, not both", file=sys.stderr)
         return 2
+    if args.replica_acks and not args.redis_cluster:
+        print("claimcore serve: --replica-acks needs --redis-cluster", file=sys.stderr)
+        return 2
     if not url and not args.redis_cluster:
         try:
             embedded = EmbeddedRedis(appendfsync=args.appendfsync).start()
@@ -37,6 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         redis_url=url or "", host=args.host, port=args.port, max_batch=args.max_batch,
         max_queued=args.max_queued, grace_s=args.grace, linger_s=args.linger_ms / 1000,
         redis_cluster=args.redis_cluster or "",
+        replica_acks=args.replica_acks, replica_timeout_ms=args.replica_timeout_ms,
     )
     try:
         uvloop.run(run_node(options))
@@ -75,6 +79,9 @@ def cmd_campaign(args: argparse.Namespace) -> int:
             _print(admin.CreateCampaign(pb.CreateCampaignRequest(campaign=campaign), timeout=10))
         elif args.action == "list":
             _print(admin.ListCampaigns(pb.ListCampaignsRequest(), timeout=10))
+        elif args.action == "reshard":
+            _print(admin.Reshard(pb.ReshardRequest(campaign_id=args.campaign_id, shards=args.shards),
+                                 timeout=args.timeout))
         else:
             call = {"show": admin.GetCampaign, "pause": admin.PauseCampaign,
                     "resume": admin.ResumeCampaign}[args.action]
@@ -98,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Redis URL (redis://host:port/db); default: start a private redis-server")
     serve.add_argument("--redis-cluster", metavar="HOST:PORT,...",
                        help="run on a Redis Cluster, given a few of its nodes")
+    serve.add_argument("--replica-acks", type=int, default=0, metavar="N",
+                       help="with --redis-cluster: a grant is answered only once N replicas have it "
+                            "(WAIT); else UNAVAILABLE, outcome unknown (see docs/cluster.md)")
+    serve.add_argument("--replica-timeout-ms", type=int, default=200, metavar="T",
+                       help="how long each master's WAIT for --replica-acks may take")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=50051, help="0 picks a free port")
     serve.add_argument("--appendfsync", choices=["everysec", "always"], default="everysec",
@@ -135,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", default="")
     for action in ("show", "pause", "resume"):
         actions.add_parser(action).add_argument("campaign_id")
+    reshard = actions.add_parser("reshard", help="change a live campaign's shard count (docs/scaling.md)")
+    reshard.add_argument("campaign_id")
+    reshard.add_argument("--shards", type=int, required=True, help="the new shard count")
+    reshard.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for it to finish")
     actions.add_parser("list")
     camp.set_defaults(func=cmd_campaign)
     return parser

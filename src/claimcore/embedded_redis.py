@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -144,38 +145,115 @@ class EmbeddedCluster:
 
     Built with CLUSTER ADDSLOTSRANGE and CLUSTER MEET, as redis-cli --cluster
     create would; each node gets an explicit bus port (port + 10000 may not exist).
+    With replicas=N, each master gets N replicas (CLUSTER REPLICATE), in sync
+    before start() returns. `nodes` lists the masters first, then the replicas,
+    in the roles they started with; failovers change roles, not this list.
+    node_timeout_ms is cluster-node-timeout: a master killed is replaced by its
+    replica after roughly two of these.
     """
 
-    def __init__(self, masters: int = 3, appendfsync: str = "everysec") -> None:
-        self.nodes = [EmbeddedRedis(appendfsync=appendfsync) for _ in range(masters)]
-        self.bus_ports = [free_port() for _ in range(masters)]
-        for node, bus_port in zip(self.nodes, self.bus_ports, strict=True):
-            node.extra_args = ["--cluster-enabled", "yes", "--cluster-port", str(bus_port),
-                               "--cluster-config-file", str(Path(node.data_dir) / "nodes.conf"),
-                               "--cluster-node-timeout", "2000"]
+    def __init__(self, masters: int = 3, appendfsync: str = "everysec", replicas: int = 0,
+                 node_timeout_ms: int = 2000) -> None:
+        self.appendfsync = appendfsync
+        self.node_timeout_ms = node_timeout_ms
+        self.masters_at_start = masters
+        self.nodes: list[EmbeddedRedis] = []
+        self.bus_ports: list[int] = []
+        for _ in range(masters * (1 + replicas)):
+            self._new_node()
+
+    def _new_node(self) -> EmbeddedRedis:
+        node = EmbeddedRedis(appendfsync=self.appendfsync)
+        bus_port = free_port()
+        node.extra_args = ["--cluster-enabled", "yes", "--cluster-port", str(bus_port),
+                           "--cluster-config-file", str(Path(node.data_dir) / "nodes.conf"),
+                           "--cluster-node-timeout", str(self.node_timeout_ms)]
+        self.nodes.append(node)
+        self.bus_ports.append(bus_port)
+        return node
 
     @property
     def addresses(self) -> str:
         """host:port,host:port,... as `claimcore serve --redis-cluster` takes it."""
         return ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
 
-    def start(self, timeout: float = 20.0) -> EmbeddedCluster:
+    def client(self, node: EmbeddedRedis) -> redis.Redis:
+        """A plain client of one node (close it after use)."""
+        return redis.Redis(port=node.port, decode_responses=True, socket_timeout=5)
+
+    def _ask(self, node: EmbeddedRedis, *command: object) -> object:
+        client = self.client(node)
+        try:
+            return client.execute_command(*command)
+        finally:
+            client.close()
+
+    def node_id(self, node: EmbeddedRedis) -> str:
+        return str(self._ask(node, "CLUSTER", "MYID"))
+
+    def live(self) -> list[EmbeddedRedis]:
+        return [node for node in self.nodes if node.proc is not None and node.proc.poll() is None]
+
+    def _view(self, node: EmbeddedRedis) -> dict[str, tuple[str, str, str]]:
+        """CLUSTER NODES as node's view: port -> (role, master id or '-', link state)."""
+        raw = str(self._ask(node, "CLUSTER", "NODES"))
+        view = {}
+        for line in raw.splitlines():
+            fields = line.split()
+            port = fields[1].split("@")[0].rsplit(":", 1)[1]
+            role = "master" if "master" in fields[2].split(",") else "replica"
+            if "fail" in fields[2].split(","):
+                role = "fail"
+            view[port] = (role, fields[3], fields[7])
+        return view
+
+    def masters(self) -> list[EmbeddedRedis]:
+        """Live masters that own slots now, as the live nodes agree."""
+        by_port = {str(node.port): node for node in self.nodes}
+        slots = self._ask(self.live()[0], "CLUSTER", "SLOTS")
+        owners = {str(entry[2][1]) for entry in slots}  # type: ignore[union-attr]
+        return [by_port[port] for port in sorted(owners, key=int) if port in by_port]
+
+    def master_of(self, key: str) -> EmbeddedRedis:
+        """The master that owns key's slot now."""
+        node = self.live()[0]
+        slot = int(self._ask(node, "CLUSTER", "KEYSLOT", key))  # type: ignore[arg-type]
+        for entry in self._ask(node, "CLUSTER", "SLOTS"):  # type: ignore[union-attr]
+            if entry[0] <= slot <= entry[1]:
+                return next(n for n in self.nodes if n.port == int(entry[2][1]))
+        raise LookupError(f"no master owns slot {slot}")
+
+    def replicas_of(self, master: EmbeddedRedis) -> list[EmbeddedRedis]:
+        """Live nodes that say (ROLE) they replicate `master`, their link up."""
+        found = []
+        for node in self.live():
+            try:
+                role = self._ask(node, "ROLE")
+            except redis.RedisError:
+                continue
+            if role[0] == "slave" and int(role[2]) == master.port and role[3] == "connected":  # type: ignore[index]
+                found.append(node)
+        return found
+
+    def start(self, timeout: float = 30.0) -> EmbeddedCluster:
         for node in self.nodes:
             node.start()
-        clients = [redis.Redis(port=node.port, decode_responses=True) for node in self.nodes]
+        masters = self.nodes[:self.masters_at_start]
+        clients = [self.client(node) for node in masters]
         try:
-            step = 16384 // len(self.nodes)
+            step = 16384 // len(masters)
             for i, client in enumerate(clients):
                 last = 16383 if i == len(clients) - 1 else (i + 1) * step - 1
                 client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, last)
             for node, bus_port in zip(self.nodes[1:], self.bus_ports[1:], strict=True):
                 clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus_port)
-            deadline = time.monotonic() + timeout
-            while not all(c.cluster("info")["cluster_state"] == "ok" and
-                          len(c.cluster("nodes")) == len(self.nodes) for c in clients):
-                if time.monotonic() > deadline:
-                    raise TimeoutError("redis cluster did not reach cluster_state:ok")
-                time.sleep(0.05)
+            self.wait_ok(timeout)
+            ids = [self.node_id(m) for m in masters]
+            for n, replica in enumerate(self.nodes[len(masters):]):
+                master_id = ids[n % len(ids)]
+                self._until(lambda r=replica, m=master_id: self._replicate(r, m), timeout,
+                            "replica could not attach")
+            self.wait_ok(timeout)
         except BaseException:
             self.cleanup()
             raise
@@ -183,6 +261,97 @@ class EmbeddedCluster:
             for client in clients:
                 client.close()
         return self
+
+    def _replicate(self, replica: EmbeddedRedis, master_id: str) -> bool:
+        try:
+            self._ask(replica, "CLUSTER", "REPLICATE", master_id)
+            return True
+        except redis.ResponseError:  # the replica does not know that master yet
+            return False
+
+    @staticmethod
+    def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise TimeoutError(what)
+            time.sleep(0.05)
+
+    def _settled(self) -> bool:
+        """Every live node: cluster_state ok, the same slot map, every replica in sync."""
+        try:
+            maps = []
+            for node in self.live():
+                client = self.client(node)
+                try:
+                    if client.cluster("info")["cluster_state"] != "ok":
+                        return False
+                    slots = client.execute_command("CLUSTER", "SLOTS")
+                    maps.append(sorted((e[0], e[1], e[2][1]) for e in slots))
+                    info = client.info("replication")
+                    if info["role"] == "slave" and (info.get("master_link_status") != "up"
+                                                    or info.get("master_sync_in_progress")):
+                        return False
+                finally:
+                    client.close()
+            return all(m == maps[0] for m in maps)
+        except redis.RedisError:
+            return False
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every live node agrees on the slot map and says cluster_state:ok."""
+        self._until(self._settled, timeout, "redis cluster did not settle (state, slot map, replicas)")
+
+    def failover(self, replica: EmbeddedRedis, timeout: float = 30.0) -> None:
+        """CLUSTER FAILOVER run on a replica (lossless hand-over); waits until it is the master."""
+        old = next(n for n in self.live() if n.port == int(self._ask(replica, "ROLE")[2]))  # type: ignore[index]
+        self._ask(replica, "CLUSTER", "FAILOVER")
+        self._until(lambda: self._role(replica) == "master" and self._role(old) == "slave", timeout,
+                    f"replica {replica.port} not promoted")
+        self.wait_ok(timeout)
+
+    def kill_master(self, master: EmbeddedRedis, timeout: float = 30.0) -> EmbeddedRedis:
+        """kill -9 a master, and wait until one of its replicas is promoted; returns that replica."""
+        replicas: list[EmbeddedRedis] = []
+
+        def has_replica() -> bool:
+            replicas[:] = self.replicas_of(master)
+            return bool(replicas)
+
+        self._until(has_replica, timeout, f"master {master.port} has no replica to fail over to")
+        master.kill()
+        master.proc = None
+        promoted: list[EmbeddedRedis] = []
+
+        def one_promoted() -> bool:
+            promoted[:] = [r for r in replicas if self._role(r) == "master"]
+            return bool(promoted)
+
+        self._until(one_promoted, timeout, f"no replica of {master.port} promoted")
+        self.wait_ok(timeout)
+        return promoted[0]
+
+    def _role(self, node: EmbeddedRedis) -> str:
+        try:
+            return str(self._ask(node, "ROLE")[0])  # type: ignore[index]
+        except redis.RedisError:
+            return ""
+
+    def restart(self, node: EmbeddedRedis, timeout: float = 30.0) -> None:
+        """Start a killed node again (same port, data and nodes.conf): it rejoins, as a replica
+        if it was failed over meanwhile; waits until the cluster has settled."""
+        node.start()
+        self.wait_ok(timeout)
+
+    def add_master(self, timeout: float = 30.0) -> EmbeddedRedis:
+        """A new empty master joined to the cluster (no slots yet: rebalance to give it some)."""
+        node = self._new_node()
+        node.start()
+        self._ask(self.live()[0], "CLUSTER", "MEET", "127.0.0.1", node.port, self.bus_ports[-1])
+        self._until(lambda: all(str(node.port) in self._view(n) for n in self.live()), timeout,
+                    f"new master {node.port} not known to every node")
+        self.wait_ok(timeout)
+        return node
 
     def cleanup(self) -> None:
         for node in self.nodes:

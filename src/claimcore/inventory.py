@@ -78,12 +78,31 @@ class ShardMissing(Exception):
     """A shard's state is missing: the campaign was not (fully) created."""
 
 
+class StaleMap(Exception):
+    """The caller's shard map is older than the shard's: reload the campaign, route again."""
+
+    def __init__(self, campaign_id: str, epoch: int) -> None:
+        super().__init__(f"{campaign_id}: shard map is now at epoch {epoch}")
+        self.campaign_id = campaign_id
+        self.epoch = epoch
+
+
+class ShardMoving(Exception):
+    """The shard is frozen while a reshard moves users into it: retry shortly."""
+
+    def __init__(self, campaign_id: str, epoch: int) -> None:
+        super().__init__(f"{campaign_id}: being resharded (epoch {epoch}), retry shortly")
+        self.campaign_id = campaign_id
+        self.epoch = epoch
+
+
 @dataclass
 class CampaignStatus:
     config: CampaignConfig
     paused: bool
     created_at_ms: int
     sold_out_at_ms: int
+    resharding: bool = False
 
 
 @dataclass
@@ -103,13 +122,26 @@ EMPTY_CHECK_ROUNDS = 2   # full scans that must agree before "sold out"
 MAX_BORROW_ROUNDS = 50   # then give up with BorrowContention (a retryable error)
 
 
-def _claim_result(call: tuple[str, int, list[ClaimItem]], reply: Any
-                  ) -> tuple[int, list[ItemResult]] | Exception:
+ClaimCall = tuple[str, int, int, list[ClaimItem]]  # campaign, shard, epoch of the map, items
+
+
+def _claim_result(call: ClaimCall, reply: Any) -> tuple[int, list[ItemResult]] | Exception:
     if isinstance(reply, Exception):
         return reply
-    if len(reply) == 1 and int(reply[0]) == -1:
-        return ShardMissing(f"{call[0]} shard {call[1]}")
+    status = int(reply[0])
+    if status < 0:
+        return _refusal(call[0], call[1], reply)
     return unpack_claim_reply(reply, ItemResult)
+
+
+def _refusal(campaign_id: str, shard: int, reply: list[Any]) -> Exception:
+    """The error for a script's refusal: { -1 } missing, { -2, epoch } stale, { -3, epoch } moving."""
+    status = int(reply[0])
+    if status == -2:
+        return StaleMap(campaign_id, int(reply[1]))
+    if status == -3:
+        return ShardMoving(campaign_id, int(reply[1]))
+    return ShardMissing(f"{campaign_id} shard {shard}")
 
 
 def now_ms() -> int:
@@ -139,21 +171,22 @@ class RedisInventory:
     # ------------------------------------------------------------ claims
 
     async def claim(
-        self, campaign_id: str, shard: int, now: int, items: list[ClaimItem]
+        self, campaign_id: str, shard: int, now: int, items: list[ClaimItem], epoch: int = 0
     ) -> tuple[int, list[ItemResult]]:
         """Run claim.lua for a batch on one shard: (stock left, one result per item)."""
-        (reply,) = await self.claim_many([(campaign_id, shard, items)], now)
+        (reply,) = await self.claim_many([(campaign_id, shard, epoch, items)], now)
         if isinstance(reply, Exception):
             raise reply
         return reply
 
     async def claim_many(
-        self, calls: list[tuple[str, int, list[ClaimItem]]], now: int
+        self, calls: list[ClaimCall], now: int
     ) -> list[tuple[int, list[ItemResult]] | Exception]:
-        """claim.lua once per (campaign, shard, items), all in one pipelined round trip.
+        """claim.lua once per (campaign, shard, epoch, items), all in one pipelined round trip.
 
-        Each call is atomic on its own shard; a failed call (its shard missing, a
-        script error) is returned in its place, while a broken connection raises.
+        Each call is atomic on its own shard; a failed call (its shard missing or
+        refusing the caller's epoch, a script error) is returned in its place,
+        while a broken connection raises.
         """
         replies = await self._run_claims(calls, now)
         missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
@@ -164,18 +197,19 @@ class RedisInventory:
                 replies[i] = reply
         return [_claim_result(call, reply) for call, reply in zip(calls, replies, strict=True)]
 
-    async def _run_claims(self, calls: list[tuple[str, int, list[ClaimItem]]], now: int) -> list[Any]:
+    async def _run_claims(self, calls: list[ClaimCall], now: int) -> list[Any]:
         """Raw replies (or errors) of claim.lua, one per call, in one round trip."""
         if isinstance(self.redis, RedisCluster):
             return await eval_on_cluster(self.redis, scripts.CLAIM, [
                 (shard_keys(cid, shard)[:3],
-                 (now, voucher_prefix(cid, shard), *(x for item in items for x in item)))
-                for cid, shard, items in calls
+                 (now, voucher_prefix(cid, shard), epoch, *(x for item in items for x in item)))
+                for cid, shard, epoch, items in calls
             ])
         # The flush is packed in one go by the Cython codec (redis-py would spend
         # ~4 us of Python per argument) and written on a pooled connection.
         packed = pack_claims(scripts.CLAIM.sha, [
-            (*shard_keys(cid, shard)[:3], voucher_prefix(cid, shard), items) for cid, shard, items in calls
+            (*shard_keys(cid, shard)[:3], voucher_prefix(cid, shard), str(epoch), items)
+            for cid, shard, epoch, items in calls
         ], now)
         pool = self.redis.connection_pool
         conn = await pool.get_connection()
@@ -206,14 +240,14 @@ class RedisInventory:
         empty_rounds = 0
         for _ in range(MAX_BORROW_ROUNDS):
             figures = await self.figures(config)
-            donors = sorted(
-                (s for s in range(config.shards) if s != dest and figures.remaining[s] > 0),
+            donors = sorted(  # retired shards too: a reshard may still be draining one
+                (s for s in range(config.shard_slots) if s != dest and figures.remaining[s] > 0),
                 key=lambda s: -figures.remaining[s],
             )
             moved = 0
             for donor in donors:
                 want = max(need - moved, min(BORROW_CHUNK, figures.remaining[donor] // 2))
-                moved += await self._move(config.campaign_id, donor, dest, want)
+                moved += await self.move_stock(config, donor, dest, want)
                 if moved >= need:
                     break
             if moved:
@@ -232,15 +266,18 @@ class RedisInventory:
                 return 0
         raise BorrowContention(f"{config.campaign_id}: stock kept moving for {MAX_BORROW_ROUNDS} rounds")
 
-    async def _move(self, campaign_id: str, donor: int, dest: int, want: int) -> int:
+    async def move_stock(self, config: CampaignConfig, donor: int, dest: int, want: int) -> int:
+        """Move up to `want` stock from donor to dest; a donor on a newer map raises StaleMap."""
         lease_id = uuid.uuid4().hex
-        dk = shard_keys(campaign_id, donor)
-        taken, _ = await scripts.LEND(
-            self.redis, [dk.state, dk.leases], [want, lease_id, dest, now_ms()]
+        dk = shard_keys(config.campaign_id, donor)
+        taken, _, donor_epoch = await scripts.LEND(
+            self.redis, [dk.state, dk.leases], [want, lease_id, dest, now_ms(), config.epoch]
         )
         taken = int(taken)
         if taken:
-            await self._credit(campaign_id, donor, dest, lease_id, taken)
+            await self._credit(config.campaign_id, donor, dest, lease_id, taken)
+        elif int(donor_epoch) > config.epoch:
+            raise StaleMap(config.campaign_id, int(donor_epoch))
         return taken
 
     async def _credit(self, campaign_id: str, donor: int, dest: int, lease_id: str, amount: int) -> None:
@@ -251,7 +288,7 @@ class RedisInventory:
     async def settle_leases(self, config: CampaignConfig) -> int:
         """Complete every lease in transit (a borrower may have died mid-move)."""
         settled = 0
-        for donor in range(config.shards):
+        for donor in range(config.shard_slots):
             leases = await self.redis.hgetall(shard_keys(config.campaign_id, donor).leases)
             for lease_id, raw in leases.items():
                 dest, amount = parse_lease(raw)
@@ -272,13 +309,13 @@ class RedisInventory:
         """
         cid = config.campaign_id
         pipe = self.redis.pipeline(transaction=False)
-        for s in range(config.shards):
+        for s in range(config.shard_slots):
             keys = shard_keys(cid, s)
             pipe.hmget(keys.state, "stock", "granted")
             pipe.hgetall(keys.leases)
         replies = await pipe.execute()
         remaining, granted, leases = [], [], []
-        for s in range(config.shards):
+        for s in range(config.shard_slots):
             stock, grants = replies[2 * s]
             remaining.append(int(stock or 0))
             granted.append(int(grants or 0))
@@ -296,20 +333,18 @@ class RedisInventory:
 
     # ------------------------------------------------------------ lookups
 
-    async def get_request(self, campaign_id: str, shard: int, user_id: str, request_id: str
-                          ) -> Record | None:
-        field = request_field(user_id, request_id)
-        raw = await self.redis.hget(shard_keys(campaign_id, shard).reqs, field)
-        return parse_record(field, raw) if raw else None
+    async def lookup(self, campaign_id: str, shard: int, user_id: str, request_id: str = "",
+                     epoch: int = 0) -> list[Record]:
+        """The user's grant for request_id, or all their grants if request_id is ''.
 
-    async def get_user(self, campaign_id: str, shard: int, user_id: str) -> list[Record]:
+        Raises StaleMap or ShardMoving like a claim: records move with their user.
+        """
         keys = shard_keys(campaign_id, shard)
-        raw = await self.redis.hget(keys.users, user_id)
-        if not raw:
-            return []
-        fields = [request_field(user_id, rid) for rid in raw.split("|", 3)[3].split(",")]
-        records = await self.redis.hmget(keys.reqs, fields)
-        return [parse_record(f, rec) for f, rec in zip(fields, records, strict=True) if rec]
+        reply = await scripts.LOOKUP(self.redis, [keys.state, keys.users, keys.reqs],
+                                     [epoch, user_id, request_id])
+        if int(reply[0]) < 0:
+            raise _refusal(campaign_id, shard, reply)
+        return [parse_record(reply[i], reply[i + 1]) for i in range(1, len(reply), 2)]
 
     async def raw_grants(self, config: CampaignConfig, shard: int) -> tuple[dict[str, str], dict[str, str]]:
         """A shard's reqs and users hashes as stored, read in chunks (HSCAN) so
@@ -345,7 +380,7 @@ class RedisInventory:
         """
         cid = config.campaign_id
         result = await scripts.CREATE_CAMPAIGN(
-            self.redis, [campaign_key(cid)], [config.to_json(), now_ms()]
+            self.redis, [campaign_key(cid)], [config.to_json(), now_ms(), config.shards]
         )
         if result == "different":
             raise CampaignConflict(cid)
@@ -360,18 +395,24 @@ class RedisInventory:
                 for s in range(config.shards)
             )
         )
-        await self.redis.hset(campaign_key(cid), "status", "ready")
+        if await self.redis.hget(campaign_key(cid), "status") == "creating":  # not once resharding
+            await self.redis.hset(campaign_key(cid), "status", "ready")
         await self.redis.sadd(CAMPAIGN_INDEX, cid)
         return result == "created"
 
     async def load_campaign(self, campaign_id: str) -> CampaignStatus | None:
-        spec, status, paused, created, sold_out = await self.redis.hmget(
-            campaign_key(campaign_id), "spec", "status", "paused", "created_at", "sold_out_at"
+        """The campaign with its live shard map, or None if no ready campaign has this id."""
+        spec, status, paused, created, sold_out, shards, epoch, slots = await self.redis.hmget(
+            campaign_key(campaign_id), "spec", "status", "paused", "created_at", "sold_out_at",
+            "shards", "epoch", "slots",
         )
-        if not spec or status != "ready":
+        if not spec or status not in ("ready", "resharding"):
             return None
+        config = CampaignConfig.from_json(spec)
+        if shards:
+            config = config.with_map(int(shards), int(epoch or 0), int(slots or shards))
         return CampaignStatus(
-            CampaignConfig.from_json(spec), paused == "1", int(created or 0), int(sold_out or 0)
+            config, paused == "1", int(created or 0), int(sold_out or 0), status == "resharding"
         )
 
     async def list_campaigns(self) -> list[str]:
@@ -380,7 +421,7 @@ class RedisInventory:
     async def set_paused(self, config: CampaignConfig, paused: bool) -> None:
         flag = 1 if paused else 0
         pipe = self.redis.pipeline(transaction=False)
-        for s in range(config.shards):
+        for s in range(config.shard_slots):
             pipe.hset(shard_keys(config.campaign_id, s).state, "paused", flag)
         pipe.hset(campaign_key(config.campaign_id), "paused", flag)
         await pipe.execute()

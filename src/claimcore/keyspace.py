@@ -1,8 +1,11 @@
 """Every Redis key claimcore uses, in one place.
 
-A campaign C with S shards lives in S + 1 hash slots:
+A campaign C with S shards lives in S + 1 hash slots (S counts every shard
+ever made: a reshard to fewer shards retires the rest, which keep their
+counters and grant figures but no stock and no users):
 
-  cc:{C}:campaign         HASH   the campaign's config and status (tag C)
+  cc:{C}:campaign         HASH   the campaign's config, status and live shard map (tag C)
+  cc:{C}:reshard          STRING lock: the one reshard running on C (expires by itself)
   cc:{C:s}:state          HASH   shard s: stock, seq, granted, limit, window, paused
   cc:{C:s}:users          HASH   user_id -> "count|last_voucher|last_at|rid1,rid2,..."
   cc:{C:s}:reqs           HASH   "user|request_id" -> "voucher|granted_at|channel"
@@ -29,6 +32,10 @@ CAMPAIGN_INDEX = "cc:campaigns"
 
 def campaign_key(campaign_id: str) -> str:
     return f"cc:{{{campaign_id}}}:campaign"
+
+
+def reshard_lock_key(campaign_id: str) -> str:
+    return f"cc:{{{campaign_id}}}:reshard"
 
 
 class ShardKeys(NamedTuple):

@@ -26,6 +26,7 @@ from claimcore.admission import Admission
 from claimcore.batcher import ClaimBatcher
 from claimcore.campaigns import CampaignCache
 from claimcore.claim_service import ClaimService
+from claimcore.cluster_calls import require_replica_acks
 from claimcore.inventory import RedisInventory
 from claimcore.soldout import SoldOutCache
 from claimcore.v1 import claims_pb2 as pb
@@ -53,6 +54,8 @@ class NodeOptions:
     redis_connections: int = 64
     grace_s: float = 5.0
     redis_cluster: str = ""  # host:port,... of a Redis Cluster's nodes (any few suffice)
+    replica_acks: int = 0  # cluster: WAIT for this many replicas after each master's scripts (0 = off)
+    replica_timeout_ms: int = 200  # how long that WAIT may take; fewer acks: UNAVAILABLE, outcome unknown
 
 
 def redis_cluster_client(addresses: str, timeout_s: float = 2.0) -> aioredis.RedisCluster:
@@ -86,11 +89,13 @@ class Node:
             redis_cluster_client(options.redis_cluster, options.redis_timeout_s) if options.redis_cluster
             else redis_client(options.redis_url, options.redis_timeout_s, options.redis_connections)
         )
+        if options.redis_cluster and options.replica_acks:
+            require_replica_acks(self.redis, options.replica_acks, options.replica_timeout_ms)
         self.inventory = RedisInventory(self.redis)
         self.campaigns = CampaignCache(self.inventory)
         self.soldout = SoldOutCache(self.inventory)
         self.batcher = ClaimBatcher(
-            self.inventory, self.soldout.is_sold_out, self.soldout.mark,
+            self.inventory, self.soldout.is_sold_out, self.soldout.mark, self.campaigns.reload,
             max_batch=options.max_batch, max_queued=options.max_queued, linger_s=options.linger_s,
         )
         self.health = health.aio.HealthServicer()

@@ -72,7 +72,10 @@ class SoldOutCache:
 
     def mark(self, config: CampaignConfig) -> None:
         """Called by the batcher when nothing is left to borrow."""
-        if config.campaign_id in self._entries:
+        entry = self._entries.get(config.campaign_id)
+        if entry is not None:
+            if config.epoch > entry.config.epoch:  # resharded: read every shard of the new map
+                entry.config = config
             return
         entry = self._entries[config.campaign_id] = _Entry(config)
         asyncio.get_running_loop().create_task(self._first_load(entry))
@@ -101,7 +104,7 @@ class SoldOutCache:
         entry.loading = True
         try:
             snapshot = Snapshot(granted)
-            for shard in range(config.shards):
+            for shard in range(config.shard_slots):  # records move with their users
                 reqs, users = await self.inventory.raw_grants(config, shard)
                 snapshot.reqs.update(reqs)
                 snapshot.users.update(users)

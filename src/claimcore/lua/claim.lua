@@ -6,10 +6,16 @@
 -- KEYS[3]  cc:{C:s}:reqs    HASH "user|request_id" -> "voucher|granted_at|channel"
 -- ARGV[1]  now_ms (front node clock; no TIME in scripts)
 -- ARGV[2]  voucher id prefix "<C>-<s>-"
--- ARGV[3..] triples: user_id, request_id, channel_id  (at most 1000 triples)
+-- ARGV[3]  epoch of the shard map the node routed by (see reshard.py)
+-- ARGV[4..] triples: user_id, request_id, channel_id  (at most 1000 triples)
 --
 -- Returns { stock_left, code_1, voucher_1, at_1, code_2, ... } with one
--- (code, voucher, at) per triple, in order, or { -1 } if the shard does not exist.
+-- (code, voucher, at) per triple, in order, or, with nothing written:
+--   { -1 }         the shard does not exist;
+--   { -2, epoch }  STALE: the node's map is older than the shard's (the campaign
+--                  was resharded): reload the map and route again;
+--   { -3, epoch }  MOVING: the shard is frozen while users move in, or not yet
+--                  at the node's (newer) epoch (or not yet made): retry shortly.
 -- Codes: 1 GRANTED now, 2 GRANTED earlier to this request_id (replay),
 -- 3 ALREADY_CLAIMED (user at limit; voucher = latest), 4 EMPTY (this shard has
 -- no stock; the node may borrow from other shards), 5 NOT_STARTED, 6 ENDED,
@@ -20,8 +26,15 @@
 -- before any write, and all writes happen at the end in three HSETs, stock
 -- first: an error can never leave a grant recorded without its decrement.
 
-local st = redis.call('HMGET', KEYS[1], 'stock', 'seq', 'granted', 'limit', 'starts', 'ends', 'paused')
-if not st[1] then return { -1 } end
+local st = redis.call('HMGET', KEYS[1], 'stock', 'seq', 'granted', 'limit', 'starts', 'ends', 'paused',
+  'epoch', 'moving')
+local epoch, node_epoch = tonumber(st[8] or '0'), tonumber(ARGV[3])
+if not st[1] then
+  if node_epoch > 0 then return { -3, 0 } end  -- a reshard published it; fence.lua makes it next
+  return { -1 }
+end
+if node_epoch < epoch then return { -2, epoch } end
+if node_epoch > epoch or st[9] == '1' then return { -3, epoch } end
 local stock, seq, granted = tonumber(st[1]), tonumber(st[2]), tonumber(st[3])
 local limit, starts, ends = tonumber(st[4]), tonumber(st[5]), tonumber(st[6])
 local now = tonumber(ARGV[1])
@@ -37,7 +50,7 @@ local new_reqs, new_users = {}, {}    -- records written by this batch, by key
 local req_args, user_args = {}, {}
 local granted_before = granted
 
-for i = 3, #ARGV, 3 do
+for i = 4, #ARGV, 3 do
   local user, rid, chan = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local rkey = user .. '|' .. rid
   local rec = new_reqs[rkey] or redis.call('HGET', KEYS[3], rkey)

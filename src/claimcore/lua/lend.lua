@@ -3,17 +3,21 @@
 --
 -- KEYS[1]  cc:{C:d}:state    (donor)
 -- KEYS[2]  cc:{C:d}:leases   HASH lease_id -> "dest|amount|at"
--- ARGV     want, lease_id, dest_shard, now_ms
--- Returns  { taken, stock_left }. taken may be 0 (donor empty or missing).
+-- ARGV     want, lease_id, dest_shard, now_ms, epoch of the borrower's shard map
+-- Returns  { taken, stock_left, donor_epoch }. taken may be 0 (donor empty or
+--          missing); it is always 0 when the epochs differ: a node on an old map
+--          must not move stock (the reshard drains retired shards once, after
+--          fencing them, and no lease may be made behind its back).
 --
 -- The stock leaves the donor and is recorded as a lease in the same call, so
 -- stock + leases + granted stays constant; credit.lua then adds it to the
 -- destination, and the lease is deleted only after that (see inventory.py).
 
-local stock = tonumber(redis.call('HGET', KEYS[1], 'stock') or '0')
-local want = tonumber(ARGV[1])
-local taken = math.min(stock, want)
-if taken <= 0 then return { 0, stock } end
+local st = redis.call('HMGET', KEYS[1], 'stock', 'epoch')
+local stock, epoch = tonumber(st[1] or '0'), tonumber(st[2] or '0')
+if epoch ~= tonumber(ARGV[5]) then return { 0, stock, epoch } end
+local taken = math.min(stock, tonumber(ARGV[1]))
+if taken <= 0 then return { 0, stock, epoch } end
 redis.call('HSET', KEYS[1], 'stock', stock - taken)
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3] .. '|' .. taken .. '|' .. ARGV[4])
-return { taken, stock - taken }
+return { taken, stock - taken, epoch }

@@ -145,17 +145,19 @@ class GetCampaignRequest(_message.Message):
     def __init__(self, campaign_id: _Optional[str] = ...) -> None: ...
 
 class ShardFigures(_message.Message):
-    __slots__ = ("shard", "remaining", "granted")
+    __slots__ = ("shard", "remaining", "granted", "retired")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     REMAINING_FIELD_NUMBER: _ClassVar[int]
     GRANTED_FIELD_NUMBER: _ClassVar[int]
+    RETIRED_FIELD_NUMBER: _ClassVar[int]
     shard: int
     remaining: int
     granted: int
-    def __init__(self, shard: _Optional[int] = ..., remaining: _Optional[int] = ..., granted: _Optional[int] = ...) -> None: ...
+    retired: bool
+    def __init__(self, shard: _Optional[int] = ..., remaining: _Optional[int] = ..., granted: _Optional[int] = ..., retired: _Optional[bool] = ...) -> None: ...
 
 class CampaignInfo(_message.Message):
-    __slots__ = ("campaign", "paused", "granted", "remaining", "sold_out_at_ms", "shards", "created_at_ms")
+    __slots__ = ("campaign", "paused", "granted", "remaining", "sold_out_at_ms", "shards", "created_at_ms", "shard_epoch", "resharding")
     CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
     PAUSED_FIELD_NUMBER: _ClassVar[int]
     GRANTED_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +165,8 @@ class CampaignInfo(_message.Message):
     SOLD_OUT_AT_MS_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    SHARD_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    RESHARDING_FIELD_NUMBER: _ClassVar[int]
     campaign: Campaign
     paused: bool
     granted: int
@@ -170,7 +174,41 @@ class CampaignInfo(_message.Message):
     sold_out_at_ms: int
     shards: _containers.RepeatedCompositeFieldContainer[ShardFigures]
     created_at_ms: int
-    def __init__(self, campaign: _Optional[_Union[Campaign, _Mapping]] = ..., paused: _Optional[bool] = ..., granted: _Optional[int] = ..., remaining: _Optional[int] = ..., sold_out_at_ms: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardFigures, _Mapping]]] = ..., created_at_ms: _Optional[int] = ...) -> None: ...
+    shard_epoch: int
+    resharding: bool
+    def __init__(self, campaign: _Optional[_Union[Campaign, _Mapping]] = ..., paused: _Optional[bool] = ..., granted: _Optional[int] = ..., remaining: _Optional[int] = ..., sold_out_at_ms: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardFigures, _Mapping]]] = ..., created_at_ms: _Optional[int] = ..., shard_epoch: _Optional[int] = ..., resharding: _Optional[bool] = ...) -> None: ...
+
+class ReshardRequest(_message.Message):
+    __slots__ = ("campaign_id", "shards")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    shards: int
+    def __init__(self, campaign_id: _Optional[str] = ..., shards: _Optional[int] = ...) -> None: ...
+
+class ReshardReply(_message.Message):
+    __slots__ = ("campaign", "from_shards", "to_shards", "shard_epoch", "moved_users", "moved_records", "moved_stock", "frozen_ms", "took_ms", "resumed")
+    CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
+    FROM_SHARDS_FIELD_NUMBER: _ClassVar[int]
+    TO_SHARDS_FIELD_NUMBER: _ClassVar[int]
+    SHARD_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    MOVED_USERS_FIELD_NUMBER: _ClassVar[int]
+    MOVED_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    MOVED_STOCK_FIELD_NUMBER: _ClassVar[int]
+    FROZEN_MS_FIELD_NUMBER: _ClassVar[int]
+    TOOK_MS_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FIELD_NUMBER: _ClassVar[int]
+    campaign: CampaignInfo
+    from_shards: int
+    to_shards: int
+    shard_epoch: int
+    moved_users: int
+    moved_records: int
+    moved_stock: int
+    frozen_ms: int
+    took_ms: int
+    resumed: bool
+    def __init__(self, campaign: _Optional[_Union[CampaignInfo, _Mapping]] = ..., from_shards: _Optional[int] = ..., to_shards: _Optional[int] = ..., shard_epoch: _Optional[int] = ..., moved_users: _Optional[int] = ..., moved_records: _Optional[int] = ..., moved_stock: _Optional[int] = ..., frozen_ms: _Optional[int] = ..., took_ms: _Optional[int] = ..., resumed: _Optional[bool] = ...) -> None: ...
 
 class ListCampaignsRequest(_message.Message):
     __slots__ = ()

@@ -230,6 +230,11 @@ class AdminServiceStub:
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
                 response_deserializer=claimcore_dot_v1_dot_claims__pb2.CampaignInfo.FromString,
                 _registered_method=True)
+        self.Reshard = channel.unary_unary(
+                '/claimcore.v1.AdminService/Reshard',
+                request_serializer=claimcore_dot_v1_dot_claims__pb2.ReshardRequest.SerializeToString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ReshardReply.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -270,6 +275,17 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reshard(self, request, context):
+        """Change a live campaign's shard count, up or down, while it is being claimed
+        (docs/scaling.md). Returns once done; claims keep flowing meanwhile. Running it
+        again after a failure finishes the same reshard. INVALID_ARGUMENT for a bad
+        count, NOT_FOUND, ABORTED while another reshard of it runs, FAILED_PRECONDITION
+        if an unfinished reshard to another count holds it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -297,6 +313,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ResumeCampaign,
                     request_deserializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.FromString,
                     response_serializer=claimcore_dot_v1_dot_claims__pb2.CampaignInfo.SerializeToString,
+            ),
+            'Reshard': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reshard,
+                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.ReshardRequest.FromString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ReshardReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -436,6 +457,33 @@ class AdminService:
             '/claimcore.v1.AdminService/ResumeCampaign',
             claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
             claimcore_dot_v1_dot_claims__pb2.CampaignInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reshard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/claimcore.v1.AdminService/Reshard',
+            claimcore_dot_v1_dot_claims__pb2.ReshardRequest.SerializeToString,
+            claimcore_dot_v1_dot_claims__pb2.ReshardReply.FromString,
             options,
             channel_credentials,
             insecure,

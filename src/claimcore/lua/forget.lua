@@ -1,0 +1,19 @@
+#!lua
+-- forget.lua: delete the records of users who moved off this shard (reshard.py).
+--
+-- KEYS[1]  cc:{C:s}:users
+-- KEYS[2]  cc:{C:s}:reqs
+-- ARGV[1]  the users, one per line (their records are already on their new shard)
+-- Returns  the number of user records deleted
+
+local gone = 0
+for user in string.gmatch(ARGV[1], '[^\n]+') do
+  local urec = redis.call('HGET', KEYS[1], user)
+  if urec then
+    for rid in string.gmatch(string.match(urec, '^[^|]*|[^|]*|[^|]*|(.*)$'), '[^,]+') do
+      redis.call('HDEL', KEYS[2], user .. '|' .. rid)
+    end
+    gone = gone + redis.call('HDEL', KEYS[1], user)
+  end
+end
+return gone

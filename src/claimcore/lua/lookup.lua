@@ -1,0 +1,33 @@
+#!lua
+-- lookup.lua: a user's grant records, read from the shard the node routed to.
+--
+-- KEYS[1]  cc:{C:s}:state
+-- KEYS[2]  cc:{C:s}:users
+-- KEYS[3]  cc:{C:s}:reqs
+-- ARGV     epoch of the node's shard map, user_id, request_id ('' = all of the user's)
+-- Returns  { 0, field_1, record_1, ... }, or { -2, epoch } / { -3, epoch } as claim.lua
+--
+-- The epoch check and the read are one atomic step: a node on an old map
+-- cannot read "no record" from a shard the user has moved away from.
+
+local st = redis.call('HMGET', KEYS[1], 'epoch', 'moving')
+local epoch, node_epoch = tonumber(st[1] or '0'), tonumber(ARGV[1])
+if node_epoch < epoch then return { -2, epoch } end
+if node_epoch > epoch or st[2] == '1' then return { -3, epoch } end
+local user, rid = ARGV[2], ARGV[3]
+local fields = {}
+if rid ~= '' then
+  fields[1] = user .. '|' .. rid
+else
+  local urec = redis.call('HGET', KEYS[2], user)
+  if not urec then return { 0 } end
+  for r in string.gmatch(string.match(urec, '^[^|]*|[^|]*|[^|]*|(.*)$'), '[^,]+') do
+    fields[#fields + 1] = user .. '|' .. r
+  end
+end
+local out = { 0 }
+local recs = redis.call('HMGET', KEYS[3], unpack(fields))
+for i, rec in ipairs(fields) do
+  if recs[i] then out[#out + 1] = rec; out[#out + 1] = recs[i] end
+end
+return out
