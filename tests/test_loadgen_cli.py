@@ -73,6 +73,8 @@ def test_malformed_flags_exit_2_from_argparse(argv, capsys):
          "--replay takes users and timing from the trace; drop --users"),
         (["--target", "h:1", "--campaign", "c", "--processes", "0"], "--processes must be >= 1"),
         (["--target", "h:1", "--campaign", "c", "--deadline", "0"], "--deadline must be > 0"),
+        (["--target", "h:1", "--campaign", "c", "--reshard", "16"], "--reshard takes SHARDS@SECONDS"),
+        (["--target", "h:1", "--campaign", "c", "--reshard", "0@1"], "shards must be 1..1024"),
         (["--target", "nohost", "--campaign", "c"], "'nohost' is not HOST:PORT"),
         (["--target", "h:1,h:99999", "--campaign", "c"], "'h:99999' is not HOST:PORT"),
     ],

@@ -137,3 +137,23 @@ def test_a_failed_check_exits_1(node, tmp_path, capsys):
     assert report["outcomes"]["RATE_LIMITED"] > 0
     assert report["granted"] < 200
     assert "RESULT: FAIL (exact)" in out
+
+
+@pytest.mark.timeout(90)
+def test_reshards_during_a_run_are_reported_and_keep_the_checks(node, tmp_path, capsys):
+    out_json = tmp_path / "reshard.json"
+    code, out, err = run_loadgen(
+        ["--target", node.address, "--create-campaign", "--inventory", "2500", "--shards", "4",
+         "--users", "3000", "--arrival", "poisson", "--duration", "3", "--seed", "5",
+         "--reshard", "12@0.8,3@1.8", "--processes", "2", "--concurrency", "32",
+         "--verify-sample", "500", "--no-progress", "--json", str(out_json)],
+        capsys,
+    )  # fmt: skip
+    assert code == loadgen.EXIT_OK, out + err
+    report = json.loads(out_json.read_text())
+    assert report["ok"] is True and report["granted"] == report["distinct_vouchers"] == 2500
+    assert report["duplicates"] == 0 and report["retry_violations"] == 0
+    steps = report["run"]["reshards"]
+    assert [(s["from_shards"], s["to_shards"], s["epoch"]) for s in steps] == [(4, 12, 1), (12, 3, 2)]
+    assert all(s["moved_users"] > 0 for s in steps)
+    assert "reshard 4 -> 12" in out and "reshard 12 -> 3" in out

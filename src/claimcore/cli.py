@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", default="")
     for action in ("show", "pause", "resume"):
         actions.add_parser(action).add_argument("campaign_id")
-    reshard = actions.add_parser("reshard", help="change a live campaign's shard count (docs/scaling.md)")
+    reshard = actions.add_parser("reshard", help="change a live campaign's shard count (docs/resharding.md)")
     reshard.add_argument("campaign_id")
     reshard.add_argument("--shards", type=int, required=True, help="the new shard count")
     reshard.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for it to finish")

@@ -34,6 +34,7 @@ from claimcore.arrivals import SHAPES, ArrivalShape, Plan, plan_claims
 from claimcore.burst import MAX_ATTEMPTS, MODES, BurstError, Progress, run_load
 from claimcore.charts import render_html
 from claimcore.report import format_report, report_json
+from claimcore.reshard_schedule import ReshardSchedule, parse_schedule
 from claimcore.server_check import ServerCheckError, check_against_server
 from claimcore.trace import TraceError, read_trace, write_trace
 from claimcore.v1 import claims_pb2, claims_pb2_grpc
@@ -81,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--shards", type=int, help="Redis shards of the created campaign (default 8)")
     t.add_argument("--admission-rate", type=int,
                    help="per-node admission rate of the created campaign, claims/s (default 0 = none)")
+    t.add_argument("--reshard", metavar="SHARDS@SECONDS[,...]",
+                   help="reshard the campaign while the load runs, e.g. 16@1.5,4@4: to 16 shards 1.5 s "
+                        "after sending starts, then to 4 (an operator's rehearsal; see docs/resharding.md)")
     t.add_argument("--connect-timeout", type=float, default=5.0,
                    help="seconds to wait for each target to answer (default 5)")
     w = parser.add_argument_group("workload")
@@ -205,6 +209,10 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         problems.append("--verify-sample must be >= 0")
     if args.connect_timeout <= 0:
         problems.append("--connect-timeout must be > 0")
+    try:
+        parse_schedule(args.reshard)
+    except ValueError as exc:
+        problems.append(str(exc))
     return problems
 
 
@@ -408,6 +416,8 @@ def run(args: argparse.Namespace) -> int:
         )
         if not args.no_progress:
             progress = ProgressLine(targets[0], campaign_id, err)
+        reshards = ReshardSchedule(targets[0], campaign_id, parse_schedule(args.reshard))
+        reshards.start()
         results = run_load(
             targets=targets,
             campaign_id=campaign_id,
@@ -425,6 +435,7 @@ def run(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.close()
             progress = None
+        resharded = reshards.join()
         report = check_against_server(
             targets[0], campaign_id, results, args.verify_sample, seed,
             inventory=inventory,
@@ -445,6 +456,7 @@ def run(args: argparse.Namespace) -> int:
                 "seed": seed,
                 "recorded_to": args.record,
                 "replayed_from": args.replay,
+                "reshards": resharded,
             },
         )
         print(format_report(report), file=out, flush=True)
@@ -452,7 +464,8 @@ def run(args: argparse.Namespace) -> int:
             Path(args.json).write_text(report_json(report) + "\n")
         if args.html:
             Path(args.html).write_text(render_html(report))
-        return EXIT_OK if report["ok"] else EXIT_CHECK_FAILED
+        ok = report["ok"] and not any("error" in step for step in resharded)
+        return EXIT_OK if ok else EXIT_CHECK_FAILED
     except KeyboardInterrupt:
         print("\nloadgen: interrupted", file=err, flush=True)
         return EXIT_INTERRUPTED

@@ -451,6 +451,16 @@ def _run_rows(run: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         ("arrivals", arrival + (f"; planned span {_secs(run.get('planned_span_s'))}"), ""),
         ("mode", f"{mode}; deadline {run.get('deadline_s')} s, up to {run.get('max_attempts')} sends", ""),
     ]
+    for step in run.get("reshards") or []:
+        if "error" in step:
+            rows.append((f"reshard to {step['to_shards']}",
+                         f"at {step['at_s']:.1f} s failed: {step['error']}", "FAIL"))
+        else:
+            rows.append((
+                f"reshard {step['from_shards']} -> {step['to_shards']}",
+                f"at {step['at_s']:.1f} s; {_n(step['moved_users'])} users moved, "
+                f"frozen {step['frozen_ms']} ms, done in {step['took_ms']} ms "
+                "(longest claim: latency max)", ""))
     if run.get("replayed_from"):
         rows.append(("replayed from", str(run["replayed_from"]), ""))
     if run.get("recorded_to"):

@@ -277,7 +277,7 @@ class AdminServiceServicer:
 
     def Reshard(self, request, context):
         """Change a live campaign's shard count, up or down, while it is being claimed
-        (docs/scaling.md). Returns once done; claims keep flowing meanwhile. Running it
+        (docs/resharding.md). Returns once done; claims keep flowing meanwhile. Running it
         again after a failure finishes the same reshard. INVALID_ARGUMENT for a bad
         count, NOT_FOUND, ABORTED while another reshard of it runs, FAILED_PRECONDITION
         if an unfinished reshard to another count holds it.
