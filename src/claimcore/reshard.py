@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections import defaultdict
@@ -43,6 +44,8 @@ from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import CampaignNotFound
 from claimcore.inventory import RedisInventory
 from claimcore.keyspace import campaign_key, reshard_lock_key, shard_keys
+
+log = logging.getLogger(__name__)
 
 LOCK_TTL_MS = 30_000
 SCAN_PAGE = 2_000
@@ -98,6 +101,8 @@ async def reshard(inventory: RedisInventory, campaign_id: str, shards: int) -> R
         result.moved_users, result.moved_records = await _move_records(inventory, new)
         await _unfreeze(inventory, new)
         result.frozen_ms = _ms_since(frozen_at)
+        # A pause or resume that raced with the fence may have missed new shards: apply it again.
+        await inventory.set_paused(new, await redis.hget(campaign_key(campaign_id), "paused") == "1")
         result.moved_stock = await _spread_stock(inventory, new)
         await redis.hset(campaign_key(campaign_id), "status", "ready")
         await redis.hdel(campaign_key(campaign_id), "prev_shards")
@@ -222,7 +227,8 @@ async def _lock(redis: object, campaign_id: str) -> AsyncIterator[None]:
     async def keep() -> None:
         while True:
             await asyncio.sleep(LOCK_TTL_MS / 3000)
-            await scripts.LOCK(redis, [key], ["extend", token, LOCK_TTL_MS])
+            if not await scripts.LOCK(redis, [key], ["extend", token, LOCK_TTL_MS]):
+                log.warning("lost the reshard lock of %s: another reshard may run", campaign_id)
 
     keeper = asyncio.get_running_loop().create_task(keep())
     try:
