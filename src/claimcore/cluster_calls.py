@@ -72,6 +72,7 @@ ScriptCall = tuple[Sequence[str], Sequence[Any]]  # (keys, args), all keys in on
 MAX_ROUNDS = 40           # rounds of re-sends per eval_on_cluster; each kind below is bounded too
 MAX_TRYAGAIN = 30         # TRYAGAIN re-sends of one call ...
 TRYAGAIN_SLEEP_S = 0.02   # ... this far apart: a slot's few keys migrate in milliseconds
+MAX_NOSCRIPT = 2          # NOSCRIPT re-sends of one call (a second failover may empty a cache again)
 MAX_NODE_FAILURES = 3     # broken connections / CLUSTERDOWN per call, then its error is returned
 NODE_FAILURE_SLEEPS_S = (0.05, 0.15, 0.3)  # before each re-send after a node failure
 
@@ -145,6 +146,7 @@ class _Flush:
         self.ask: dict[int, tuple[str, int]] = {}       # call -> node named by ASK
         self.tryagain = [0] * len(calls)
         self.failures = [0] * len(calls)
+        self.noscript = [0] * len(calls)
         self.needs_load: set[str] = set()              # node names that answered NOSCRIPT
 
     async def run(self) -> list[Any]:
@@ -294,8 +296,9 @@ class _Flush:
             return 0.0
         if isinstance(reply, NoScriptError):
             STATS["noscript"] += 1
-            if node.name not in self.needs_load:
-                self.needs_load.add(node.name)
+            self.needs_load.add(node.name)
+            self.noscript[index] += 1
+            if self.noscript[index] <= MAX_NOSCRIPT:
                 retry.append(index)
             return 0.0
         if isinstance(reply, ClusterDownError):

@@ -310,8 +310,10 @@ class EmbeddedCluster:
                     f"replica {replica.port} not promoted")
         self.wait_ok(timeout)
 
-    def kill_master(self, master: EmbeddedRedis, timeout: float = 30.0) -> EmbeddedRedis:
-        """kill -9 a master, and wait until one of its replicas is promoted; returns that replica."""
+    def kill_master(self, master: EmbeddedRedis, timeout: float = 30.0, wait: bool = True
+                    ) -> EmbeddedRedis:
+        """kill -9 a master; with wait, until one of its replicas is promoted and the cluster
+        has settled. Returns that replica (without wait: the replica that should take over)."""
         replicas: list[EmbeddedRedis] = []
 
         def has_replica() -> bool:
@@ -321,13 +323,19 @@ class EmbeddedCluster:
         self._until(has_replica, timeout, f"master {master.port} has no replica to fail over to")
         master.kill()
         master.proc = None
+        if not wait:
+            return replicas[0]
+        return self.wait_promoted(replicas, timeout)
+
+    def wait_promoted(self, candidates: list[EmbeddedRedis], timeout: float = 30.0) -> EmbeddedRedis:
+        """Until one of `candidates` is a master and the cluster has settled; returns it."""
         promoted: list[EmbeddedRedis] = []
 
         def one_promoted() -> bool:
-            promoted[:] = [r for r in replicas if self._role(r) == "master"]
+            promoted[:] = [r for r in candidates if self._role(r) == "master"]
             return bool(promoted)
 
-        self._until(one_promoted, timeout, f"no replica of {master.port} promoted")
+        self._until(one_promoted, timeout, "no replica promoted")
         self.wait_ok(timeout)
         return promoted[0]
 
