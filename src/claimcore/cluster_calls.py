@@ -253,7 +253,10 @@ class _Flush:
                     replies.append(exc)
             if self.acks:
                 timeout = (conn.socket_timeout or 0) + self.timeout_ms / 1000 or None
-                acked = int(await conn.read_response(timeout=timeout))
+                try:
+                    acked = int(await conn.read_response(timeout=timeout))
+                except ResponseError:  # e.g. the node is a replica now: its calls got MOVED
+                    acked = -1
                 if acked < self.acks:
                     STATS["ack_shortfalls"] += 1
                     _schedule_log()

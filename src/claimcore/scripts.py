@@ -2,7 +2,10 @@
 
 A script is sent with EVALSHA; when Redis answers NOSCRIPT (after a restart, a
 failover or SCRIPT FLUSH: the script cache is volatile) it is loaded again and
-the call repeated once. Works with redis.asyncio.Redis and RedisCluster.
+the call repeated once. Works with redis.asyncio.Redis and RedisCluster; on a
+cluster every script call goes through cluster_calls.eval_on_cluster, so the
+stock moves of borrowing and resharding get the same redirection handling and
+replica acknowledgements as claims.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import hashlib
 from importlib import resources
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 
@@ -21,6 +25,18 @@ class LuaScript:
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     async def __call__(self, client: Any, keys: list[str], args: list[Any]) -> Any:
+        if isinstance(client, RedisCluster):
+            # The cluster path follows MOVED/ASK/TRYAGAIN, reloads on NOSCRIPT, and
+            # WAITs for replicas when the node asks for it (cluster_calls.py).
+            from claimcore.cluster_calls import eval_on_cluster  # it imports this module
+
+            (reply,) = await eval_on_cluster(client, self, [(keys, args)])
+            if isinstance(reply, NoScriptError):  # only without pipelining (a measurement mode)
+                await client.script_load(self.source)
+                (reply,) = await eval_on_cluster(client, self, [(keys, args)])
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
