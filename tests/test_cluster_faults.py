@@ -307,3 +307,66 @@ def test_rebalance_onto_a_new_master_mid_burst(cluster, plain_node):
     check_invariants(cluster, plain_node, cid, log)
     assert after["moved"] + after["ask"] + after["tryagain"] > before["moved"] + before["ask"] + \
         before["tryagain"]
+
+
+def test_slot_migrated_by_hand_mid_burst_goes_through_tryagain_ask_and_moved(cluster, plain_node):
+    """(e) One shard's slot migrated step by step while it is claimed, holding each stage:
+    keys split between the masters (TRYAGAIN), all keys on the target while the slot is still
+    the source's (ASK), then the slot handed over (MOVED). Every invariant holds."""
+    cid = new_campaign(plain_node)
+    keys = shard_keys(cid, 0)
+    slot = key_slot(keys.state.encode())
+    source = cluster.master_of(keys.state)
+    target = next(m for m in cluster.masters() if m is not source)
+
+    def node_id(node) -> str:  # noqa: ANN001
+        client = cluster.client(node)
+        try:
+            return str(client.execute_command("CLUSTER", "MYID"))
+        finally:
+            client.close()
+
+    def migrate(names: list[str]) -> None:
+        client = cluster.client(source)
+        try:
+            present = []
+            for k in names:
+                try:
+                    if client.exists(k):
+                        present.append(k)
+                except redis.exceptions.AskError:  # gone to the target already
+                    pass
+            if present:
+                client.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *present)
+        finally:
+            client.close()
+
+    def move_slot_in_stages() -> None:
+        src, dst = cluster.client(source), cluster.client(target)
+        try:
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", node_id(source))
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", node_id(target))
+            migrate([keys.users])          # split: claim.lua's keys on two masters -> TRYAGAIN
+            time.sleep(0.3)
+            migrate(list(keys))            # all on the target, slot still the source's -> ASK
+            time.sleep(0.6)
+            for node in cluster.masters():  # the hand-over -> MOVED
+                client = cluster.client(node)
+                try:
+                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", node_id(target))
+                finally:
+                    client.close()
+        finally:
+            src.close()
+            dst.close()
+
+    before = node_counters(plain_node)
+    log = asyncio.run(resilient_burst(plain_node.address, cid, requests_for(5), move_slot_in_stages,
+                                      fault_after=200, clients=32, pace_s=0.05))
+    cluster.wait_ok()
+    assert cluster.master_of(keys.state) is target
+    after = node_counters(plain_node)
+    report("slot migrated by hand", log, before, after)
+    check_invariants(cluster, plain_node, cid, log)
+    for kind in ("tryagain", "ask", "moved"):
+        assert after[kind] > before[kind], kind
