@@ -3,7 +3,8 @@
 A node killed with SIGKILL mid-burst loses nothing: its clients retry through
 another node with the same request_id and get the outcomes already recorded,
 never a second voucher. A campaign created through one node reaches the others
-once their short negative cache expires (docs/architecture.md: 0.5 s).
+once their short negative cache expires (docs/architecture.md: 0.5 s); a pause
+or a reshard reaches them at once.
 """
 
 from __future__ import annotations
@@ -95,3 +96,34 @@ def test_campaign_created_through_one_node_reaches_another(redis_server, node):
             assert claims.Claim(request, timeout=5).outcome == pb.GRANTED
     finally:
         other.stop()
+
+
+def test_pause_and_reshard_through_one_node_reach_another_at_once(redis_server, node):
+    """Changes need no cache expiry: a pause is a flag claim.lua reads, a reshard an epoch
+    the scripts check, so the other node's very next claim follows them."""
+    other = LocalNode(redis_server.url).start()
+    try:
+        with grpc.insecure_channel(node.address) as ch_a, grpc.insecure_channel(other.address) as ch_b:
+            admin_a, claims_b = pb_grpc.AdminServiceStub(ch_a), pb_grpc.ClaimServiceStub(ch_b)
+            cid = create_campaign(admin_a, inventory=50, shards=2).campaign.campaign_id
+
+            def claim_b(user: str) -> pb.ClaimReply:
+                request = pb.ClaimRequest(campaign_id=cid, user_id=user, request_id="r")
+                return claims_b.Claim(request, timeout=5)
+
+            first = claim_b("u0")  # `other` now caches the campaign, at 2 shards
+            admin_a.PauseCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5)
+            paused = claim_b("u1")
+            admin_a.ResumeCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5)
+            admin_a.Reshard(pb.ReshardRequest(campaign_id=cid, shards=7), timeout=30)
+            after = [claim_b(f"u{i}") for i in range(1, 20)]
+            replay = claim_b("u0")
+            info = admin_a.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5)
+    finally:
+        other.stop()
+    assert (first.outcome, paused.outcome) == (pb.GRANTED, pb.PAUSED)
+    assert {r.outcome for r in after} == {pb.GRANTED}
+    assert replay.voucher.voucher_id == first.voucher.voucher_id
+    assert info.granted == 20 and info.campaign.shards == 7
+    shards_used = {int(r.voucher.voucher_id.rsplit("-", 2)[1]) for r in after}
+    assert max(shards_used) >= 2  # `other` routed by the new map, without a restart
