@@ -20,7 +20,6 @@ from typing import Any
 
 import grpc
 import pytest
-import redis
 
 from claimcore import reshard as rs
 from claimcore import scripts
@@ -33,6 +32,7 @@ from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 from conftest import LocalNode, create_campaign, new_campaign_id, redis_dump
 from test_grpc_claims import check_burst
+from test_lua_scripts import run
 
 T0 = 1_795_000_000_000
 
@@ -63,17 +63,6 @@ def users_on(shard: int, shards: int, n: int, prefix: str) -> list[str]:
             out.append(f"{prefix}{i}")
         i += 1
     return out
-
-
-def run(redis_server: EmbeddedRedis, fn: Any) -> Any:
-    async def main() -> Any:
-        client = redis.asyncio.Redis(port=redis_server.port, decode_responses=True)
-        try:
-            return await fn(RedisInventory(client), client)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(main())
 
 
 # ------------------------------------------------------------------ the burst

@@ -25,24 +25,23 @@ class LuaScript:
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     async def __call__(self, client: Any, keys: list[str], args: list[Any]) -> Any:
-        if isinstance(client, RedisCluster):
-            # The cluster path follows MOVED/ASK/TRYAGAIN, reloads on NOSCRIPT, and
-            # WAITs for replicas when the node asks for it (cluster_calls.py).
-            from claimcore.cluster_calls import eval_on_cluster  # it imports this module
-
-            (reply,) = await eval_on_cluster(client, self, [(keys, args)])
-            if isinstance(reply, NoScriptError):  # only without pipelining (a measurement mode)
-                await client.script_load(self.source)
-                (reply,) = await eval_on_cluster(client, self, [(keys, args)])
-            if isinstance(reply, Exception):
-                raise reply
-            return reply
         try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+            return await self._eval(client, keys, args)
         except NoScriptError:
             await client.script_load(self.source)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+            return await self._eval(client, keys, args)
 
+    async def _eval(self, client: Any, keys: list[str], args: list[Any]) -> Any:
+        if not isinstance(client, RedisCluster):
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        # The cluster path follows MOVED/ASK/TRYAGAIN, reloads on NOSCRIPT itself (but for
+        # CLAIMCORE_CLUSTER_PIPELINING=0), and WAITs for replicas when the node asks for it.
+        from claimcore.cluster_calls import eval_on_cluster  # it imports this module
+
+        (reply,) = await eval_on_cluster(client, self, [(keys, args)])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
 CLAIM = LuaScript("claim")
 INIT_SHARD = LuaScript("init_shard")
