@@ -616,13 +616,13 @@ def test_every_shard_lives_in_one_slot_and_shards_spread() -> None:
     assert key_slot(CAMPAIGN_INDEX.encode()) not in {campaign_slot, *shard_slots}
     # the five keys of keyspace.py's header, in order
     suffixes = [k.rsplit(":", 1)[1] for k in shard_keys(cid, 3)]
-    assert suffixes == ["state", "users", "reqs", "leases", "credited"]
+    assert suffixes == ["state", "users", "reqs", "leases", "credited", "log"]
 
 
 def test_script_headers_declare_single_slot_keys() -> None:
     """Each script names its KEYS in the header; all are keys of one shard (or the campaign key)."""
     expected = {
-        "claim": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs"],
+        "claim": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:log"],
         "credit": ["cc:{C:s}:state", "cc:{C:s}:credited"],
         "lend": ["cc:{C:d}:state", "cc:{C:d}:leases"],
         "init_shard": ["cc:{C:s}:state"],
@@ -1192,7 +1192,7 @@ def test_threads_calling_claim_script_directly(
         shard = shard_of(user, 4)
         keys = shard_keys(cid, shard)
         client = redis.Redis(connection_pool=pool)
-        reply = client.evalsha(sha, 3, keys.state, keys.users, keys.reqs,
+        reply = client.evalsha(sha, 4, *keys.claim,
                                now_ms(), voucher_prefix(cid, shard), 0, user, f"req{i}", "")
         return user, int(reply[1]), reply[2]
 

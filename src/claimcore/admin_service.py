@@ -1,9 +1,12 @@
-"""AdminService: create, inspect, list, pause, resume and reshard campaigns."""
+"""AdminService: create, inspect, list, pause, resume and reshard campaigns; read their ledger."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import grpc
 
+from claimcore import ledger
 from claimcore import validation as v
 from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import CampaignCache, CampaignNotFound
@@ -99,4 +102,24 @@ class AdminService(pb_grpc.AdminServiceServicer):
                 moved_records=done.moved_records, moved_stock=done.moved_stock,
                 frozen_ms=done.frozen_ms, took_ms=done.took_ms, resumed=done.resumed,
             )
+        raise AssertionError("unreachable")
+
+    async def ExportEvents(self, request: pb.ExportEventsRequest,
+                           context: grpc.aio.ServicerContext) -> pb.ExportEventsReply:
+        async with grpc_errors(context):
+            config = (await self.status(request.campaign_id)).config
+            events, cursor, more = await ledger.read_page(
+                self.inventory, config, request.cursor, request.limit or ledger.DEFAULT_PAGE)
+            return pb.ExportEventsReply(
+                events=[pb.Event(**dataclasses.asdict(e)) for e in events], next_cursor=cursor, more=more)
+        raise AssertionError("unreachable")
+
+    async def Reconcile(self, request: pb.GetCampaignRequest,
+                        context: grpc.aio.ServicerContext) -> pb.ReconcileReply:
+        async with grpc_errors(context):
+            config = (await self.status(request.campaign_id)).config
+            figures, events = await ledger.reconcile(self.inventory, config)
+            return pb.ReconcileReply(ok=all(f.ok for f in figures), events=events, figures=[
+                pb.ReconcileFigure(name=f.name, from_ledger=f.from_ledger, live=f.live, ok=f.ok)
+                for f in figures])
         raise AssertionError("unreachable")

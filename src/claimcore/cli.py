@@ -1,4 +1,4 @@
-"""The `claimcore` command: serve, demo, loadgen, and campaign administration."""
+"""The `claimcore` command: serve, demo, loadgen, campaign administration, ledger export and reconcile."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from claimcore import demo, loadgen
+    from claimcore import demo, ledger_cli, loadgen
 
     parser = argparse.ArgumentParser(prog="claimcore", description=__doc__)
     parser.add_argument("--version", action="version", version=f"claimcore {__version__}")
@@ -129,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     loadgen_parser = sub.add_parser("loadgen", help="replay a launch against running nodes, check and report")
     loadgen.add_arguments(loadgen_parser)
     loadgen_parser.set_defaults(func=loadgen.run)
+
+    export = sub.add_parser("export", help="write a campaign's ledger events as CSV or JSON lines")
+    ledger_cli.add_export_arguments(export)
+    export.set_defaults(func=ledger_cli.run_export)
+    reconcile = sub.add_parser("reconcile", help="check a campaign's live figures against its ledger")
+    ledger_cli.add_reconcile_arguments(reconcile)
+    reconcile.set_defaults(func=ledger_cli.run_reconcile)
 
     camp = sub.add_parser("campaign", help="administer campaigns through a node")
     camp.add_argument("--target", default="127.0.0.1:50051", help="a node's host:port")

@@ -201,14 +201,14 @@ class RedisInventory:
         """Raw replies (or errors) of claim.lua, one per call, in one round trip."""
         if isinstance(self.redis, RedisCluster):
             return await eval_on_cluster(self.redis, scripts.CLAIM, [
-                (shard_keys(cid, shard)[:3],
+                (shard_keys(cid, shard).claim,
                  (now, voucher_prefix(cid, shard), epoch, *(x for item in items for x in item)))
                 for cid, shard, epoch, items in calls
             ])
         # The flush is packed in one go by the Cython codec (redis-py would spend
         # ~4 us of Python per argument) and written on a pooled connection.
         packed = pack_claims(scripts.CLAIM.sha, [
-            (*shard_keys(cid, shard)[:3], voucher_prefix(cid, shard), str(epoch), items)
+            (*shard_keys(cid, shard).claim, voucher_prefix(cid, shard), str(epoch), items)
             for cid, shard, epoch, items in calls
         ], now)
         pool = self.redis.connection_pool

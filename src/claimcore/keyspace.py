@@ -11,6 +11,8 @@ counters and grant figures but no stock and no users):
   cc:{C:s}:reqs           HASH   "user|request_id" -> "voucher|granted_at|channel"
   cc:{C:s}:leases         HASH   lease_id -> "dest_shard|amount|at": stock taken from s, in transit
   cc:{C:s}:credited       SET    lease ids already credited to s (makes crediting idempotent)
+  cc:{C:s}:log            STREAM the shard's ledger: one entry per script call that changed
+                                 grants, written in that call (ledger.py)
   cc:campaigns            SET    ids of all campaigns (its own slot)
 
 Every key of one shard carries the hash tag {C:s}, so every Lua call touches
@@ -44,6 +46,12 @@ class ShardKeys(NamedTuple):
     reqs: str
     leases: str
     credited: str
+    log: str
+
+    @property
+    def claim(self) -> tuple[str, str, str, str]:
+        """The keys claim.lua takes, in its order."""
+        return (self.state, self.users, self.reqs, self.log)
 
 
 @functools.lru_cache(maxsize=1 << 16)  # built for every lane of every flush; inputs are few
@@ -55,6 +63,7 @@ def shard_keys(campaign_id: str, shard: int) -> ShardKeys:
         reqs=f"{tag}:reqs",
         leases=f"{tag}:leases",
         credited=f"{tag}:credited",
+        log=f"{tag}:log",
     )
 
 

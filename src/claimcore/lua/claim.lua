@@ -4,6 +4,8 @@
 -- KEYS[1]  cc:{C:s}:state   HASH stock, seq, granted, limit, starts, ends, paused
 -- KEYS[2]  cc:{C:s}:users   HASH user -> "count|last_voucher|last_at|rid1,rid2,..."
 -- KEYS[3]  cc:{C:s}:reqs    HASH "user|request_id" -> "voucher|granted_at|channel"
+-- KEYS[4]  cc:{C:s}:log     STREAM the shard's ledger: one entry per call that granted,
+--                           e=grant t=now g="user<TAB>request_id<TAB>voucher<TAB>channel" lines
 -- ARGV[1]  now_ms (front node clock; no TIME in scripts)
 -- ARGV[2]  voucher id prefix "<C>-<s>-"
 -- ARGV[3]  epoch of the shard map the node routed by (see reshard.py)
@@ -24,7 +26,9 @@
 --
 -- Order per claim: replay, user limit, window/pause, stock. Every check runs
 -- before any write, and all writes happen at the end in three HSETs, stock
--- first: an error can never leave a grant recorded without its decrement.
+-- first: an error can never leave a grant recorded without its decrement. The
+-- ledger entry comes last: one XADD per call, not per grant, to keep the hot
+-- path cheap (ledger.py expands it).
 
 local st = redis.call('HMGET', KEYS[1], 'stock', 'seq', 'granted', 'limit', 'starts', 'ends', 'paused',
   'epoch', 'moving')
@@ -48,6 +52,7 @@ elseif ends > 0 and now >= ends then closed = 6 end
 local out = { 0 }
 local new_reqs, new_users = {}, {}    -- records written by this batch, by key
 local req_args, user_args = {}, {}
+local logged = {}                     -- ledger lines of this call's grants
 local granted_before = granted
 
 for i = 4, #ARGV, 3 do
@@ -80,6 +85,7 @@ for i = 4, #ARGV, 3 do
       new_reqs[rkey] = vid .. '|' .. ARGV[1] .. '|' .. chan
       new_users[user] = (count + 1) .. '|' .. vid .. '|' .. ARGV[1] .. '|' .. rids
       req_args[#req_args + 1] = rkey; req_args[#req_args + 1] = new_reqs[rkey]
+      logged[#logged + 1] = user .. '\t' .. rid .. '\t' .. vid .. '\t' .. chan
       out[#out + 1] = 1; out[#out + 1] = vid; out[#out + 1] = ARGV[1]
     end
   end
@@ -92,6 +98,7 @@ if granted ~= granted_before then
   redis.call('HSET', KEYS[1], 'stock', stock, 'seq', seq, 'granted', granted)
   redis.call('HSET', KEYS[2], unpack(user_args))
   redis.call('HSET', KEYS[3], unpack(req_args))
+  redis.call('XADD', KEYS[4], '*', 'e', 'grant', 't', ARGV[1], 'g', table.concat(logged, '\n'))
 end
 out[1] = stock
 return out

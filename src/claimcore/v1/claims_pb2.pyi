@@ -219,3 +219,65 @@ class ListCampaignsReply(_message.Message):
     CAMPAIGN_IDS_FIELD_NUMBER: _ClassVar[int]
     campaign_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, campaign_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("event_id", "kind", "shard", "at_ms", "user_id", "request_id", "voucher_id", "channel_id")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    VOUCHER_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_ID_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    kind: str
+    shard: int
+    at_ms: int
+    user_id: str
+    request_id: str
+    voucher_id: str
+    channel_id: str
+    def __init__(self, event_id: _Optional[str] = ..., kind: _Optional[str] = ..., shard: _Optional[int] = ..., at_ms: _Optional[int] = ..., user_id: _Optional[str] = ..., request_id: _Optional[str] = ..., voucher_id: _Optional[str] = ..., channel_id: _Optional[str] = ...) -> None: ...
+
+class ExportEventsRequest(_message.Message):
+    __slots__ = ("campaign_id", "cursor", "limit")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    cursor: str
+    limit: int
+    def __init__(self, campaign_id: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ExportEventsReply(_message.Message):
+    __slots__ = ("events", "next_cursor", "more")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    next_cursor: str
+    more: bool
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., next_cursor: _Optional[str] = ..., more: _Optional[bool] = ...) -> None: ...
+
+class ReconcileFigure(_message.Message):
+    __slots__ = ("name", "from_ledger", "live", "ok")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FROM_LEDGER_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    from_ledger: int
+    live: int
+    ok: bool
+    def __init__(self, name: _Optional[str] = ..., from_ledger: _Optional[int] = ..., live: _Optional[int] = ..., ok: _Optional[bool] = ...) -> None: ...
+
+class ReconcileReply(_message.Message):
+    __slots__ = ("ok", "figures", "events")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    FIGURES_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    figures: _containers.RepeatedCompositeFieldContainer[ReconcileFigure]
+    events: int
+    def __init__(self, ok: _Optional[bool] = ..., figures: _Optional[_Iterable[_Union[ReconcileFigure, _Mapping]]] = ..., events: _Optional[int] = ...) -> None: ...

@@ -235,6 +235,16 @@ class AdminServiceStub:
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.ReshardRequest.SerializeToString,
                 response_deserializer=claimcore_dot_v1_dot_claims__pb2.ReshardReply.FromString,
                 _registered_method=True)
+        self.ExportEvents = channel.unary_unary(
+                '/claimcore.v1.AdminService/ExportEvents',
+                request_serializer=claimcore_dot_v1_dot_claims__pb2.ExportEventsRequest.SerializeToString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ExportEventsReply.FromString,
+                _registered_method=True)
+        self.Reconcile = channel.unary_unary(
+                '/claimcore.v1.AdminService/Reconcile',
+                request_serializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ReconcileReply.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -286,6 +296,21 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportEvents(self, request, context):
+        """The campaign's ledger (docs/ledger.md), page by page: every event once, resumable
+        from the cursor of the previous page. INVALID_ARGUMENT for a malformed cursor.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reconcile(self, request, context):
+        """Recompute the figures from the ledger and compare them with the live counters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -318,6 +343,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.Reshard,
                     request_deserializer=claimcore_dot_v1_dot_claims__pb2.ReshardRequest.FromString,
                     response_serializer=claimcore_dot_v1_dot_claims__pb2.ReshardReply.SerializeToString,
+            ),
+            'ExportEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportEvents,
+                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.ExportEventsRequest.FromString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ExportEventsReply.SerializeToString,
+            ),
+            'Reconcile': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reconcile,
+                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.FromString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ReconcileReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -484,6 +519,60 @@ class AdminService:
             '/claimcore.v1.AdminService/Reshard',
             claimcore_dot_v1_dot_claims__pb2.ReshardRequest.SerializeToString,
             claimcore_dot_v1_dot_claims__pb2.ReshardReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/claimcore.v1.AdminService/ExportEvents',
+            claimcore_dot_v1_dot_claims__pb2.ExportEventsRequest.SerializeToString,
+            claimcore_dot_v1_dot_claims__pb2.ExportEventsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reconcile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/claimcore.v1.AdminService/Reconcile',
+            claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
+            claimcore_dot_v1_dot_claims__pb2.ReconcileReply.FromString,
             options,
             channel_credentials,
             insecure,

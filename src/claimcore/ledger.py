@@ -1,0 +1,177 @@
+"""The ledger: every grant, appended to its shard's log in the same Lua call.
+
+Each shard has a Redis stream `cc:{C:s}:log` (keyspace.py). claim.lua appends
+one entry per call that granted anything, listing that call's grants (one
+XADD per call, not per grant, keeps the hot path cheap):
+
+    e=grant  t=<now_ms>  g="user<TAB>request_id<TAB>voucher<TAB>channel" lines
+
+Because the entry is written by the script that makes the grants, the log
+can never miss a grant or hold one that did not happen. Entries stay in the
+shard that wrote them, also after a reshard moves the users' records.
+
+Export reads the logs page by page. The cursor is the last entry id read per
+shard, so an export resumes exactly where it stopped: each event once.
+Reconcile recomputes the figures from the logs and compares them with the
+live counters.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from dataclasses import dataclass
+
+from claimcore import validation as v
+from claimcore.campaign import CampaignConfig
+from claimcore.inventory import RedisInventory
+from claimcore.keyspace import shard_keys
+
+MAX_PAGE = 10_000
+DEFAULT_PAGE = 1_000
+SCAN_PAGE = 1_000
+
+
+@dataclass(frozen=True)
+class Event:
+    event_id: str
+    kind: str
+    shard: int
+    at_ms: int
+    user_id: str
+    request_id: str
+    voucher_id: str
+    channel_id: str
+
+
+def expand(shard: int, entry_id: str, fields: dict[str, str]) -> list[Event]:
+    """The events of one log entry."""
+    kind, at = fields.get("e", ""), int(fields.get("t", 0))
+    out = []
+    for i, line in enumerate(fields.get("g", "").split("\n")):
+        user, request_id, voucher, channel = line.split("\t")
+        out.append(Event(f"{shard}-{entry_id}-{i}", kind, shard, at, user, request_id, voucher, channel))
+    return out
+
+
+# ------------------------------------------------------------------ cursors
+
+
+def encode_cursor(positions: dict[int, str]) -> str:
+    raw = json.dumps({str(s): p for s, p in sorted(positions.items())}, separators=(",", ":"))
+    return "v1." + base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> dict[int, str]:
+    """{} for ''; InvalidInput for anything that is not a cursor this module made."""
+    if not cursor:
+        return {}
+    try:
+        if not cursor.startswith("v1."):
+            raise ValueError
+        body = cursor[3:]
+        raw = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        positions = {int(s): str(p) for s, p in raw.items()}
+        for p in positions.values():
+            ms, seq = p.split("-")
+            int(ms), int(seq)
+    except (ValueError, TypeError, AttributeError, json.JSONDecodeError):
+        raise v.InvalidInput("cursor is not one that ExportEvents returned") from None
+    return positions
+
+
+# ------------------------------------------------------------------ export
+
+
+async def read_page(inventory: RedisInventory, config: CampaignConfig, cursor: str, limit: int
+                    ) -> tuple[list[Event], str, bool]:
+    """Up to `limit` log entries after the cursor, as events; the next cursor; whether more remain."""
+    v.check_range("limit", limit, 1, MAX_PAGE)
+    positions = decode_cursor(cursor)
+    events: list[Event] = []
+    budget = limit
+    more = False
+    for shard in range(config.shard_slots):
+        if budget == 0:
+            more = True
+            break
+        start = f"({positions[shard]}" if shard in positions else "-"
+        entries = await inventory.redis.xrange(shard_keys(config.campaign_id, shard).log, start, "+",
+                                               count=budget + 1)
+        if len(entries) > budget:
+            entries, more = entries[:budget], True
+        for entry_id, fields in entries:
+            events.extend(expand(shard, entry_id, fields))
+            positions[shard] = entry_id
+        budget -= len(entries)
+    return events, encode_cursor(positions), more
+
+
+# ------------------------------------------------------------------ reconcile
+
+
+@dataclass
+class Figure:
+    name: str
+    from_ledger: int
+    live: int
+
+    @property
+    def ok(self) -> bool:
+        return self.from_ledger == self.live
+
+
+async def reconcile(inventory: RedisInventory, config: CampaignConfig) -> tuple[list[Figure], int]:
+    """The campaign's figures recomputed from the ledger, against the live ones; events read."""
+    redis = inventory.redis
+    cid = config.campaign_id
+    grants_per_shard: list[int] = []
+    vouchers: set[str] = set()
+    per_user: Counter[str] = Counter()
+    requests: set[tuple[str, str]] = set()
+    events = 0
+    for shard in range(config.shard_slots):
+        count, start = 0, "-"
+        while True:
+            entries = await redis.xrange(shard_keys(cid, shard).log, start, "+", count=SCAN_PAGE)
+            for entry_id, fields in entries:
+                for event in expand(shard, entry_id, fields):
+                    count += 1
+                    vouchers.add(event.voucher_id)
+                    per_user[event.user_id] += 1
+                    requests.add((event.user_id, event.request_id))
+            if len(entries) < SCAN_PAGE:
+                break
+            start = f"({entries[-1][0]}"
+        grants_per_shard.append(count)
+        events += count
+    figures = await inventory.figures(config)
+    live_users, live_requests = await _live_records(inventory, config)
+    total = sum(grants_per_shard)
+    out = [Figure(f"granted on shard {s}", g, live)
+           for s, (g, live) in enumerate(zip(grants_per_shard, figures.granted, strict=True))]
+    out += [
+        Figure("granted", total, sum(figures.granted)),
+        Figure("distinct vouchers", len(vouchers), total),
+        Figure("grant records (user, request_id)", len(requests), live_requests),
+        Figure("users holding vouchers", len(per_user), len(live_users)),
+        Figure("vouchers held by users", total, sum(live_users.values())),
+        Figure("users over the per-user limit",
+               sum(1 for n in per_user.values() if n > config.per_user_limit), 0),
+        Figure("stock left", config.inventory - total, figures.total_remaining),
+    ]
+    return out, events
+
+
+async def _live_records(inventory: RedisInventory, config: CampaignConfig) -> tuple[Counter[str], int]:
+    """user -> vouchers held (the users hashes), and the number of grant records (reqs)."""
+    held: Counter[str] = Counter()
+    records = 0
+    for shard in range(config.shard_slots):
+        keys = shard_keys(config.campaign_id, shard)
+        records += await inventory.redis.hlen(keys.reqs)
+        async for user, raw in inventory.redis.hscan_iter(keys.users, count=SCAN_PAGE):
+            held[user] += int(raw.split("|", 1)[0])
+    return held, records
+
