@@ -616,7 +616,7 @@ def test_every_shard_lives_in_one_slot_and_shards_spread() -> None:
     assert key_slot(CAMPAIGN_INDEX.encode()) not in {campaign_slot, *shard_slots}
     # the five keys of keyspace.py's header, in order
     suffixes = [k.rsplit(":", 1)[1] for k in shard_keys(cid, 3)]
-    assert suffixes == ["state", "users", "reqs", "leases", "credited", "log"]
+    assert suffixes == ["state", "users", "reqs", "leases", "credited", "log", "redeem"]
 
 
 def test_script_headers_declare_single_slot_keys() -> None:
@@ -628,9 +628,11 @@ def test_script_headers_declare_single_slot_keys() -> None:
         "init_shard": ["cc:{C:s}:state"],
         "create_campaign": ["cc:{C}:campaign"],
         "fence": ["cc:{C:s}:state"],
-        "adopt": ["cc:{C:s}:users", "cc:{C:s}:reqs"],
-        "export": ["cc:{C:s}:users", "cc:{C:s}:reqs"],
-        "forget": ["cc:{C:s}:users", "cc:{C:s}:reqs"],
+        "adopt": ["cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem"],
+        "export": ["cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem"],
+        "forget": ["cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem"],
+        "redeem": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem", "cc:{C:s}:log"],
+        "reverse": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem", "cc:{C:s}:log"],
         "lookup": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs"],
         "lock": ["cc:{C}:reshard"],
         "begin_reshard": ["cc:{C}:campaign"],

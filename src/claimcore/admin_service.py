@@ -1,4 +1,5 @@
-"""AdminService: create, inspect, list, pause, resume and reshard campaigns; read their ledger."""
+"""AdminService: create, inspect, list, pause, resume and reshard campaigns; read their ledger;
+register the merchants that may redeem their vouchers."""
 
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import CampaignCache, CampaignNotFound
 from claimcore.claim_service import grpc_errors
 from claimcore.inventory import CampaignConflict, CampaignStatus, RedisInventory
+from claimcore.redemption import Merchant, Redemptions
 from claimcore.reshard import reshard
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 
 
 class AdminService(pb_grpc.AdminServiceServicer):
-    def __init__(self, inventory: RedisInventory, campaigns: CampaignCache) -> None:
+    def __init__(self, inventory: RedisInventory, campaigns: CampaignCache, redemptions: Redemptions) -> None:
         self.inventory = inventory
         self.campaigns = campaigns
+        self.redemptions = redemptions
 
     async def status(self, campaign_id: str) -> CampaignStatus:
         v.check_id("campaign_id", campaign_id, v.CAMPAIGN_ID)
@@ -122,4 +125,23 @@ class AdminService(pb_grpc.AdminServiceServicer):
             return pb.ReconcileReply(ok=all(f.ok for f in figures), events=events, figures=[
                 pb.ReconcileFigure(name=f.name, from_ledger=f.from_ledger, live=f.live, ok=f.ok)
                 for f in figures])
+        raise AssertionError("unreachable")
+
+    async def RegisterMerchant(self, request: pb.Merchant, context: grpc.aio.ServicerContext) -> pb.Merchant:
+        async with grpc_errors(context):
+            merchant = Merchant(request.campaign_id, request.merchant_id, request.name, request.category,
+                                request.region)
+            merchant.check()
+            config = (await self.status(request.campaign_id)).config
+            await self.redemptions.register_merchant(config, merchant)
+            return request
+        raise AssertionError("unreachable")
+
+    async def ListMerchants(self, request: pb.GetCampaignRequest,
+                            context: grpc.aio.ServicerContext) -> pb.ListMerchantsReply:
+        async with grpc_errors(context):
+            await self.status(request.campaign_id)
+            found = await self.redemptions.merchants(request.campaign_id, fresh=True)
+            return pb.ListMerchantsReply(merchants=[
+                pb.Merchant(**dataclasses.asdict(m)) for _, m in sorted(found.items())])
         raise AssertionError("unreachable")

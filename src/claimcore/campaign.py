@@ -34,6 +34,9 @@ class CampaignConfig:
     value_cents: int = 0
     min_spend_cents: int = 0
     category: str = ""
+    valid_for_ms: int = 0             # a voucher's validity from its grant; 0 = no expiry
+    max_vouchers_per_order: int = 1   # stacking: this campaign's vouchers one order may use
+    regions: tuple[str, ...] = ()     # regions whose merchants may redeem; () = all
     # The live shard map, not part of the spec: kept in the campaign hash.
     epoch: int = 0          # bumped by every reshard
     shard_slots: int = 0    # shards ever made (retired ones keep their grants); 0 = shards
@@ -56,6 +59,13 @@ class CampaignConfig:
             raise v.InvalidInput(f"name must be at most {v.MAX_NAME} printable characters")
         if self.shards > self.inventory:
             raise v.InvalidInput("shards must not exceed inventory (every shard starts with stock)")
+        v.check_range("valid_for_ms", self.valid_for_ms, 0, v.MAX_TIME_MS)
+        v.check_range("max_vouchers_per_order", self.max_vouchers_per_order, 1, v.MAX_VOUCHERS_PER_ORDER)
+        object.__setattr__(self, "regions", tuple(self.regions))
+        if len(self.regions) > v.MAX_REGIONS:
+            raise v.InvalidInput(f"at most {v.MAX_REGIONS} regions")
+        for region in self.regions:
+            v.check_id("region", region, v.REGION)
         if self.shard_slots < self.shards:
             object.__setattr__(self, "shard_slots", self.shards)
 
@@ -76,6 +86,9 @@ class CampaignConfig:
             value_cents=c.value_cents,
             min_spend_cents=c.min_spend_cents,
             category=c.category,
+            valid_for_ms=c.valid_for_ms,
+            max_vouchers_per_order=c.max_vouchers_per_order or 1,
+            regions=tuple(c.regions),
         )
 
     def spec(self) -> dict[str, object]:

@@ -14,12 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from claimcore.campaign import CampaignConfig
-from claimcore.inventory import RedisInventory
+from claimcore.inventory import RedisInventory, ShardMoving, StaleMap
+
+T = TypeVar("T")
 
 RELOAD_TRIES = 50
 RELOAD_PAUSE_S = 0.01
+MOVING_RETRY_S = 0.005   # how often a call to a shard frozen by a reshard is tried again
+MAX_MOVING_S = 10.0      # ... and for how long, before the caller hears UNAVAILABLE
 
 
 class CampaignNotFound(LookupError):
@@ -73,6 +79,24 @@ class CampaignCache:
                 return config
             await asyncio.sleep(RELOAD_PAUSE_S)  # joined a read made before the reshard: read again
         return config
+
+    async def on_live_map(self, config: CampaignConfig, call: Callable[[CampaignConfig], Awaitable[T]]) -> T:
+        """call(config), following a reshard: on STALE reload the map and call again, on
+        MOVING wait and call again (for at most MAX_MOVING_S). For calls off the batcher's
+        path (GetClaim, Redeem, Reverse): the batcher does the same for claims."""
+        give_up = time.monotonic() + MAX_MOVING_S
+        while True:
+            try:
+                return await call(config)
+            except StaleMap as exc:
+                reloaded = await self.reload(config.campaign_id, exc.epoch)
+                if reloaded is None or reloaded.epoch < exc.epoch:
+                    raise
+                config = reloaded
+            except ShardMoving:
+                if time.monotonic() > give_up:
+                    raise
+                await asyncio.sleep(MOVING_RETRY_S)
 
     def put(self, campaign_id: str, config: CampaignConfig | None) -> None:
         now = time.monotonic()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import NoReturn
 
@@ -214,18 +213,5 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
 
     async def _lookup(self, config: CampaignConfig, request: pb.GetClaimRequest) -> list[Record]:
         """Read the user's records on their shard, following a reshard like a claim does."""
-        give_up = time.monotonic() + self.batcher.max_moving_s
-        while True:
-            shard = shard_of(request.user_id, config.shards)
-            try:
-                return await self.inventory.lookup(config.campaign_id, shard, request.user_id,
-                                                   request.request_id, config.epoch)
-            except StaleMap as exc:
-                reloaded = await self.campaigns.reload(config.campaign_id, exc.epoch)
-                if reloaded is None or reloaded.epoch < exc.epoch:
-                    raise
-                config = reloaded
-            except ShardMoving:
-                if time.monotonic() > give_up:
-                    raise
-                await asyncio.sleep(self.batcher.moving_retry_s)
+        return await self.campaigns.on_live_map(config, lambda c: self.inventory.lookup(
+            c.campaign_id, shard_of(request.user_id, c.shards), request.user_id, request.request_id, c.epoch))

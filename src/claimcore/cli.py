@@ -75,6 +75,8 @@ def cmd_campaign(args: argparse.Namespace) -> int:
                 starts_at_ms=args.starts_at_ms, ends_at_ms=args.ends_at_ms,
                 admission_rate=args.admission_rate, value_cents=args.value_cents,
                 min_spend_cents=args.min_spend_cents, category=args.category,
+                valid_for_ms=args.valid_for_ms, max_vouchers_per_order=args.max_vouchers_per_order,
+                regions=args.region,
             )
             _print(admin.CreateCampaign(pb.CreateCampaignRequest(campaign=campaign), timeout=10))
         elif args.action == "list":
@@ -88,6 +90,23 @@ def cmd_campaign(args: argparse.Namespace) -> int:
             _print(call(pb.GetCampaignRequest(campaign_id=args.campaign_id), timeout=10))
     except grpc.RpcError as err:
         print(f"claimcore campaign {args.action}: {err.code().name}: {err.details()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_merchant(args: argparse.Namespace) -> int:
+    from claimcore.v1 import claims_pb2 as pb
+
+    admin = _admin(args)
+    try:
+        if args.action == "register":
+            _print(admin.RegisterMerchant(pb.Merchant(
+                campaign_id=args.campaign_id, merchant_id=args.merchant_id, name=args.name,
+                category=args.category, region=args.region), timeout=10))
+        else:
+            _print(admin.ListMerchants(pb.GetCampaignRequest(campaign_id=args.campaign_id), timeout=10))
+    except grpc.RpcError as err:
+        print(f"claimcore merchant {args.action}: {err.code().name}: {err.details()}", file=sys.stderr)
         return 1
     return 0
 
@@ -130,6 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
     loadgen.add_arguments(loadgen_parser)
     loadgen_parser.set_defaults(func=loadgen.run)
 
+    merchant = sub.add_parser("merchant", help="register and list the merchants of a campaign")
+    merchant.add_argument("--target", default="127.0.0.1:50051", help="a node's host:port")
+    merchant_actions = merchant.add_subparsers(dest="action", required=True)
+    register = merchant_actions.add_parser("register")
+    register.add_argument("campaign_id")
+    register.add_argument("merchant_id")
+    register.add_argument("--name", default="")
+    register.add_argument("--category", default="")
+    register.add_argument("--region", default="")
+    merchant_actions.add_parser("list").add_argument("campaign_id")
+    merchant.set_defaults(func=cmd_merchant)
+
     export = sub.add_parser("export", help="write a campaign's ledger events as CSV or JSON lines")
     ledger_cli.add_export_arguments(export)
     export.set_defaults(func=ledger_cli.run_export)
@@ -152,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--min-spend-cents", type=int, default=0)
     create.add_argument("--category", default="")
     create.add_argument("--name", default="")
+    create.add_argument("--valid-for-ms", type=int, default=0, help="voucher validity from grant; 0 = none")
+    create.add_argument("--max-vouchers-per-order", type=int, default=1, help="stacking within the campaign")
+    create.add_argument("--region", action="append", default=[],
+                        help="a region whose merchants may redeem (repeat; none = all)")
     for action in ("show", "pause", "resume"):
         actions.add_parser(action).add_argument("campaign_id")
     reshard = actions.add_parser("reshard", help="change a live campaign's shard count (docs/resharding.md)")

@@ -130,11 +130,11 @@ def _claim_result(call: ClaimCall, reply: Any) -> tuple[int, list[ItemResult]] |
         return reply
     status = int(reply[0])
     if status < 0:
-        return _refusal(call[0], call[1], reply)
+        return refusal(call[0], call[1], reply)
     return unpack_claim_reply(reply, ItemResult)
 
 
-def _refusal(campaign_id: str, shard: int, reply: list[Any]) -> Exception:
+def refusal(campaign_id: str, shard: int, reply: list[Any]) -> Exception:
     """The error for a script's refusal: { -1 } missing, { -2, epoch } stale, { -3, epoch } moving."""
     status = int(reply[0])
     if status == -2:
@@ -343,7 +343,7 @@ class RedisInventory:
         reply = await scripts.LOOKUP(self.redis, [keys.state, keys.users, keys.reqs],
                                      [epoch, user_id, request_id])
         if int(reply[0]) < 0:
-            raise _refusal(campaign_id, shard, reply)
+            raise refusal(campaign_id, shard, reply)
         return [parse_record(reply[i], reply[i + 1]) for i in range(1, len(reply), 2)]
 
     async def raw_grants(self, config: CampaignConfig, shard: int) -> tuple[dict[str, str], dict[str, str]]:

@@ -11,6 +11,13 @@ counters and grant figures but no stock and no users):
   cc:{C:s}:reqs           HASH   "user|request_id" -> "voucher|granted_at|channel"
   cc:{C:s}:leases         HASH   lease_id -> "dest_shard|amount|at": stock taken from s, in transit
   cc:{C:s}:credited       SET    lease ids already credited to s (makes crediting idempotent)
+  cc:{C:s}:redeem         HASH   redemptions of the shard's users (redeem.lua):
+                                 "v:<voucher>" -> "R|order|at" used, "F|order|at" given back
+                                 by a reversal, "X|order|at" expired when its order was reversed;
+                                 "o:<user>|<order>" -> "R|vouchers|merchant|amount|subsidy|at|
+                                 channel|sns", R becoming V once reversed;
+                                 "r:<user>|<order>" -> "at|returned|expired" (the reversal)
+  cc:{C}:merchants        HASH   merchant_id -> "category|region|name" (tag C)
   cc:{C:s}:log            STREAM the shard's ledger: one entry per script call that changed
                                  grants, written in that call (ledger.py)
   cc:campaigns            SET    ids of all campaigns (its own slot)
@@ -36,6 +43,10 @@ def campaign_key(campaign_id: str) -> str:
     return f"cc:{{{campaign_id}}}:campaign"
 
 
+def merchants_key(campaign_id: str) -> str:
+    return f"cc:{{{campaign_id}}}:merchants"
+
+
 def reshard_lock_key(campaign_id: str) -> str:
     return f"cc:{{{campaign_id}}}:reshard"
 
@@ -47,11 +58,17 @@ class ShardKeys(NamedTuple):
     leases: str
     credited: str
     log: str
+    redeem: str
 
     @property
     def claim(self) -> tuple[str, str, str, str]:
         """The keys claim.lua takes, in its order."""
         return (self.state, self.users, self.reqs, self.log)
+
+    @property
+    def redemption(self) -> tuple[str, str, str, str, str]:
+        """The keys redeem.lua and reverse.lua take, in their order."""
+        return (self.state, self.users, self.reqs, self.redeem, self.log)
 
 
 @functools.lru_cache(maxsize=1 << 16)  # built for every lane of every flush; inputs are few
@@ -64,6 +81,7 @@ def shard_keys(campaign_id: str, shard: int) -> ShardKeys:
         leases=f"{tag}:leases",
         credited=f"{tag}:credited",
         log=f"{tag}:log",
+        redeem=f"{tag}:redeem",
     )
 
 

@@ -1,10 +1,15 @@
-"""The ledger: every grant, appended to its shard's log in the same Lua call.
+"""The ledger: every grant, redemption and reversal, appended to its shard's log in the same Lua call.
 
 Each shard has a Redis stream `cc:{C:s}:log` (keyspace.py). claim.lua appends
 one entry per call that granted anything, listing that call's grants (one
 XADD per call, not per grant, keeps the hot path cheap):
 
     e=grant  t=<now_ms>  g="user<TAB>request_id<TAB>voucher<TAB>channel" lines
+
+redeem.lua and reverse.lua append one entry per order:
+
+    e=redeem   t u(ser) o(rder) m(erchant) a(mount) s(ubsidy) v(ouchers, comma) c(hannel) n(sn codes)
+    e=reverse  t u o v(ouchers given back) x(vouchers kept: expired)
 
 Because the entry is written by the script that makes the grants, the log
 can never miss a grant or hold one that did not happen. Entries stay in the
@@ -40,19 +45,42 @@ class Event:
     shard: int
     at_ms: int
     user_id: str
-    request_id: str
-    voucher_id: str
-    channel_id: str
+    request_id: str = ""
+    voucher_id: str = ""
+    channel_id: str = ""
+    order_id: str = ""
+    merchant_id: str = ""
+    order_amount_cents: int = 0
+    subsidy_cents: int = 0
+    sn_codes: tuple[str, ...] = ()
+    returned: bool = False
 
 
 def expand(shard: int, entry_id: str, fields: dict[str, str]) -> list[Event]:
-    """The events of one log entry."""
+    """The events of one log entry: one per voucher granted, redeemed or reversed."""
     kind, at = fields.get("e", ""), int(fields.get("t", 0))
-    out = []
-    for i, line in enumerate(fields.get("g", "").split("\n")):
-        user, request_id, voucher, channel = line.split("\t")
-        out.append(Event(f"{shard}-{entry_id}-{i}", kind, shard, at, user, request_id, voucher, channel))
-    return out
+    eid = f"{shard}-{entry_id}-"
+    if kind == "grant":
+        out = []
+        for i, line in enumerate(fields["g"].split("\n")):
+            user, request_id, voucher, channel = line.split("\t")
+            out.append(Event(eid + str(i), kind, shard, at, user, request_id, voucher, channel))
+        return out
+    user, order = fields["u"], fields["o"]
+    if kind == "redeem":
+        vouchers = fields["v"].split(",")
+        base, extra = divmod(int(fields["s"]), len(vouchers))  # the order's subsidy, shared out
+        sns = tuple(x for x in fields.get("n", "").split(",") if x)
+        return [Event(eid + str(i), kind, shard, at, user, voucher_id=v, channel_id=fields.get("c", ""),
+                      order_id=order, merchant_id=fields["m"], order_amount_cents=int(fields["a"]),
+                      subsidy_cents=base + (1 if i < extra else 0), sn_codes=sns)
+                for i, v in enumerate(vouchers)]
+    if kind == "reverse":
+        back = [(v, True) for v in fields["v"].split(",") if v]
+        kept = [(v, False) for v in fields["x"].split(",") if v]
+        return [Event(eid + str(i), kind, shard, at, user, voucher_id=v, order_id=order, returned=r)
+                for i, (v, r) in enumerate(back + kept)]
+    raise ValueError(f"unknown ledger entry kind {kind!r} in shard {shard} entry {entry_id}")
 
 
 # ------------------------------------------------------------------ cursors
@@ -130,6 +158,7 @@ async def reconcile(inventory: RedisInventory, config: CampaignConfig) -> tuple[
     vouchers: set[str] = set()
     per_user: Counter[str] = Counter()
     requests: set[tuple[str, str]] = set()
+    in_use: dict[str, int] = {}                     # voucher -> subsidy, while redeemed
     events = 0
     for shard in range(config.shard_slots):
         count, start = 0, "-"
@@ -137,17 +166,23 @@ async def reconcile(inventory: RedisInventory, config: CampaignConfig) -> tuple[
             entries = await redis.xrange(shard_keys(cid, shard).log, start, "+", count=SCAN_PAGE)
             for entry_id, fields in entries:
                 for event in expand(shard, entry_id, fields):
-                    count += 1
-                    vouchers.add(event.voucher_id)
-                    per_user[event.user_id] += 1
-                    requests.add((event.user_id, event.request_id))
+                    events += 1
+                    if event.kind == "grant":
+                        count += 1
+                        vouchers.add(event.voucher_id)
+                        per_user[event.user_id] += 1
+                        requests.add((event.user_id, event.request_id))
+                    elif event.kind == "redeem":
+                        in_use[event.voucher_id] = event.subsidy_cents
+                    else:
+                        in_use.pop(event.voucher_id, None)
             if len(entries) < SCAN_PAGE:
                 break
             start = f"({entries[-1][0]}"
         grants_per_shard.append(count)
-        events += count
     figures = await inventory.figures(config)
     live_users, live_requests = await _live_records(inventory, config)
+    redeemed, subsidy, redeemed_records = await _live_redemptions(inventory, config)
     total = sum(grants_per_shard)
     out = [Figure(f"granted on shard {s}", g, live)
            for s, (g, live) in enumerate(zip(grants_per_shard, figures.granted, strict=True))]
@@ -160,8 +195,25 @@ async def reconcile(inventory: RedisInventory, config: CampaignConfig) -> tuple[
         Figure("users over the per-user limit",
                sum(1 for n in per_user.values() if n > config.per_user_limit), 0),
         Figure("stock left", config.inventory - total, figures.total_remaining),
+        Figure("vouchers redeemed (not reversed)", len(in_use), redeemed),
+        Figure("redeemed voucher records", len(in_use), redeemed_records),
+        Figure("subsidy of redeemed vouchers, cents", sum(in_use.values()), subsidy),
+        Figure("redeemed vouchers that were never granted", len(set(in_use) - vouchers), 0),
     ]
     return out, events
+
+
+async def _live_redemptions(inventory: RedisInventory, config: CampaignConfig) -> tuple[int, int, int]:
+    """The shards' redeemed and subsidy counters, and the voucher records marked in use."""
+    redeemed = subsidy = records = 0
+    for shard in range(config.shard_slots):
+        keys = shard_keys(config.campaign_id, shard)
+        count, cents = await inventory.redis.hmget(keys.state, "redeemed", "subsidy")
+        redeemed += int(count or 0)
+        subsidy += int(cents or 0)
+        async for _field, raw in inventory.redis.hscan_iter(keys.redeem, match="v:*", count=SCAN_PAGE):
+            records += raw.startswith("R|")
+    return redeemed, subsidy, records
 
 
 async def _live_records(inventory: RedisInventory, config: CampaignConfig) -> tuple[Counter[str], int]:

@@ -155,28 +155,31 @@ async def _move_from(inventory: RedisInventory, new: CampaignConfig, source: int
             if target != source:
                 movers[target].append(user)
         if movers:
-            counts = await asyncio.gather(*(
+            copies = await asyncio.gather(*(
                 _copy(inventory, new.campaign_id, source, target, users) for target, users in movers.items()))
             # deleted only once copied: a crash in between leaves two copies, and the
             # rerun's HSETNX copy changes nothing before it deletes the old one
-            await scripts.FORGET(redis, [src.users, src.reqs],
-                                 ["\n".join(u for users in movers.values() for u in users)])
-            users_moved += sum(c[0] for c in counts)
-            records_moved += sum(c[1] for c in counts)
+            await scripts.FORGET(redis, [src.users, src.reqs, src.redeem], [
+                "\n".join(u for users in movers.values() for u in users),
+                "\n".join(f for c in copies for f in c[2])])
+            users_moved += sum(c[0] for c in copies)
+            records_moved += sum(c[1] for c in copies)
         if cursor == 0:
             return users_moved, records_moved
 
 
 async def _copy(inventory: RedisInventory, campaign_id: str, source: int, target: int,
-                users: list[str]) -> tuple[int, int]:
-    """Copy users' records from source to target: (users, grant records) newly written there.
+                users: list[str]) -> tuple[int, int, list[str]]:
+    """Copy users' records from source to target: (users, grant records) newly written there,
+    and the redemption fields copied (to delete at the source).
 
-    Records travel as two text blobs (export.lua, adopt.lua), not as arguments.
+    Records travel as three text blobs (export.lua, adopt.lua), not as arguments.
     """
     src, dst = shard_keys(campaign_id, source), shard_keys(campaign_id, target)
-    blobs = await scripts.EXPORT(inventory.redis, [src.users, src.reqs], ["\n".join(users)])
-    written = await scripts.ADOPT(inventory.redis, [dst.users, dst.reqs], blobs)
-    return int(written[0]), int(written[1])
+    blobs = await scripts.EXPORT(inventory.redis, [src.users, src.reqs, src.redeem], ["\n".join(users)])
+    written = await scripts.ADOPT(inventory.redis, [dst.users, dst.reqs, dst.redeem], blobs)
+    redeem_fields = [line.split("\t", 1)[0] for line in blobs[2].split("\n") if line]
+    return int(written[0]), int(written[1]), redeem_fields
 
 
 async def _unfreeze(inventory: RedisInventory, new: CampaignConfig) -> None:

@@ -55,5 +55,7 @@ FORGET = LuaScript("forget")
 LOOKUP = LuaScript("lookup")
 LOCK = LuaScript("lock")
 BEGIN_RESHARD = LuaScript("begin_reshard")
+REDEEM = LuaScript("redeem")
+REVERSE = LuaScript("reverse")
 ALL = (CLAIM, INIT_SHARD, CREATE_CAMPAIGN, LEND, CREDIT,
-       FENCE, EXPORT, ADOPT, FORGET, LOOKUP, LOCK, BEGIN_RESHARD)
+       FENCE, EXPORT, ADOPT, FORGET, LOOKUP, LOCK, BEGIN_RESHARD, REDEEM, REVERSE)

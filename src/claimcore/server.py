@@ -28,6 +28,8 @@ from claimcore.campaigns import CampaignCache
 from claimcore.claim_service import ClaimService
 from claimcore.cluster_calls import require_replica_acks
 from claimcore.inventory import RedisInventory
+from claimcore.redeem_service import RedeemService
+from claimcore.redemption import Redemptions
 from claimcore.soldout import SoldOutCache
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
@@ -38,6 +40,7 @@ SERVICES = [
     "",
     pb.DESCRIPTOR.services_by_name["ClaimService"].full_name,
     pb.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    pb.DESCRIPTOR.services_by_name["RedeemService"].full_name,
 ]
 
 
@@ -112,7 +115,10 @@ class Node:
             ClaimService(self.inventory, self.campaigns, Admission(), self.soldout, self.batcher),
             self.server,
         )
-        pb_grpc.add_AdminServiceServicer_to_server(AdminService(self.inventory, self.campaigns), self.server)
+        redemptions = Redemptions(self.inventory, self.campaigns)
+        pb_grpc.add_AdminServiceServicer_to_server(
+            AdminService(self.inventory, self.campaigns, redemptions), self.server)
+        pb_grpc.add_RedeemServiceServicer_to_server(RedeemService(redemptions, self.campaigns), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [*SERVICES[1:], health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

@@ -14,6 +14,10 @@ USER_ID = re.compile(r"[A-Za-z0-9._:@+=-]{1,128}")
 REQUEST_ID = USER_ID
 CHANNEL_ID = re.compile(r"[A-Za-z0-9._-]{0,64}")
 CATEGORY = re.compile(r"[A-Za-z0-9._-]{0,64}")
+REGION = re.compile(r"[A-Za-z0-9._-]{1,64}")
+MERCHANT_ID = USER_ID
+ORDER_ID = USER_ID
+SN_CODE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 MAX_BATCH = 1000
 MAX_NAME = 200
@@ -22,6 +26,9 @@ MAX_SHARDS = 1024
 MAX_PER_USER_LIMIT = 100
 MAX_RATE = 10_000_000
 MAX_MONEY_CENTS = 10**12
+MAX_VOUCHERS_PER_ORDER = 100
+MAX_REGIONS = 100
+MAX_SN_CODES = 100
 MAX_TIME_MS = 2**53  # unix ms; far beyond any real date, still exact in Lua doubles
 
 

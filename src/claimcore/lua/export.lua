@@ -3,24 +3,41 @@
 --
 -- KEYS[1]  cc:{C:s}:users
 -- KEYS[2]  cc:{C:s}:reqs
+-- KEYS[3]  cc:{C:s}:redeem
 -- ARGV[1]  the users, one per line
--- Returns  { users, reqs }: lines "user<TAB>user_record" and "user|request_id<TAB>record"
+-- Returns  { users, reqs, redeem }: lines "user<TAB>user_record", "user|request_id<TAB>record"
+--          and "field<TAB>value" of the users' redemption records (their vouchers' use,
+--          their orders and reversals)
 --
--- One argument in, two out, whatever the number of users: a reshard moves
+-- One argument in, three out, whatever the number of users: a reshard moves
 -- tens of thousands of records while claims of the movers wait, and every
 -- argument costs the node microseconds to pack. Ids and records never hold
 -- tabs or newlines (claimcore.validation), so the lines need no escaping.
 
-local users, reqs = {}, {}
+local users, reqs, redeem = {}, {}, {}
+local function take(field)
+  local value = redis.call('HGET', KEYS[3], field)
+  if value then redeem[#redeem + 1] = field .. '\t' .. value end
+  return value
+end
 for user in string.gmatch(ARGV[1], '[^\n]+') do
   local urec = redis.call('HGET', KEYS[1], user)
   if urec then
     users[#users + 1] = user .. '\t' .. urec
+    local orders = {}
     for rid in string.gmatch(string.match(urec, '^[^|]*|[^|]*|[^|]*|(.*)$'), '[^,]+') do
       local field = user .. '|' .. rid
       local rec = redis.call('HGET', KEYS[2], field)
-      if rec then reqs[#reqs + 1] = field .. '\t' .. rec end
+      if rec then
+        reqs[#reqs + 1] = field .. '\t' .. rec
+        local use = take('v:' .. string.match(rec, '^([^|]*)|'))
+        if use then orders[string.match(use, '^%a|([^|]*)|')] = true end
+      end
+    end
+    for order in pairs(orders) do
+      take('o:' .. user .. '|' .. order)
+      take('r:' .. user .. '|' .. order)
     end
   end
 end
-return { table.concat(users, '\n'), table.concat(reqs, '\n') }
+return { table.concat(users, '\n'), table.concat(reqs, '\n'), table.concat(redeem, '\n') }

@@ -3,7 +3,9 @@
 --
 -- KEYS[1]  cc:{C:s}:users
 -- KEYS[2]  cc:{C:s}:reqs
+-- KEYS[3]  cc:{C:s}:redeem
 -- ARGV[1]  the users, one per line (their records are already on their new shard)
+-- ARGV[2]  the redemption fields export.lua returned for them, one per line
 -- Returns  the number of user records deleted
 
 local gone = 0
@@ -15,5 +17,8 @@ for user in string.gmatch(ARGV[1], '[^\n]+') do
     end
     gone = gone + redis.call('HDEL', KEYS[1], user)
   end
+end
+for field in string.gmatch(ARGV[2], '[^\n]+') do
+  redis.call('HDEL', KEYS[3], field)
 end
 return gone

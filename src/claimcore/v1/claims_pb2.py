@@ -24,15 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63laimcore/v1/claims.proto\x12\x0c\x63laimcore.v1\"\\\n\x0c\x43laimRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x12\n\nchannel_id\x18\x04 \x01(\t\"\xc2\x01\n\x07Voucher\x12\x12\n\nvoucher_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x15\n\rgranted_at_ms\x18\x05 \x01(\x03\x12\x13\n\x0bvalue_cents\x18\x06 \x01(\x03\x12\x17\n\x0fmin_spend_cents\x18\x07 \x01(\x03\x12\x10\n\x08\x63\x61tegory\x18\x08 \x01(\t\x12\x12\n\nchannel_id\x18\t \x01(\t\"\x84\x01\n\nClaimReply\x12&\n\x07outcome\x18\x01 \x01(\x0e\x32\x15.claimcore.v1.Outcome\x12&\n\x07voucher\x18\x02 \x01(\x0b\x32\x15.claimcore.v1.Voucher\x12\x16\n\x0eretry_after_ms\x18\x03 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"?\n\x11\x43laimBatchRequest\x12*\n\x06\x63laims\x18\x01 \x03(\x0b\x32\x1a.claimcore.v1.ClaimRequest\"<\n\x0f\x43laimBatchReply\x12)\n\x07replies\x18\x01 \x03(\x0b\x32\x18.claimcore.v1.ClaimReply\"K\n\x0fGetClaimRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"G\n\rGetClaimReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\'\n\x08vouchers\x18\x02 \x03(\x0b\x32\x15.claimcore.v1.Voucher\"\x83\x02\n\x08\x43\x61mpaign\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tinventory\x18\x03 \x01(\x03\x12\x0e\n\x06shards\x18\x04 \x01(\x05\x12\x16\n\x0eper_user_limit\x18\x05 \x01(\x05\x12\x14\n\x0cstarts_at_ms\x18\x06 \x01(\x03\x12\x12\n\nends_at_ms\x18\x07 \x01(\x03\x12\x16\n\x0e\x61\x64mission_rate\x18\x08 \x01(\x03\x12\x17\n\x0f\x61\x64mission_burst\x18\t \x01(\x03\x12\x13\n\x0bvalue_cents\x18\n \x01(\x03\x12\x17\n\x0fmin_spend_cents\x18\x0b \x01(\x03\x12\x10\n\x08\x63\x61tegory\x18\x0c \x01(\t\"A\n\x15\x43reateCampaignRequest\x12(\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x16.claimcore.v1.Campaign\")\n\x12GetCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"R\n\x0cShardFigures\x12\r\n\x05shard\x18\x01 \x01(\x05\x12\x11\n\tremaining\x18\x02 \x01(\x03\x12\x0f\n\x07granted\x18\x03 \x01(\x03\x12\x0f\n\x07retired\x18\x04 \x01(\x08\"\xf0\x01\n\x0c\x43\x61mpaignInfo\x12(\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x16.claimcore.v1.Campaign\x12\x0e\n\x06paused\x18\x02 \x01(\x08\x12\x0f\n\x07granted\x18\x03 \x01(\x03\x12\x11\n\tremaining\x18\x04 \x01(\x03\x12\x16\n\x0esold_out_at_ms\x18\x05 \x01(\x03\x12*\n\x06shards\x18\x06 \x03(\x0b\x32\x1a.claimcore.v1.ShardFigures\x12\x15\n\rcreated_at_ms\x18\x07 \x01(\x03\x12\x13\n\x0bshard_epoch\x18\x08 \x01(\x03\x12\x12\n\nresharding\x18\t \x01(\x08\"5\n\x0eReshardRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0e\n\x06shards\x18\x02 \x01(\x05\"\xef\x01\n\x0cReshardReply\x12,\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x1a.claimcore.v1.CampaignInfo\x12\x13\n\x0b\x66rom_shards\x18\x02 \x01(\x05\x12\x11\n\tto_shards\x18\x03 \x01(\x05\x12\x13\n\x0bshard_epoch\x18\x04 \x01(\x03\x12\x13\n\x0bmoved_users\x18\x05 \x01(\x03\x12\x15\n\rmoved_records\x18\x06 \x01(\x03\x12\x13\n\x0bmoved_stock\x18\x07 \x01(\x03\x12\x11\n\tfrozen_ms\x18\x08 \x01(\x03\x12\x0f\n\x07took_ms\x18\t \x01(\x03\x12\x0f\n\x07resumed\x18\n \x01(\x08\"\x16\n\x14ListCampaignsRequest\"*\n\x12ListCampaignsReply\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x01 \x03(\t\"\x92\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05shard\x18\x03 \x01(\x05\x12\r\n\x05\x61t_ms\x18\x04 \x01(\x03\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x12\n\nvoucher_id\x18\x07 \x01(\t\x12\x12\n\nchannel_id\x18\x08 \x01(\t\"I\n\x13\x45xportEventsRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"[\n\x11\x45xportEventsReply\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.claimcore.v1.Event\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\x12\x0c\n\x04more\x18\x03 \x01(\x08\"N\n\x0fReconcileFigure\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x66rom_ledger\x18\x02 \x01(\x03\x12\x0c\n\x04live\x18\x03 \x01(\x03\x12\n\n\x02ok\x18\x04 \x01(\x08\"\\\n\x0eReconcileReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12.\n\x07\x66igures\x18\x02 \x03(\x0b\x32\x1d.claimcore.v1.ReconcileFigure\x12\x0e\n\x06\x65vents\x18\x03 \x01(\x03*\x9e\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0b\n\x07GRANTED\x10\x01\x12\x13\n\x0f\x41LREADY_CLAIMED\x10\x02\x12\x0c\n\x08SOLD_OUT\x10\x03\x12\x0f\n\x0bNOT_STARTED\x10\x04\x12\t\n\x05\x45NDED\x10\x05\x12\x10\n\x0cNOT_ELIGIBLE\x10\x06\x12\x10\n\x0cRATE_LIMITED\x10\x07\x12\n\n\x06PAUSED\x10\x08\x32\xe3\x01\n\x0c\x43laimService\x12=\n\x05\x43laim\x12\x1a.claimcore.v1.ClaimRequest\x1a\x18.claimcore.v1.ClaimReply\x12L\n\nClaimBatch\x12\x1f.claimcore.v1.ClaimBatchRequest\x1a\x1d.claimcore.v1.ClaimBatchReply\x12\x46\n\x08GetClaim\x12\x1d.claimcore.v1.GetClaimRequest\x1a\x1b.claimcore.v1.GetClaimReply2\x8a\x05\n\x0c\x41\x64minService\x12Q\n\x0e\x43reateCampaign\x12#.claimcore.v1.CreateCampaignRequest\x1a\x1a.claimcore.v1.CampaignInfo\x12K\n\x0bGetCampaign\x12 .claimcore.v1.GetCampaignRequest\x1a\x1a.claimcore.v1.CampaignInfo\x12U\n\rListCampaigns\x12\".claimcore.v1.ListCampaignsRequest\x1a .claimcore.v1.ListCampaignsReply\x12M\n\rPauseCampaign\x12 .claimcore.v1.GetCampaignRequest\x1a\x1a.claimcore.v1.CampaignInfo\x12N\n\x0eResumeCampaign\x12 .claimcore.v1.GetCampaignRequest\x1a\x1a.claimcore.v1.CampaignInfo\x12\x43\n\x07Reshard\x12\x1c.claimcore.v1.ReshardRequest\x1a\x1a.claimcore.v1.ReshardReply\x12R\n\x0c\x45xportEvents\x12!.claimcore.v1.ExportEventsRequest\x1a\x1f.claimcore.v1.ExportEventsReply\x12K\n\tReconcile\x12 .claimcore.v1.GetCampaignRequest\x1a\x1c.claimcore.v1.ReconcileReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63laimcore/v1/claims.proto\x12\x0c\x63laimcore.v1\"\\\n\x0c\x43laimRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x12\n\nchannel_id\x18\x04 \x01(\t\"\xc2\x01\n\x07Voucher\x12\x12\n\nvoucher_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x15\n\rgranted_at_ms\x18\x05 \x01(\x03\x12\x13\n\x0bvalue_cents\x18\x06 \x01(\x03\x12\x17\n\x0fmin_spend_cents\x18\x07 \x01(\x03\x12\x10\n\x08\x63\x61tegory\x18\x08 \x01(\t\x12\x12\n\nchannel_id\x18\t \x01(\t\"\x84\x01\n\nClaimReply\x12&\n\x07outcome\x18\x01 \x01(\x0e\x32\x15.claimcore.v1.Outcome\x12&\n\x07voucher\x18\x02 \x01(\x0b\x32\x15.claimcore.v1.Voucher\x12\x16\n\x0eretry_after_ms\x18\x03 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"?\n\x11\x43laimBatchRequest\x12*\n\x06\x63laims\x18\x01 \x03(\x0b\x32\x1a.claimcore.v1.ClaimRequest\"<\n\x0f\x43laimBatchReply\x12)\n\x07replies\x18\x01 \x03(\x0b\x32\x18.claimcore.v1.ClaimReply\"K\n\x0fGetClaimRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"G\n\rGetClaimReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\'\n\x08vouchers\x18\x02 \x03(\x0b\x32\x15.claimcore.v1.Voucher\"\xca\x02\n\x08\x43\x61mpaign\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tinventory\x18\x03 \x01(\x03\x12\x0e\n\x06shards\x18\x04 \x01(\x05\x12\x16\n\x0eper_user_limit\x18\x05 \x01(\x05\x12\x14\n\x0cstarts_at_ms\x18\x06 \x01(\x03\x12\x12\n\nends_at_ms\x18\x07 \x01(\x03\x12\x16\n\x0e\x61\x64mission_rate\x18\x08 \x01(\x03\x12\x17\n\x0f\x61\x64mission_burst\x18\t \x01(\x03\x12\x13\n\x0bvalue_cents\x18\n \x01(\x03\x12\x17\n\x0fmin_spend_cents\x18\x0b \x01(\x03\x12\x10\n\x08\x63\x61tegory\x18\x0c \x01(\t\x12\x14\n\x0cvalid_for_ms\x18\r \x01(\x03\x12\x1e\n\x16max_vouchers_per_order\x18\x0e \x01(\x05\x12\x0f\n\x07regions\x18\x0f \x03(\t\"A\n\x15\x43reateCampaignRequest\x12(\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x16.claimcore.v1.Campaign\")\n\x12GetCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"R\n\x0cShardFigures\x12\r\n\x05shard\x18\x01 \x01(\x05\x12\x11\n\tremaining\x18\x02 \x01(\x03\x12\x0f\n\x07granted\x18\x03 \x01(\x03\x12\x0f\n\x07retired\x18\x04 \x01(\x08\"\xf0\x01\n\x0c\x43\x61mpaignInfo\x12(\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x16.claimcore.v1.Campaign\x12\x0e\n\x06paused\x18\x02 \x01(\x08\x12\x0f\n\x07granted\x18\x03 \x01(\x03\x12\x11\n\tremaining\x18\x04 \x01(\x03\x12\x16\n\x0esold_out_at_ms\x18\x05 \x01(\x03\x12*\n\x06shards\x18\x06 \x03(\x0b\x32\x1a.claimcore.v1.ShardFigures\x12\x15\n\rcreated_at_ms\x18\x07 \x01(\x03\x12\x13\n\x0bshard_epoch\x18\x08 \x01(\x03\x12\x12\n\nresharding\x18\t \x01(\x08\"5\n\x0eReshardRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0e\n\x06shards\x18\x02 \x01(\x05\"\xef\x01\n\x0cReshardReply\x12,\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x1a.claimcore.v1.CampaignInfo\x12\x13\n\x0b\x66rom_shards\x18\x02 \x01(\x05\x12\x11\n\tto_shards\x18\x03 \x01(\x05\x12\x13\n\x0bshard_epoch\x18\x04 \x01(\x03\x12\x13\n\x0bmoved_users\x18\x05 \x01(\x03\x12\x15\n\rmoved_records\x18\x06 \x01(\x03\x12\x13\n\x0bmoved_stock\x18\x07 \x01(\x03\x12\x11\n\tfrozen_ms\x18\x08 \x01(\x03\x12\x0f\n\x07took_ms\x18\t \x01(\x03\x12\x0f\n\x07resumed\x18\n \x01(\x08\"\x16\n\x14ListCampaignsRequest\"*\n\x12ListCampaignsReply\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x01 \x03(\t\"\x90\x02\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05shard\x18\x03 \x01(\x05\x12\r\n\x05\x61t_ms\x18\x04 \x01(\x03\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x12\n\nvoucher_id\x18\x07 \x01(\t\x12\x12\n\nchannel_id\x18\x08 \x01(\t\x12\x10\n\x08order_id\x18\t \x01(\t\x12\x13\n\x0bmerchant_id\x18\n \x01(\t\x12\x1a\n\x12order_amount_cents\x18\x0b \x01(\x03\x12\x15\n\rsubsidy_cents\x18\x0c \x01(\x03\x12\x10\n\x08sn_codes\x18\r \x03(\t\x12\x10\n\x08returned\x18\x0e \x01(\x08\"d\n\x08Merchant\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x0e\n\x06region\x18\x05 \x01(\t\"?\n\x12ListMerchantsReply\x12)\n\tmerchants\x18\x01 \x03(\x0b\x32\x16.claimcore.v1.Merchant\"\xb3\x01\n\rRedeemRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x13\n\x0bvoucher_ids\x18\x03 \x03(\t\x12\x13\n\x0bmerchant_id\x18\x04 \x01(\t\x12\x10\n\x08order_id\x18\x05 \x01(\t\x12\x1a\n\x12order_amount_cents\x18\x06 \x01(\x03\x12\x10\n\x08sn_codes\x18\x07 \x03(\t\x12\x12\n\nchannel_id\x18\x08 \x01(\t\"\x8f\x01\n\x0bRedeemReply\x12,\n\x07outcome\x18\x01 \x01(\x0e\x32\x1b.claimcore.v1.RedeemOutcome\x12\x13\n\x0bvoucher_ids\x18\x02 \x03(\t\x12\x15\n\rsubsidy_cents\x18\x03 \x01(\x03\x12\x16\n\x0eredeemed_at_ms\x18\x04 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"H\n\x0eReverseRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\"\x90\x01\n\x0cReverseReply\x12-\n\x07outcome\x18\x01 \x01(\x0e\x32\x1c.claimcore.v1.ReverseOutcome\x12\x1c\n\x14returned_voucher_ids\x18\x02 \x03(\t\x12\x1b\n\x13\x65xpired_voucher_ids\x18\x03 \x03(\t\x12\x16\n\x0ereversed_at_ms\x18\x04 \x01(\x03\"I\n\x13\x45xportEventsRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"[\n\x11\x45xportEventsReply\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.claimcore.v1.Event\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\x12\x0c\n\x04more\x18\x03 \x01(\x08\"N\n\x0fReconcileFigure\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x66rom_ledger\x18\x02 \x01(\x03\x12\x0c\n\x04live\x18\x03 \x01(\x03\x12\n\n\x02ok\x18\x04 \x01(\x08\"\\\n\x0eReconcileReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12.\n\x07\x66igures\x18\x02 \x03(\x0b\x32\x1d.claimcore.v1.ReconcileFigure\x12\x0e\n\x06\x65vents\x18\x03 \x01(\x03*\x9e\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0b\n\x07GRANTED\x10\x01\x12\x13\n\x0f\x41LREADY_CLAIMED\x10\x02\x12\x0c\n\x08SOLD_OUT\x10\x03\x12\x0f\n\x0bNOT_STARTED\x10\x04\x12\t\n\x05\x45NDED\x10\x05\x12\x10\n\x0cNOT_ELIGIBLE\x10\x06\x12\x10\n\x0cRATE_LIMITED\x10\x07\x12\n\n\x06PAUSED\x10\x08*\xca\x01\n\rRedeemOutcome\x12\x1e\n\x1aREDEEM_OUTCOME_UNSPECIFIED\x10\x00\x12\x0c\n\x08REDEEMED\x10\x01\x12\x14\n\x10\x41LREADY_REDEEMED\x10\x02\x12\x0b\n\x07\x45XPIRED\x10\x03\x12\r\n\tNOT_OWNER\x10\x04\x12\x18\n\x14MERCHANT_NOT_ALLOWED\x10\x05\x12\x17\n\x13\x42\x45LOW_MINIMUM_SPEND\x10\x06\x12\x11\n\rNOT_STACKABLE\x10\x07\x12\x13\n\x0fORDER_ID_REUSED\x10\x08*T\n\x0eReverseOutcome\x12\x1f\n\x1bREVERSE_OUTCOME_UNSPECIFIED\x10\x00\x12\x0c\n\x08REVERSED\x10\x01\x12\x13\n\x0fORDER_NOT_FOUND\x10\x02\x32\xe3\x01\n\x0c\x43laimService\x12=\n\x05\x43laim\x12\x1a.claimcore.v1.ClaimRequest\x1a\x18.claimcore.v1.ClaimReply\x12L\n\nClaimBatch\x12\x1f.claimcore.v1.ClaimBatchRequest\x1a\x1d.claimcore.v1.ClaimBatchReply\x12\x46\n\x08GetClaim\x12\x1d.claimcore.v1.GetClaimRequest\x1a\x1b.claimcore.v1.GetClaimReply2\xa3\x06\n\x0c\x41\x64minService\x12Q\n\x0e\x43reateCampaign\x12#.claimcore.v1.CreateCampaignRequest\x1a\x1a.claimcore.v1.CampaignInfo\x12K\n\x0bGetCampaign\x12 .claimcore.v1.GetCampaignRequest\x1a\x1a.claimcore.v1.CampaignInfo\x12U\n\rListCampaigns\x12\".claimcore.v1.ListCampaignsRequest\x1a .claimcore.v1.ListCampaignsReply\x12M\n\rPauseCampaign\x12 .claimcore.v1.GetCampaignRequest\x1a\x1a.claimcore.v1.CampaignInfo\x12N\n\x0eResumeCampaign\x12 .claimcore.v1.GetCampaignRequest\x1a\x1a.claimcore.v1.CampaignInfo\x12\x43\n\x07Reshard\x12\x1c.claimcore.v1.ReshardRequest\x1a\x1a.claimcore.v1.ReshardReply\x12R\n\x0c\x45xportEvents\x12!.claimcore.v1.ExportEventsRequest\x1a\x1f.claimcore.v1.ExportEventsReply\x12\x42\n\x10RegisterMerchant\x12\x16.claimcore.v1.Merchant\x1a\x16.claimcore.v1.Merchant\x12S\n\rListMerchants\x12 .claimcore.v1.GetCampaignRequest\x1a .claimcore.v1.ListMerchantsReply\x12K\n\tReconcile\x12 .claimcore.v1.GetCampaignRequest\x1a\x1c.claimcore.v1.ReconcileReply2\x96\x01\n\rRedeemService\x12@\n\x06Redeem\x12\x1b.claimcore.v1.RedeemRequest\x1a\x19.claimcore.v1.RedeemReply\x12\x43\n\x07Reverse\x12\x1c.claimcore.v1.ReverseRequest\x1a\x1a.claimcore.v1.ReverseReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'claimcore.v1.claims_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOME']._serialized_start=2302
-  _globals['_OUTCOME']._serialized_end=2460
+  _globals['_OUTCOME']._serialized_start=3215
+  _globals['_OUTCOME']._serialized_end=3373
+  _globals['_REDEEMOUTCOME']._serialized_start=3376
+  _globals['_REDEEMOUTCOME']._serialized_end=3578
+  _globals['_REVERSEOUTCOME']._serialized_start=3580
+  _globals['_REVERSEOUTCOME']._serialized_end=3664
   _globals['_CLAIMREQUEST']._serialized_start=43
   _globals['_CLAIMREQUEST']._serialized_end=135
   _globals['_VOUCHER']._serialized_start=138
@@ -48,35 +52,49 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCLAIMREPLY']._serialized_start=673
   _globals['_GETCLAIMREPLY']._serialized_end=744
   _globals['_CAMPAIGN']._serialized_start=747
-  _globals['_CAMPAIGN']._serialized_end=1006
-  _globals['_CREATECAMPAIGNREQUEST']._serialized_start=1008
-  _globals['_CREATECAMPAIGNREQUEST']._serialized_end=1073
-  _globals['_GETCAMPAIGNREQUEST']._serialized_start=1075
-  _globals['_GETCAMPAIGNREQUEST']._serialized_end=1116
-  _globals['_SHARDFIGURES']._serialized_start=1118
-  _globals['_SHARDFIGURES']._serialized_end=1200
-  _globals['_CAMPAIGNINFO']._serialized_start=1203
-  _globals['_CAMPAIGNINFO']._serialized_end=1443
-  _globals['_RESHARDREQUEST']._serialized_start=1445
-  _globals['_RESHARDREQUEST']._serialized_end=1498
-  _globals['_RESHARDREPLY']._serialized_start=1501
-  _globals['_RESHARDREPLY']._serialized_end=1740
-  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=1742
-  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=1764
-  _globals['_LISTCAMPAIGNSREPLY']._serialized_start=1766
-  _globals['_LISTCAMPAIGNSREPLY']._serialized_end=1808
-  _globals['_EVENT']._serialized_start=1811
-  _globals['_EVENT']._serialized_end=1957
-  _globals['_EXPORTEVENTSREQUEST']._serialized_start=1959
-  _globals['_EXPORTEVENTSREQUEST']._serialized_end=2032
-  _globals['_EXPORTEVENTSREPLY']._serialized_start=2034
-  _globals['_EXPORTEVENTSREPLY']._serialized_end=2125
-  _globals['_RECONCILEFIGURE']._serialized_start=2127
-  _globals['_RECONCILEFIGURE']._serialized_end=2205
-  _globals['_RECONCILEREPLY']._serialized_start=2207
-  _globals['_RECONCILEREPLY']._serialized_end=2299
-  _globals['_CLAIMSERVICE']._serialized_start=2463
-  _globals['_CLAIMSERVICE']._serialized_end=2690
-  _globals['_ADMINSERVICE']._serialized_start=2693
-  _globals['_ADMINSERVICE']._serialized_end=3343
+  _globals['_CAMPAIGN']._serialized_end=1077
+  _globals['_CREATECAMPAIGNREQUEST']._serialized_start=1079
+  _globals['_CREATECAMPAIGNREQUEST']._serialized_end=1144
+  _globals['_GETCAMPAIGNREQUEST']._serialized_start=1146
+  _globals['_GETCAMPAIGNREQUEST']._serialized_end=1187
+  _globals['_SHARDFIGURES']._serialized_start=1189
+  _globals['_SHARDFIGURES']._serialized_end=1271
+  _globals['_CAMPAIGNINFO']._serialized_start=1274
+  _globals['_CAMPAIGNINFO']._serialized_end=1514
+  _globals['_RESHARDREQUEST']._serialized_start=1516
+  _globals['_RESHARDREQUEST']._serialized_end=1569
+  _globals['_RESHARDREPLY']._serialized_start=1572
+  _globals['_RESHARDREPLY']._serialized_end=1811
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=1813
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=1835
+  _globals['_LISTCAMPAIGNSREPLY']._serialized_start=1837
+  _globals['_LISTCAMPAIGNSREPLY']._serialized_end=1879
+  _globals['_EVENT']._serialized_start=1882
+  _globals['_EVENT']._serialized_end=2154
+  _globals['_MERCHANT']._serialized_start=2156
+  _globals['_MERCHANT']._serialized_end=2256
+  _globals['_LISTMERCHANTSREPLY']._serialized_start=2258
+  _globals['_LISTMERCHANTSREPLY']._serialized_end=2321
+  _globals['_REDEEMREQUEST']._serialized_start=2324
+  _globals['_REDEEMREQUEST']._serialized_end=2503
+  _globals['_REDEEMREPLY']._serialized_start=2506
+  _globals['_REDEEMREPLY']._serialized_end=2649
+  _globals['_REVERSEREQUEST']._serialized_start=2651
+  _globals['_REVERSEREQUEST']._serialized_end=2723
+  _globals['_REVERSEREPLY']._serialized_start=2726
+  _globals['_REVERSEREPLY']._serialized_end=2870
+  _globals['_EXPORTEVENTSREQUEST']._serialized_start=2872
+  _globals['_EXPORTEVENTSREQUEST']._serialized_end=2945
+  _globals['_EXPORTEVENTSREPLY']._serialized_start=2947
+  _globals['_EXPORTEVENTSREPLY']._serialized_end=3038
+  _globals['_RECONCILEFIGURE']._serialized_start=3040
+  _globals['_RECONCILEFIGURE']._serialized_end=3118
+  _globals['_RECONCILEREPLY']._serialized_start=3120
+  _globals['_RECONCILEREPLY']._serialized_end=3212
+  _globals['_CLAIMSERVICE']._serialized_start=3667
+  _globals['_CLAIMSERVICE']._serialized_end=3894
+  _globals['_ADMINSERVICE']._serialized_start=3897
+  _globals['_ADMINSERVICE']._serialized_end=4700
+  _globals['_REDEEMSERVICE']._serialized_start=4703
+  _globals['_REDEEMSERVICE']._serialized_end=4853
 # @@protoc_insertion_point(module_scope)

@@ -18,6 +18,24 @@ class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NOT_ELIGIBLE: _ClassVar[Outcome]
     RATE_LIMITED: _ClassVar[Outcome]
     PAUSED: _ClassVar[Outcome]
+
+class RedeemOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REDEEM_OUTCOME_UNSPECIFIED: _ClassVar[RedeemOutcome]
+    REDEEMED: _ClassVar[RedeemOutcome]
+    ALREADY_REDEEMED: _ClassVar[RedeemOutcome]
+    EXPIRED: _ClassVar[RedeemOutcome]
+    NOT_OWNER: _ClassVar[RedeemOutcome]
+    MERCHANT_NOT_ALLOWED: _ClassVar[RedeemOutcome]
+    BELOW_MINIMUM_SPEND: _ClassVar[RedeemOutcome]
+    NOT_STACKABLE: _ClassVar[RedeemOutcome]
+    ORDER_ID_REUSED: _ClassVar[RedeemOutcome]
+
+class ReverseOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REVERSE_OUTCOME_UNSPECIFIED: _ClassVar[ReverseOutcome]
+    REVERSED: _ClassVar[ReverseOutcome]
+    ORDER_NOT_FOUND: _ClassVar[ReverseOutcome]
 OUTCOME_UNSPECIFIED: Outcome
 GRANTED: Outcome
 ALREADY_CLAIMED: Outcome
@@ -27,6 +45,18 @@ ENDED: Outcome
 NOT_ELIGIBLE: Outcome
 RATE_LIMITED: Outcome
 PAUSED: Outcome
+REDEEM_OUTCOME_UNSPECIFIED: RedeemOutcome
+REDEEMED: RedeemOutcome
+ALREADY_REDEEMED: RedeemOutcome
+EXPIRED: RedeemOutcome
+NOT_OWNER: RedeemOutcome
+MERCHANT_NOT_ALLOWED: RedeemOutcome
+BELOW_MINIMUM_SPEND: RedeemOutcome
+NOT_STACKABLE: RedeemOutcome
+ORDER_ID_REUSED: RedeemOutcome
+REVERSE_OUTCOME_UNSPECIFIED: ReverseOutcome
+REVERSED: ReverseOutcome
+ORDER_NOT_FOUND: ReverseOutcome
 
 class ClaimRequest(_message.Message):
     __slots__ = ("campaign_id", "user_id", "request_id", "channel_id")
@@ -105,7 +135,7 @@ class GetClaimReply(_message.Message):
     def __init__(self, found: _Optional[bool] = ..., vouchers: _Optional[_Iterable[_Union[Voucher, _Mapping]]] = ...) -> None: ...
 
 class Campaign(_message.Message):
-    __slots__ = ("campaign_id", "name", "inventory", "shards", "per_user_limit", "starts_at_ms", "ends_at_ms", "admission_rate", "admission_burst", "value_cents", "min_spend_cents", "category")
+    __slots__ = ("campaign_id", "name", "inventory", "shards", "per_user_limit", "starts_at_ms", "ends_at_ms", "admission_rate", "admission_burst", "value_cents", "min_spend_cents", "category", "valid_for_ms", "max_vouchers_per_order", "regions")
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +148,9 @@ class Campaign(_message.Message):
     VALUE_CENTS_FIELD_NUMBER: _ClassVar[int]
     MIN_SPEND_CENTS_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    VALID_FOR_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_VOUCHERS_PER_ORDER_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     name: str
     inventory: int
@@ -130,7 +163,10 @@ class Campaign(_message.Message):
     value_cents: int
     min_spend_cents: int
     category: str
-    def __init__(self, campaign_id: _Optional[str] = ..., name: _Optional[str] = ..., inventory: _Optional[int] = ..., shards: _Optional[int] = ..., per_user_limit: _Optional[int] = ..., starts_at_ms: _Optional[int] = ..., ends_at_ms: _Optional[int] = ..., admission_rate: _Optional[int] = ..., admission_burst: _Optional[int] = ..., value_cents: _Optional[int] = ..., min_spend_cents: _Optional[int] = ..., category: _Optional[str] = ...) -> None: ...
+    valid_for_ms: int
+    max_vouchers_per_order: int
+    regions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, campaign_id: _Optional[str] = ..., name: _Optional[str] = ..., inventory: _Optional[int] = ..., shards: _Optional[int] = ..., per_user_limit: _Optional[int] = ..., starts_at_ms: _Optional[int] = ..., ends_at_ms: _Optional[int] = ..., admission_rate: _Optional[int] = ..., admission_burst: _Optional[int] = ..., value_cents: _Optional[int] = ..., min_spend_cents: _Optional[int] = ..., category: _Optional[str] = ..., valid_for_ms: _Optional[int] = ..., max_vouchers_per_order: _Optional[int] = ..., regions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateCampaignRequest(_message.Message):
     __slots__ = ("campaign",)
@@ -221,7 +257,7 @@ class ListCampaignsReply(_message.Message):
     def __init__(self, campaign_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("event_id", "kind", "shard", "at_ms", "user_id", "request_id", "voucher_id", "channel_id")
+    __slots__ = ("event_id", "kind", "shard", "at_ms", "user_id", "request_id", "voucher_id", "channel_id", "order_id", "merchant_id", "order_amount_cents", "subsidy_cents", "sn_codes", "returned")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +266,12 @@ class Event(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     VOUCHER_ID_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    SUBSIDY_CENTS_FIELD_NUMBER: _ClassVar[int]
+    SN_CODES_FIELD_NUMBER: _ClassVar[int]
+    RETURNED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     kind: str
     shard: int
@@ -238,7 +280,89 @@ class Event(_message.Message):
     request_id: str
     voucher_id: str
     channel_id: str
-    def __init__(self, event_id: _Optional[str] = ..., kind: _Optional[str] = ..., shard: _Optional[int] = ..., at_ms: _Optional[int] = ..., user_id: _Optional[str] = ..., request_id: _Optional[str] = ..., voucher_id: _Optional[str] = ..., channel_id: _Optional[str] = ...) -> None: ...
+    order_id: str
+    merchant_id: str
+    order_amount_cents: int
+    subsidy_cents: int
+    sn_codes: _containers.RepeatedScalarFieldContainer[str]
+    returned: bool
+    def __init__(self, event_id: _Optional[str] = ..., kind: _Optional[str] = ..., shard: _Optional[int] = ..., at_ms: _Optional[int] = ..., user_id: _Optional[str] = ..., request_id: _Optional[str] = ..., voucher_id: _Optional[str] = ..., channel_id: _Optional[str] = ..., order_id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., order_amount_cents: _Optional[int] = ..., subsidy_cents: _Optional[int] = ..., sn_codes: _Optional[_Iterable[str]] = ..., returned: _Optional[bool] = ...) -> None: ...
+
+class Merchant(_message.Message):
+    __slots__ = ("campaign_id", "merchant_id", "name", "category", "region")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    merchant_id: str
+    name: str
+    category: str
+    region: str
+    def __init__(self, campaign_id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., name: _Optional[str] = ..., category: _Optional[str] = ..., region: _Optional[str] = ...) -> None: ...
+
+class ListMerchantsReply(_message.Message):
+    __slots__ = ("merchants",)
+    MERCHANTS_FIELD_NUMBER: _ClassVar[int]
+    merchants: _containers.RepeatedCompositeFieldContainer[Merchant]
+    def __init__(self, merchants: _Optional[_Iterable[_Union[Merchant, _Mapping]]] = ...) -> None: ...
+
+class RedeemRequest(_message.Message):
+    __slots__ = ("campaign_id", "user_id", "voucher_ids", "merchant_id", "order_id", "order_amount_cents", "sn_codes", "channel_id")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    VOUCHER_IDS_FIELD_NUMBER: _ClassVar[int]
+    MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    SN_CODES_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_ID_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    user_id: str
+    voucher_ids: _containers.RepeatedScalarFieldContainer[str]
+    merchant_id: str
+    order_id: str
+    order_amount_cents: int
+    sn_codes: _containers.RepeatedScalarFieldContainer[str]
+    channel_id: str
+    def __init__(self, campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., voucher_ids: _Optional[_Iterable[str]] = ..., merchant_id: _Optional[str] = ..., order_id: _Optional[str] = ..., order_amount_cents: _Optional[int] = ..., sn_codes: _Optional[_Iterable[str]] = ..., channel_id: _Optional[str] = ...) -> None: ...
+
+class RedeemReply(_message.Message):
+    __slots__ = ("outcome", "voucher_ids", "subsidy_cents", "redeemed_at_ms", "detail")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    VOUCHER_IDS_FIELD_NUMBER: _ClassVar[int]
+    SUBSIDY_CENTS_FIELD_NUMBER: _ClassVar[int]
+    REDEEMED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    outcome: RedeemOutcome
+    voucher_ids: _containers.RepeatedScalarFieldContainer[str]
+    subsidy_cents: int
+    redeemed_at_ms: int
+    detail: str
+    def __init__(self, outcome: _Optional[_Union[RedeemOutcome, str]] = ..., voucher_ids: _Optional[_Iterable[str]] = ..., subsidy_cents: _Optional[int] = ..., redeemed_at_ms: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class ReverseRequest(_message.Message):
+    __slots__ = ("campaign_id", "user_id", "order_id")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    user_id: str
+    order_id: str
+    def __init__(self, campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., order_id: _Optional[str] = ...) -> None: ...
+
+class ReverseReply(_message.Message):
+    __slots__ = ("outcome", "returned_voucher_ids", "expired_voucher_ids", "reversed_at_ms")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    RETURNED_VOUCHER_IDS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_VOUCHER_IDS_FIELD_NUMBER: _ClassVar[int]
+    REVERSED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    outcome: ReverseOutcome
+    returned_voucher_ids: _containers.RepeatedScalarFieldContainer[str]
+    expired_voucher_ids: _containers.RepeatedScalarFieldContainer[str]
+    reversed_at_ms: int
+    def __init__(self, outcome: _Optional[_Union[ReverseOutcome, str]] = ..., returned_voucher_ids: _Optional[_Iterable[str]] = ..., expired_voucher_ids: _Optional[_Iterable[str]] = ..., reversed_at_ms: _Optional[int] = ...) -> None: ...
 
 class ExportEventsRequest(_message.Message):
     __slots__ = ("campaign_id", "cursor", "limit")

@@ -240,6 +240,16 @@ class AdminServiceStub:
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.ExportEventsRequest.SerializeToString,
                 response_deserializer=claimcore_dot_v1_dot_claims__pb2.ExportEventsReply.FromString,
                 _registered_method=True)
+        self.RegisterMerchant = channel.unary_unary(
+                '/claimcore.v1.AdminService/RegisterMerchant',
+                request_serializer=claimcore_dot_v1_dot_claims__pb2.Merchant.SerializeToString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.Merchant.FromString,
+                _registered_method=True)
+        self.ListMerchants = channel.unary_unary(
+                '/claimcore.v1.AdminService/ListMerchants',
+                request_serializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ListMerchantsReply.FromString,
+                _registered_method=True)
         self.Reconcile = channel.unary_unary(
                 '/claimcore.v1.AdminService/Reconcile',
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
@@ -304,6 +314,19 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterMerchant(self, request, context):
+        """Register (or update) a merchant allowed to redeem a campaign's vouchers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMerchants(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Reconcile(self, request, context):
         """Recompute the figures from the ledger and compare them with the live counters.
         """
@@ -348,6 +371,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ExportEvents,
                     request_deserializer=claimcore_dot_v1_dot_claims__pb2.ExportEventsRequest.FromString,
                     response_serializer=claimcore_dot_v1_dot_claims__pb2.ExportEventsReply.SerializeToString,
+            ),
+            'RegisterMerchant': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterMerchant,
+                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.Merchant.FromString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.Merchant.SerializeToString,
+            ),
+            'ListMerchants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMerchants,
+                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.FromString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ListMerchantsReply.SerializeToString,
             ),
             'Reconcile': grpc.unary_unary_rpc_method_handler(
                     servicer.Reconcile,
@@ -557,6 +590,60 @@ class AdminService:
             _registered_method=True)
 
     @staticmethod
+    def RegisterMerchant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/claimcore.v1.AdminService/RegisterMerchant',
+            claimcore_dot_v1_dot_claims__pb2.Merchant.SerializeToString,
+            claimcore_dot_v1_dot_claims__pb2.Merchant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMerchants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/claimcore.v1.AdminService/ListMerchants',
+            claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
+            claimcore_dot_v1_dot_claims__pb2.ListMerchantsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Reconcile(request,
             target,
             options=(),
@@ -573,6 +660,127 @@ class AdminService:
             '/claimcore.v1.AdminService/Reconcile',
             claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
             claimcore_dot_v1_dot_claims__pb2.ReconcileReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class RedeemServiceStub:
+    """Redemption (核销) at a merchant: docs/redemption.md.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Redeem = channel.unary_unary(
+                '/claimcore.v1.RedeemService/Redeem',
+                request_serializer=claimcore_dot_v1_dot_claims__pb2.RedeemRequest.SerializeToString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.RedeemReply.FromString,
+                _registered_method=True)
+        self.Reverse = channel.unary_unary(
+                '/claimcore.v1.RedeemService/Reverse',
+                request_serializer=claimcore_dot_v1_dot_claims__pb2.ReverseRequest.SerializeToString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ReverseReply.FromString,
+                _registered_method=True)
+
+
+class RedeemServiceServicer:
+    """Redemption (核销) at a merchant: docs/redemption.md.
+    """
+
+    def Redeem(self, request, context):
+        """Use one or more vouchers of one campaign on one order, atomically: all or none.
+        Idempotent by (user_id, order_id): the same order again gets the original reply.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reverse(self, request, context):
+        """A refunded order: its vouchers go back to their user if still valid. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RedeemServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Redeem': grpc.unary_unary_rpc_method_handler(
+                    servicer.Redeem,
+                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.RedeemRequest.FromString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.RedeemReply.SerializeToString,
+            ),
+            'Reverse': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reverse,
+                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.ReverseRequest.FromString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ReverseReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'claimcore.v1.RedeemService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('claimcore.v1.RedeemService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class RedeemService:
+    """Redemption (核销) at a merchant: docs/redemption.md.
+    """
+
+    @staticmethod
+    def Redeem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/claimcore.v1.RedeemService/Redeem',
+            claimcore_dot_v1_dot_claims__pb2.RedeemRequest.SerializeToString,
+            claimcore_dot_v1_dot_claims__pb2.RedeemReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reverse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/claimcore.v1.RedeemService/Reverse',
+            claimcore_dot_v1_dot_claims__pb2.ReverseRequest.SerializeToString,
+            claimcore_dot_v1_dot_claims__pb2.ReverseReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,95 @@
+#!lua
+-- redeem.lua: use one or more of a user's vouchers on one order, all or none.
+--
+-- KEYS[1]  cc:{C:s}:state    HASH epoch, moving; counters redeemed, subsidy
+-- KEYS[2]  cc:{C:s}:users    HASH user -> "count|last_voucher|last_at|rid1,rid2,..."
+-- KEYS[3]  cc:{C:s}:reqs     HASH "user|request_id" -> "voucher|granted_at|channel"
+-- KEYS[4]  cc:{C:s}:redeem   HASH redemption records (keyspace.py)
+-- KEYS[5]  cc:{C:s}:log      STREAM the shard's ledger
+-- ARGV     epoch, now_ms, user, order_id, merchant_id, order_amount, min_spend, value,
+--          valid_for_ms, channel, sn_codes (comma-joined), then the voucher ids (sorted)
+-- Returns  { 1, subsidy, at, vouchers... }        REDEEMED (now, or earlier for this order)
+--          { code, 0, 0, vouchers at fault... }  2 ALREADY_REDEEMED, 3 EXPIRED, 4 NOT_OWNER,
+--                                                6 BELOW_MINIMUM_SPEND, 8 ORDER_ID_REUSED
+--          { -2, epoch } / { -3, epoch }         STALE / MOVING, as claim.lua
+--
+-- The user's shard holds their grants, so ownership, use and validity are one
+-- slot, checked and changed in one step: two redemptions of one voucher cannot
+-- both pass. Every check runs before any write.
+
+local st = redis.call('HMGET', KEYS[1], 'epoch', 'moving')
+local epoch, node_epoch = tonumber(st[1] or '0'), tonumber(ARGV[1])
+if node_epoch < epoch then return { -2, epoch } end
+if node_epoch > epoch or st[2] == '1' then return { -3, epoch } end
+
+local now, user, order = tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local amount, min_spend, value = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local valid_for = tonumber(ARGV[9])
+local vouchers = {}
+for i = 12, #ARGV do vouchers[#vouchers + 1] = ARGV[i] end
+local wanted = table.concat(vouchers, ',')
+
+local okey = 'o:' .. user .. '|' .. order
+local prior = redis.call('HGET', KEYS[4], okey)
+if prior then
+  local state, used, _, _, subsidy, at = string.match(prior, '^(%a)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
+  if state == 'R' and used == wanted then
+    local out = { 1, tonumber(subsidy), tonumber(at) }
+    for _, v in ipairs(vouchers) do out[#out + 1] = v end
+    return out
+  end
+  return { 8, 0, 0 }
+end
+
+-- The user's vouchers and when each was granted, from their grant records.
+local granted_at = {}
+local urec = redis.call('HGET', KEYS[2], user)
+if urec then
+  for rid in string.gmatch(string.match(urec, '^[^|]*|[^|]*|[^|]*|(.*)$'), '[^,]+') do
+    local rec = redis.call('HGET', KEYS[3], user .. '|' .. rid)
+    if rec then
+      local vid, at = string.match(rec, '^([^|]*)|([^|]*)|')
+      granted_at[vid] = tonumber(at)
+    end
+  end
+end
+
+local function fault(code, pick)
+  local out = { code, 0, 0 }
+  for _, v in ipairs(vouchers) do
+    if pick(v) then out[#out + 1] = v end
+  end
+  return out
+end
+
+local not_owned = function(v) return granted_at[v] == nil end
+for _, v in ipairs(vouchers) do
+  if not_owned(v) then return fault(4, not_owned) end
+end
+-- 'R' in use; 'F' given back by a reversal; 'X' expired when its order was reversed
+local used = function(v) local s = redis.call('HGET', KEYS[4], 'v:' .. v); return s and s:sub(1, 1) == 'R' end
+for _, v in ipairs(vouchers) do
+  if used(v) then return fault(2, used) end
+end
+local expired = function(v) return valid_for > 0 and now >= granted_at[v] + valid_for end
+for _, v in ipairs(vouchers) do
+  if expired(v) then return fault(3, expired) end
+end
+if amount < min_spend * #vouchers then return fault(6, function() return true end) end
+
+local subsidy = math.min(amount, value * #vouchers)
+local fields = {}
+for _, v in ipairs(vouchers) do
+  fields[#fields + 1] = 'v:' .. v; fields[#fields + 1] = 'R|' .. order .. '|' .. ARGV[2]
+end
+fields[#fields + 1] = okey
+fields[#fields + 1] = 'R|' .. wanted .. '|' .. ARGV[5] .. '|' .. ARGV[6] .. '|' .. subsidy .. '|' .. ARGV[2]
+  .. '|' .. ARGV[10] .. '|' .. ARGV[11]
+redis.call('HSET', KEYS[4], unpack(fields))
+redis.call('HINCRBY', KEYS[1], 'redeemed', #vouchers)
+redis.call('HINCRBY', KEYS[1], 'subsidy', subsidy)
+redis.call('XADD', KEYS[5], '*', 'e', 'redeem', 't', ARGV[2], 'u', user, 'o', order, 'm', ARGV[5],
+  'a', ARGV[6], 's', subsidy, 'v', wanted, 'c', ARGV[10], 'n', ARGV[11])
+local out = { 1, subsidy, now }
+for _, v in ipairs(vouchers) do out[#out + 1] = v end
+return out

@@ -1,0 +1,65 @@
+#!lua
+-- reverse.lua: a refunded order gives its vouchers back to their user, once.
+--
+-- KEYS[1]  cc:{C:s}:state    HASH epoch, moving; counters redeemed, subsidy
+-- KEYS[2]  cc:{C:s}:users    HASH user -> "count|last_voucher|last_at|rid1,rid2,..."
+-- KEYS[3]  cc:{C:s}:reqs     HASH "user|request_id" -> "voucher|granted_at|channel"
+-- KEYS[4]  cc:{C:s}:redeem   HASH redemption records (keyspace.py)
+-- KEYS[5]  cc:{C:s}:log      STREAM the shard's ledger
+-- ARGV     epoch, now_ms, user, order_id, valid_for_ms
+-- Returns  { 1, at, returned, expired }  REVERSED now or earlier (replay): comma-joined
+--                                        vouchers given back / past validity, kept used
+--          { 2 }                         ORDER_NOT_FOUND
+--          { -2, epoch } / { -3, epoch } STALE / MOVING, as claim.lua
+--
+-- A voucher goes back only if still valid; an expired one stays out of use
+-- (recycling expired vouchers into a later round is a separate step).
+
+local st = redis.call('HMGET', KEYS[1], 'epoch', 'moving')
+local epoch, node_epoch = tonumber(st[1] or '0'), tonumber(ARGV[1])
+if node_epoch < epoch then return { -2, epoch } end
+if node_epoch > epoch or st[2] == '1' then return { -3, epoch } end
+
+local now, user, order = tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local valid_for = tonumber(ARGV[5])
+local okey, rkey = 'o:' .. user .. '|' .. order, 'r:' .. user .. '|' .. order
+local rec = redis.call('HGET', KEYS[4], okey)
+if not rec then return { 2 } end
+if rec:sub(1, 1) == 'V' then
+  local at, returned, expired = string.match(redis.call('HGET', KEYS[4], rkey), '^([^|]*)|([^|]*)|(.*)$')
+  return { 1, tonumber(at), returned, expired }
+end
+local used, subsidy = string.match(rec, '^R|([^|]*)|[^|]*|[^|]*|([^|]*)|')
+
+-- when each voucher was granted, from the user's grant records
+local granted_at = {}
+local urec = redis.call('HGET', KEYS[2], user)
+for rid in string.gmatch(string.match(urec or '0|||', '^[^|]*|[^|]*|[^|]*|(.*)$'), '[^,]+') do
+  local grant = redis.call('HGET', KEYS[3], user .. '|' .. rid)
+  if grant then
+    local vid, at = string.match(grant, '^([^|]*)|([^|]*)|')
+    granted_at[vid] = tonumber(at)
+  end
+end
+
+local returned, expired, fields = {}, {}, {}
+local n = 0
+for v in string.gmatch(used, '[^,]+') do
+  n = n + 1
+  if valid_for == 0 or now < (granted_at[v] or 0) + valid_for then
+    returned[#returned + 1] = v
+    fields[#fields + 1] = 'v:' .. v; fields[#fields + 1] = 'F|' .. order .. '|' .. ARGV[2]
+  else
+    expired[#expired + 1] = v
+    fields[#fields + 1] = 'v:' .. v; fields[#fields + 1] = 'X|' .. order .. '|' .. ARGV[2]
+  end
+end
+local back, gone = table.concat(returned, ','), table.concat(expired, ',')
+fields[#fields + 1] = okey; fields[#fields + 1] = 'V' .. rec:sub(2)
+fields[#fields + 1] = rkey; fields[#fields + 1] = ARGV[2] .. '|' .. back .. '|' .. gone
+redis.call('HSET', KEYS[4], unpack(fields))
+redis.call('HINCRBY', KEYS[1], 'redeemed', -n)
+redis.call('HINCRBY', KEYS[1], 'subsidy', -tonumber(subsidy))
+redis.call('XADD', KEYS[5], '*', 'e', 'reverse', 't', ARGV[2], 'u', user, 'o', order,
+  'v', back, 'x', gone)
+return { 1, now, back, gone }

@@ -1,0 +1,78 @@
+"""RedeemService: redeem vouchers on an order at a merchant, and reverse a refunded order.
+
+Thin, like ClaimService: validate, find the campaign, call claimcore.redemption,
+map the result. Business outcomes travel in the reply; gRPC status codes are
+for calls that failed (an unknown outcome, UNAVAILABLE, is safe to retry:
+both calls are idempotent by (user_id, order_id)).
+"""
+
+from __future__ import annotations
+
+import re
+
+import grpc
+
+from claimcore import validation as v
+from claimcore.campaign import CampaignConfig
+from claimcore.campaigns import CampaignCache, CampaignNotFound
+from claimcore.claim_service import grpc_errors
+from claimcore.redemption import RedeemCode, Redemptions
+from claimcore.v1 import claims_pb2 as pb
+from claimcore.v1 import claims_pb2_grpc as pb_grpc
+
+VOUCHER_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+DETAILS = {
+    RedeemCode.ALREADY_REDEEMED: "used by another order",
+    RedeemCode.EXPIRED: "past its validity",
+    RedeemCode.NOT_OWNER: "not a voucher of this user in this campaign",
+    RedeemCode.BELOW_MINIMUM_SPEND: "order amount under the minimum spend of the vouchers",
+    RedeemCode.ORDER_ID_REUSED: "this order id was redeemed with other vouchers, or reversed",
+}
+
+
+class RedeemService(pb_grpc.RedeemServiceServicer):
+    def __init__(self, redemptions: Redemptions, campaigns: CampaignCache) -> None:
+        self.redemptions = redemptions
+        self.campaigns = campaigns
+
+    async def _config(self, campaign_id: str) -> CampaignConfig:
+        v.check_id("campaign_id", campaign_id, v.CAMPAIGN_ID)
+        config = await self.campaigns.get(campaign_id)
+        if config is None:
+            raise CampaignNotFound(campaign_id)
+        return config
+
+    async def Redeem(self, request: pb.RedeemRequest, context: grpc.aio.ServicerContext) -> pb.RedeemReply:
+        async with grpc_errors(context):
+            v.check_id("user_id", request.user_id, v.USER_ID)
+            v.check_id("merchant_id", request.merchant_id, v.MERCHANT_ID)
+            v.check_id("order_id", request.order_id, v.ORDER_ID)
+            v.check_id("channel_id", request.channel_id, v.CHANNEL_ID)
+            v.check_range("number of voucher_ids", len(request.voucher_ids), 1, v.MAX_VOUCHERS_PER_ORDER)
+            for voucher in request.voucher_ids:
+                v.check_id("voucher_id", voucher, VOUCHER_ID)
+            v.check_range("order_amount_cents", request.order_amount_cents, 0, v.MAX_MONEY_CENTS)
+            v.check_range("number of sn_codes", len(request.sn_codes), 0, v.MAX_SN_CODES)
+            for sn in request.sn_codes:
+                v.check_id("sn_code", sn, v.SN_CODE)
+            config = await self._config(request.campaign_id)
+            done = await self.redemptions.redeem(
+                config, request.user_id, list(request.voucher_ids), request.merchant_id, request.order_id,
+                request.order_amount_cents, list(request.sn_codes), request.channel_id)
+            detail = done.detail or DETAILS.get(done.code, "")
+            if done.vouchers and done.code != RedeemCode.REDEEMED:
+                detail = f"{', '.join(done.vouchers)}: {detail}"
+            return pb.RedeemReply(outcome=done.code, voucher_ids=done.vouchers,
+                                  subsidy_cents=done.subsidy_cents, redeemed_at_ms=done.at_ms, detail=detail)
+        raise AssertionError("unreachable")
+
+    async def Reverse(self, request: pb.ReverseRequest, context: grpc.aio.ServicerContext) -> pb.ReverseReply:
+        async with grpc_errors(context):
+            v.check_id("user_id", request.user_id, v.USER_ID)
+            v.check_id("order_id", request.order_id, v.ORDER_ID)
+            config = await self._config(request.campaign_id)
+            done = await self.redemptions.reverse(config, request.user_id, request.order_id)
+            return pb.ReverseReply(outcome=done.code, returned_voucher_ids=done.returned,
+                                   expired_voucher_ids=done.expired, reversed_at_ms=done.at_ms)
+        raise AssertionError("unreachable")

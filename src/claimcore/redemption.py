@@ -1,0 +1,168 @@
+"""Redemption (核销) and reversal of vouchers, and the merchants allowed to redeem.
+
+A voucher is redeemed on its user's shard, where the user's grant records
+are: redeem.lua checks ownership, use, validity and minimum spend and
+records the order in one atomic step, so two redemptions of one voucher can
+never both pass, and a reversal racing a redemption sees it whole or not at
+all. Both scripts append to the shard's ledger in the same step.
+
+Merchants are registered per campaign in the campaign's hash slot
+(`cc:{C}:merchants`). The node checks the merchant before calling
+redeem.lua, from a cache that lives MERCHANT_TTL_S: a merchant registered
+through one node can redeem through any node within that time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from claimcore import scripts
+from claimcore import validation as v
+from claimcore._fast import shard_of
+from claimcore.campaign import CampaignConfig
+from claimcore.campaigns import CampaignCache
+from claimcore.inventory import RedisInventory, now_ms, refusal
+from claimcore.keyspace import merchants_key, shard_keys
+
+MERCHANT_TTL_S = 1.0
+
+
+class RedeemCode:
+    """redeem.lua's and reverse.lua's result codes (see their headers)."""
+
+    REDEEMED = 1
+    ALREADY_REDEEMED = 2
+    EXPIRED = 3
+    NOT_OWNER = 4
+    MERCHANT_NOT_ALLOWED = 5   # decided by the node
+    BELOW_MINIMUM_SPEND = 6
+    NOT_STACKABLE = 7          # decided by the node
+    ORDER_ID_REUSED = 8
+    REVERSED = 1
+    ORDER_NOT_FOUND = 2
+
+
+@dataclass(frozen=True)
+class Merchant:
+    campaign_id: str
+    merchant_id: str
+    name: str = ""
+    category: str = ""
+    region: str = ""
+
+    def check(self) -> None:
+        v.check_id("campaign_id", self.campaign_id, v.CAMPAIGN_ID)
+        v.check_id("merchant_id", self.merchant_id, v.MERCHANT_ID)
+        v.check_id("category", self.category, v.CATEGORY)
+        if self.region:
+            v.check_id("region", self.region, v.REGION)
+        if len(self.name) > v.MAX_NAME or any(ord(c) < 32 or c == "|" for c in self.name):
+            raise v.InvalidInput(f"name must be at most {v.MAX_NAME} printable characters, no '|'")
+
+    def allowed_in(self, config: CampaignConfig) -> str:
+        """'' if this merchant may redeem the campaign's vouchers, else why not."""
+        if config.category and self.category != config.category:
+            return f"merchant category {self.category!r} is not the campaign's {config.category!r}"
+        if config.regions and self.region not in config.regions:
+            return f"merchant region {self.region!r} is not among the campaign's regions"
+        return ""
+
+
+@dataclass(frozen=True)
+class Redeemed:
+    code: int
+    vouchers: list[str]      # REDEEMED: the vouchers used; otherwise the ones at fault
+    subsidy_cents: int = 0
+    at_ms: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Reversed:
+    code: int
+    returned: list[str]
+    expired: list[str]
+    at_ms: int = 0
+
+
+def _split(text: str) -> list[str]:
+    return [x for x in text.split(",") if x]
+
+
+class Redemptions:
+    def __init__(self, inventory: RedisInventory, campaigns: CampaignCache) -> None:
+        self.inventory = inventory
+        self.campaigns = campaigns
+        self._merchants: dict[str, tuple[float, dict[str, Merchant]]] = {}
+
+    # ------------------------------------------------------------ merchants
+
+    async def register_merchant(self, config: CampaignConfig, merchant: Merchant) -> Merchant:
+        merchant.check()
+        why_not = merchant.allowed_in(config)
+        if why_not:
+            raise v.InvalidInput(why_not)
+        await self.inventory.redis.hset(merchants_key(config.campaign_id), merchant.merchant_id,
+                                        f"{merchant.category}|{merchant.region}|{merchant.name}")
+        self._merchants.pop(config.campaign_id, None)
+        return merchant
+
+    async def merchants(self, campaign_id: str, fresh: bool = False) -> dict[str, Merchant]:
+        cached = self._merchants.get(campaign_id)
+        if cached and not fresh and cached[0] > time.monotonic():
+            return cached[1]
+        raw = await self.inventory.redis.hgetall(merchants_key(campaign_id))
+        found = {}
+        for merchant_id, record in raw.items():
+            category, region, name = record.split("|", 2)
+            found[merchant_id] = Merchant(campaign_id, merchant_id, name, category, region)
+        self._merchants[campaign_id] = (time.monotonic() + MERCHANT_TTL_S, found)
+        return found
+
+    # ------------------------------------------------------------ redeem and reverse
+
+    async def redeem(self, config: CampaignConfig, user_id: str, voucher_ids: list[str], merchant_id: str,
+                     order_id: str, amount_cents: int, sn_codes: list[str], channel_id: str) -> Redeemed:
+        vouchers = sorted(set(voucher_ids))
+        if len(vouchers) != len(voucher_ids):
+            raise v.InvalidInput("voucher_ids repeats a voucher")
+        if len(vouchers) > config.max_vouchers_per_order:
+            return Redeemed(RedeemCode.NOT_STACKABLE, vouchers, detail=(
+                f"at most {config.max_vouchers_per_order} voucher(s) of this campaign per order"))
+        merchant = (await self.merchants(config.campaign_id)).get(merchant_id)
+        if merchant is None:
+            return Redeemed(RedeemCode.MERCHANT_NOT_ALLOWED, [],
+                            detail=f"merchant {merchant_id} is not registered for this campaign")
+        why_not = merchant.allowed_in(config)
+        if why_not:
+            return Redeemed(RedeemCode.MERCHANT_NOT_ALLOWED, [], detail=why_not)
+
+        async def call(c: CampaignConfig) -> Any:
+            shard = shard_of(user_id, c.shards)
+            keys = list(shard_keys(c.campaign_id, shard).redemption)
+            reply = await scripts.REDEEM(self.inventory.redis, keys, [
+                c.epoch, now_ms(), user_id, order_id, merchant_id, amount_cents, c.min_spend_cents,
+                c.value_cents, c.valid_for_ms, channel_id, ",".join(sn_codes), *vouchers])
+            if int(reply[0]) < 0:
+                raise refusal(c.campaign_id, shard, reply)
+            return reply
+
+        reply = await self.campaigns.on_live_map(config, call)
+        return Redeemed(int(reply[0]), [str(x) for x in reply[3:]], int(reply[1]), int(reply[2]))
+
+    async def reverse(self, config: CampaignConfig, user_id: str, order_id: str) -> Reversed:
+        async def call(c: CampaignConfig) -> Any:
+            shard = shard_of(user_id, c.shards)
+            keys = list(shard_keys(c.campaign_id, shard).redemption)
+            reply = await scripts.REVERSE(self.inventory.redis, keys,
+                                          [c.epoch, now_ms(), user_id, order_id, c.valid_for_ms])
+            if int(reply[0]) < 0:
+                raise refusal(c.campaign_id, shard, reply)
+            return reply
+
+        reply = await self.campaigns.on_live_map(config, call)
+        if int(reply[0]) != RedeemCode.REVERSED:
+            return Reversed(int(reply[0]), [], [])
+        return Reversed(RedeemCode.REVERSED, _split(reply[2]), _split(reply[3]), int(reply[1]))
