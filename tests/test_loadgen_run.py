@@ -157,3 +157,22 @@ def test_reshards_during_a_run_are_reported_and_keep_the_checks(node, tmp_path, 
     assert [(s["from_shards"], s["to_shards"], s["epoch"]) for s in steps] == [(4, 12, 1), (12, 3, 2)]
     assert all(s["moved_users"] > 0 for s in steps)
     assert "reshard 4 -> 12" in out and "reshard 12 -> 3" in out
+
+
+@pytest.mark.timeout(90)
+def test_claim_and_redeem_at_once_then_reconcile_to_zero_difference(node, tmp_path, capsys):
+    out_json = tmp_path / "redeem.json"
+    code, out, err = run_loadgen(
+        ["--target", node.address, *common(out_json), "--users", str(USERS), "--arrival", "burst",
+         "--duration", "0.5", "--redeem-share", "0.5", "--no-progress"],
+        capsys,
+    )  # fmt: skip
+    assert code == loadgen.EXIT_OK, out + err
+    report = json.loads(out_json.read_text())
+    assert_clean(report)
+    redeemed = report["redeems"].get("REDEEMED", 0)
+    assert 0 < redeemed < INVENTORY and set(report["redeems"]) == {"REDEEMED"} and not report["redeem_errors"]
+    assert report["reconcile"]["ok"] is True and "reconcile" not in report["failed"]
+    figures = {f["name"]: f["live"] for f in report["reconcile"]["figures"]}
+    assert figures["vouchers redeemed (not reversed)"] == redeemed
+    assert "reconcile (ledger vs live)" in out and "no difference" in out

@@ -112,6 +112,9 @@ class WorkerConfig:
     max_attempts: int
     seed: int
     channel_id: str
+    redeem_share: float = 0.0      # of new grants, redeemed right away (RedeemService.Redeem)
+    merchant_id: str = ""
+    order_amount_cents: int = 0
 
 
 class _Claim:
@@ -158,6 +161,8 @@ class _Tally:
     skipped_follow_ups: int = 0
     first_sold_out: float | None = None
     last_granted: float | None = None
+    redeems: Counter = field(default_factory=Counter)  # RedeemOutcome name -> count
+    redeem_errors: Counter = field(default_factory=Counter)  # status code name -> redemptions given up
 
     def result(self, index: int, start: float, end: float) -> dict[str, Any]:
         return {
@@ -187,6 +192,8 @@ class _Tally:
             "skipped_follow_ups": self.skipped_follow_ups,
             "first_sold_out": self.first_sold_out,
             "last_granted": self.last_granted,
+            "redeems": dict(self.redeems),
+            "redeem_errors": dict(self.redeem_errors),
             "start": start,
             "end": end,
         }
@@ -224,9 +231,12 @@ class _Driver:
         stubs: Sequence[claims_pb2_grpc.ClaimServiceStub],
         plan: Plan,
         progress_row: Callable[[Progress], None] | None = None,
+        redeem_stubs: Sequence[claims_pb2_grpc.RedeemServiceStub] = (),
     ) -> None:
         self.cfg = cfg
         self.stubs = list(stubs)
+        self.redeem_stubs = list(redeem_stubs)
+        self.redeeming: set[asyncio.Task[None]] = set()
         self.rng = random.Random(cfg.seed)
         self.tally = _Tally()
         self.firsts, self.total = _claims_of(plan)
@@ -317,6 +327,11 @@ class _Driver:
         if outcome == claims_pb2.GRANTED and claim.kind != REPLAY:  # a replay's grant is not new
             row[1] += 1
             st.last_granted = now if st.last_granted is None else max(st.last_granted, now)
+            if claim.kind == FIRST and self.redeem_stubs and self.rng.random() < self.cfg.redeem_share:
+                task = asyncio.get_running_loop().create_task(
+                    self._redeem(claim.user, reply.voucher.voucher_id))
+                self.redeeming.add(task)
+                task.add_done_callback(self.redeeming.discard)
         elif outcome == claims_pb2.SOLD_OUT:
             row[2] += 1
             if st.first_sold_out is None or now < st.first_sold_out:
@@ -463,10 +478,35 @@ class _Driver:
             await asyncio.gather(*tasks, return_exceptions=True)
         if self.crash is not None:
             raise self.crash
+        if self.redeeming:
+            await asyncio.gather(*list(self.redeeming))
         end = time.time()
         if self.progress_row is not None:
             self.progress_row(self.progress())
         return end
+
+    async def _redeem(self, user: str, voucher: str) -> None:
+        """Redeem a voucher just granted, as a shop would seconds after the launch; an
+        unknown outcome is sent again with the same order id (Redeem is idempotent)."""
+        cfg, st = self.cfg, self.tally
+        request = claims_pb2.RedeemRequest(
+            campaign_id=cfg.campaign_id, user_id=user, voucher_ids=[voucher], merchant_id=cfg.merchant_id,
+            order_id=f"loadgen-{voucher}", order_amount_cents=cfg.order_amount_cents,
+            channel_id=cfg.channel_id)
+        code = None
+        for attempt in range(cfg.max_attempts):
+            stub = self.redeem_stubs[(self.turn + attempt) % len(self.redeem_stubs)]
+            try:
+                reply = await stub.Redeem(request, timeout=cfg.deadline)
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                if code not in RETRYABLE_CODES:
+                    break
+                await asyncio.sleep(BACKOFF_BASE_S * 2**attempt * self.rng.uniform(0.5, 1.5))
+                continue
+            st.redeems[claims_pb2.RedeemOutcome.Name(reply.outcome)] += 1
+            return
+        st.redeem_errors[code.name if code is not None else "UNKNOWN"] += 1
 
     async def settle_unknown(self) -> None:
         """Ask GetClaim(request_id) about the claims that never got a reply."""
@@ -521,7 +561,8 @@ async def _run_worker_async(
     try:
         for channel in channels:
             await asyncio.wait_for(channel.channel_ready(), timeout=CHANNEL_READY_TIMEOUT_S)
-        driver = _Driver(cfg, [claims_pb2_grpc.ClaimServiceStub(c) for c in channels], plan, write_progress)
+        driver = _Driver(cfg, [claims_pb2_grpc.ClaimServiceStub(c) for c in channels], plan, write_progress,
+                         [claims_pb2_grpc.RedeemServiceStub(c) for c in channels] if cfg.redeem_share else ())
         await asyncio.get_running_loop().run_in_executor(None, barrier.wait, BARRIER_TIMEOUT_S)
         start = await _wait_for_start(start_value)
         end = await driver.run(start)
@@ -566,14 +607,18 @@ def run_load(
     channel_id: str = "burst",
     on_progress: Callable[[Progress], None] | None = None,
     progress_every_s: float = 0.5,
+    redeem_share: float = 0.0,
+    merchant_id: str = "",
+    order_amount_cents: int = 0,
 ) -> list[dict[str, Any]]:
     """Send the plan's claims from `processes` spawned workers; return their results.
 
     targets are front nodes' host:port, used round robin per call; each worker keeps up to
     `concurrency` calls in flight (of batch_size claims each in batch mode); deadline is per
-    call, in seconds; seed drives the back-off jitter. on_progress, if given, is called in this
-    process about every progress_every_s once the run has started. Raises BurstError if a
-    worker fails.
+    call, in seconds; seed drives the back-off jitter. redeem_share of the new grants are
+    redeemed at once at merchant_id, on an order of order_amount_cents. on_progress, if
+    given, is called in this process about every progress_every_s once the run has started.
+    Raises BurstError if a worker fails.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -600,6 +645,9 @@ def run_load(
             max_attempts=max_attempts,
             seed=seed * 1000 + index,
             channel_id=channel_id,
+            redeem_share=redeem_share,
+            merchant_id=merchant_id,
+            order_amount_cents=order_amount_cents,
         )
         proc = ctx.Process(
             target=_worker_process,

@@ -115,6 +115,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="worker processes (default: CPU count)")
     s.add_argument("--concurrency", type=int, default=128, help="calls in flight per process (default 128)")
     s.add_argument("--deadline", type=float, default=5.0, help="per-call deadline in seconds (default 5)")
+    s.add_argument("--redeem-share", type=float, default=0.0, metavar="F",
+                   help="redeem this share of new grants at once at a loadgen merchant, then reconcile "
+                        "the ledger at the end (default 0: claims only)")
     s.add_argument("--max-attempts", type=int, default=MAX_ATTEMPTS,
                    help=f"sends per claim, counting resends (default {MAX_ATTEMPTS})")
     o = parser.add_argument_group("trace and output")
@@ -209,6 +212,8 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         problems.append("--verify-sample must be >= 0")
     if args.connect_timeout <= 0:
         problems.append("--connect-timeout must be > 0")
+    if not 0.0 <= args.redeem_share <= 1.0:
+        problems.append("--redeem-share must be within 0..1")
     try:
         parse_schedule(args.reshard)
     except ValueError as exc:
@@ -275,6 +280,39 @@ def campaign_on_every_target(
         first = first or info
     assert first is not None
     return first
+
+
+LOADGEN_MERCHANT = "loadgen-merchant"
+
+
+def register_merchant(target: str, campaign: claims_pb2.Campaign) -> tuple[str, int]:
+    """A merchant that may redeem the campaign's vouchers, and an order amount that qualifies."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            claims_pb2_grpc.AdminServiceStub(channel).RegisterMerchant(claims_pb2.Merchant(
+                campaign_id=campaign.campaign_id, merchant_id=LOADGEN_MERCHANT, name="claimcore loadgen",
+                category=campaign.category, region=campaign.regions[0] if campaign.regions else ""),
+                timeout=10)
+        except grpc.RpcError as exc:
+            raise _rpc_error("RegisterMerchant", exc) from exc
+    return LOADGEN_MERCHANT, max(1, campaign.min_spend_cents)
+
+
+def add_reconcile(report: dict[str, Any], target: str, campaign_id: str) -> None:
+    """Reconcile the campaign's ledger with its live figures; a difference fails the run."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = claims_pb2_grpc.AdminServiceStub(channel).Reconcile(
+                claims_pb2.GetCampaignRequest(campaign_id=campaign_id), timeout=300)
+        except grpc.RpcError as exc:
+            raise _rpc_error("Reconcile", exc) from exc
+    report["reconcile"] = {"ok": reply.ok, "events": reply.events, "figures": [
+        {"name": f.name, "from_ledger": f.from_ledger, "live": f.live, "ok": f.ok} for f in reply.figures]}
+    report["checks"].append({"name": "reconcile", "ok": reply.ok,
+                             "detail": "ledger and live figures agree" if reply.ok else "differences"})
+    if not reply.ok:
+        report["failed"].append("reconcile")
+        report["ok"] = False
 
 
 def check_campaign(info: claims_pb2.CampaignInfo) -> None:
@@ -416,6 +454,9 @@ def run(args: argparse.Namespace) -> int:
         )
         if not args.no_progress:
             progress = ProgressLine(targets[0], campaign_id, err)
+        merchant, order_amount = "", 0
+        if args.redeem_share:
+            merchant, order_amount = register_merchant(targets[0], info.campaign)
         reshards = ReshardSchedule(targets[0], campaign_id, parse_schedule(args.reshard))
         reshards.start()
         results = run_load(
@@ -431,6 +472,9 @@ def run(args: argparse.Namespace) -> int:
             seed=seed,
             channel_id=CHANNEL_ID,
             on_progress=progress,
+            redeem_share=args.redeem_share,
+            merchant_id=merchant,
+            order_amount_cents=order_amount,
         )
         if progress is not None:
             progress.close()
@@ -459,6 +503,8 @@ def run(args: argparse.Namespace) -> int:
                 "reshards": resharded,
             },
         )
+        if args.redeem_share:
+            add_reconcile(report, targets[0], campaign_id)
         print(format_report(report), file=out, flush=True)
         if args.json:
             Path(args.json).write_text(report_json(report) + "\n")

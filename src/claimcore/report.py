@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,7 +152,7 @@ def evaluate_checks(
 
 _SUMMED = ("sent", "calls", "settled", "unsettled", "retries", "double_taps", "rate_limited_resends",
            "skipped_follow_ups")  # fmt: skip
-_COUNTED = ("outcomes", "transient", "errors")
+_COUNTED = ("outcomes", "transient", "errors", "redeems", "redeem_errors")
 _LISTED = ("error_examples", "pairs", "retry_violations", "double_tap_unexpected", "voucher_anomalies")
 _HISTOGRAMS = ("latency", "response", "lateness")
 _EXTREMES = (("first_sold_out", min), ("last_granted", max), ("start", min), ("end", max))
@@ -175,7 +175,7 @@ def merge_worker_results(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]
         for key in _SUMMED:
             merged[key] += r.get(key, 0)
         for key in _COUNTED:
-            merged[key].update(r[key])
+            merged[key].update(r.get(key, {}))
         for key in _LISTED:
             merged[key].extend(r[key])
         for key in _HISTOGRAMS:
@@ -405,6 +405,8 @@ def build_report(
             "series": throughput_series(
                 merged["ticks"], merged["slices"], tick_s, merged["slice_s"] or tick_s
             ),
+            "redeems": {k: int(v) for k, v in sorted(merged["redeems"].items())},
+            "redeem_errors": {k: int(v) for k, v in sorted(merged["redeem_errors"].items())},
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks],
             "failed": [c.name for c in checks if not c.ok],
             "ok": all(c.ok for c in checks),
@@ -468,6 +470,20 @@ def _run_rows(run: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _redemption_rows(report: dict[str, Any], verdict: Callable[[str], str]) -> list[tuple[str, str, str]]:
+    """Rows for the vouchers redeemed during the run and the reconcile after it, if any."""
+    rows = []
+    if report.get("redeems") or report.get("redeem_errors"):
+        done = ", ".join(f"{k} {_n(v)}" for k, v in report["redeems"].items())
+        failed = ", ".join(f"{k} {_n(v)}" for k, v in report["redeem_errors"].items())
+        rows.append(("redeemed during the run", done + (f"; gave up: {failed}" if failed else ""), ""))
+    if "reconcile" in report:
+        wrong = [f"{f['name']}: ledger {f['from_ledger']} live {f['live']}"
+                 for f in report["reconcile"]["figures"] if not f["ok"]]
+        rows.append(("reconcile (ledger vs live)", "; ".join(wrong) or "no difference", verdict("reconcile")))
+    return rows
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The human-readable report: a short two-column table with verdicts."""
     checks = {c["name"]: c for c in report["checks"]}
@@ -519,6 +535,7 @@ def format_report(report: dict[str, Any]) -> str:
             verdict("duplicates"),
         ),
         ("oversell", _n(report["oversell"]), verdict("oversell")),
+        *_redemption_rows(report, verdict),
         (
             "exact",
             f"{_n(report['distinct_vouchers'])} client == {_n(report['granted'])} server == "
