@@ -476,9 +476,9 @@ def _redis_py_packing(sha: str, calls: list, now_ms: int) -> bytes:
 
     conn = Connection()
     return b"".join(
-        b"".join(conn.pack_command("EVALSHA", sha, 4, state, users, reqs, log, now_ms, prefix, epoch,
+        b"".join(conn.pack_command("EVALSHA", sha, 5, state, users, reqs, log, elig, now_ms, prefix, epoch,
                                    *[x for item in items for x in item]))
-        for state, users, reqs, log, prefix, epoch, items in calls
+        for state, users, reqs, log, elig, prefix, epoch, items in calls
     )
 
 
@@ -491,7 +491,7 @@ def test_pack_claims_matches_redis_py_byte_for_byte(seed: int) -> None:
 
     py, c = _mod(CODEC_PY), _mod(CODEC_C)
     for _ in range(50):
-        calls = [(ident(), ident(), ident(), ident(), ident(),
+        calls = [(ident(), ident(), ident(), ident(), ident(), ident(),
                   str(rng.choice([0, 7, rng.randint(0, 10**12)])),
                   [(ident(), ident(), ident(0)) for _ in range(rng.randint(0, 60))])
                  for _ in range(rng.randint(1, 8))]
@@ -525,4 +525,4 @@ def test_unpack_claim_reply_twins_agree(seed: int) -> None:
 @pytest.mark.parametrize("bad", ["ü", "snow\u2603", "\U0001f600"])
 def test_pack_claims_refuses_non_ascii(name: str, bad: str) -> None:
     with pytest.raises(ValueError):
-        _mod(name).pack_claims("e" * 40, [("s", "u", "r", "l", "p", "0", [("user", bad, "")])], 1)
+        _mod(name).pack_claims("e" * 40, [("s", "u", "r", "l", "e", "p", "0", [("user", bad, "")])], 1)

@@ -133,6 +133,7 @@ def test_grant_writes_vouchers_stock_and_records(
     keys = shard_keys(cid, 1)
     assert state_of(redis_client, cid, 1) == {
         "stock": "0", "seq": "3", "granted": "3", "limit": "1", "starts": "0", "ends": "0", "paused": "0",
+        "elig": "",
     }
     reqs = redis_client.hgetall(keys.reqs)
     assert request_field(u1, "r1") == f"{u1}|r1"
@@ -359,6 +360,7 @@ def test_idempotency_within_one_batch(redis_server: EmbeddedRedis, redis_client:
     }
     assert state_of(redis_client, cid, 0) == {
         "stock": "6", "seq": "4", "granted": "4", "limit": "1", "starts": "0", "ends": "0", "paused": "0",
+        "elig": "",
     }
 
 
@@ -616,21 +618,22 @@ def test_every_shard_lives_in_one_slot_and_shards_spread() -> None:
     assert key_slot(CAMPAIGN_INDEX.encode()) not in {campaign_slot, *shard_slots}
     # the five keys of keyspace.py's header, in order
     suffixes = [k.rsplit(":", 1)[1] for k in shard_keys(cid, 3)]
-    assert suffixes == ["state", "users", "reqs", "leases", "credited", "log", "redeem"]
+    assert suffixes == ["state", "users", "reqs", "leases", "credited", "log", "redeem", "elig"]
 
 
 def test_script_headers_declare_single_slot_keys() -> None:
     """Each script names its KEYS in the header; all are keys of one shard (or the campaign key)."""
     expected = {
-        "claim": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:log"],
+        "claim": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:log", "cc:{C:s}:elig"],
         "credit": ["cc:{C:s}:state", "cc:{C:s}:credited"],
         "lend": ["cc:{C:d}:state", "cc:{C:d}:leases"],
         "init_shard": ["cc:{C:s}:state"],
         "create_campaign": ["cc:{C}:campaign"],
         "fence": ["cc:{C:s}:state"],
-        "adopt": ["cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem"],
-        "export": ["cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem"],
-        "forget": ["cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem"],
+        "adopt": ["cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem", "cc:{C:s}:elig"],
+        "export": ["cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem", "cc:{C:s}:elig"],
+        "forget": ["cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem", "cc:{C:s}:elig"],
+        "eligibility": ["cc:{C:s}:state", "cc:{C:s}:elig"],
         "redeem": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem", "cc:{C:s}:log"],
         "reverse": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem", "cc:{C:s}:log"],
         "lookup": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs"],
@@ -1042,7 +1045,7 @@ def test_create_campaign_is_idempotent_and_detects_conflicts(
     for s, stock in enumerate([3, 3, 2, 2]):
         assert state_of(redis_client, cid, s) == {
             "stock": str(stock), "seq": "0", "granted": "0", "limit": "2",
-            "starts": str(T0), "ends": str(T0 + 60_000), "paused": "0",
+            "starts": str(T0), "ends": str(T0 + 60_000), "paused": "0", "elig": "",
         }
     assert redis_client.hget(campaign_key(cid), "spec") == cfg.to_json()
     assert redis_client.hget(campaign_key(cid), "status") == "ready"
@@ -1059,8 +1062,8 @@ def test_half_created_campaign_is_invisible_then_completed(
         # a creator that dies after the first step and one shard
         out["create"] = await scripts.CREATE_CAMPAIGN(client, [campaign_key(cid)],
                                                       [cfg.to_json(), T0, cfg.shards])
-        out["init0"] = await scripts.INIT_SHARD(client, [shard_keys(cid, 0).state], [3, 1, 0, 0])
-        out["init0_again"] = await scripts.INIT_SHARD(client, [shard_keys(cid, 0).state], [99, 5, 0, 0])
+        out["init0"] = await scripts.INIT_SHARD(client, [shard_keys(cid, 0).state], [3, 1, 0, 0, ""])
+        out["init0_again"] = await scripts.INIT_SHARD(client, [shard_keys(cid, 0).state], [99, 5, 0, 0, ""])
         out["status"] = await client.hget(campaign_key(cid), "status")
         out["loaded"] = await inv.load_campaign(cid)
         out["listed"] = cid in await inv.list_campaigns()
@@ -1194,7 +1197,7 @@ def test_threads_calling_claim_script_directly(
         shard = shard_of(user, 4)
         keys = shard_keys(cid, shard)
         client = redis.Redis(connection_pool=pool)
-        reply = client.evalsha(sha, 4, *keys.claim,
+        reply = client.evalsha(sha, 5, *keys.claim,
                                now_ms(), voucher_prefix(cid, shard), 0, user, f"req{i}", "")
         return user, int(reply[1]), reply[2]
 
@@ -1264,7 +1267,7 @@ class ShardModel:
     def redis_form(self) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
         state = {"stock": str(self.stock), "seq": str(self.seq), "granted": str(self.granted),
                  "limit": str(self.limit), "starts": str(STARTS), "ends": str(ENDS),
-                 "paused": "1" if self.paused else "0"}
+                 "paused": "1" if self.paused else "0", "elig": ""}
         users = {u: f"{c}|{v}|{a}|{','.join(r)}" for u, (c, v, a, r) in self.users.items()}
         reqs = {request_field(u, rid): f"{v}|{a}|{ch}" for (u, rid), (v, a, ch) in self.reqs.items()}
         return state, users, reqs

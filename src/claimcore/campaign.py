@@ -37,6 +37,9 @@ class CampaignConfig:
     valid_for_ms: int = 0             # a voucher's validity from its grant; 0 = no expiry
     max_vouchers_per_order: int = 1   # stacking: this campaign's vouchers one order may use
     regions: tuple[str, ...] = ()     # regions whose merchants may redeem; () = all
+    allow_list: bool = False          # eligibility: only users on the allow list may claim
+    resident_regions: tuple[str, ...] = ()  # eligibility: users must reside in one; () = anywhere
+    required_tags: tuple[str, ...] = ()     # eligibility: users must carry all of them
     # The live shard map, not part of the spec: kept in the campaign hash.
     epoch: int = 0          # bumped by every reshard
     shard_slots: int = 0    # shards ever made (retired ones keep their grants); 0 = shards
@@ -66,6 +69,12 @@ class CampaignConfig:
             raise v.InvalidInput(f"at most {v.MAX_REGIONS} regions")
         for region in self.regions:
             v.check_id("region", region, v.REGION)
+        for name in ("resident_regions", "required_tags"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+            if len(getattr(self, name)) > v.MAX_REGIONS:
+                raise v.InvalidInput(f"at most {v.MAX_REGIONS} {name}")
+            for item in getattr(self, name):
+                v.check_id(name, item, v.REGION)
         if self.shard_slots < self.shards:
             object.__setattr__(self, "shard_slots", self.shards)
 
@@ -89,6 +98,9 @@ class CampaignConfig:
             valid_for_ms=c.valid_for_ms,
             max_vouchers_per_order=c.max_vouchers_per_order or 1,
             regions=tuple(c.regions),
+            allow_list=c.allow_list,
+            resident_regions=tuple(c.resident_regions),
+            required_tags=tuple(c.required_tags),
         )
 
     def spec(self) -> dict[str, object]:
@@ -110,6 +122,12 @@ class CampaignConfig:
     @classmethod
     def from_json(cls, text: str | bytes) -> CampaignConfig:
         return cls(**json.loads(text))
+
+    def eligibility_rule(self) -> str:
+        """The rule claim.lua checks, kept in every shard's state: "allow|regions|tags"."""
+        if not (self.allow_list or self.resident_regions or self.required_tags):
+            return ""
+        return f"{int(self.allow_list)}|{','.join(self.resident_regions)}|{','.join(self.required_tags)}"
 
     def shard_stock(self, shard: int) -> int:
         """Initial stock of one shard: the inventory split as evenly as possible."""

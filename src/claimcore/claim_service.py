@@ -54,6 +54,7 @@ OUTCOMES = {
     Code.NOT_STARTED: pb.NOT_STARTED,
     Code.ENDED: pb.ENDED,
     Code.PAUSED: pb.PAUSED,
+    Code.NOT_ELIGIBLE: pb.NOT_ELIGIBLE,
     Code.SOLD_OUT: pb.SOLD_OUT,
 }
 UNKNOWN_OUTCOME = "outcome unknown, retry with the same request_id or call GetClaim"

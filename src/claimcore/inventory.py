@@ -41,6 +41,7 @@ class Code(IntEnum):
     NOT_STARTED = 5
     ENDED = 6
     PAUSED = 7
+    NOT_ELIGIBLE = 8
     SOLD_OUT = 100  # decided by the node: EMPTY here and nothing left to borrow
 
 
@@ -390,7 +391,7 @@ class RedisInventory:
                     self.redis,
                     [shard_keys(cid, s).state],
                     [config.shard_stock(s), config.per_user_limit,
-                     config.starts_at_ms, config.ends_at_ms],
+                     config.starts_at_ms, config.ends_at_ms, config.eligibility_rule()],
                 )
                 for s in range(config.shards)
             )

@@ -17,6 +17,7 @@ counters and grant figures but no stock and no users):
                                  "o:<user>|<order>" -> "R|vouchers|merchant|amount|subsidy|at|
                                  channel|sns", R becoming V once reversed;
                                  "r:<user>|<order>" -> "at|returned|expired" (the reversal)
+  cc:{C:s}:elig           HASH   user -> "allowed|denied|region|tag1,tag2" (eligibility.py)
   cc:{C}:merchants        HASH   merchant_id -> "category|region|name" (tag C)
   cc:{C:s}:log            STREAM the shard's ledger: one entry per script call that changed
                                  grants, written in that call (ledger.py)
@@ -59,11 +60,17 @@ class ShardKeys(NamedTuple):
     credited: str
     log: str
     redeem: str
+    elig: str
 
     @property
-    def claim(self) -> tuple[str, str, str, str]:
+    def claim(self) -> tuple[str, str, str, str, str]:
         """The keys claim.lua takes, in its order."""
-        return (self.state, self.users, self.reqs, self.log)
+        return (self.state, self.users, self.reqs, self.log, self.elig)
+
+    @property
+    def moving(self) -> tuple[str, str, str, str]:
+        """The keys a reshard moves users' records between (export, adopt, forget.lua)."""
+        return (self.users, self.reqs, self.redeem, self.elig)
 
     @property
     def redemption(self) -> tuple[str, str, str, str, str]:
@@ -82,6 +89,7 @@ def shard_keys(campaign_id: str, shard: int) -> ShardKeys:
         credited=f"{tag}:credited",
         log=f"{tag}:log",
         redeem=f"{tag}:redeem",
+        elig=f"{tag}:elig",
     )
 
 

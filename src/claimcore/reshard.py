@@ -123,10 +123,14 @@ def receiving(new: CampaignConfig, old: CampaignConfig) -> list[int]:
 
 async def _fence(inventory: RedisInventory, new: CampaignConfig, old: CampaignConfig, paused: bool) -> None:
     frozen = set(receiving(new, old))
+    # New shards check eligibility records if any shard does: moved users bring theirs.
+    flags = await asyncio.gather(*(inventory.redis.hget(shard_keys(new.campaign_id, s).state, "eligdata")
+                                   for s in range(old.shard_slots)))
+    eligdata = 1 if "1" in flags else 0
     await asyncio.gather(*(
         scripts.FENCE(inventory.redis, [shard_keys(new.campaign_id, s).state], [
             new.epoch, 1 if s in frozen else 0, new.per_user_limit, new.starts_at_ms, new.ends_at_ms,
-            1 if paused else 0,
+            1 if paused else 0, new.eligibility_rule(), eligdata,
         ])
         for s in range(new.shard_slots)
     ))
@@ -146,26 +150,40 @@ async def _move_from(inventory: RedisInventory, new: CampaignConfig, source: int
     redis = inventory.redis
     src = shard_keys(new.campaign_id, source)
     users_moved = records_moved = 0
-    cursor = 0
-    while True:
-        cursor, page = await redis.hscan(src.users, cursor, count=SCAN_PAGE)
-        movers: dict[int, list[str]] = defaultdict(list)
-        for user in page:
-            target = shard_of(user, new.shards)
-            if target != source:
-                movers[target].append(user)
-        if movers:
-            copies = await asyncio.gather(*(
-                _copy(inventory, new.campaign_id, source, target, users) for target, users in movers.items()))
-            # deleted only once copied: a crash in between leaves two copies, and the
-            # rerun's HSETNX copy changes nothing before it deletes the old one
-            await scripts.FORGET(redis, [src.users, src.reqs, src.redeem], [
-                "\n".join(u for users in movers.values() for u in users),
-                "\n".join(f for c in copies for f in c[2])])
-            users_moved += sum(c[0] for c in copies)
-            records_moved += sum(c[1] for c in copies)
-        if cursor == 0:
-            return users_moved, records_moved
+    # Users with grants are in `users`; users with only an eligibility record in `elig`.
+    # A user in both is moved twice: the second time finds nothing left to copy.
+    for scanned in (src.users, src.elig):
+        cursor = 0
+        while True:
+            cursor, page = await redis.hscan(scanned, cursor, count=SCAN_PAGE)
+            moved = await _move_page(inventory, new, source, page)
+            users_moved += moved[0]
+            records_moved += moved[1]
+            if cursor == 0:
+                break
+    return users_moved, records_moved
+
+
+async def _move_page(inventory: RedisInventory, new: CampaignConfig, source: int, page: dict[str, str]
+                     ) -> tuple[int, int]:
+    """Move the users of one scanned page whose shard changed: (users, grant records) moved."""
+    redis = inventory.redis
+    src = shard_keys(new.campaign_id, source)
+    movers: dict[int, list[str]] = defaultdict(list)
+    for user in page:
+        target = shard_of(user, new.shards)
+        if target != source:
+            movers[target].append(user)
+    if not movers:
+        return 0, 0
+    copies = await asyncio.gather(*(
+        _copy(inventory, new.campaign_id, source, target, users) for target, users in movers.items()))
+    # deleted only once copied: a crash in between leaves two copies, and the
+    # rerun's HSETNX copy changes nothing before it deletes the old one
+    await scripts.FORGET(redis, list(src.moving), [
+        "\n".join(u for users in movers.values() for u in users),
+        "\n".join(f for c in copies for f in c[2])])
+    return sum(c[0] for c in copies), sum(c[1] for c in copies)
 
 
 async def _copy(inventory: RedisInventory, campaign_id: str, source: int, target: int,
@@ -173,11 +191,11 @@ async def _copy(inventory: RedisInventory, campaign_id: str, source: int, target
     """Copy users' records from source to target: (users, grant records) newly written there,
     and the redemption fields copied (to delete at the source).
 
-    Records travel as three text blobs (export.lua, adopt.lua), not as arguments.
+    Records travel as four text blobs (export.lua, adopt.lua), not as arguments.
     """
     src, dst = shard_keys(campaign_id, source), shard_keys(campaign_id, target)
-    blobs = await scripts.EXPORT(inventory.redis, [src.users, src.reqs, src.redeem], ["\n".join(users)])
-    written = await scripts.ADOPT(inventory.redis, [dst.users, dst.reqs, dst.redeem], blobs)
+    blobs = await scripts.EXPORT(inventory.redis, list(src.moving), ["\n".join(users)])
+    written = await scripts.ADOPT(inventory.redis, list(dst.moving), blobs)
     redeem_fields = [line.split("\t", 1)[0] for line in blobs[2].split("\n") if line]
     return int(written[0]), int(written[1]), redeem_fields
 

@@ -6,6 +6,8 @@
 -- KEYS[3]  cc:{C:s}:reqs    HASH "user|request_id" -> "voucher|granted_at|channel"
 -- KEYS[4]  cc:{C:s}:log     STREAM the shard's ledger: one entry per call that granted,
 --                           e=grant t=now g="user<TAB>request_id<TAB>voucher<TAB>channel" lines
+-- KEYS[5]  cc:{C:s}:elig    HASH user -> "allowed|denied|region|tags" (eligibility.lua), read
+--                           only when the campaign has a rule or eligibility data was loaded
 -- ARGV[1]  now_ms (front node clock; no TIME in scripts)
 -- ARGV[2]  voucher id prefix "<C>-<s>-"
 -- ARGV[3]  epoch of the shard map the node routed by (see reshard.py)
@@ -21,17 +23,17 @@
 -- Codes: 1 GRANTED now, 2 GRANTED earlier to this request_id (replay),
 -- 3 ALREADY_CLAIMED (user at limit; voucher = latest), 4 EMPTY (this shard has
 -- no stock; the node may borrow from other shards), 5 NOT_STARTED, 6 ENDED,
--- 7 PAUSED. The idempotency key is (user, request_id): request ids are made by
+-- 7 PAUSED, 8 NOT_ELIGIBLE. The idempotency key is (user, request_id): request ids are made by
 -- many independent apps, so the same id from two users names two claims.
 --
--- Order per claim: replay, user limit, window/pause, stock. Every check runs
+-- Order per claim: replay, user limit, eligibility, window/pause, stock. Every check runs
 -- before any write, and all writes happen at the end in three HSETs, stock
 -- first: an error can never leave a grant recorded without its decrement. The
 -- ledger entry comes last: one XADD per call, not per grant, to keep the hot
 -- path cheap (ledger.py expands it).
 
 local st = redis.call('HMGET', KEYS[1], 'stock', 'seq', 'granted', 'limit', 'starts', 'ends', 'paused',
-  'epoch', 'moving')
+  'epoch', 'moving', 'elig', 'eligdata')
 local epoch, node_epoch = tonumber(st[8] or '0'), tonumber(ARGV[3])
 if not st[1] then
   if node_epoch > 0 then return { -3, 0 } end  -- a reshard published it; fence.lua makes it next
@@ -48,6 +50,24 @@ local closed = 0
 if st[7] == '1' then closed = 7
 elseif now < starts then closed = 5
 elseif ends > 0 and now >= ends then closed = 6 end
+
+-- Eligibility: the campaign's rule "allow|regions|tags" and the user's record.
+local rule = st[10] or ''
+local check_elig = rule ~= '' or st[11] == '1'
+local rule_allow, rule_regions, rule_tags = string.match(rule, '^(%d?)|?([^|]*)|?(.*)$')
+local function eligible(user)
+  local rec = redis.call('HGET', KEYS[5], user)
+  if not rec then return rule_allow ~= '1' and rule_regions == '' and rule_tags == '' end
+  local allowed, denied, region, tags = string.match(rec, '^(%d)|(%d)|([^|]*)|(.*)$')
+  if denied == '1' or (rule_allow == '1' and allowed ~= '1') then return false end
+  if rule_regions ~= '' and not string.find(',' .. rule_regions .. ',', ',' .. region .. ',', 1, true) then
+    return false
+  end
+  for tag in string.gmatch(rule_tags, '[^,]+') do
+    if not string.find(',' .. tags .. ',', ',' .. tag .. ',', 1, true) then return false end
+  end
+  return true
+end
 
 local out = { 0 }
 local new_reqs, new_users = {}, {}    -- records written by this batch, by key
@@ -71,6 +91,8 @@ for i = 4, #ARGV, 3 do
     end
     if count >= limit then
       out[#out + 1] = 3; out[#out + 1] = lvid; out[#out + 1] = lat
+    elseif check_elig and not eligible(user) then
+      out[#out + 1] = 8; out[#out + 1] = ''; out[#out + 1] = 0
     elseif closed ~= 0 then
       out[#out + 1] = closed; out[#out + 1] = ''; out[#out + 1] = 0
     elseif stock <= 0 then

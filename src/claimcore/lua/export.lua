@@ -4,23 +4,26 @@
 -- KEYS[1]  cc:{C:s}:users
 -- KEYS[2]  cc:{C:s}:reqs
 -- KEYS[3]  cc:{C:s}:redeem
+-- KEYS[4]  cc:{C:s}:elig
 -- ARGV[1]  the users, one per line
--- Returns  { users, reqs, redeem }: lines "user<TAB>user_record", "user|request_id<TAB>record"
---          and "field<TAB>value" of the users' redemption records (their vouchers' use,
---          their orders and reversals)
+-- Returns  { users, reqs, redeem, elig }: lines "user<TAB>user_record",
+--          "user|request_id<TAB>record", "field<TAB>value" of the users' redemption records
+--          (their vouchers' use, their orders and reversals), and "user<TAB>eligibility"
 --
--- One argument in, three out, whatever the number of users: a reshard moves
+-- One argument in, four out, whatever the number of users: a reshard moves
 -- tens of thousands of records while claims of the movers wait, and every
 -- argument costs the node microseconds to pack. Ids and records never hold
 -- tabs or newlines (claimcore.validation), so the lines need no escaping.
 
-local users, reqs, redeem = {}, {}, {}
+local users, reqs, redeem, elig = {}, {}, {}, {}
 local function take(field)
   local value = redis.call('HGET', KEYS[3], field)
   if value then redeem[#redeem + 1] = field .. '\t' .. value end
   return value
 end
 for user in string.gmatch(ARGV[1], '[^\n]+') do
+  local erec = redis.call('HGET', KEYS[4], user)
+  if erec then elig[#elig + 1] = user .. '\t' .. erec end
   local urec = redis.call('HGET', KEYS[1], user)
   if urec then
     users[#users + 1] = user .. '\t' .. urec
@@ -40,4 +43,5 @@ for user in string.gmatch(ARGV[1], '[^\n]+') do
     end
   end
 end
-return { table.concat(users, '\n'), table.concat(reqs, '\n'), table.concat(redeem, '\n') }
+return { table.concat(users, '\n'), table.concat(reqs, '\n'), table.concat(redeem, '\n'),
+  table.concat(elig, '\n') }

@@ -3,7 +3,7 @@
 --
 -- KEYS[1]  cc:{C:s}:state
 -- ARGV     epoch, moving (1 = frozen: claims get MOVING until unfrozen),
---          per_user_limit, starts_at_ms, ends_at_ms, paused
+--          per_user_limit, starts_at_ms, ends_at_ms, paused, eligibility rule, eligdata
 -- Returns  { epoch before, 1 if the shard was created now }
 --
 -- From here on claim.lua and lend.lua refuse callers on any other epoch, so a
@@ -18,7 +18,7 @@ if before > epoch then return redis.error_reply('fence: shard is at epoch ' .. b
 local created = 0
 if not st[2] then
   redis.call('HSET', KEYS[1], 'stock', 0, 'seq', 0, 'granted', 0, 'limit', ARGV[3],
-    'starts', ARGV[4], 'ends', ARGV[5], 'paused', ARGV[6])
+    'starts', ARGV[4], 'ends', ARGV[5], 'paused', ARGV[6], 'elig', ARGV[7], 'eligdata', ARGV[8])
   created = 1
 end
 redis.call('HSET', KEYS[1], 'epoch', epoch, 'moving', ARGV[2])

@@ -4,12 +4,14 @@
 -- KEYS[1]  cc:{C:s}:users
 -- KEYS[2]  cc:{C:s}:reqs
 -- KEYS[3]  cc:{C:s}:redeem
+-- KEYS[4]  cc:{C:s}:elig
 -- ARGV[1]  the users, one per line (their records are already on their new shard)
 -- ARGV[2]  the redemption fields export.lua returned for them, one per line
 -- Returns  the number of user records deleted
 
 local gone = 0
 for user in string.gmatch(ARGV[1], '[^\n]+') do
+  redis.call('HDEL', KEYS[4], user)
   local urec = redis.call('HGET', KEYS[1], user)
   if urec then
     for rid in string.gmatch(string.match(urec, '^[^|]*|[^|]*|[^|]*|(.*)$'), '[^,]+') do

@@ -135,7 +135,7 @@ class GetClaimReply(_message.Message):
     def __init__(self, found: _Optional[bool] = ..., vouchers: _Optional[_Iterable[_Union[Voucher, _Mapping]]] = ...) -> None: ...
 
 class Campaign(_message.Message):
-    __slots__ = ("campaign_id", "name", "inventory", "shards", "per_user_limit", "starts_at_ms", "ends_at_ms", "admission_rate", "admission_burst", "value_cents", "min_spend_cents", "category", "valid_for_ms", "max_vouchers_per_order", "regions")
+    __slots__ = ("campaign_id", "name", "inventory", "shards", "per_user_limit", "starts_at_ms", "ends_at_ms", "admission_rate", "admission_burst", "value_cents", "min_spend_cents", "category", "valid_for_ms", "max_vouchers_per_order", "regions", "allow_list", "resident_regions", "required_tags")
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +151,9 @@ class Campaign(_message.Message):
     VALID_FOR_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_VOUCHERS_PER_ORDER_FIELD_NUMBER: _ClassVar[int]
     REGIONS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_LIST_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_REGIONS_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_TAGS_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     name: str
     inventory: int
@@ -166,7 +169,40 @@ class Campaign(_message.Message):
     valid_for_ms: int
     max_vouchers_per_order: int
     regions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, campaign_id: _Optional[str] = ..., name: _Optional[str] = ..., inventory: _Optional[int] = ..., shards: _Optional[int] = ..., per_user_limit: _Optional[int] = ..., starts_at_ms: _Optional[int] = ..., ends_at_ms: _Optional[int] = ..., admission_rate: _Optional[int] = ..., admission_burst: _Optional[int] = ..., value_cents: _Optional[int] = ..., min_spend_cents: _Optional[int] = ..., category: _Optional[str] = ..., valid_for_ms: _Optional[int] = ..., max_vouchers_per_order: _Optional[int] = ..., regions: _Optional[_Iterable[str]] = ...) -> None: ...
+    allow_list: bool
+    resident_regions: _containers.RepeatedScalarFieldContainer[str]
+    required_tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, campaign_id: _Optional[str] = ..., name: _Optional[str] = ..., inventory: _Optional[int] = ..., shards: _Optional[int] = ..., per_user_limit: _Optional[int] = ..., starts_at_ms: _Optional[int] = ..., ends_at_ms: _Optional[int] = ..., admission_rate: _Optional[int] = ..., admission_burst: _Optional[int] = ..., value_cents: _Optional[int] = ..., min_spend_cents: _Optional[int] = ..., category: _Optional[str] = ..., valid_for_ms: _Optional[int] = ..., max_vouchers_per_order: _Optional[int] = ..., regions: _Optional[_Iterable[str]] = ..., allow_list: _Optional[bool] = ..., resident_regions: _Optional[_Iterable[str]] = ..., required_tags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EligibilityRecord(_message.Message):
+    __slots__ = ("user_id", "allowed", "denied", "region", "tags", "remove")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    DENIED_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    allowed: bool
+    denied: bool
+    region: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    remove: bool
+    def __init__(self, user_id: _Optional[str] = ..., allowed: _Optional[bool] = ..., denied: _Optional[bool] = ..., region: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., remove: _Optional[bool] = ...) -> None: ...
+
+class UpdateEligibilityRequest(_message.Message):
+    __slots__ = ("campaign_id", "records")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    records: _containers.RepeatedCompositeFieldContainer[EligibilityRecord]
+    def __init__(self, campaign_id: _Optional[str] = ..., records: _Optional[_Iterable[_Union[EligibilityRecord, _Mapping]]] = ...) -> None: ...
+
+class UpdateEligibilityReply(_message.Message):
+    __slots__ = ("updated",)
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    updated: int
+    def __init__(self, updated: _Optional[int] = ...) -> None: ...
 
 class CreateCampaignRequest(_message.Message):
     __slots__ = ("campaign",)

@@ -240,6 +240,11 @@ class AdminServiceStub:
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.ExportEventsRequest.SerializeToString,
                 response_deserializer=claimcore_dot_v1_dot_claims__pb2.ExportEventsReply.FromString,
                 _registered_method=True)
+        self.UpdateEligibility = channel.unary_unary(
+                '/claimcore.v1.AdminService/UpdateEligibility',
+                request_serializer=claimcore_dot_v1_dot_claims__pb2.UpdateEligibilityRequest.SerializeToString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.UpdateEligibilityReply.FromString,
+                _registered_method=True)
         self.RegisterMerchant = channel.unary_unary(
                 '/claimcore.v1.AdminService/RegisterMerchant',
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.Merchant.SerializeToString,
@@ -314,6 +319,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateEligibility(self, request, context):
+        """Load or change users' eligibility (变更资格), also while the campaign runs: a
+        claim sees a user's record before or after a change, never half of it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RegisterMerchant(self, request, context):
         """Register (or update) a merchant allowed to redeem a campaign's vouchers.
         """
@@ -371,6 +384,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ExportEvents,
                     request_deserializer=claimcore_dot_v1_dot_claims__pb2.ExportEventsRequest.FromString,
                     response_serializer=claimcore_dot_v1_dot_claims__pb2.ExportEventsReply.SerializeToString,
+            ),
+            'UpdateEligibility': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateEligibility,
+                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.UpdateEligibilityRequest.FromString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.UpdateEligibilityReply.SerializeToString,
             ),
             'RegisterMerchant': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterMerchant,
@@ -579,6 +597,33 @@ class AdminService:
             '/claimcore.v1.AdminService/ExportEvents',
             claimcore_dot_v1_dot_claims__pb2.ExportEventsRequest.SerializeToString,
             claimcore_dot_v1_dot_claims__pb2.ExportEventsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateEligibility(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/claimcore.v1.AdminService/UpdateEligibility',
+            claimcore_dot_v1_dot_claims__pb2.UpdateEligibilityRequest.SerializeToString,
+            claimcore_dot_v1_dot_claims__pb2.UpdateEligibilityReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,24 @@
+#!lua
+-- eligibility.lua: load or change users' eligibility records on one shard (变更资格).
+--
+-- KEYS[1]  cc:{C:s}:state   HASH epoch, moving; eligdata set to 1 here
+-- KEYS[2]  cc:{C:s}:elig    HASH user -> "allowed|denied|region|tag1,tag2"
+-- ARGV[1]  epoch of the caller's shard map
+-- ARGV[2]  lines "user<TAB>record", or "user<TAB>" to forget the user's record
+-- Returns  { records written or removed }, or { -2, epoch } / { -3, epoch } as claim.lua
+--
+-- Atomic with the claims of this shard: a claim sees a user's old record or
+-- the new one. Once any record is here, claim.lua reads them for every claim
+-- (eligdata), so a deny list works on a campaign without any other rule.
+
+local st = redis.call('HMGET', KEYS[1], 'epoch', 'moving')
+local epoch, node_epoch = tonumber(st[1] or '0'), tonumber(ARGV[1])
+if node_epoch < epoch then return { -2, epoch } end
+if node_epoch > epoch or st[2] == '1' then return { -3, epoch } end
+local n = 0
+for user, record in string.gmatch(ARGV[2], '([^\t\n]+)\t([^\n]*)') do
+  if record == '' then redis.call('HDEL', KEYS[2], user) else redis.call('HSET', KEYS[2], user, record) end
+  n = n + 1
+end
+redis.call('HSET', KEYS[1], 'eligdata', 1)
+return { n }
