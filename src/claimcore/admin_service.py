@@ -7,7 +7,7 @@ import dataclasses
 
 import grpc
 
-from claimcore import ledger
+from claimcore import eligibility, ledger
 from claimcore import validation as v
 from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import CampaignCache, CampaignNotFound
@@ -144,4 +144,15 @@ class AdminService(pb_grpc.AdminServiceServicer):
             found = await self.redemptions.merchants(request.campaign_id, fresh=True)
             return pb.ListMerchantsReply(merchants=[
                 pb.Merchant(**dataclasses.asdict(m)) for _, m in sorted(found.items())])
+        raise AssertionError("unreachable")
+
+    async def UpdateEligibility(self, request: pb.UpdateEligibilityRequest,
+                                context: grpc.aio.ServicerContext) -> pb.UpdateEligibilityReply:
+        async with grpc_errors(context):
+            config = (await self.status(request.campaign_id)).config
+            records = [
+                eligibility.Eligibility(r.user_id, r.allowed, r.denied, r.region, tuple(r.tags), r.remove)
+                for r in request.records]
+            updated = await eligibility.update(self.inventory, self.campaigns, config, records)
+            return pb.UpdateEligibilityReply(updated=updated)
         raise AssertionError("unreachable")

@@ -76,7 +76,8 @@ def cmd_campaign(args: argparse.Namespace) -> int:
                 admission_rate=args.admission_rate, value_cents=args.value_cents,
                 min_spend_cents=args.min_spend_cents, category=args.category,
                 valid_for_ms=args.valid_for_ms, max_vouchers_per_order=args.max_vouchers_per_order,
-                regions=args.region,
+                regions=args.region, allow_list=args.allow_list,
+                resident_regions=args.resident_region, required_tags=args.required_tag,
             )
             _print(admin.CreateCampaign(pb.CreateCampaignRequest(campaign=campaign), timeout=10))
         elif args.action == "list":
@@ -108,6 +109,49 @@ def cmd_merchant(args: argparse.Namespace) -> int:
     except grpc.RpcError as err:
         print(f"claimcore merchant {args.action}: {err.code().name}: {err.details()}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _flag(text: str) -> bool:
+    if text.strip().lower() in ("1", "true", "yes", "y"):
+        return True
+    if text.strip().lower() in ("", "0", "false", "no", "n"):
+        return False
+    raise ValueError(f"not a yes/no value: {text!r}")
+
+
+def cmd_eligibility(args: argparse.Namespace) -> int:
+    """Load a CSV of user_id,allowed,denied,region,tags(;-separated),remove in calls of 10,000."""
+    import csv
+
+    from claimcore.v1 import claims_pb2 as pb
+
+    records = []
+    try:
+        with open(args.file, newline="") as handle:
+            for line, row in enumerate(csv.DictReader(handle), start=2):
+                try:
+                    records.append(pb.EligibilityRecord(
+                        user_id=row["user_id"], allowed=_flag(row.get("allowed") or ""),
+                        denied=_flag(row.get("denied") or ""), region=row.get("region") or "",
+                        tags=[t for t in (row.get("tags") or "").split(";") if t],
+                        remove=_flag(row.get("remove") or "")))
+                except (KeyError, ValueError) as exc:
+                    raise ValueError(f"{args.file} line {line}: {exc}") from None
+    except (OSError, ValueError) as exc:
+        print(f"claimcore eligibility load: {exc}", file=sys.stderr)
+        return 2
+    admin = _admin(args)
+    updated = 0
+    try:
+        for start in range(0, len(records), 10_000):
+            updated += admin.UpdateEligibility(pb.UpdateEligibilityRequest(
+                campaign_id=args.campaign_id, records=records[start:start + 10_000]), timeout=60).updated
+    except grpc.RpcError as err:
+        print(f"claimcore eligibility load: {err.code().name}: {err.details()} "
+              f"(after {updated} records)", file=sys.stderr)
+        return 1
+    print(f"claimcore eligibility load: {updated} records of {args.campaign_id} updated")
     return 0
 
 
@@ -161,6 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
     merchant_actions.add_parser("list").add_argument("campaign_id")
     merchant.set_defaults(func=cmd_merchant)
 
+    elig = sub.add_parser("eligibility", help="load or change users' eligibility for a campaign")
+    elig.add_argument("--target", default="127.0.0.1:50051", help="a node's host:port")
+    elig_actions = elig.add_subparsers(dest="action", required=True)
+    load = elig_actions.add_parser("load", help="CSV columns: user_id,allowed,denied,region,tags,remove "
+                                                "(tags separated by ';'; flags 1/0)")
+    load.add_argument("campaign_id")
+    load.add_argument("file")
+    elig.set_defaults(func=cmd_eligibility)
+
     export = sub.add_parser("export", help="write a campaign's ledger events as CSV or JSON lines")
     ledger_cli.add_export_arguments(export)
     export.set_defaults(func=ledger_cli.run_export)
@@ -187,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--max-vouchers-per-order", type=int, default=1, help="stacking within the campaign")
     create.add_argument("--region", action="append", default=[],
                         help="a region whose merchants may redeem (repeat; none = all)")
+    create.add_argument("--allow-list", action="store_true", help="only users on the allow list may claim")
+    create.add_argument("--resident-region", action="append", default=[],
+                        help="users must reside in one of these regions (repeat)")
+    create.add_argument("--required-tag", action="append", default=[], help="users must carry it (repeat)")
     for action in ("show", "pause", "resume"):
         actions.add_parser(action).add_argument("campaign_id")
     reshard = actions.add_parser("reshard", help="change a live campaign's shard count (docs/resharding.md)")
