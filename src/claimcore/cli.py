@@ -41,6 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_queued=args.max_queued, grace_s=args.grace, linger_s=args.linger_ms / 1000,
         redis_cluster=args.redis_cluster or "",
         replica_acks=args.replica_acks, replica_timeout_ms=args.replica_timeout_ms,
+        verifier_url=args.verifier_url, verifier_timeout_ms=args.verifier_timeout_ms,
     )
     try:
         uvloop.run(run_node(options))
@@ -173,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "(WAIT); else UNAVAILABLE, outcome unknown (see docs/cluster.md)")
     serve.add_argument("--replica-timeout-ms", type=int, default=200, metavar="T",
                        help="how long each master's WAIT for --replica-acks may take")
+    serve.add_argument("--verifier-url", default="", metavar="URL",
+                       help="ask this external verifier (HTTP POST, JSON) before each redemption "
+                            "(docs/redemption.md)")
+    serve.add_argument("--verifier-timeout-ms", type=int, default=300,
+                       help="past it, the redemption is answered VERIFICATION_UNAVAILABLE")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=50051, help="0 picks a free port")
     serve.add_argument("--appendfsync", choices=["everysec", "always"], default="everysec",

@@ -9,7 +9,8 @@ all. Both scripts append to the shard's ledger in the same step.
 Merchants are registered per campaign in the campaign's hash slot
 (`cc:{C}:merchants`). The node checks the merchant before calling
 redeem.lua, from a cache that lives MERCHANT_TTL_S: a merchant registered
-through one node can redeem through any node within that time.
+through one node can redeem through any node within that time. Then, if the
+node has one, the external verifier is asked (verifier.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import CampaignCache
 from claimcore.inventory import RedisInventory, now_ms, refusal
 from claimcore.keyspace import merchants_key, shard_keys
+from claimcore.verifier import Verifier, VerifierUnavailable, VerifyRequest
 
 MERCHANT_TTL_S = 1.0
 
@@ -40,6 +42,8 @@ class RedeemCode:
     BELOW_MINIMUM_SPEND = 6
     NOT_STACKABLE = 7          # decided by the node
     ORDER_ID_REUSED = 8
+    NOT_VERIFIED = 9              # decided by the external verifier
+    VERIFICATION_UNAVAILABLE = 10  # the verifier did not answer in time
     REVERSED = 1
     ORDER_NOT_FOUND = 2
 
@@ -92,9 +96,11 @@ def _split(text: str) -> list[str]:
 
 
 class Redemptions:
-    def __init__(self, inventory: RedisInventory, campaigns: CampaignCache) -> None:
+    def __init__(self, inventory: RedisInventory, campaigns: CampaignCache,
+                 verifier: Verifier | None = None) -> None:
         self.inventory = inventory
         self.campaigns = campaigns
+        self.verifier = verifier
         self._merchants: dict[str, tuple[float, dict[str, Merchant]]] = {}
 
     # ------------------------------------------------------------ merchants
@@ -138,6 +144,12 @@ class Redemptions:
         why_not = merchant.allowed_in(config)
         if why_not:
             return Redeemed(RedeemCode.MERCHANT_NOT_ALLOWED, [], detail=why_not)
+        if self.verifier is not None:
+            refused = await self._verify(config, VerifyRequest(
+                config.campaign_id, config.category, user_id, vouchers, merchant_id, order_id, amount_cents,
+                list(sn_codes)))
+            if refused is not None:
+                return refused
 
         async def call(c: CampaignConfig) -> Any:
             shard = shard_of(user_id, c.shards)
@@ -151,6 +163,20 @@ class Redemptions:
 
         reply = await self.campaigns.on_live_map(config, call)
         return Redeemed(int(reply[0]), [str(x) for x in reply[3:]], int(reply[1]), int(reply[2]))
+
+    async def _verify(self, config: CampaignConfig, request: VerifyRequest) -> Redeemed | None:
+        """None to go on; else the refusal. A replay of a recorded order is not asked again."""
+        assert self.verifier is not None
+        redeem_key = shard_keys(config.campaign_id, shard_of(request.user_id, config.shards)).redeem
+        if await self.inventory.redis.hexists(redeem_key, f"o:{request.user_id}|{request.order_id}"):
+            return None
+        try:
+            verdict = await self.verifier.verify(request)
+        except VerifierUnavailable as exc:
+            return Redeemed(RedeemCode.VERIFICATION_UNAVAILABLE, [], detail=str(exc))
+        if not verdict.ok:
+            return Redeemed(RedeemCode.NOT_VERIFIED, [], detail=verdict.reason or "refused by the verifier")
+        return None
 
     async def reverse(self, config: CampaignConfig, user_id: str, order_id: str) -> Reversed:
         async def call(c: CampaignConfig) -> Any:

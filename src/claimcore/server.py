@@ -33,6 +33,7 @@ from claimcore.redemption import Redemptions
 from claimcore.soldout import SoldOutCache
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
+from claimcore.verifier import HttpVerifier
 
 log = logging.getLogger("claimcore.server")
 
@@ -59,6 +60,8 @@ class NodeOptions:
     redis_cluster: str = ""  # host:port,... of a Redis Cluster's nodes (any few suffice)
     replica_acks: int = 0  # cluster: WAIT for this many replicas after each master's scripts (0 = off)
     replica_timeout_ms: int = 200  # how long that WAIT may take; fewer acks: UNAVAILABLE, outcome unknown
+    verifier_url: str = ""  # external verifier asked before each redemption (verifier.py); "" = none
+    verifier_timeout_ms: int = 300
 
 
 def redis_cluster_client(addresses: str, timeout_s: float = 2.0) -> aioredis.RedisCluster:
@@ -115,7 +118,9 @@ class Node:
             ClaimService(self.inventory, self.campaigns, Admission(), self.soldout, self.batcher),
             self.server,
         )
-        redemptions = Redemptions(self.inventory, self.campaigns)
+        verifier = (HttpVerifier(options.verifier_url, options.verifier_timeout_ms / 1000)
+                    if options.verifier_url else None)
+        redemptions = Redemptions(self.inventory, self.campaigns, verifier)
         pb_grpc.add_AdminServiceServicer_to_server(
             AdminService(self.inventory, self.campaigns, redemptions), self.server)
         pb_grpc.add_RedeemServiceServicer_to_server(RedeemService(redemptions, self.campaigns), self.server)

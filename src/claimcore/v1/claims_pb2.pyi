@@ -30,6 +30,8 @@ class RedeemOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BELOW_MINIMUM_SPEND: _ClassVar[RedeemOutcome]
     NOT_STACKABLE: _ClassVar[RedeemOutcome]
     ORDER_ID_REUSED: _ClassVar[RedeemOutcome]
+    NOT_VERIFIED: _ClassVar[RedeemOutcome]
+    VERIFICATION_UNAVAILABLE: _ClassVar[RedeemOutcome]
 
 class ReverseOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -54,6 +56,8 @@ MERCHANT_NOT_ALLOWED: RedeemOutcome
 BELOW_MINIMUM_SPEND: RedeemOutcome
 NOT_STACKABLE: RedeemOutcome
 ORDER_ID_REUSED: RedeemOutcome
+NOT_VERIFIED: RedeemOutcome
+VERIFICATION_UNAVAILABLE: RedeemOutcome
 REVERSE_OUTCOME_UNSPECIFIED: ReverseOutcome
 REVERSED: ReverseOutcome
 ORDER_NOT_FOUND: ReverseOutcome
