@@ -41,6 +41,7 @@ from claimcore.inventory import (
     now_ms,
 )
 from claimcore.reshard import ReshardBusy, ReshardRefused
+from claimcore.snregistry import SnHoldLost
 from claimcore.soldout import SoldOutCache
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
@@ -72,6 +73,8 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
         return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
     if isinstance(exc, Overloaded):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, f"node overloaded, retry later: {exc}"
+    if isinstance(exc, SnHoldLost):
+        return grpc.StatusCode.UNAVAILABLE, f"{exc}"
     if isinstance(exc, (BorrowContention, StaleMap, ShardMoving)):
         return grpc.StatusCode.UNAVAILABLE, f"{exc}; {UNKNOWN_OUTCOME}"
     if isinstance(exc, ShardMissing):

@@ -26,6 +26,7 @@ from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import CampaignCache
 from claimcore.inventory import RedisInventory, now_ms, refusal
 from claimcore.keyspace import merchants_key, shard_keys
+from claimcore.snregistry import SnHoldLost, SnRegistry, owner_of
 from claimcore.verifier import Verifier, VerifierUnavailable, VerifyRequest
 
 MERCHANT_TTL_S = 1.0
@@ -44,6 +45,8 @@ class RedeemCode:
     ORDER_ID_REUSED = 8
     NOT_VERIFIED = 9              # decided by the external verifier
     VERIFICATION_UNAVAILABLE = 10  # the verifier did not answer in time
+    SN_ALREADY_SUBSIDISED = 11     # decided with the SN registry (snregistry.py)
+    SN_HOLD_LOST = 12              # redeem.lua: the SN holds are no longer trusted
     REVERSED = 1
     ORDER_NOT_FOUND = 2
 
@@ -101,6 +104,7 @@ class Redemptions:
         self.inventory = inventory
         self.campaigns = campaigns
         self.verifier = verifier
+        self.sns = SnRegistry(inventory)
         self._merchants: dict[str, tuple[float, dict[str, Merchant]]] = {}
 
     # ------------------------------------------------------------ merchants
@@ -144,32 +148,54 @@ class Redemptions:
         why_not = merchant.allowed_in(config)
         if why_not:
             return Redeemed(RedeemCode.MERCHANT_NOT_ALLOWED, [], detail=why_not)
-        if self.verifier is not None:
-            refused = await self._verify(config, VerifyRequest(
+        recorded = await self._order_recorded(config, user_id, order_id)
+        if self.verifier is not None and not recorded:
+            refused = await self._verify(VerifyRequest(
                 config.campaign_id, config.category, user_id, vouchers, merchant_id, order_id, amount_cents,
                 list(sn_codes)))
             if refused is not None:
                 return refused
+        owner, held, trusted_until = owner_of(config.campaign_id, user_id, order_id), [], 0
+        if sn_codes and not recorded:
+            trusted_until, taken = await self.sns.hold(owner, list(sn_codes))
+            if taken:
+                return Redeemed(RedeemCode.SN_ALREADY_SUBSIDISED, [],
+                                detail=f"{', '.join(taken)}: subsidised already, or being subsidised")
+            held = list(sn_codes)
 
         async def call(c: CampaignConfig) -> Any:
             shard = shard_of(user_id, c.shards)
             keys = list(shard_keys(c.campaign_id, shard).redemption)
             reply = await scripts.REDEEM(self.inventory.redis, keys, [
                 c.epoch, now_ms(), user_id, order_id, merchant_id, amount_cents, c.min_spend_cents,
-                c.value_cents, c.valid_for_ms, channel_id, ",".join(sn_codes), *vouchers])
+                c.value_cents, c.valid_for_ms, channel_id, ",".join(sn_codes), trusted_until, *vouchers])
             if int(reply[0]) < 0:
                 raise refusal(c.campaign_id, shard, reply)
             return reply
 
+        # If this raises, the outcome is unknown: the holds stay until their deadline, and
+        # whoever wants those SN codes next settles them from this order's record.
         reply = await self.campaigns.on_live_map(config, call)
-        return Redeemed(int(reply[0]), [str(x) for x in reply[3:]], int(reply[1]), int(reply[2]))
+        code = int(reply[0])
+        if held:
+            if code == RedeemCode.REDEEMED:
+                await self.sns.commit(owner, held)
+            else:
+                await self.sns.release(owner, held)
+        if code == RedeemCode.SN_HOLD_LOST:
+            raise SnHoldLost(f"order {order_id}: SN holds expired before it was recorded; retry")
+        return Redeemed(code, [str(x) for x in reply[3:]], int(reply[1]), int(reply[2]))
 
-    async def _verify(self, config: CampaignConfig, request: VerifyRequest) -> Redeemed | None:
-        """None to go on; else the refusal. A replay of a recorded order is not asked again."""
+    async def _order_recorded(self, config: CampaignConfig, user_id: str, order_id: str) -> bool:
+        """Whether this order was redeemed (or reversed) already: a replay is not verified again,
+        nor are its SN codes held again. (Read from the user's shard by the node's map; during a
+        reshard that may miss, which costs only a verification and a hold.)"""
+        redeem_key = shard_keys(config.campaign_id, shard_of(user_id, config.shards)).redeem
+        return bool(await self.inventory.redis.hexists(redeem_key, f"o:{user_id}|{order_id}"))
+
+    async def _verify(self, request: VerifyRequest) -> Redeemed | None:
+        """None to go on; else the refusal."""
         assert self.verifier is not None
-        redeem_key = shard_keys(config.campaign_id, shard_of(request.user_id, config.shards)).redeem
-        if await self.inventory.redis.hexists(redeem_key, f"o:{request.user_id}|{request.order_id}"):
-            return None
         try:
             verdict = await self.verifier.verify(request)
         except VerifierUnavailable as exc:
@@ -191,4 +217,7 @@ class Redemptions:
         reply = await self.campaigns.on_live_map(config, call)
         if int(reply[0]) != RedeemCode.REVERSED:
             return Reversed(int(reply[0]), [], [])
+        sns = _split(reply[4])
+        if sns:  # the refunded products may be subsidised again
+            await self.sns.release(owner_of(config.campaign_id, user_id, order_id), sns)
         return Reversed(RedeemCode.REVERSED, _split(reply[2]), _split(reply[3]), int(reply[1]))

@@ -58,6 +58,7 @@ BEGIN_RESHARD = LuaScript("begin_reshard")
 REDEEM = LuaScript("redeem")
 REVERSE = LuaScript("reverse")
 ELIGIBILITY = LuaScript("eligibility")
+SN = LuaScript("sn")
 ALL = (CLAIM, INIT_SHARD, CREATE_CAMPAIGN, LEND, CREDIT,
        FENCE, EXPORT, ADOPT, FORGET, LOOKUP, LOCK, BEGIN_RESHARD, REDEEM, REVERSE,
-       ELIGIBILITY)
+       ELIGIBILITY, SN)

@@ -7,10 +7,12 @@
 -- KEYS[4]  cc:{C:s}:redeem   HASH redemption records (keyspace.py)
 -- KEYS[5]  cc:{C:s}:log      STREAM the shard's ledger
 -- ARGV     epoch, now_ms, user, order_id, merchant_id, order_amount, min_spend, value,
---          valid_for_ms, channel, sn_codes (comma-joined), then the voucher ids (sorted)
+--          valid_for_ms, channel, sn_codes (comma-joined), the SN holds' trusted-until time
+--          (0 = no SN codes; sn.lua), then the voucher ids (sorted)
 -- Returns  { 1, subsidy, at, vouchers... }        REDEEMED (now, or earlier for this order)
 --          { code, 0, 0, vouchers at fault... }  2 ALREADY_REDEEMED, 3 EXPIRED, 4 NOT_OWNER,
---                                                6 BELOW_MINIMUM_SPEND, 8 ORDER_ID_REUSED
+--                                                6 BELOW_MINIMUM_SPEND, 8 ORDER_ID_REUSED,
+--                                                12 the SN holds are no longer to be trusted
 --          { -2, epoch } / { -3, epoch }         STALE / MOVING, as claim.lua
 --
 -- The user's shard holds their grants, so ownership, use and validity are one
@@ -26,7 +28,7 @@ local now, user, order = tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local amount, min_spend, value = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local valid_for = tonumber(ARGV[9])
 local vouchers = {}
-for i = 12, #ARGV do vouchers[#vouchers + 1] = ARGV[i] end
+for i = 13, #ARGV do vouchers[#vouchers + 1] = ARGV[i] end
 local wanted = table.concat(vouchers, ',')
 
 local okey = 'o:' .. user .. '|' .. order
@@ -76,6 +78,8 @@ for _, v in ipairs(vouchers) do
   if expired(v) then return fault(3, expired) end
 end
 if amount < min_spend * #vouchers then return fault(6, function() return true end) end
+local sn_trusted_until = tonumber(ARGV[12])
+if sn_trusted_until > 0 and now > sn_trusted_until then return { 12, 0, 0 } end
 
 local subsidy = math.min(amount, value * #vouchers)
 local fields = {}

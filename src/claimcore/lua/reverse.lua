@@ -7,8 +7,9 @@
 -- KEYS[4]  cc:{C:s}:redeem   HASH redemption records (keyspace.py)
 -- KEYS[5]  cc:{C:s}:log      STREAM the shard's ledger
 -- ARGV     epoch, now_ms, user, order_id, valid_for_ms
--- Returns  { 1, at, returned, expired }  REVERSED now or earlier (replay): comma-joined
---                                        vouchers given back / past validity, kept used
+-- Returns  { 1, at, returned, expired, sns }  REVERSED now or earlier (replay): comma-joined
+--                                        vouchers given back / past validity, kept used,
+--                                        and the order's SN codes (free to subsidise again)
 --          { 2 }                         ORDER_NOT_FOUND
 --          { -2, epoch } / { -3, epoch } STALE / MOVING, as claim.lua
 --
@@ -25,9 +26,10 @@ local valid_for = tonumber(ARGV[5])
 local okey, rkey = 'o:' .. user .. '|' .. order, 'r:' .. user .. '|' .. order
 local rec = redis.call('HGET', KEYS[4], okey)
 if not rec then return { 2 } end
+local sns = string.match(rec, '^%a|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|(.*)$') or ''
 if rec:sub(1, 1) == 'V' then
   local at, returned, expired = string.match(redis.call('HGET', KEYS[4], rkey), '^([^|]*)|([^|]*)|(.*)$')
-  return { 1, tonumber(at), returned, expired }
+  return { 1, tonumber(at), returned, expired, sns }
 end
 local used, subsidy = string.match(rec, '^R|([^|]*)|[^|]*|[^|]*|([^|]*)|')
 
@@ -62,4 +64,4 @@ redis.call('HINCRBY', KEYS[1], 'redeemed', -n)
 redis.call('HINCRBY', KEYS[1], 'subsidy', -tonumber(subsidy))
 redis.call('XADD', KEYS[5], '*', 'e', 'reverse', 't', ARGV[2], 'u', user, 'o', order,
   'v', back, 'x', gone)
-return { 1, now, back, gone }
+return { 1, now, back, gone, sns }

@@ -32,6 +32,7 @@ class RedeemOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ORDER_ID_REUSED: _ClassVar[RedeemOutcome]
     NOT_VERIFIED: _ClassVar[RedeemOutcome]
     VERIFICATION_UNAVAILABLE: _ClassVar[RedeemOutcome]
+    SN_ALREADY_SUBSIDISED: _ClassVar[RedeemOutcome]
 
 class ReverseOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -58,6 +59,7 @@ NOT_STACKABLE: RedeemOutcome
 ORDER_ID_REUSED: RedeemOutcome
 NOT_VERIFIED: RedeemOutcome
 VERIFICATION_UNAVAILABLE: RedeemOutcome
+SN_ALREADY_SUBSIDISED: RedeemOutcome
 REVERSE_OUTCOME_UNSPECIFIED: ReverseOutcome
 REVERSED: ReverseOutcome
 ORDER_NOT_FOUND: ReverseOutcome

@@ -1,0 +1,65 @@
+#!lua
+-- sn.lua: product serial numbers (SN codes), each subsidised once across all campaigns.
+--
+-- KEYS[1]  cc:{sn:b}:sns   HASH sn -> "H|deadline_ms|owner" (held by an order being redeemed)
+--                                  or "U|0|owner" (used: subsidised by that order);
+--                          owner = "campaign|user|order_id"; b = the SN's bucket (snregistry.py)
+-- ARGV     op, owner, now_ms, deadline_ms, margin_ms, then SN codes
+--   hold     all or none: { 0 } held (or already ours); { 1, sns... } used or held by other
+--            orders; { 2, sn, record, ... } held by orders past their deadline: the caller
+--            must settle those first ('settle'), then hold again
+--   commit   our holds become used                                  -> { 0 }
+--   release  our holds and uses are removed                         -> { 0 }
+--   settle   ARGV[2] is the stale owner; SN codes whose record is still that owner's stale
+--            hold become used ("U", ARGV[4] = 1) or free (ARGV[4] = 0) -> { 0 }
+--
+-- A hold is trusted until deadline + margin by others, and by its own order only
+-- until deadline - margin (redeem.lua refuses later): the margin covers the
+-- clocks of two nodes disagreeing, so a hold is never used by two orders.
+
+local op, owner = ARGV[1], ARGV[2]
+local now, deadline, margin = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+
+local function parse(rec)
+  local state, until_ms, who = string.match(rec, '^(%a)|([^|]*)|(.*)$')
+  return state, tonumber(until_ms), who
+end
+
+if op == 'hold' then
+  local taken, stale = {}, {}
+  for i = 6, #ARGV do
+    local rec = redis.call('HGET', KEYS[1], ARGV[i])
+    if rec then
+      local state, until_ms, who = parse(rec)
+      if who ~= owner then
+        if state == 'U' or now <= until_ms + margin then taken[#taken + 1] = ARGV[i]
+        else stale[#stale + 1] = ARGV[i]; stale[#stale + 1] = rec end
+      end
+    end
+  end
+  if #taken > 0 then return { 1, unpack(taken) } end
+  if #stale > 0 then return { 2, unpack(stale) } end
+  for i = 6, #ARGV do
+    local rec = redis.call('HGET', KEYS[1], ARGV[i])
+    if not rec or select(1, parse(rec)) == 'H' then
+      redis.call('HSET', KEYS[1], ARGV[i], 'H|' .. ARGV[4] .. '|' .. owner)
+    end
+  end
+  return { 0 }
+end
+
+for i = 6, #ARGV do
+  local rec = redis.call('HGET', KEYS[1], ARGV[i])
+  if rec then
+    local state, until_ms, who = parse(rec)
+    if who == owner then
+      if op == 'commit' then redis.call('HSET', KEYS[1], ARGV[i], 'U|0|' .. owner)
+      elseif op == 'release' then redis.call('HDEL', KEYS[1], ARGV[i])
+      elseif op == 'settle' and state == 'H' and now > until_ms + margin then
+        if deadline == 1 then redis.call('HSET', KEYS[1], ARGV[i], 'U|0|' .. owner)
+        else redis.call('HDEL', KEYS[1], ARGV[i]) end
+      end
+    end
+  end
+end
+return { 0 }

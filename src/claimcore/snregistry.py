@@ -1,0 +1,95 @@
+"""Product serial numbers (SN codes): each subsidised once, across all campaigns.
+
+An SN code's record lives in one of SN_BUCKETS hash slots of its own
+(`cc:{sn:b}:sns`), not in any campaign's, so "once across all campaigns" is
+a cross-slot rule, kept by holding before redeeming (sn.lua):
+
+1. hold every SN code of the order, all or none, until a deadline;
+2. redeem.lua records the order only while the holds are trusted
+   (now <= deadline - margin, on this node's clock);
+3. commit the holds (used for good) if the order was redeemed, else release them.
+
+A node that dies between 1 and 3 leaves holds that others trust until
+deadline + margin. After that, the next order that wants one of those SN
+codes settles it: it reads the stale holder's order record, and the hold
+becomes used if that order was redeemed, free otherwise. The margin covers
+clock differences between nodes, so two orders can never both use an SN.
+A reversed order releases its SN codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+from claimcore import scripts
+from claimcore._fast import shard_of
+from claimcore.inventory import RedisInventory, now_ms
+from claimcore.keyspace import SN_BUCKETS, shard_keys, sn_key
+
+HOLD_MS = 5_000
+MARGIN_MS = 1_000
+
+
+class SnHoldLost(Exception):
+    """The SN holds outlived their trusted time before the order was recorded: retry."""
+
+
+def owner_of(campaign_id: str, user_id: str, order_id: str) -> str:
+    return f"{campaign_id}|{user_id}|{order_id}"
+
+
+def _by_bucket(sns: list[str]) -> dict[int, list[str]]:
+    buckets: dict[int, list[str]] = defaultdict(list)
+    for sn in sns:
+        buckets[shard_of(sn, SN_BUCKETS)].append(sn)
+    return buckets
+
+
+class SnRegistry:
+    def __init__(self, inventory: RedisInventory) -> None:
+        self.inventory = inventory
+
+    async def _each(self, op: str, owner: str, sns: list[str], deadline: int) -> list[list[str]]:
+        now = now_ms()
+        replies = await asyncio.gather(*(
+            scripts.SN(self.inventory.redis, [sn_key(b)], [op, owner, now, deadline, MARGIN_MS, *codes])
+            for b, codes in _by_bucket(sns).items()))
+        return [[str(x) for x in r] for r in replies]
+
+    async def hold(self, owner: str, sns: list[str]) -> tuple[int, list[str]]:
+        """(trusted-until time, []) if every SN code is now held for this order; else (0, the
+        codes used or held by other orders), with none of this order's holds left behind."""
+        for _ in range(3):
+            deadline = now_ms() + HOLD_MS
+            replies = await self._each("hold", owner, sns, deadline)
+            taken = [sn for r in replies if r[0] == "1" for sn in r[1:]]
+            stale = [(r[i], r[i + 1]) for r in replies if r[0] == "2" for i in range(1, len(r), 2)]
+            if not taken and not stale:
+                return deadline - MARGIN_MS, []
+            await self.release(owner, sns)  # other buckets may have held for us
+            if taken:
+                return 0, taken
+            for sn, record in stale:
+                await self._settle(sn, record)
+        return 0, [sn for sn, _ in stale]
+
+    async def commit(self, owner: str, sns: list[str]) -> None:
+        await self._each("commit", owner, sns, 0)
+
+    async def release(self, owner: str, sns: list[str]) -> None:
+        await self._each("release", owner, sns, 0)
+
+    async def _settle(self, sn: str, record: str) -> None:
+        """A hold past its deadline: used if its order was redeemed, free otherwise."""
+        holder = record.split("|", 2)[2]
+        campaign_id, user_id, order_id = holder.split("|")
+        redeemed = False
+        status = await self.inventory.load_campaign(campaign_id)
+        if status is not None:
+            config = status.config
+            redeem_key = shard_keys(campaign_id, shard_of(user_id, config.shards)).redeem
+            order = await self.inventory.redis.hget(redeem_key, f"o:{user_id}|{order_id}")
+            redeemed = bool(order) and order.startswith("R")
+        await scripts.SN(self.inventory.redis, [sn_key(shard_of(sn, SN_BUCKETS))],
+                         ["settle", holder, now_ms(), 1 if redeemed else 0, MARGIN_MS, sn])
