@@ -7,7 +7,7 @@ import dataclasses
 
 import grpc
 
-from claimcore import eligibility, ledger
+from claimcore import eligibility, ledger, recycling
 from claimcore import validation as v
 from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import CampaignCache, CampaignNotFound
@@ -155,4 +155,12 @@ class AdminService(pb_grpc.AdminServiceServicer):
                 for r in request.records]
             updated = await eligibility.update(self.inventory, self.campaigns, config, records)
             return pb.UpdateEligibilityReply(updated=updated)
+        raise AssertionError("unreachable")
+
+    async def RecycleExpired(self, request: pb.GetCampaignRequest,
+                             context: grpc.aio.ServicerContext) -> pb.RecycleReply:
+        async with grpc_errors(context):
+            config = (await self.status(request.campaign_id)).config
+            recycled = await recycling.recycle_expired(self.inventory, self.campaigns, config)
+            return pb.RecycleReply(recycled=recycled)
         raise AssertionError("unreachable")

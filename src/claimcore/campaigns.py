@@ -98,6 +98,10 @@ class CampaignCache:
                     raise
                 await asyncio.sleep(MOVING_RETRY_S)
 
+    def cached(self) -> list[CampaignConfig]:
+        """The campaigns this node has found (and not forgotten)."""
+        return [config for _, config in self._entries.values() if config is not None]
+
     def put(self, campaign_id: str, config: CampaignConfig | None) -> None:
         now = time.monotonic()
         if len(self._entries) >= self.max_entries:

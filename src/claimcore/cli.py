@@ -42,6 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         redis_cluster=args.redis_cluster or "",
         replica_acks=args.replica_acks, replica_timeout_ms=args.replica_timeout_ms,
         verifier_url=args.verifier_url, verifier_timeout_ms=args.verifier_timeout_ms,
+        recycle_every_s=args.recycle_every_s,
     )
     try:
         uvloop.run(run_node(options))
@@ -83,6 +84,8 @@ def cmd_campaign(args: argparse.Namespace) -> int:
             _print(admin.CreateCampaign(pb.CreateCampaignRequest(campaign=campaign), timeout=10))
         elif args.action == "list":
             _print(admin.ListCampaigns(pb.ListCampaignsRequest(), timeout=10))
+        elif args.action == "recycle":
+            _print(admin.RecycleExpired(pb.GetCampaignRequest(campaign_id=args.campaign_id), timeout=300))
         elif args.action == "reshard":
             _print(admin.Reshard(pb.ReshardRequest(campaign_id=args.campaign_id, shards=args.shards),
                                  timeout=args.timeout))
@@ -179,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "(docs/redemption.md)")
     serve.add_argument("--verifier-timeout-ms", type=int, default=300,
                        help="past it, the redemption is answered VERIFICATION_UNAVAILABLE")
+    serve.add_argument("--recycle-every-s", type=float, default=60.0,
+                       help="give expired unused vouchers' stock back this often (0 = never)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=50051, help="0 picks a free port")
     serve.add_argument("--appendfsync", choices=["everysec", "always"], default="everysec",
@@ -250,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--resident-region", action="append", default=[],
                         help="users must reside in one of these regions (repeat)")
     create.add_argument("--required-tag", action="append", default=[], help="users must carry it (repeat)")
-    for action in ("show", "pause", "resume"):
+    for action in ("show", "pause", "resume", "recycle"):
         actions.add_parser(action).add_argument("campaign_id")
     reshard = actions.add_parser("reshard", help="change a live campaign's shard count (docs/resharding.md)")
     reshard.add_argument("campaign_id")

@@ -57,7 +57,7 @@ class Event:
 
 
 def expand(shard: int, entry_id: str, fields: dict[str, str]) -> list[Event]:
-    """The events of one log entry: one per voucher granted, redeemed or reversed."""
+    """The events of one log entry: one per voucher granted, redeemed, reversed, expired or released."""
     kind, at = fields.get("e", ""), int(fields.get("t", 0))
     eid = f"{shard}-{entry_id}-"
     if kind == "grant":
@@ -65,6 +65,12 @@ def expand(shard: int, entry_id: str, fields: dict[str, str]) -> list[Event]:
         for i, line in enumerate(fields["g"].split("\n")):
             user, request_id, voucher, channel = line.split("\t")
             out.append(Event(eid + str(i), kind, shard, at, user, request_id, voucher, channel))
+        return out
+    if kind in ("expire", "release"):
+        out = []
+        for i, line in enumerate(fields["g"].split("\n")):
+            user, voucher = line.split("\t")
+            out.append(Event(eid + str(i), kind, shard, at, user, voucher_id=voucher))
         return out
     user, order = fields["u"], fields["o"]
     if kind == "redeem":
@@ -159,6 +165,7 @@ async def reconcile(inventory: RedisInventory, config: CampaignConfig) -> tuple[
     per_user: Counter[str] = Counter()
     requests: set[tuple[str, str]] = set()
     in_use: dict[str, int] = {}                     # voucher -> subsidy, while redeemed
+    recycled: set[str] = set()                      # vouchers whose stock came back
     events = 0
     for shard in range(config.shard_slots):
         count, start = 0, "-"
@@ -174,15 +181,17 @@ async def reconcile(inventory: RedisInventory, config: CampaignConfig) -> tuple[
                         requests.add((event.user_id, event.request_id))
                     elif event.kind == "redeem":
                         in_use[event.voucher_id] = event.subsidy_cents
-                    else:
+                    elif event.kind == "reverse":
                         in_use.pop(event.voucher_id, None)
+                    else:  # expire, release: the voucher's stock came back
+                        recycled.add(event.voucher_id)
             if len(entries) < SCAN_PAGE:
                 break
             start = f"({entries[-1][0]}"
         grants_per_shard.append(count)
     figures = await inventory.figures(config)
     live_users, live_requests = await _live_records(inventory, config)
-    redeemed, subsidy, redeemed_records = await _live_redemptions(inventory, config)
+    redeemed, subsidy, redeemed_records, live_recycled = await _live_redemptions(inventory, config)
     total = sum(grants_per_shard)
     out = [Figure(f"granted on shard {s}", g, live)
            for s, (g, live) in enumerate(zip(grants_per_shard, figures.granted, strict=True))]
@@ -194,7 +203,9 @@ async def reconcile(inventory: RedisInventory, config: CampaignConfig) -> tuple[
         Figure("vouchers held by users", total, sum(live_users.values())),
         Figure("users over the per-user limit",
                sum(1 for n in per_user.values() if n > config.per_user_limit), 0),
-        Figure("stock left", config.inventory - total, figures.total_remaining),
+        Figure("stock left", config.inventory - total + len(recycled), figures.total_remaining),
+        Figure("vouchers recycled (expired or released)", len(recycled), live_recycled),
+        Figure("recycled vouchers that were never granted", len(recycled - vouchers), 0),
         Figure("vouchers redeemed (not reversed)", len(in_use), redeemed),
         Figure("redeemed voucher records", len(in_use), redeemed_records),
         Figure("subsidy of redeemed vouchers, cents", sum(in_use.values()), subsidy),
@@ -203,17 +214,18 @@ async def reconcile(inventory: RedisInventory, config: CampaignConfig) -> tuple[
     return out, events
 
 
-async def _live_redemptions(inventory: RedisInventory, config: CampaignConfig) -> tuple[int, int, int]:
-    """The shards' redeemed and subsidy counters, and the voucher records marked in use."""
-    redeemed = subsidy = records = 0
+async def _live_redemptions(inventory: RedisInventory, config: CampaignConfig) -> tuple[int, int, int, int]:
+    """The shards' redeemed, subsidy and recycled counters, and the voucher records marked in use."""
+    redeemed = subsidy = records = recycled = 0
     for shard in range(config.shard_slots):
         keys = shard_keys(config.campaign_id, shard)
-        count, cents = await inventory.redis.hmget(keys.state, "redeemed", "subsidy")
+        count, cents, back = await inventory.redis.hmget(keys.state, "redeemed", "subsidy", "recycled")
         redeemed += int(count or 0)
         subsidy += int(cents or 0)
+        recycled += int(back or 0)
         async for _field, raw in inventory.redis.hscan_iter(keys.redeem, match="v:*", count=SCAN_PAGE):
             records += raw.startswith("R|")
-    return redeemed, subsidy, records
+    return redeemed, subsidy, records, recycled
 
 
 async def _live_records(inventory: RedisInventory, config: CampaignConfig) -> tuple[Counter[str], int]:

@@ -12,6 +12,7 @@ import re
 
 import grpc
 
+from claimcore import recycling
 from claimcore import validation as v
 from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import CampaignCache, CampaignNotFound
@@ -75,4 +76,15 @@ class RedeemService(pb_grpc.RedeemServiceServicer):
             done = await self.redemptions.reverse(config, request.user_id, request.order_id)
             return pb.ReverseReply(outcome=done.code, returned_voucher_ids=done.returned,
                                    expired_voucher_ids=done.expired, reversed_at_ms=done.at_ms)
+        raise AssertionError("unreachable")
+
+    async def Release(self, request: pb.ReleaseRequest, context: grpc.aio.ServicerContext) -> pb.ReleaseReply:
+        async with grpc_errors(context):
+            v.check_id("user_id", request.user_id, v.USER_ID)
+            v.check_id("voucher_id", request.voucher_id, VOUCHER_ID)
+            config = await self._config(request.campaign_id)
+            released = await recycling.release(self.redemptions.inventory, self.campaigns, config,
+                                               request.user_id, request.voucher_id)
+            return pb.ReleaseReply(released=released, detail="" if released else (
+                "not released: not this user's voucher, in use, expired, or released already"))
         raise AssertionError("unreachable")

@@ -59,6 +59,7 @@ REDEEM = LuaScript("redeem")
 REVERSE = LuaScript("reverse")
 ELIGIBILITY = LuaScript("eligibility")
 SN = LuaScript("sn")
+RECYCLE = LuaScript("recycle")
 ALL = (CLAIM, INIT_SHARD, CREATE_CAMPAIGN, LEND, CREDIT,
        FENCE, EXPORT, ADOPT, FORGET, LOOKUP, LOCK, BEGIN_RESHARD, REDEEM, REVERSE,
-       ELIGIBILITY, SN)
+       ELIGIBILITY, SN, RECYCLE)

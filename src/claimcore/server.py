@@ -21,6 +21,7 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from claimcore import recycling
 from claimcore.admin_service import AdminService
 from claimcore.admission import Admission
 from claimcore.batcher import ClaimBatcher
@@ -62,6 +63,7 @@ class NodeOptions:
     replica_timeout_ms: int = 200  # how long that WAIT may take; fewer acks: UNAVAILABLE, outcome unknown
     verifier_url: str = ""  # external verifier asked before each redemption (verifier.py); "" = none
     verifier_timeout_ms: int = 300
+    recycle_every_s: float = 60.0  # sweep for expired vouchers to recycle (0 = never; recycling.py)
 
 
 def redis_cluster_client(addresses: str, timeout_s: float = 2.0) -> aioredis.RedisCluster:
@@ -141,6 +143,9 @@ class Node:
         await self.server.start()
         self._tasks = [asyncio.create_task(self._watch_redis()),
                        asyncio.create_task(self.soldout.run())]
+        if self.options.recycle_every_s > 0:
+            self._tasks.append(asyncio.create_task(
+                recycling.sweep_forever(self.inventory, self.campaigns, self.options.recycle_every_s)))
         return self.port
 
     async def _set_health(self, serving: bool) -> None:

@@ -68,8 +68,12 @@ local not_owned = function(v) return granted_at[v] == nil end
 for _, v in ipairs(vouchers) do
   if not_owned(v) then return fault(4, not_owned) end
 end
--- 'R' in use; 'F' given back by a reversal; 'X' expired when its order was reversed
-local used = function(v) local s = redis.call('HGET', KEYS[4], 'v:' .. v); return s and s:sub(1, 1) == 'R' end
+-- 'R' in use, 'L' given up by its user (recycle.lua): unusable. 'F' given back by a
+-- reversal: usable. 'X' and 'E' (expired at a reversal, or recycled): fail as EXPIRED.
+local used = function(v)
+  local s = redis.call('HGET', KEYS[4], 'v:' .. v)
+  return s and (s:sub(1, 1) == 'R' or s:sub(1, 1) == 'L')
+end
 for _, v in ipairs(vouchers) do
   if used(v) then return fault(2, used) end
 end

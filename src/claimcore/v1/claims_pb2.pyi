@@ -350,6 +350,30 @@ class ListMerchantsReply(_message.Message):
     merchants: _containers.RepeatedCompositeFieldContainer[Merchant]
     def __init__(self, merchants: _Optional[_Iterable[_Union[Merchant, _Mapping]]] = ...) -> None: ...
 
+class ReleaseRequest(_message.Message):
+    __slots__ = ("campaign_id", "user_id", "voucher_id")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    VOUCHER_ID_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    user_id: str
+    voucher_id: str
+    def __init__(self, campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., voucher_id: _Optional[str] = ...) -> None: ...
+
+class ReleaseReply(_message.Message):
+    __slots__ = ("released", "detail")
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    released: bool
+    detail: str
+    def __init__(self, released: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class RecycleReply(_message.Message):
+    __slots__ = ("recycled",)
+    RECYCLED_FIELD_NUMBER: _ClassVar[int]
+    recycled: int
+    def __init__(self, recycled: _Optional[int] = ...) -> None: ...
+
 class RedeemRequest(_message.Message):
     __slots__ = ("campaign_id", "user_id", "voucher_ids", "merchant_id", "order_id", "order_amount_cents", "sn_codes", "channel_id")
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]

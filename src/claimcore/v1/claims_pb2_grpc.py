@@ -245,6 +245,11 @@ class AdminServiceStub:
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.UpdateEligibilityRequest.SerializeToString,
                 response_deserializer=claimcore_dot_v1_dot_claims__pb2.UpdateEligibilityReply.FromString,
                 _registered_method=True)
+        self.RecycleExpired = channel.unary_unary(
+                '/claimcore.v1.AdminService/RecycleExpired',
+                request_serializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.RecycleReply.FromString,
+                _registered_method=True)
         self.RegisterMerchant = channel.unary_unary(
                 '/claimcore.v1.AdminService/RegisterMerchant',
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.Merchant.SerializeToString,
@@ -327,6 +332,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecycleExpired(self, request, context):
+        """Give the stock of expired, unused vouchers back to the campaign, once each (nodes
+        also do this by themselves every --recycle-every-s).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RegisterMerchant(self, request, context):
         """Register (or update) a merchant allowed to redeem a campaign's vouchers.
         """
@@ -389,6 +402,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.UpdateEligibility,
                     request_deserializer=claimcore_dot_v1_dot_claims__pb2.UpdateEligibilityRequest.FromString,
                     response_serializer=claimcore_dot_v1_dot_claims__pb2.UpdateEligibilityReply.SerializeToString,
+            ),
+            'RecycleExpired': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecycleExpired,
+                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.FromString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.RecycleReply.SerializeToString,
             ),
             'RegisterMerchant': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterMerchant,
@@ -635,6 +653,33 @@ class AdminService:
             _registered_method=True)
 
     @staticmethod
+    def RecycleExpired(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/claimcore.v1.AdminService/RecycleExpired',
+            claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
+            claimcore_dot_v1_dot_claims__pb2.RecycleReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def RegisterMerchant(request,
             target,
             options=(),
@@ -736,6 +781,11 @@ class RedeemServiceStub:
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.ReverseRequest.SerializeToString,
                 response_deserializer=claimcore_dot_v1_dot_claims__pb2.ReverseReply.FromString,
                 _registered_method=True)
+        self.Release = channel.unary_unary(
+                '/claimcore.v1.RedeemService/Release',
+                request_serializer=claimcore_dot_v1_dot_claims__pb2.ReleaseRequest.SerializeToString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ReleaseReply.FromString,
+                _registered_method=True)
 
 
 class RedeemServiceServicer:
@@ -757,6 +807,13 @@ class RedeemServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Release(self, request, context):
+        """A user gives up an unused, valid voucher: its stock goes back to the campaign, once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RedeemServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -769,6 +826,11 @@ def add_RedeemServiceServicer_to_server(servicer, server):
                     servicer.Reverse,
                     request_deserializer=claimcore_dot_v1_dot_claims__pb2.ReverseRequest.FromString,
                     response_serializer=claimcore_dot_v1_dot_claims__pb2.ReverseReply.SerializeToString,
+            ),
+            'Release': grpc.unary_unary_rpc_method_handler(
+                    servicer.Release,
+                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.ReleaseRequest.FromString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ReleaseReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -826,6 +888,33 @@ class RedeemService:
             '/claimcore.v1.RedeemService/Reverse',
             claimcore_dot_v1_dot_claims__pb2.ReverseRequest.SerializeToString,
             claimcore_dot_v1_dot_claims__pb2.ReverseReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Release(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/claimcore.v1.RedeemService/Release',
+            claimcore_dot_v1_dot_claims__pb2.ReleaseRequest.SerializeToString,
+            claimcore_dot_v1_dot_claims__pb2.ReleaseReply.FromString,
             options,
             channel_credentials,
             insecure,

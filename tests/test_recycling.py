@@ -1,0 +1,146 @@
+"""Recycling (issue 6): stock of expired unused vouchers and of vouchers given up comes back,
+once each, with a ledger record; sold-out nodes reopen. Real gRPC, real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+
+from claimcore.v1 import claims_pb2 as pb
+from claimcore.v1 import claims_pb2_grpc as pb_grpc
+from conftest import LocalNode, create_campaign
+from test_ledger import export_all
+
+
+@pytest.fixture
+def redeem(channel) -> pb_grpc.RedeemServiceStub:
+    return pb_grpc.RedeemServiceStub(channel)
+
+
+def campaign(admin, **fields) -> str:
+    cid = create_campaign(admin, shards=2, **fields).campaign.campaign_id
+    admin.RegisterMerchant(pb.Merchant(campaign_id=cid, merchant_id="m1"), timeout=10)
+    return cid
+
+
+def claim(claims, cid: str, user: str, rid: str = "r") -> pb.ClaimReply:
+    return claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id=user, request_id=rid), timeout=10)
+
+
+def use(redeem, cid: str, user: str, voucher: str, order: str = "o") -> pb.RedeemReply:
+    return redeem.Redeem(pb.RedeemRequest(campaign_id=cid, user_id=user, voucher_ids=[voucher],
+                                          merchant_id="m1", order_id=order, order_amount_cents=100),
+                         timeout=10)
+
+
+def give_up(redeem, cid: str, user: str, voucher: str) -> pb.ReleaseReply:
+    return redeem.Release(pb.ReleaseRequest(campaign_id=cid, user_id=user, voucher_id=voucher), timeout=10)
+
+
+def remaining(admin, cid: str) -> int:
+    return admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10).remaining
+
+
+def reconciled(admin, cid: str) -> dict[str, int]:
+    reply = admin.Reconcile(pb.GetCampaignRequest(campaign_id=cid), timeout=30)
+    assert reply.ok, [(f.name, f.from_ledger, f.live) for f in reply.figures if not f.ok]
+    return {f.name: f.live for f in reply.figures}
+
+
+def test_a_voucher_given_up_goes_back_once_and_reopens_a_sold_out_campaign(admin, claims, redeem):
+    cid = campaign(admin, inventory=3)
+    vouchers = {u: claim(claims, cid, u).voucher.voucher_id for u in ("a", "b", "c")}
+    assert claim(claims, cid, "late").outcome == pb.SOLD_OUT       # the node holds a sold-out snapshot now
+    assert use(redeem, cid, "b", vouchers["b"]).outcome == pb.REDEEMED
+    first = give_up(redeem, cid, "a", vouchers["a"])
+    again = give_up(redeem, cid, "a", vouchers["a"])
+    used = give_up(redeem, cid, "b", vouchers["b"])
+    not_hers = give_up(redeem, cid, "c", vouchers["a"])
+    assert first.released and not again.released and not used.released and not not_hers.released
+    assert remaining(admin, cid) == 1
+    assert use(redeem, cid, "a", vouchers["a"], "o2").outcome == pb.ALREADY_REDEEMED  # given up: unusable
+    assert claim(claims, cid, "a", "r2").outcome == pb.ALREADY_CLAIMED  # the limit still counts it
+    deadline = time.monotonic() + 5
+    while (late := claim(claims, cid, "late")).outcome == pb.SOLD_OUT and time.monotonic() < deadline:
+        time.sleep(0.1)  # the sold-out snapshot is checked against Redis every second
+    assert late.outcome == pb.GRANTED
+    figures = reconciled(admin, cid)
+    assert figures["vouchers recycled (expired or released)"] == 1 and figures["granted"] == 4
+
+
+def test_expired_unused_vouchers_are_recycled_once_each(admin, claims, redeem):
+    cid = campaign(admin, inventory=4, valid_for_ms=800)
+    vouchers = {u: claim(claims, cid, u).voucher.voucher_id for u in ("a", "b", "c", "d")}
+    assert use(redeem, cid, "a", vouchers["a"]).outcome == pb.REDEEMED
+    too_early = admin.RecycleExpired(pb.GetCampaignRequest(campaign_id=cid), timeout=30).recycled
+    time.sleep(0.9)
+    swept = admin.RecycleExpired(pb.GetCampaignRequest(campaign_id=cid), timeout=30).recycled
+    swept_again = admin.RecycleExpired(pb.GetCampaignRequest(campaign_id=cid), timeout=30).recycled
+    late = use(redeem, cid, "b", vouchers["b"], "o2")
+    newcomers = [claim(claims, cid, f"n{i}").outcome for i in range(4)]
+    assert (too_early, swept, swept_again) == (0, 3, 0)
+    assert late.outcome == pb.EXPIRED
+    assert sorted(newcomers) == [pb.GRANTED] * 3 + [pb.SOLD_OUT]
+    events, _ = export_all(admin, cid)
+    assert sorted(e.voucher_id for e in events if e.kind == "expire") == sorted(vouchers[u] for u in "bcd")
+    assert reconciled(admin, cid)["vouchers recycled (expired or released)"] == 3
+
+
+def test_expiry_racing_redemptions_never_both(node, admin, claims):
+    cid = campaign(admin, inventory=60, valid_for_ms=400)
+    vouchers = {f"u{i}": claim(claims, cid, f"u{i}").voucher.voucher_id for i in range(60)}
+
+    async def race() -> list:
+        async with grpc.aio.insecure_channel(node.address) as ch:
+            stub, admin_aio = pb_grpc.RedeemServiceStub(ch), pb_grpc.AdminServiceStub(ch)
+            await asyncio.sleep(0.35)  # around the expiry: some redeem in time, some not
+            calls = [stub.Redeem(pb.RedeemRequest(
+                campaign_id=cid, user_id=u, voucher_ids=[v], merchant_id="m1", order_id="o",
+                order_amount_cents=100), timeout=10) for u, v in vouchers.items()]
+            calls += [admin_aio.RecycleExpired(pb.GetCampaignRequest(campaign_id=cid), timeout=30)
+                      for _ in range(5)]
+            return await asyncio.gather(*calls)
+
+    replies = asyncio.run(race())
+    time.sleep(0.1)
+    final = admin.RecycleExpired(pb.GetCampaignRequest(campaign_id=cid), timeout=30).recycled
+    redeemed = sum(1 for r in replies if isinstance(r, pb.RedeemReply) and r.outcome == pb.REDEEMED)
+    recycled = sum(r.recycled for r in replies if isinstance(r, pb.RecycleReply)) + final
+    assert redeemed + recycled == 60  # every voucher either used in time or recycled, never both
+    figures = reconciled(admin, cid)
+    assert figures["vouchers recycled (expired or released)"] == recycled
+    assert figures["vouchers redeemed (not reversed)"] == redeemed
+
+
+def test_nodes_recycle_by_themselves(redis_server):
+    node = LocalNode(redis_server.url, "--recycle-every-s", "0.3").start()
+    try:
+        with grpc.insecure_channel(node.address) as ch:
+            admin, claims = pb_grpc.AdminServiceStub(ch), pb_grpc.ClaimServiceStub(ch)
+            cid = create_campaign(admin, inventory=5, shards=1, valid_for_ms=300).campaign.campaign_id
+            for u in ("a", "b"):
+                claim(claims, cid, u)
+            before = remaining(admin, cid)
+            deadline = time.monotonic() + 10
+            while remaining(admin, cid) < 5 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            after = remaining(admin, cid)
+    finally:
+        node.stop()
+    assert (before, after) == (3, 5)
+
+
+def test_cli_recycle(node, admin, claims):
+    cid = campaign(admin, inventory=5, valid_for_ms=1)
+    claim(claims, cid, "a")
+    time.sleep(0.01)
+    cli = [sys.executable, "-m", "claimcore", "campaign", "--target", node.address, "recycle", cid]
+    run = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"recycled": "1"}
