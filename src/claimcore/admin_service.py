@@ -48,6 +48,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
             ],
             shard_epoch=status.config.epoch,
             resharding=status.resharding,
+            held_for_rounds=figures.held,
         )
 
     async def CreateCampaign(self, request: pb.CreateCampaignRequest,

@@ -40,6 +40,7 @@ class CampaignConfig:
     allow_list: bool = False          # eligibility: only users on the allow list may claim
     resident_regions: tuple[str, ...] = ()  # eligibility: users must reside in one; () = anywhere
     required_tags: tuple[str, ...] = ()     # eligibility: users must carry all of them
+    rounds: tuple[tuple[int, int], ...] = ()  # later rounds: (release_at_ms, amount) held back till then
     # The live shard map, not part of the spec: kept in the campaign hash.
     epoch: int = 0          # bumped by every reshard
     shard_slots: int = 0    # shards ever made (retired ones keep their grants); 0 = shards
@@ -75,6 +76,16 @@ class CampaignConfig:
                 raise v.InvalidInput(f"at most {v.MAX_REGIONS} {name}")
             for item in getattr(self, name):
                 v.check_id(name, item, v.REGION)
+        object.__setattr__(self, "rounds", tuple((int(t), int(n)) for t, n in self.rounds))
+        if len(self.rounds) > v.MAX_ROUNDS:
+            raise v.InvalidInput(f"at most {v.MAX_ROUNDS} rounds")
+        for i, (at, amount) in enumerate(self.rounds):
+            v.check_range(f"rounds[{i}].release_at_ms", at, 1, v.MAX_TIME_MS)
+            v.check_range(f"rounds[{i}].amount", amount, 1, v.MAX_INVENTORY)
+            if i and at <= self.rounds[i - 1][0]:
+                raise v.InvalidInput("rounds must be in order of release_at_ms, each later than the last")
+        if self.initial_stock < self.shards:
+            raise v.InvalidInput("the rounds hold back too much: every shard needs stock from the start")
         if self.shard_slots < self.shards:
             object.__setattr__(self, "shard_slots", self.shards)
 
@@ -101,6 +112,7 @@ class CampaignConfig:
             allow_list=c.allow_list,
             resident_regions=tuple(c.resident_regions),
             required_tags=tuple(c.required_tags),
+            rounds=tuple((r.release_at_ms, r.amount) for r in c.rounds),
         )
 
     def spec(self) -> dict[str, object]:
@@ -110,7 +122,9 @@ class CampaignConfig:
         return fields
 
     def to_proto(self) -> pb.Campaign:
-        return pb.Campaign(**self.spec())
+        fields = self.spec()
+        fields["rounds"] = [pb.Round(release_at_ms=t, amount=n) for t, n in self.rounds]
+        return pb.Campaign(**fields)
 
     def to_json(self) -> str:
         """The spec as stored at creation (at epoch 0, before any reshard)."""
@@ -129,7 +143,16 @@ class CampaignConfig:
             return ""
         return f"{int(self.allow_list)}|{','.join(self.resident_regions)}|{','.join(self.required_tags)}"
 
+    @property
+    def initial_stock(self) -> int:
+        """What is claimable from the start: the inventory less what the rounds hold back."""
+        return self.inventory - sum(amount for _, amount in self.rounds)
+
+    def due_rounds(self, now_ms: int) -> list[int]:
+        """Indexes of the rounds whose release time has come."""
+        return [i for i, (at, _) in enumerate(self.rounds) if at <= now_ms]
+
     def shard_stock(self, shard: int) -> int:
-        """Initial stock of one shard: the inventory split as evenly as possible."""
-        base, extra = divmod(self.inventory, self.shards)
+        """Initial stock of one shard: the initial stock split as evenly as possible."""
+        base, extra = divmod(self.initial_stock, self.shards)
         return base + (1 if shard < extra else 0)

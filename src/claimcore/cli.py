@@ -80,6 +80,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
                 valid_for_ms=args.valid_for_ms, max_vouchers_per_order=args.max_vouchers_per_order,
                 regions=args.region, allow_list=args.allow_list,
                 resident_regions=args.resident_region, required_tags=args.required_tag,
+                rounds=[pb.Round(release_at_ms=at, amount=amount) for at, amount in args.round],
             )
             _print(admin.CreateCampaign(pb.CreateCampaignRequest(campaign=campaign), timeout=10))
         elif args.action == "list":
@@ -114,6 +115,13 @@ def cmd_merchant(args: argparse.Namespace) -> int:
         print(f"claimcore merchant {args.action}: {err.code().name}: {err.details()}", file=sys.stderr)
         return 1
     return 0
+
+
+def _round(text: str) -> tuple[int, int]:
+    at, _, amount = text.partition(":")
+    if not (at.isdigit() and amount.isdigit()):
+        raise argparse.ArgumentTypeError(f"a round is RELEASE_AT_MS:AMOUNT, not {text!r}")
+    return int(at), int(amount)
 
 
 def _flag(text: str) -> bool:
@@ -251,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--max-vouchers-per-order", type=int, default=1, help="stacking within the campaign")
     create.add_argument("--region", action="append", default=[],
                         help="a region whose merchants may redeem (repeat; none = all)")
+    create.add_argument("--round", action="append", default=[], metavar="RELEASE_AT_MS:AMOUNT", type=_round,
+                        help="a later round holding back AMOUNT until RELEASE_AT_MS (repeat)")
     create.add_argument("--allow-list", action="store_true", help="only users on the allow list may claim")
     create.add_argument("--resident-region", action="append", default=[],
                         help="users must reside in one of these regions (repeat)")

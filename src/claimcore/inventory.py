@@ -112,6 +112,7 @@ class Figures:
     granted: list[int]     # per shard
     in_leases: int         # stock in transit between shards (leases not yet credited)
     lease_records: int = 0  # lease records seen, credited or not: 0 means nothing in transit
+    held: int = 0          # inventory of rounds not released yet (not claimable)
 
     @property
     def total_remaining(self) -> int:
@@ -143,6 +144,11 @@ def refusal(campaign_id: str, shard: int, reply: list[Any]) -> Exception:
     if status == -3:
         return ShardMoving(campaign_id, int(reply[1]))
     return ShardMissing(f"{campaign_id} shard {shard}")
+
+
+def round_lease(index: int) -> str:
+    """The credit id of a campaign's later round `index`: credited into shard 0 once."""
+    return f"round-{index}"
 
 
 def now_ms() -> int:
@@ -262,6 +268,8 @@ class RedisInventory:
                 continue
             if any(figures.remaining):
                 continue  # other borrowers took the stock we saw: look again
+            if figures.held and await self.release_due_rounds(config):
+                continue  # a later round's time has come: its stock is in now
             empty_rounds += 1
             if empty_rounds == EMPTY_CHECK_ROUNDS:
                 return 0
@@ -297,6 +305,54 @@ class RedisInventory:
                 settled += amount
         return settled
 
+    async def spread_stock(self, config: CampaignConfig) -> int:
+        """Even out the stock of the live shards and drain retired ones; returns stock moved.
+
+        Moves go through leases (move_stock), so they race safely with claims and
+        borrowers: the evening out is approximate, the draining is not.
+        """
+        moved = 0
+        figures = await self.figures(config)
+        base, extra = divmod(sum(figures.remaining), config.shards)
+        want = [base + (1 if s < extra else 0) if s < config.shards else 0 for s in range(config.shard_slots)]
+        have = figures.remaining
+        surplus = {s: have[s] - want[s] for s in range(config.shard_slots) if have[s] > want[s]}
+        deficit = {s: want[s] - have[s] for s in range(config.shards) if have[s] < want[s]}
+        for donor, spare in surplus.items():
+            for dest in list(deficit):
+                if spare <= 0:
+                    break
+                got = await self.move_stock(config, donor, dest, min(spare, deficit[dest]))
+                moved += got
+                spare -= got
+                deficit[dest] -= got
+                if deficit[dest] <= 0:
+                    del deficit[dest]
+        for retired in range(config.shards, config.shard_slots):  # must end empty, whatever claims did
+            while got := await self.move_stock(config, retired, retired % config.shards, 1 << 30):
+                moved += got
+        return moved
+
+    # ------------------------------------------------------------ rounds
+
+    async def release_due_rounds(self, config: CampaignConfig) -> int:
+        """Credit every round whose time has come into shard 0, once each (credit.lua's credited
+        set is the record), and spread it over the shards; returns the stock released now."""
+        due = config.due_rounds(now_ms())
+        if not due:
+            return 0
+        keys = shard_keys(config.campaign_id, 0)
+        done = await self.redis.smismember(keys.credited, [round_lease(k) for k in due])
+        released = 0
+        for k, already in zip(due, done, strict=True):
+            if not already:
+                credited, _ = await scripts.CREDIT(self.redis, [keys.state, keys.credited],
+                                                   [round_lease(k), config.rounds[k][1]])
+                released += config.rounds[k][1] if int(credited) else 0
+        if released and config.shards > 1:
+            await self.spread_stock(config)
+        return released
+
     # ------------------------------------------------------------ figures
 
     async def figures(self, config: CampaignConfig) -> Figures:
@@ -330,7 +386,12 @@ class RedisInventory:
             credited = await pipe.execute()
             in_leases = sum(amount for (_, _, amount), done in zip(leases, credited, strict=True)
                             if not done)
-        return Figures(remaining, granted, in_leases, len(leases))
+        held = 0
+        if config.rounds:
+            credited = await self.redis.smismember(shard_keys(cid, 0).credited,
+                                                   [round_lease(k) for k in range(len(config.rounds))])
+            held = sum(amount for (_, amount), done in zip(config.rounds, credited, strict=True) if not done)
+        return Figures(remaining, granted, in_leases, len(leases), held)
 
     # ------------------------------------------------------------ lookups
 

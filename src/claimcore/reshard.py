@@ -208,35 +208,9 @@ async def _unfreeze(inventory: RedisInventory, new: CampaignConfig) -> None:
 
 
 async def _spread_stock(inventory: RedisInventory, new: CampaignConfig) -> int:
-    """Drain retired shards and even out the stock of the live ones; returns stock moved."""
-    moved = 0
-    await inventory.settle_leases(new)  # leases made before the fence may point anywhere
-    figures = await inventory.figures(new)
-    total = sum(figures.remaining)
-    base, extra = divmod(total, new.shards)
-    want = [base + (1 if s < extra else 0) if s < new.shards else 0 for s in range(new.shard_slots)]
-    have = figures.remaining
-    surplus = {s: have[s] - want[s] for s in range(new.shard_slots) if have[s] > want[s]}
-    deficit = {s: want[s] - have[s] for s in range(new.shards) if have[s] < want[s]}
-    for donor, spare in surplus.items():
-        for dest in list(deficit):
-            if spare <= 0:
-                break
-            amount = min(spare, deficit[dest])
-            got = await inventory.move_stock(new, donor, dest, amount)
-            moved += got
-            spare -= got
-            deficit[dest] -= got
-            if deficit[dest] <= 0:
-                del deficit[dest]
-    # Retired shards must end empty whatever claims did meanwhile: a last sweep.
-    for retired in range(new.shards, new.shard_slots):
-        while True:
-            got = await inventory.move_stock(new, retired, retired % new.shards, 1 << 30)
-            moved += got
-            if not got:
-                break
-    return moved
+    """Drain retired shards and even out the live ones (after settling leases made before the fence)."""
+    await inventory.settle_leases(new)
+    return await inventory.spread_stock(new)
 
 
 @contextlib.asynccontextmanager

@@ -21,7 +21,7 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from claimcore import recycling
+from claimcore import recycling, rounds
 from claimcore.admin_service import AdminService
 from claimcore.admission import Admission
 from claimcore.batcher import ClaimBatcher
@@ -143,6 +143,7 @@ class Node:
         await self.server.start()
         self._tasks = [asyncio.create_task(self._watch_redis()),
                        asyncio.create_task(self.soldout.run())]
+        self._tasks.append(asyncio.create_task(rounds.release_forever(self.inventory, self.campaigns)))
         if self.options.recycle_every_s > 0:
             self._tasks.append(asyncio.create_task(
                 recycling.sweep_forever(self.inventory, self.campaigns, self.options.recycle_every_s)))

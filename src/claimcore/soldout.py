@@ -7,8 +7,9 @@ request_id gets its voucher, a user at the limit gets ALREADY_CLAIMED, anyone
 else SOLD_OUT.
 
 The snapshot is only trusted while Redis agrees: every refresh compares the
-campaign's live figures with it. If stock is back (a restock, a lease settled)
-the campaign reopens; if the number of grants moved, the snapshot is reloaded.
+campaign's live figures with it. If stock is back (a round released, vouchers
+recycled, a lease settled) the campaign reopens; at a later round's release
+time the snapshot stops answering at once; if the number of grants moved, the snapshot is reloaded.
 Until a snapshot is loaded, claims still go to Redis (which answers them
 correctly), only without the borrow attempt.
 """
@@ -55,6 +56,11 @@ class _Entry:
     config: CampaignConfig
     snapshot: Snapshot | None = None
     loading: bool = False
+    next_round_at: float = float("inf")  # unix ms of the next later round: the snapshot ends then
+
+    def __post_init__(self) -> None:
+        now = now_ms()
+        self.next_round_at = min((at for at, _ in self.config.rounds if at > now), default=float("inf"))
 
 
 class SoldOutCache:
@@ -68,7 +74,9 @@ class SoldOutCache:
 
     def snapshot(self, campaign_id: str) -> Snapshot | None:
         entry = self._entries.get(campaign_id)
-        return entry.snapshot if entry else None
+        if entry is None or now_ms() >= entry.next_round_at:  # a round's stock is due: ask Redis
+            return None
+        return entry.snapshot
 
     def mark(self, config: CampaignConfig) -> None:
         """Called by the batcher when nothing is left to borrow."""
@@ -90,6 +98,8 @@ class SoldOutCache:
     async def _check(self, entry: _Entry) -> None:
         """Reopen, keep, or (re)load the snapshot, from the live figures."""
         config = entry.config
+        if config.rounds:
+            await self.inventory.release_due_rounds(config)  # no claim may reach Redis to do it
         figures = await self.inventory.figures(config)
         if figures.total_remaining > 0 or figures.lease_records:  # stock left, or moving
             self._entries.pop(config.campaign_id, None)

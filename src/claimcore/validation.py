@@ -29,6 +29,7 @@ MAX_MONEY_CENTS = 10**12
 MAX_VOUCHERS_PER_ORDER = 100
 MAX_REGIONS = 100
 MAX_SN_CODES = 100
+MAX_ROUNDS = 100
 MAX_TIME_MS = 2**53  # unix ms; far beyond any real date, still exact in Lua doubles
 
 

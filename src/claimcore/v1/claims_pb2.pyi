@@ -141,7 +141,7 @@ class GetClaimReply(_message.Message):
     def __init__(self, found: _Optional[bool] = ..., vouchers: _Optional[_Iterable[_Union[Voucher, _Mapping]]] = ...) -> None: ...
 
 class Campaign(_message.Message):
-    __slots__ = ("campaign_id", "name", "inventory", "shards", "per_user_limit", "starts_at_ms", "ends_at_ms", "admission_rate", "admission_burst", "value_cents", "min_spend_cents", "category", "valid_for_ms", "max_vouchers_per_order", "regions", "allow_list", "resident_regions", "required_tags")
+    __slots__ = ("campaign_id", "name", "inventory", "shards", "per_user_limit", "starts_at_ms", "ends_at_ms", "admission_rate", "admission_burst", "value_cents", "min_spend_cents", "category", "valid_for_ms", "max_vouchers_per_order", "regions", "allow_list", "resident_regions", "required_tags", "rounds")
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +160,7 @@ class Campaign(_message.Message):
     ALLOW_LIST_FIELD_NUMBER: _ClassVar[int]
     RESIDENT_REGIONS_FIELD_NUMBER: _ClassVar[int]
     REQUIRED_TAGS_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     name: str
     inventory: int
@@ -178,7 +179,16 @@ class Campaign(_message.Message):
     allow_list: bool
     resident_regions: _containers.RepeatedScalarFieldContainer[str]
     required_tags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, campaign_id: _Optional[str] = ..., name: _Optional[str] = ..., inventory: _Optional[int] = ..., shards: _Optional[int] = ..., per_user_limit: _Optional[int] = ..., starts_at_ms: _Optional[int] = ..., ends_at_ms: _Optional[int] = ..., admission_rate: _Optional[int] = ..., admission_burst: _Optional[int] = ..., value_cents: _Optional[int] = ..., min_spend_cents: _Optional[int] = ..., category: _Optional[str] = ..., valid_for_ms: _Optional[int] = ..., max_vouchers_per_order: _Optional[int] = ..., regions: _Optional[_Iterable[str]] = ..., allow_list: _Optional[bool] = ..., resident_regions: _Optional[_Iterable[str]] = ..., required_tags: _Optional[_Iterable[str]] = ...) -> None: ...
+    rounds: _containers.RepeatedCompositeFieldContainer[Round]
+    def __init__(self, campaign_id: _Optional[str] = ..., name: _Optional[str] = ..., inventory: _Optional[int] = ..., shards: _Optional[int] = ..., per_user_limit: _Optional[int] = ..., starts_at_ms: _Optional[int] = ..., ends_at_ms: _Optional[int] = ..., admission_rate: _Optional[int] = ..., admission_burst: _Optional[int] = ..., value_cents: _Optional[int] = ..., min_spend_cents: _Optional[int] = ..., category: _Optional[str] = ..., valid_for_ms: _Optional[int] = ..., max_vouchers_per_order: _Optional[int] = ..., regions: _Optional[_Iterable[str]] = ..., allow_list: _Optional[bool] = ..., resident_regions: _Optional[_Iterable[str]] = ..., required_tags: _Optional[_Iterable[str]] = ..., rounds: _Optional[_Iterable[_Union[Round, _Mapping]]] = ...) -> None: ...
+
+class Round(_message.Message):
+    __slots__ = ("release_at_ms", "amount")
+    RELEASE_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    release_at_ms: int
+    amount: int
+    def __init__(self, release_at_ms: _Optional[int] = ..., amount: _Optional[int] = ...) -> None: ...
 
 class EligibilityRecord(_message.Message):
     __slots__ = ("user_id", "allowed", "denied", "region", "tags", "remove")
@@ -235,7 +245,7 @@ class ShardFigures(_message.Message):
     def __init__(self, shard: _Optional[int] = ..., remaining: _Optional[int] = ..., granted: _Optional[int] = ..., retired: _Optional[bool] = ...) -> None: ...
 
 class CampaignInfo(_message.Message):
-    __slots__ = ("campaign", "paused", "granted", "remaining", "sold_out_at_ms", "shards", "created_at_ms", "shard_epoch", "resharding")
+    __slots__ = ("campaign", "paused", "granted", "remaining", "sold_out_at_ms", "shards", "created_at_ms", "shard_epoch", "resharding", "held_for_rounds")
     CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
     PAUSED_FIELD_NUMBER: _ClassVar[int]
     GRANTED_FIELD_NUMBER: _ClassVar[int]
@@ -245,6 +255,7 @@ class CampaignInfo(_message.Message):
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     SHARD_EPOCH_FIELD_NUMBER: _ClassVar[int]
     RESHARDING_FIELD_NUMBER: _ClassVar[int]
+    HELD_FOR_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     campaign: Campaign
     paused: bool
     granted: int
@@ -254,7 +265,8 @@ class CampaignInfo(_message.Message):
     created_at_ms: int
     shard_epoch: int
     resharding: bool
-    def __init__(self, campaign: _Optional[_Union[Campaign, _Mapping]] = ..., paused: _Optional[bool] = ..., granted: _Optional[int] = ..., remaining: _Optional[int] = ..., sold_out_at_ms: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardFigures, _Mapping]]] = ..., created_at_ms: _Optional[int] = ..., shard_epoch: _Optional[int] = ..., resharding: _Optional[bool] = ...) -> None: ...
+    held_for_rounds: int
+    def __init__(self, campaign: _Optional[_Union[Campaign, _Mapping]] = ..., paused: _Optional[bool] = ..., granted: _Optional[int] = ..., remaining: _Optional[int] = ..., sold_out_at_ms: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardFigures, _Mapping]]] = ..., created_at_ms: _Optional[int] = ..., shard_epoch: _Optional[int] = ..., resharding: _Optional[bool] = ..., held_for_rounds: _Optional[int] = ...) -> None: ...
 
 class ReshardRequest(_message.Message):
     __slots__ = ("campaign_id", "shards")
