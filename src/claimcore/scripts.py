@@ -58,8 +58,8 @@ BEGIN_RESHARD = LuaScript("begin_reshard")
 REDEEM = LuaScript("redeem")
 REVERSE = LuaScript("reverse")
 ELIGIBILITY = LuaScript("eligibility")
-SN = LuaScript("sn")
+HOLDS = LuaScript("holds")
 RECYCLE = LuaScript("recycle")
 ALL = (CLAIM, INIT_SHARD, CREATE_CAMPAIGN, LEND, CREDIT,
        FENCE, EXPORT, ADOPT, FORGET, LOOKUP, LOCK, BEGIN_RESHARD, REDEEM, REVERSE,
-       ELIGIBILITY, SN, RECYCLE)
+       ELIGIBILITY, HOLDS, RECYCLE)

@@ -2,7 +2,7 @@
 
 An SN code's record lives in one of SN_BUCKETS hash slots of its own
 (`cc:{sn:b}:sns`), not in any campaign's, so "once across all campaigns" is
-a cross-slot rule, kept by holding before redeeming (sn.lua):
+a cross-slot rule, kept by holding before redeeming (holds.lua):
 
 1. hold every SN code of the order, all or none, until a deadline;
 2. redeem.lua records the order only while the holds are trusted
@@ -53,7 +53,7 @@ class SnRegistry:
     async def _each(self, op: str, owner: str, sns: list[str], deadline: int) -> list[list[str]]:
         now = now_ms()
         replies = await asyncio.gather(*(
-            scripts.SN(self.inventory.redis, [sn_key(b)], [op, owner, now, deadline, MARGIN_MS, *codes])
+            scripts.HOLDS(self.inventory.redis, [sn_key(b)], [op, owner, now, deadline, MARGIN_MS, *codes])
             for b, codes in _by_bucket(sns).items()))
         return [[str(x) for x in r] for r in replies]
 
@@ -91,5 +91,5 @@ class SnRegistry:
             redeem_key = shard_keys(campaign_id, shard_of(user_id, config.shards)).redeem
             order = await self.inventory.redis.hget(redeem_key, f"o:{user_id}|{order_id}")
             redeemed = bool(order) and order.startswith("R")
-        await scripts.SN(self.inventory.redis, [sn_key(shard_of(sn, SN_BUCKETS))],
+        await scripts.HOLDS(self.inventory.redis, [sn_key(shard_of(sn, SN_BUCKETS))],
                          ["settle", holder, now_ms(), 1 if redeemed else 0, MARGIN_MS, sn])

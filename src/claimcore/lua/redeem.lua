@@ -8,7 +8,7 @@
 -- KEYS[5]  cc:{C:s}:log      STREAM the shard's ledger
 -- ARGV     epoch, now_ms, user, order_id, merchant_id, order_amount, min_spend, value,
 --          valid_for_ms, channel, sn_codes (comma-joined), the SN holds' trusted-until time
---          (0 = no SN codes; sn.lua), then the voucher ids (sorted)
+--          (0 = no SN codes; holds.lua), then the voucher ids (sorted)
 -- Returns  { 1, subsidy, at, vouchers... }        REDEEMED (now, or earlier for this order)
 --          { code, 0, 0, vouchers at fault... }  2 ALREADY_REDEEMED, 3 EXPIRED, 4 NOT_OWNER,
 --                                                6 BELOW_MINIMUM_SPEND, 8 ORDER_ID_REUSED,

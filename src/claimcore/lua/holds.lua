@@ -1,10 +1,13 @@
 #!lua
--- sn.lua: product serial numbers (SN codes), each subsidised once across all campaigns.
+-- holds.lua: things one owner at a time may have, across hash slots: SN codes (each
+-- subsidised by one order, snregistry.py) and categories (a person holds vouchers of one
+-- campaign per category, categories.py).
 --
--- KEYS[1]  cc:{sn:b}:sns   HASH sn -> "H|deadline_ms|owner" (held by an order being redeemed)
---                                  or "U|0|owner" (used: subsidised by that order);
---                          owner = "campaign|user|order_id"; b = the SN's bucket (snregistry.py)
--- ARGV     op, owner, now_ms, deadline_ms, margin_ms, then SN codes
+-- KEYS[1]  cc:{sn:b}:sns (or cc:{cat:<category>:b}:users)  a registry HASH
+--          thing -> "H|deadline_ms|owner" (held while the owner is decided)
+--                or "U|0|owner" (used: the owner has it for good)
+--          SN codes: owner "campaign|user|order_id"; users of a category: owner "campaign"
+-- ARGV     op, owner, now_ms, deadline_ms, margin_ms, then the things
 --   hold     all or none: { 0 } held (or already ours); { 1, sns... } used or held by other
 --            orders; { 2, sn, record, ... } held by orders past their deadline: the caller
 --            must settle those first ('settle'), then hold again
@@ -13,8 +16,8 @@
 --   settle   ARGV[2] is the stale owner; SN codes whose record is still that owner's stale
 --            hold become used ("U", ARGV[4] = 1) or free (ARGV[4] = 0) -> { 0 }
 --
--- A hold is trusted until deadline + margin by others, and by its own order only
--- until deadline - margin (redeem.lua refuses later): the margin covers the
+-- A hold is trusted until deadline + margin by others, and by its own owner only
+-- until deadline - margin (redeem.lua and claim.lua refuse later): the margin covers the
 -- clocks of two nodes disagreeing, so a hold is never used by two orders.
 
 local op, owner = ARGV[1], ARGV[2]
