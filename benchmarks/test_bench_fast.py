@@ -68,7 +68,7 @@ def test_bench_shard_of(benchmark, impl: str) -> None:
 # One node flush at burst load: 8 lanes of 32 claims each, packed into one RESP write.
 FLUSH = [
     (f"cc:{{launch:{s}}}:state", f"cc:{{launch:{s}}}:users", f"cc:{{launch:{s}}}:reqs",
-     f"cc:{{launch:{s}}}:log", f"cc:{{launch:{s}}}:elig", f"launch-{s}-", "3",
+     f"cc:{{launch:{s}}}:log", f"cc:{{launch:{s}}}:elig", f"launch-{s}-", "3", "0",
      [(f"u{s}{i:06d}", f"{s}{i:031x}", "bank-app") for i in range(32)])
     for s in range(8)
 ]

@@ -477,8 +477,8 @@ def _redis_py_packing(sha: str, calls: list, now_ms: int) -> bytes:
     conn = Connection()
     return b"".join(
         b"".join(conn.pack_command("EVALSHA", sha, 5, state, users, reqs, log, elig, now_ms, prefix, epoch,
-                                   *[x for item in items for x in item]))
-        for state, users, reqs, log, elig, prefix, epoch, items in calls
+                                   trusted, *[x for item in items for x in item]))
+        for state, users, reqs, log, elig, prefix, epoch, trusted, items in calls
     )
 
 
@@ -493,6 +493,7 @@ def test_pack_claims_matches_redis_py_byte_for_byte(seed: int) -> None:
     for _ in range(50):
         calls = [(ident(), ident(), ident(), ident(), ident(), ident(),
                   str(rng.choice([0, 7, rng.randint(0, 10**12)])),
+                  str(rng.choice([0, rng.randint(0, 2**53)])),
                   [(ident(), ident(), ident(0)) for _ in range(rng.randint(0, 60))])
                  for _ in range(rng.randint(1, 8))]
         now = rng.choice([0, 1, 9, 10, rng.randint(0, 2**53)])
@@ -525,4 +526,4 @@ def test_unpack_claim_reply_twins_agree(seed: int) -> None:
 @pytest.mark.parametrize("bad", ["ü", "snow\u2603", "\U0001f600"])
 def test_pack_claims_refuses_non_ascii(name: str, bad: str) -> None:
     with pytest.raises(ValueError):
-        _mod(name).pack_claims("e" * 40, [("s", "u", "r", "l", "e", "p", "0", [("user", bad, "")])], 1)
+        _mod(name).pack_claims("e" * 40, [("s", "u", "r", "l", "e", "p", "0", "0", [("user", bad, "")])], 1)

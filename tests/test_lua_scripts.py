@@ -1200,7 +1200,7 @@ def test_threads_calling_claim_script_directly(
         keys = shard_keys(cid, shard)
         client = redis.Redis(connection_pool=pool)
         reply = client.evalsha(sha, 5, *keys.claim,
-                               now_ms(), voucher_prefix(cid, shard), 0, user, f"req{i}", "")
+                               now_ms(), voucher_prefix(cid, shard), 0, 0, user, f"req{i}", "")
         return user, int(reply[1]), reply[2]
 
     with ThreadPoolExecutor(64) as ex:

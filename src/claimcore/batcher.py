@@ -158,7 +158,7 @@ class ClaimBatcher:
             return
         try:
             replies = await self.inventory.claim_many([
-                (lane.config.campaign_id, lane.shard, lane.config.epoch, [item for item, _ in batch])
+                (lane.config.campaign_id, lane.shard, lane.config.epoch, [item for item, _ in batch], 0)
                 for lane, batch in calls
             ], now_ms())
         except Exception as exc:  # noqa: BLE001 - every waiter must hear of it

@@ -88,6 +88,10 @@ class StaleMap(Exception):
         self.epoch = epoch
 
 
+class HoldsLost(Exception):
+    """The node's category holds expired before its claims ran: hold again (categories.py)."""
+
+
 class ShardMoving(Exception):
     """The shard is frozen while a reshard moves users into it: retry shortly."""
 
@@ -124,7 +128,8 @@ EMPTY_CHECK_ROUNDS = 2   # full scans that must agree before "sold out"
 MAX_BORROW_ROUNDS = 50   # then give up with BorrowContention (a retryable error)
 
 
-ClaimCall = tuple[str, int, int, list[ClaimItem]]  # campaign, shard, epoch of the map, items
+# campaign, shard, epoch of the map, items, and until when category holds are trusted (0 = none)
+ClaimCall = tuple[str, int, int, list[ClaimItem], int]
 
 
 def _claim_result(call: ClaimCall, reply: Any) -> tuple[int, list[ItemResult]] | Exception:
@@ -143,6 +148,8 @@ def refusal(campaign_id: str, shard: int, reply: list[Any]) -> Exception:
         return StaleMap(campaign_id, int(reply[1]))
     if status == -3:
         return ShardMoving(campaign_id, int(reply[1]))
+    if status == -4:
+        return HoldsLost(campaign_id)
     return ShardMissing(f"{campaign_id} shard {shard}")
 
 
@@ -181,7 +188,7 @@ class RedisInventory:
         self, campaign_id: str, shard: int, now: int, items: list[ClaimItem], epoch: int = 0
     ) -> tuple[int, list[ItemResult]]:
         """Run claim.lua for a batch on one shard: (stock left, one result per item)."""
-        (reply,) = await self.claim_many([(campaign_id, shard, epoch, items)], now)
+        (reply,) = await self.claim_many([(campaign_id, shard, epoch, items, 0)], now)
         if isinstance(reply, Exception):
             raise reply
         return reply
@@ -209,14 +216,14 @@ class RedisInventory:
         if isinstance(self.redis, RedisCluster):
             return await eval_on_cluster(self.redis, scripts.CLAIM, [
                 (shard_keys(cid, shard).claim,
-                 (now, voucher_prefix(cid, shard), epoch, *(x for item in items for x in item)))
-                for cid, shard, epoch, items in calls
+                 (now, voucher_prefix(cid, shard), epoch, trusted, *(x for item in items for x in item)))
+                for cid, shard, epoch, items, trusted in calls
             ])
         # The flush is packed in one go by the Cython codec (redis-py would spend
         # ~4 us of Python per argument) and written on a pooled connection.
         packed = pack_claims(scripts.CLAIM.sha, [
-            (*shard_keys(cid, shard).claim, voucher_prefix(cid, shard), str(epoch), items)
-            for cid, shard, epoch, items in calls
+            (*shard_keys(cid, shard).claim, voucher_prefix(cid, shard), str(epoch), str(trusted), items)
+            for cid, shard, epoch, items, trusted in calls
         ], now)
         pool = self.redis.connection_pool
         conn = await pool.get_connection()

@@ -61,22 +61,22 @@ def pack_claims(str sha, calls, now_ms):
     cdef Py_ssize_t size = 0
     cdef Py_ssize_t n_items
     for call in calls:
-        state, users, reqs, log, elig, prefix, epoch, items = call
+        state, users, reqs, log, elig, prefix, epoch, trusted_until, items = call
         n_items = len(items)
-        size += 1 + _digits(11 + 3 * n_items) + 2 + 13  # *N\r\n $7\r\nEVALSHA\r\n
+        size += 1 + _digits(12 + 3 * n_items) + 2 + 13  # *N\r\n $7\r\nEVALSHA\r\n
         size += _bulk_size(sha) + 7                     # sha, $1\r\n5\r\n
         size += _bulk_size(state) + _bulk_size(users) + _bulk_size(reqs) + _bulk_size(log)
         size += _bulk_size(elig)
-        size += _bulk_size(now) + _bulk_size(prefix) + _bulk_size(epoch)
+        size += _bulk_size(now) + _bulk_size(prefix) + _bulk_size(epoch) + _bulk_size(trusted_until)
         for item in items:
             user, request, channel = item
             size += _bulk_size(user) + _bulk_size(request) + _bulk_size(channel)
     out = PyBytes_FromStringAndSize(NULL, size)
     cdef char* p = PyBytes_AS_STRING(out)
     for call in calls:
-        state, users, reqs, log, elig, prefix, epoch, items = call
+        state, users, reqs, log, elig, prefix, epoch, trusted_until, items = call
         p[0] = b'*'
-        p = _write_int(p + 1, 11 + 3 * len(items))
+        p = _write_int(p + 1, 12 + 3 * len(items))
         memcpy(p, b"\r\n$7\r\nEVALSHA\r\n", 15)
         p = _write_bulk(p + 15, sha)
         memcpy(p, b"$1\r\n5\r\n", 7)
@@ -89,6 +89,7 @@ def pack_claims(str sha, calls, now_ms):
         p = _write_bulk(p, now)
         p = _write_bulk(p, prefix)
         p = _write_bulk(p, epoch)
+        p = _write_bulk(p, trusted_until)
         for item in items:
             user, request, channel = item
             p = _write_bulk(p, user)

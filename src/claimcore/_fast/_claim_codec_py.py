@@ -8,7 +8,7 @@ three fields (claimcore.inventory.ItemResult).
 pack_claims(sha, calls, now_ms) -> bytes: one EVALSHA command per call,
 concatenated, exactly as redis-py's Connection.pack_command would encode
 each of them. A call is (state_key, users_key, reqs_key, log_key, elig_key,
-voucher_prefix, epoch, items), an item is (user_id, request_id, channel_id); the epoch is a
+voucher_prefix, epoch, trusted_until, items), an item is (user_id, request_id, channel_id); the epoch is a
 str (claim.lua's ARGV[3]). All strings are ASCII
 (claimcore.validation guarantees it for ids; keys are built from ids), so
 len(s) is also their length in bytes; anything else raises ValueError.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-Call = tuple[str, str, str, str, str, str, str, Sequence[Sequence[str]]]
+Call = tuple[str, str, str, str, str, str, str, str, Sequence[Sequence[str]]]
 
 
 def _bulk(parts: list[bytes], value: str) -> None:
@@ -30,11 +30,11 @@ def _bulk(parts: list[bytes], value: str) -> None:
 def pack_claims(sha: str, calls: Sequence[Call], now_ms: int) -> bytes:
     now = str(int(now_ms))
     parts: list[bytes] = []
-    for state, users, reqs, log, elig, prefix, epoch, items in calls:
-        parts.append(b"*%d\r\n$7\r\nEVALSHA\r\n" % (11 + 3 * len(items)))
+    for state, users, reqs, log, elig, prefix, epoch, trusted_until, items in calls:
+        parts.append(b"*%d\r\n$7\r\nEVALSHA\r\n" % (12 + 3 * len(items)))
         _bulk(parts, sha)
         parts.append(b"$1\r\n5\r\n")
-        for value in (state, users, reqs, log, elig, now, prefix, epoch):
+        for value in (state, users, reqs, log, elig, now, prefix, epoch, trusted_until):
             _bulk(parts, value)
         for user, request, channel in items:
             _bulk(parts, user)

@@ -11,7 +11,8 @@
 -- ARGV[1]  now_ms (front node clock; no TIME in scripts)
 -- ARGV[2]  voucher id prefix "<C>-<s>-"
 -- ARGV[3]  epoch of the shard map the node routed by (see reshard.py)
--- ARGV[4..] triples: user_id, request_id, channel_id  (at most 1000 triples)
+-- ARGV[4]  until when the node's category holds are trusted (categories.py); 0 = none
+-- ARGV[5..] triples: user_id, request_id, channel_id  (at most 1000 triples)
 --
 -- Returns { stock_left, code_1, voucher_1, at_1, code_2, ... } with one
 -- (code, voucher, at) per triple, in order, or, with nothing written:
@@ -19,7 +20,8 @@
 --   { -2, epoch }  STALE: the node's map is older than the shard's (the campaign
 --                  was resharded): reload the map and route again;
 --   { -3, epoch }  MOVING: the shard is frozen while users move in, or not yet
---                  at the node's (newer) epoch (or not yet made): retry shortly.
+--                  at the node's (newer) epoch (or not yet made): retry shortly;
+--   { -4 }         the node's category holds are no longer trusted: hold again.
 -- Codes: 1 GRANTED now, 2 GRANTED earlier to this request_id (replay),
 -- 3 ALREADY_CLAIMED (user at limit; voucher = latest), 4 EMPTY (this shard has
 -- no stock; the node may borrow from other shards), 5 NOT_STARTED, 6 ENDED,
@@ -41,6 +43,8 @@ if not st[1] then
 end
 if node_epoch < epoch then return { -2, epoch } end
 if node_epoch > epoch or st[9] == '1' then return { -3, epoch } end
+local trusted_until = tonumber(ARGV[4])
+if trusted_until > 0 and tonumber(ARGV[1]) > trusted_until then return { -4 } end
 local stock, seq, granted = tonumber(st[1]), tonumber(st[2]), tonumber(st[3])
 local limit, starts, ends = tonumber(st[4]), tonumber(st[5]), tonumber(st[6])
 local now = tonumber(ARGV[1])
@@ -75,7 +79,7 @@ local req_args, user_args = {}, {}
 local logged = {}                     -- ledger lines of this call's grants
 local granted_before = granted
 
-for i = 4, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   local user, rid, chan = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local rkey = user .. '|' .. rid
   local rec = new_reqs[rkey] or redis.call('HGET', KEYS[3], rkey)
