@@ -26,21 +26,26 @@ every `moving_retry_s`, for at most `max_moving_s`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
 from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
+from claimcore.categories import NOT_ELIGIBLE, CategoryGate
 from claimcore.inventory import (
     ClaimItem,
     Code,
+    HoldsLost,
     ItemResult,
     RedisInventory,
     ShardMoving,
     StaleMap,
     now_ms,
 )
+
+log = logging.getLogger(__name__)
 
 SOLD_OUT = ItemResult(Code.SOLD_OUT, "", 0)
 
@@ -80,6 +85,7 @@ class ClaimBatcher:
         linger_s: float = 0.002,
         moving_retry_s: float = 0.005,
         max_moving_s: float = 10.0,
+        gate: CategoryGate | None = None,
     ) -> None:
         self.inventory = inventory
         self.is_sold_out = is_sold_out
@@ -90,6 +96,7 @@ class ClaimBatcher:
         self.linger_s = linger_s
         self.moving_retry_s = moving_retry_s
         self.max_moving_s = max_moving_s
+        self.gate = gate
         self.queued = 0
         self._lanes: dict[LaneKey, _Lane] = {}
         self._ready: dict[LaneKey, _Lane] = {}  # lanes with queued claims
@@ -156,9 +163,15 @@ class ClaimBatcher:
                 calls.append((lane, batch))
         if not calls:
             return
+        trusted: dict[int, int] = {}
+        if self.gate is not None and any(lane.config.one_per_category for lane, _ in calls):
+            calls = await self._hold_categories(calls, trusted)
+            if not calls:
+                return
         try:
             replies = await self.inventory.claim_many([
-                (lane.config.campaign_id, lane.shard, lane.config.epoch, [item for item, _ in batch], 0)
+                (lane.config.campaign_id, lane.shard, lane.config.epoch, [item for item, _ in batch],
+                 trusted.get(id(lane), 0))
                 for lane, batch in calls
             ], now_ms())
         except Exception as exc:  # noqa: BLE001 - every waiter must hear of it
@@ -166,6 +179,11 @@ class ClaimBatcher:
                 _fail(batch, exc)
             return
         for (lane, batch), reply in zip(calls, replies, strict=True):
+            if id(lane) in trusted:
+                self._settle_categories(lane, batch, reply)
+            if isinstance(reply, HoldsLost):  # nothing was written: hold again, first in line
+                self._requeue(lane, batch)
+                continue
             if isinstance(reply, StaleMap):
                 asyncio.get_running_loop().create_task(self._reroute(lane, batch, reply))
                 continue
@@ -207,6 +225,44 @@ class ClaimBatcher:
                 future.set_result(SOLD_OUT)
 
 
+    async def _hold_categories(self, calls: list[tuple[_Lane, list[Waiter]]], trusted: dict[int, int]
+                               ) -> list[tuple[_Lane, list[Waiter]]]:
+        """Hold the users of one_per_category lanes (categories.py); answer those another campaign
+        of the category has NOT_ELIGIBLE. Returns the calls left to send."""
+        assert self.gate is not None
+        gated = [(lane, batch) for lane, batch in calls if lane.config.one_per_category]
+        held = await asyncio.gather(*(
+            self.gate.hold(lane.config, {item.user_id for item, _ in batch}) for lane, batch in gated
+        ), return_exceptions=True)
+        kept: dict[int, list[Waiter]] = {}
+        for (lane, batch), outcome in zip(gated, held, strict=True):
+            if isinstance(outcome, BaseException):
+                _fail(batch, outcome)
+                kept[id(lane)] = []
+                continue
+            until, refused = outcome
+            trusted[id(lane)] = until
+            kept[id(lane)] = [w for w in batch if w[0].user_id not in refused]
+            for waiter in batch:
+                if waiter[0].user_id in refused and not waiter[1].done():
+                    waiter[1].set_result(NOT_ELIGIBLE)
+        out = [(lane, kept.get(id(lane), batch)) for lane, batch in calls]
+        return [(lane, batch) for lane, batch in out if batch]
+
+    def _settle_categories(self, lane: _Lane, batch: list[Waiter], reply: object) -> None:
+        """After claim.lua: keep or drop the batch's category holds, in the background. An
+        unknown outcome (an error) leaves them to expire and be settled from the records."""
+        assert self.gate is not None
+        if isinstance(reply, HoldsLost):
+            task = self.gate.drop(lane.config, {item.user_id for item, _ in batch})
+        elif isinstance(reply, Exception):
+            return
+        else:
+            _, results = reply  # type: ignore[misc]
+            task = self.gate.settle_after(lane.config, {
+                item.user_id: result.code for (item, _), result in zip(batch, results, strict=True)})
+        asyncio.get_running_loop().create_task(task).add_done_callback(_log_failure)
+
     async def _reroute(self, lane: _Lane, waiters: list[Waiter], stale: StaleMap) -> None:
         """The campaign was resharded: route these claims again by the new map."""
         try:
@@ -238,6 +294,11 @@ class ClaimBatcher:
             return
         await asyncio.sleep(self.moving_retry_s)
         self._requeue(lane, waiters)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("category holds not settled (they expire and get settled later): %s", task.exception())
 
 
 def _mark_retrieved(future: asyncio.Future[ItemResult]) -> None:

@@ -41,6 +41,7 @@ class CampaignConfig:
     resident_regions: tuple[str, ...] = ()  # eligibility: users must reside in one; () = anywhere
     required_tags: tuple[str, ...] = ()     # eligibility: users must carry all of them
     rounds: tuple[tuple[int, int], ...] = ()  # later rounds: (release_at_ms, amount) held back till then
+    one_per_category: bool = False    # a user may hold vouchers of one such campaign per category
     # The live shard map, not part of the spec: kept in the campaign hash.
     epoch: int = 0          # bumped by every reshard
     shard_slots: int = 0    # shards ever made (retired ones keep their grants); 0 = shards
@@ -84,6 +85,8 @@ class CampaignConfig:
             v.check_range(f"rounds[{i}].amount", amount, 1, v.MAX_INVENTORY)
             if i and at <= self.rounds[i - 1][0]:
                 raise v.InvalidInput("rounds must be in order of release_at_ms, each later than the last")
+        if self.one_per_category and not self.category:
+            raise v.InvalidInput("one_per_category needs a category")
         if self.initial_stock < self.shards:
             raise v.InvalidInput("the rounds hold back too much: every shard needs stock from the start")
         if self.shard_slots < self.shards:
@@ -113,6 +116,7 @@ class CampaignConfig:
             resident_regions=tuple(c.resident_regions),
             required_tags=tuple(c.required_tags),
             rounds=tuple((r.release_at_ms, r.amount) for r in c.rounds),
+            one_per_category=c.one_per_category,
         )
 
     def spec(self) -> dict[str, object]:

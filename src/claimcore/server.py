@@ -26,6 +26,7 @@ from claimcore.admin_service import AdminService
 from claimcore.admission import Admission
 from claimcore.batcher import ClaimBatcher
 from claimcore.campaigns import CampaignCache
+from claimcore.categories import CategoryGate
 from claimcore.claim_service import ClaimService
 from claimcore.cluster_calls import require_replica_acks
 from claimcore.inventory import RedisInventory
@@ -105,6 +106,7 @@ class Node:
         self.batcher = ClaimBatcher(
             self.inventory, self.soldout.is_sold_out, self.soldout.mark, self.campaigns.reload,
             max_batch=options.max_batch, max_queued=options.max_queued, linger_s=options.linger_s,
+            gate=CategoryGate(self.inventory),
         )
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(

@@ -11,7 +11,11 @@
 --   hold     all or none: { 0 } held (or already ours); { 1, sns... } used or held by other
 --            orders; { 2, sn, record, ... } held by orders past their deadline: the caller
 --            must settle those first ('settle'), then hold again
+--   hold_each  each thing on its own: { n, the n things used or held by other owners...,
+--            then pairs thing, record of stale holds to settle }; the others are held now
+--            (or were ours already)
 --   commit   our holds become used                                  -> { 0 }
+--   drop     our holds (not our uses) are removed                    -> { 0 }
 --   release  our holds and uses are removed                         -> { 0 }
 --   settle   ARGV[2] is the stale owner; SN codes whose record is still that owner's stale
 --            hold become used ("U", ARGV[4] = 1) or free (ARGV[4] = 0) -> { 0 }
@@ -51,12 +55,33 @@ if op == 'hold' then
   return { 0 }
 end
 
+if op == 'hold_each' then
+  local taken, stale = {}, {}
+  for i = 6, #ARGV do
+    local rec = redis.call('HGET', KEYS[1], ARGV[i])
+    local state, until_ms, who
+    if rec then state, until_ms, who = parse(rec) end
+    if rec and who ~= owner then
+      if state == 'U' or now <= until_ms + margin then taken[#taken + 1] = ARGV[i]
+      else stale[#stale + 1] = ARGV[i]; stale[#stale + 1] = rec end
+    elseif not rec or state == 'H' then
+      redis.call('HSET', KEYS[1], ARGV[i], 'H|' .. ARGV[4] .. '|' .. owner)
+    end
+  end
+  local out = { #taken }
+  for _, x in ipairs(taken) do out[#out + 1] = x end
+  for _, x in ipairs(stale) do out[#out + 1] = x end
+  return out
+end
+
 for i = 6, #ARGV do
   local rec = redis.call('HGET', KEYS[1], ARGV[i])
   if rec then
     local state, until_ms, who = parse(rec)
     if who == owner then
-      if op == 'commit' then redis.call('HSET', KEYS[1], ARGV[i], 'U|0|' .. owner)
+      if op == 'drop' then
+        if state == 'H' then redis.call('HDEL', KEYS[1], ARGV[i]) end
+      elseif op == 'commit' then redis.call('HSET', KEYS[1], ARGV[i], 'U|0|' .. owner)
       elseif op == 'release' then redis.call('HDEL', KEYS[1], ARGV[i])
       elseif op == 'settle' and state == 'H' and now > until_ms + margin then
         if deadline == 1 then redis.call('HSET', KEYS[1], ARGV[i], 'U|0|' .. owner)

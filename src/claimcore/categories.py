@@ -1,0 +1,95 @@
+"""One person, one category, one subsidy: across campaigns, atomically.
+
+A campaign with `one_per_category` shares its category's registry
+(`cc:{cat:<category>:b}:users`, 64 buckets by user) with every other campaign
+of the category: a user may hold vouchers of one of them only. The registry
+and a campaign's shards are different hash slots, so the node keeps the rule
+by holding first (holds.lua), around each flush of claims:
+
+1. hold each user of the batch for this campaign until a deadline; users held
+   or used by another campaign of the category are answered NOT_ELIGIBLE;
+2. claim.lua runs only while the holds are trusted (ARGV[4]: now <= deadline
+   - margin, else it refuses the whole call and the node holds again);
+3. users who now hold a voucher of the campaign (granted, replayed, or at the
+   limit) have their hold turned into a use; the others' holds are dropped.
+
+Holds left by a node that died are trusted by others until deadline + margin,
+then settled by the next claimant from the stale campaign's records: a use if
+the user holds a voucher there, free otherwise. Two claims of one user in two
+campaigns of a category can therefore never both be granted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+from claimcore import scripts
+from claimcore._fast import shard_of
+from claimcore.campaign import CampaignConfig
+from claimcore.inventory import Code, ItemResult, RedisInventory, now_ms
+from claimcore.keyspace import SN_BUCKETS, category_key, shard_keys
+from claimcore.snregistry import HOLD_MS, MARGIN_MS
+
+BUCKETS = SN_BUCKETS
+HOLDING = (Code.GRANTED, Code.REPLAY, Code.ALREADY_CLAIMED)  # the user holds a voucher of the campaign
+
+
+class CategoryGate:
+    def __init__(self, inventory: RedisInventory) -> None:
+        self.inventory = inventory
+
+    async def _each(self, config: CampaignConfig, op: str, users: set[str], deadline: int = 0
+                    ) -> list[list[str]]:
+        by_bucket: dict[int, list[str]] = defaultdict(list)
+        for user in users:
+            by_bucket[shard_of(user, BUCKETS)].append(user)
+        now = now_ms()
+        replies = await asyncio.gather(*(
+            scripts.HOLDS(self.inventory.redis, [category_key(config.category, b)],
+                          [op, config.campaign_id, now, deadline, MARGIN_MS, *members])
+            for b, members in by_bucket.items()))
+        return [[str(x) for x in reply] for reply in replies]
+
+    async def hold(self, config: CampaignConfig, users: set[str]) -> tuple[int, set[str]]:
+        """Hold the users for the campaign: (trusted until, users refused)."""
+        deadline = now_ms() + HOLD_MS
+        refused: set[str] = set()
+        for attempt in range(2):
+            stale: list[tuple[str, str]] = []
+            for reply in await self._each(config, "hold_each", users, deadline):
+                n = int(reply[0])
+                refused.update(reply[1:1 + n])
+                stale += [(reply[i], reply[i + 1]) for i in range(1 + n, len(reply), 2)]
+            if not stale:
+                break
+            await asyncio.gather(*(self._settle(config, user, record) for user, record in stale))
+            users = {user for user, _ in stale}
+            if attempt:  # settled, still not ours: refuse rather than loop
+                refused.update(users)
+        return deadline - MARGIN_MS, refused
+
+    async def settle_after(self, config: CampaignConfig, results: dict[str, int]) -> None:
+        """After claim.lua: users holding a voucher of the campaign keep it, the others let go."""
+        keep = {user for user, code in results.items() if code in HOLDING}
+        drop = set(results) - keep
+        await asyncio.gather(*(
+            self._each(config, op, users) for op, users in (("commit", keep), ("drop", drop)) if users))
+
+    async def drop(self, config: CampaignConfig, users: set[str]) -> None:
+        if users:
+            await self._each(config, "drop", users)
+
+    async def _settle(self, config: CampaignConfig, user: str, record: str) -> None:
+        """A stale hold of another campaign: a use if the user holds a voucher there, else free."""
+        holder = record.split("|", 2)[2]
+        status = await self.inventory.load_campaign(holder)
+        holds_one = False
+        if status is not None:
+            users_key = shard_keys(holder, shard_of(user, status.config.shards)).users
+            holds_one = bool(await self.inventory.redis.hexists(users_key, user))
+        await scripts.HOLDS(self.inventory.redis, [category_key(config.category, shard_of(user, BUCKETS))],
+                            ["settle", holder, now_ms(), 1 if holds_one else 0, MARGIN_MS, user])
+
+
+NOT_ELIGIBLE = ItemResult(Code.NOT_ELIGIBLE, "", 0)
