@@ -237,6 +237,7 @@ class _Driver:
         self.stubs = list(stubs)
         self.redeem_stubs = list(redeem_stubs)
         self.redeeming: set[asyncio.Task[None]] = set()
+        self.redeem_slots = asyncio.Semaphore(max(1, cfg.concurrency))  # like a shop system: bounded
         self.rng = random.Random(cfg.seed)
         self.tally = _Tally()
         self.firsts, self.total = _claims_of(plan)
@@ -497,7 +498,8 @@ class _Driver:
         for attempt in range(cfg.max_attempts):
             stub = self.redeem_stubs[(self.turn + attempt) % len(self.redeem_stubs)]
             try:
-                reply = await stub.Redeem(request, timeout=cfg.deadline)
+                async with self.redeem_slots:
+                    reply = await stub.Redeem(request, timeout=cfg.deadline)
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
                 if code not in RETRYABLE_CODES:
