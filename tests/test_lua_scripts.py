@@ -638,7 +638,7 @@ def test_script_headers_declare_single_slot_keys() -> None:
         "recycle": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem", "cc:{C:s}:log"],
         "redeem": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem", "cc:{C:s}:log"],
         "reverse": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem", "cc:{C:s}:log"],
-        "lookup": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs"],
+        "lookup": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem"],
         "lock": ["cc:{C}:reshard"],
         "begin_reshard": ["cc:{C}:campaign"],
     }

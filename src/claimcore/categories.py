@@ -28,7 +28,7 @@ from claimcore import scripts
 from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
 from claimcore.inventory import Code, ItemResult, RedisInventory, now_ms
-from claimcore.keyspace import SN_BUCKETS, category_key, shard_keys
+from claimcore.keyspace import SN_BUCKETS, category_key
 from claimcore.snregistry import HOLD_MS, MARGIN_MS
 
 BUCKETS = SN_BUCKETS
@@ -83,11 +83,7 @@ class CategoryGate:
     async def _settle(self, config: CampaignConfig, user: str, record: str) -> None:
         """A stale hold of another campaign: a use if the user holds a voucher there, else free."""
         holder = record.split("|", 2)[2]
-        status = await self.inventory.load_campaign(holder)
-        holds_one = False
-        if status is not None:
-            users_key = shard_keys(holder, shard_of(user, status.config.shards)).users
-            holds_one = bool(await self.inventory.redis.hexists(users_key, user))
+        holds_one = await self.inventory.holds_voucher(holder, user)
         await scripts.HOLDS(self.inventory.redis, [category_key(config.category, shard_of(user, BUCKETS))],
                             ["settle", holder, now_ms(), 1 if holds_one else 0, MARGIN_MS, user])
 

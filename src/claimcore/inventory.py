@@ -25,7 +25,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from claimcore import scripts
-from claimcore._fast import pack_claims, unpack_claim_reply
+from claimcore._fast import pack_claims, shard_of, unpack_claim_reply
 from claimcore.campaign import CampaignConfig
 from claimcore.cluster_calls import eval_on_cluster
 from claimcore.keyspace import CAMPAIGN_INDEX, campaign_key, shard_keys, voucher_prefix
@@ -409,11 +409,36 @@ class RedisInventory:
         Raises StaleMap or ShardMoving like a claim: records move with their user.
         """
         keys = shard_keys(campaign_id, shard)
-        reply = await scripts.LOOKUP(self.redis, [keys.state, keys.users, keys.reqs],
+        reply = await scripts.LOOKUP(self.redis, [keys.state, keys.users, keys.reqs, keys.redeem],
                                      [epoch, user_id, request_id])
         if int(reply[0]) < 0:
             raise refusal(campaign_id, shard, reply)
         return [parse_record(reply[i], reply[i + 1]) for i in range(1, len(reply), 2)]
+
+    async def order_record(self, campaign_id: str, user_id: str, order_id: str) -> str | None:
+        """A user's order record in a campaign ('' if none), read by the campaign's current map and
+        checked against its epoch, so a reshard moving the user cannot make it look absent.
+        None if the campaign does not exist."""
+        return await self._on_current_map(campaign_id, user_id, [order_id])
+
+    async def holds_voucher(self, campaign_id: str, user_id: str) -> bool:
+        """Whether the user was granted a voucher of the campaign, read as order_record is."""
+        return bool(await self._on_current_map(campaign_id, user_id, []))
+
+    async def _on_current_map(self, campaign_id: str, user_id: str, order: list[str]) -> Any:
+        for _ in range(2000):  # a reshard's freeze lasts seconds at most: 5 ms steps, 10 s
+            status = await self.load_campaign(campaign_id)
+            if status is None:
+                return None
+            config = status.config
+            shard = shard_of(user_id, config.shards)
+            keys = shard_keys(campaign_id, shard)
+            reply = await scripts.LOOKUP(self.redis, [keys.state, keys.users, keys.reqs, keys.redeem],
+                                         [config.epoch, user_id, "", *order])
+            if int(reply[0]) >= 0:
+                return reply[1] if order else reply[1:]
+            await asyncio.sleep(0.005)
+        raise ShardMoving(campaign_id, -1)
 
     async def raw_grants(self, config: CampaignConfig, shard: int) -> tuple[dict[str, str], dict[str, str]]:
         """A shard's reqs and users hashes as stored, read in chunks (HSCAN) so

@@ -25,7 +25,7 @@ from collections import defaultdict
 from claimcore import scripts
 from claimcore._fast import shard_of
 from claimcore.inventory import RedisInventory, now_ms
-from claimcore.keyspace import SN_BUCKETS, shard_keys, sn_key
+from claimcore.keyspace import SN_BUCKETS, sn_key
 
 HOLD_MS = 5_000
 MARGIN_MS = 1_000
@@ -84,12 +84,7 @@ class SnRegistry:
         """A hold past its deadline: used if its order was redeemed, free otherwise."""
         holder = record.split("|", 2)[2]
         campaign_id, user_id, order_id = holder.split("|")
-        redeemed = False
-        status = await self.inventory.load_campaign(campaign_id)
-        if status is not None:
-            config = status.config
-            redeem_key = shard_keys(campaign_id, shard_of(user_id, config.shards)).redeem
-            order = await self.inventory.redis.hget(redeem_key, f"o:{user_id}|{order_id}")
-            redeemed = bool(order) and order.startswith("R")
+        order = await self.inventory.order_record(campaign_id, user_id, order_id)
+        redeemed = bool(order) and order.startswith("R")
         await scripts.HOLDS(self.inventory.redis, [sn_key(shard_of(sn, SN_BUCKETS))],
                          ["settle", holder, now_ms(), 1 if redeemed else 0, MARGIN_MS, sn])

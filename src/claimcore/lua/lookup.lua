@@ -4,7 +4,9 @@
 -- KEYS[1]  cc:{C:s}:state
 -- KEYS[2]  cc:{C:s}:users
 -- KEYS[3]  cc:{C:s}:reqs
--- ARGV     epoch of the node's shard map, user_id, request_id ('' = all of the user's)
+-- KEYS[4]  cc:{C:s}:redeem
+-- ARGV     epoch of the node's shard map, user_id, request_id ('' = all of the user's),
+--          and optionally an order_id: then the reply is { 0, the user's order record or '' }
 -- Returns  { 0, field_1, record_1, ... }, or { -2, epoch } / { -3, epoch } as claim.lua
 --
 -- The epoch check and the read are one atomic step: a node on an old map
@@ -15,6 +17,9 @@ local epoch, node_epoch = tonumber(st[1] or '0'), tonumber(ARGV[1])
 if node_epoch < epoch then return { -2, epoch } end
 if node_epoch > epoch or st[2] == '1' then return { -3, epoch } end
 local user, rid = ARGV[2], ARGV[3]
+if ARGV[4] then
+  return { 0, redis.call('HGET', KEYS[4], 'o:' .. user .. '|' .. ARGV[4]) or '' }
+end
 local fields = {}
 if rid ~= '' then
   fields[1] = user .. '|' .. rid
