@@ -635,6 +635,7 @@ def test_script_headers_declare_single_slot_keys() -> None:
         "forget": ["cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem", "cc:{C:s}:elig"],
         "eligibility": ["cc:{C:s}:state", "cc:{C:s}:elig"],
         "holds": ["cc:{sn:b}:sns"],
+        "stack": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem", "cc:{C:s}:log"],
         "recycle": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem", "cc:{C:s}:log"],
         "redeem": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem", "cc:{C:s}:log"],
         "reverse": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem", "cc:{C:s}:log"],

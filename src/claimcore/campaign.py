@@ -42,6 +42,7 @@ class CampaignConfig:
     required_tags: tuple[str, ...] = ()     # eligibility: users must carry all of them
     rounds: tuple[tuple[int, int], ...] = ()  # later rounds: (release_at_ms, amount) held back till then
     one_per_category: bool = False    # a user may hold vouchers of one such campaign per category
+    stackable: bool = False           # its vouchers may share an order with other stackable campaigns'
     # The live shard map, not part of the spec: kept in the campaign hash.
     epoch: int = 0          # bumped by every reshard
     shard_slots: int = 0    # shards ever made (retired ones keep their grants); 0 = shards
@@ -117,6 +118,7 @@ class CampaignConfig:
             required_tags=tuple(c.required_tags),
             rounds=tuple((r.release_at_ms, r.amount) for r in c.rounds),
             one_per_category=c.one_per_category,
+            stackable=c.stackable,
         )
 
     def spec(self) -> dict[str, object]:

@@ -81,7 +81,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
                 regions=args.region, allow_list=args.allow_list,
                 resident_regions=args.resident_region, required_tags=args.required_tag,
                 rounds=[pb.Round(release_at_ms=at, amount=amount) for at, amount in args.round],
-                one_per_category=args.one_per_category,
+                one_per_category=args.one_per_category, stackable=args.stackable,
             )
             _print(admin.CreateCampaign(pb.CreateCampaignRequest(campaign=campaign), timeout=10))
         elif args.action == "list":
@@ -263,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--round", action="append", default=[], metavar="RELEASE_AT_MS:AMOUNT", type=_round,
                         help="a later round holding back AMOUNT until RELEASE_AT_MS (repeat)")
     create.add_argument("--allow-list", action="store_true", help="only users on the allow list may claim")
+    create.add_argument("--stackable", action="store_true",
+                        help="its vouchers may share an order with other stackable campaigns' vouchers")
     create.add_argument("--one-per-category", action="store_true",
                         help="a user may hold vouchers of one such campaign of the category")
     create.add_argument("--resident-region", action="append", default=[],

@@ -19,6 +19,7 @@ counters and grant figures but no stock and no users):
                                  "r:<user>|<order>" -> "at|returned|expired" (the reversal)
   cc:{C:s}:elig           HASH   user -> "allowed|denied|region|tag1,tag2" (eligibility.py)
   cc:{cat:K:b}:users      HASH   user -> the one campaign of category K they hold (categories.py)
+  cc:{stack:b}:orders     HASH   decisions of orders stacking several campaigns' vouchers
   cc:{sn:b}:sns           HASH   SN code -> hold or use, across all campaigns (snregistry.py); 64 buckets b
   cc:{C}:merchants        HASH   merchant_id -> "category|region|name" (tag C)
   cc:{C:s}:log            STREAM the shard's ledger: one entry per script call that changed
@@ -51,6 +52,11 @@ SN_BUCKETS = 64  # fixed for ever: an SN code's bucket must never change
 
 def sn_key(bucket: int) -> str:
     return f"cc:{{sn:{bucket}}}:sns"
+
+
+def stack_key(bucket: int) -> str:
+    """The decisions of stacked orders, "user|order" -> "U|0|user|order" (redemption.py)."""
+    return f"cc:{{stack:{bucket}}}:orders"
 
 
 def category_key(category: str, bucket: int) -> str:

@@ -17,7 +17,7 @@ from claimcore import validation as v
 from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import CampaignCache, CampaignNotFound
 from claimcore.claim_service import grpc_errors
-from claimcore.redemption import RedeemCode, Redemptions
+from claimcore.redemption import RedeemCode, Redeemed, Redemptions
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 
@@ -58,15 +58,34 @@ class RedeemService(pb_grpc.RedeemServiceServicer):
             for sn in request.sn_codes:
                 v.check_id("sn_code", sn, v.SN_CODE)
             config = await self._config(request.campaign_id)
-            done = await self.redemptions.redeem(
-                config, request.user_id, list(request.voucher_ids), request.merchant_id, request.order_id,
-                request.order_amount_cents, list(request.sn_codes), request.channel_id)
+            if request.stacked:
+                done = await self._redeem_stacked(config, request)
+            else:
+                done = await self.redemptions.redeem(
+                    config, request.user_id, list(request.voucher_ids), request.merchant_id, request.order_id,
+                    request.order_amount_cents, list(request.sn_codes), request.channel_id)
             detail = done.detail or DETAILS.get(done.code, "")
             if done.vouchers and done.code != RedeemCode.REDEEMED:
                 detail = f"{', '.join(done.vouchers)}: {detail}"
             return pb.RedeemReply(outcome=done.code, voucher_ids=done.vouchers,
                                   subsidy_cents=done.subsidy_cents, redeemed_at_ms=done.at_ms, detail=detail)
         raise AssertionError("unreachable")
+
+    async def _redeem_stacked(self, config: CampaignConfig, request: pb.RedeemRequest) -> Redeemed:
+        parts = [(config, list(request.voucher_ids))]
+        for part in request.stacked:
+            v.check_range("number of a stacked campaign's voucher_ids", len(part.voucher_ids), 1,
+                          v.MAX_VOUCHERS_PER_ORDER)
+            for voucher in part.voucher_ids:
+                v.check_id("voucher_id", voucher, VOUCHER_ID)
+            parts.append((await self._config(part.campaign_id), list(part.voucher_ids)))
+        if len({c.campaign_id for c, _ in parts}) != len(parts):
+            raise v.InvalidInput("a campaign appears twice in one order: list its vouchers once")
+        if len({x for _, vs in parts for x in vs}) != sum(len(vs) for _, vs in parts):
+            raise v.InvalidInput("voucher_ids repeats a voucher")
+        return await self.redemptions.redeem_stacked(
+            parts, request.user_id, request.merchant_id, request.order_id, request.order_amount_cents,
+            list(request.sn_codes), request.channel_id)
 
     async def Reverse(self, request: pb.ReverseRequest, context: grpc.aio.ServicerContext) -> pb.ReverseReply:
         async with grpc_errors(context):

@@ -15,6 +15,7 @@ node has one, the external verifier is asked (verifier.py).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,11 +26,20 @@ from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import CampaignCache
 from claimcore.inventory import RedisInventory, now_ms, refusal
-from claimcore.keyspace import merchants_key, shard_keys
-from claimcore.snregistry import SnHoldLost, SnRegistry, owner_of
+from claimcore.keyspace import SN_BUCKETS, merchants_key, shard_keys, stack_key
+from claimcore.snregistry import HOLD_MS, MARGIN_MS, SnHoldLost, SnRegistry, owner_of
 from claimcore.verifier import Verifier, VerifierUnavailable, VerifyRequest
 
 MERCHANT_TTL_S = 1.0
+
+
+DETAILS = {
+    2: "a voucher is used by another order",
+    3: "a voucher is past its validity",
+    4: "a voucher is not this user's",
+    6: "the order amount is under the minimum spend",
+    8: "this order id was used with other vouchers",
+}
 
 
 class RedeemCode:
@@ -47,6 +57,8 @@ class RedeemCode:
     VERIFICATION_UNAVAILABLE = 10  # the verifier did not answer in time
     SN_ALREADY_SUBSIDISED = 11     # decided with the SN registry (snregistry.py)
     SN_HOLD_LOST = 12              # redeem.lua: the SN holds are no longer trusted
+    STALE_PREPARE = 13             # a voucher is held by a stacked order's stale preparation
+    COMMITTED_BEFORE = 9           # stack.lua prepare: this part was committed already (a replay)
     REVERSED = 1
     ORDER_NOT_FOUND = 2
 
@@ -176,6 +188,9 @@ class Redemptions:
         # If this raises, the outcome is unknown: the holds stay until their deadline, and
         # whoever wants those SN codes next settles them from this order's record.
         reply = await self.campaigns.on_live_map(config, call)
+        if int(reply[0]) == RedeemCode.STALE_PREPARE:  # settle the dead stacked order, then once more
+            await self._settle_prepared(config, user_id, str(reply[2]))
+            reply = await self.campaigns.on_live_map(config, call)
         code = int(reply[0])
         if held:
             if code == RedeemCode.REDEEMED:
@@ -185,6 +200,113 @@ class Redemptions:
         if code == RedeemCode.SN_HOLD_LOST:
             raise SnHoldLost(f"order {order_id}: SN holds expired before it was recorded; retry")
         return Redeemed(code, [str(x) for x in reply[3:]], int(reply[1]), int(reply[2]))
+
+    # ------------------------------------------------------------ stacking across campaigns
+
+    async def redeem_stacked(self, parts: list[tuple[CampaignConfig, list[str]]], user_id: str,
+                             merchant_id: str, order_id: str, amount_cents: int, sn_codes: list[str],
+                             channel_id: str) -> Redeemed:
+        """One order using vouchers of several campaigns: all parts redeemed, or none.
+
+        Two phases across the campaigns' hash slots: prepare every part (stack.lua marks
+        its vouchers P until a deadline), decide once (holds.lua in the stack registry,
+        only before deadline - margin), then commit every part; on any refusal abort the
+        prepared ones. A part left prepared by a node that died is settled by whoever
+        meets it after deadline + margin, from the decision: committed if decided, else
+        aborted.
+        """
+        for config, vouchers in parts:
+            if not config.stackable:
+                return Redeemed(RedeemCode.NOT_STACKABLE, vouchers, detail=(
+                    f"campaign {config.campaign_id}'s vouchers may not be combined with others"))
+            if len(vouchers) > config.max_vouchers_per_order:
+                return Redeemed(RedeemCode.NOT_STACKABLE, vouchers, detail=(
+                    f"at most {config.max_vouchers_per_order} voucher(s) of {config.campaign_id} per order"))
+            merchant = (await self.merchants(config.campaign_id)).get(merchant_id)
+            why_not = (f"merchant {merchant_id} is not registered for campaign {config.campaign_id}"
+                       if merchant is None else merchant.allowed_in(config))
+            if why_not:
+                return Redeemed(RedeemCode.MERCHANT_NOT_ALLOWED, [], detail=why_not)
+        primary = parts[0][0]
+        every_voucher = [v for _, vouchers in parts for v in vouchers]
+        if self.verifier is not None:
+            refused = await self._verify(VerifyRequest(
+                primary.campaign_id, primary.category, user_id, every_voucher, merchant_id, order_id,
+                amount_cents, list(sn_codes)))
+            if refused is not None:
+                return refused
+        owner, held = owner_of(primary.campaign_id, user_id, order_id), []
+        trusted_until = 0
+        if sn_codes:
+            trusted_until, taken = await self.sns.hold(owner, list(sn_codes))
+            if taken:
+                return Redeemed(RedeemCode.SN_ALREADY_SUBSIDISED, [],
+                                detail=f"{', '.join(taken)}: subsidised already, or being subsidised")
+            held = list(sn_codes)
+        deadline = now_ms() + HOLD_MS
+        if trusted_until:
+            deadline = min(deadline, trusted_until)
+        args = [merchant_id, amount_cents, "", "", "", channel_id, ",".join(sn_codes), deadline, MARGIN_MS]
+        replies = await asyncio.gather(*(
+            self._prepare(c, user_id, order_id, sorted(v), args) for c, v in parts))
+        refusal_ = next(((c, r) for (c, _), r in zip(parts, replies, strict=True)
+                         if int(r[0]) not in (1, RedeemCode.COMMITTED_BEFORE)), None)
+        if refusal_ is not None:
+            await self._abort(parts, user_id, order_id)
+            if held:
+                await self.sns.release(owner, held)
+            config, reply = refusal_
+            return Redeemed(int(reply[0]), [str(x) for x in reply[3:]],
+                            detail=f"campaign {config.campaign_id}: {DETAILS.get(int(reply[0]), '')}")
+        decided = await scripts.HOLDS(self.inventory.redis, [stack_key(shard_of(f"{user_id}|{order_id}",
+                                                                                  SN_BUCKETS))],
+                                      ["decide", f"{user_id}|{order_id}", now_ms(), deadline, MARGIN_MS,
+                                       f"{user_id}|{order_id}"])
+        if int(decided[0]) != 0:
+            await self._abort(parts, user_id, order_id)
+            if held:
+                await self.sns.release(owner, held)
+            raise SnHoldLost(f"order {order_id}: prepared too late to decide; retry")
+        await asyncio.gather(*(self._stack_op(c, "commit", user_id, order_id, []) for c, _ in parts))
+        if held:
+            await self.sns.commit(owner, held)
+        return Redeemed(RedeemCode.REDEEMED, every_voucher, sum(int(r[1]) for r in replies), now_ms())
+
+    async def _prepare(self, config: CampaignConfig, user_id: str, order_id: str, vouchers: list[str],
+                       args: list[Any]) -> list[Any]:
+        args = list(args)
+        args[2:5] = [config.min_spend_cents, config.value_cents, config.valid_for_ms]
+        reply = await self._stack_op(config, "prepare", user_id, order_id, [*args, *vouchers])
+        if int(reply[0]) == RedeemCode.STALE_PREPARE:
+            await self._settle_prepared(config, user_id, str(reply[2]))
+            reply = await self._stack_op(config, "prepare", user_id, order_id, [*args, *vouchers])
+        return reply
+
+    async def _abort(self, parts: list[tuple[CampaignConfig, list[str]]], user_id: str,
+                     order_id: str) -> None:
+        await asyncio.gather(*(self._stack_op(c, "abort", user_id, order_id, []) for c, _ in parts))
+
+    async def _stack_op(self, config: CampaignConfig, op: str, user_id: str, order_id: str,
+                        args: list[Any]) -> list[Any]:
+        async def call(c: CampaignConfig) -> list[Any]:
+            shard = shard_of(user_id, c.shards)
+            keys = list(shard_keys(c.campaign_id, shard).redemption)
+            reply = await scripts.STACK(self.inventory.redis, keys,
+                                        [op, c.epoch, now_ms(), user_id, order_id, *args])
+            if int(reply[0]) < 0:
+                raise refusal(c.campaign_id, shard, reply)
+            return reply
+
+        return await self.campaigns.on_live_map(config, call)
+
+    async def _settle_prepared(self, config: CampaignConfig, user_id: str, record: str) -> None:
+        """A voucher prepared by a stacked order whose deadline passed: commit its part if the
+        order was decided, else abort it."""
+        stale_order = record.split("|")[1]
+        key = f"{user_id}|{stale_order}"
+        decision = await self.inventory.redis.hget(stack_key(shard_of(key, SN_BUCKETS)), key)
+        op = "commit" if decision and decision.startswith("U|") else "abort"
+        await self._stack_op(config, op, user_id, stale_order, [])
 
     async def _order_recorded(self, config: CampaignConfig, user_id: str, order_id: str) -> bool:
         """Whether this order was redeemed (or reversed) already: a replay is not verified again,

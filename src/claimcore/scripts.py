@@ -60,6 +60,7 @@ REVERSE = LuaScript("reverse")
 ELIGIBILITY = LuaScript("eligibility")
 HOLDS = LuaScript("holds")
 RECYCLE = LuaScript("recycle")
+STACK = LuaScript("stack")
 ALL = (CLAIM, INIT_SHARD, CREATE_CAMPAIGN, LEND, CREDIT,
        FENCE, EXPORT, ADOPT, FORGET, LOOKUP, LOCK, BEGIN_RESHARD, REDEEM, REVERSE,
-       ELIGIBILITY, HOLDS, RECYCLE)
+       ELIGIBILITY, HOLDS, RECYCLE, STACK)

@@ -16,6 +16,8 @@
 --            (or were ours already)
 --   commit   our holds become used                                  -> { 0 }
 --   drop     our holds (not our uses) are removed                    -> { 0 }
+--   decide   the things become ours, used, if now <= deadline - margin and no one else has
+--            them: { 0 } decided (now or before), { 1 } too late or taken (stacked orders)
 --   release  our holds and uses are removed                         -> { 0 }
 --   settle   ARGV[2] is the stale owner; SN codes whose record is still that owner's stale
 --            hold become used ("U", ARGV[4] = 1) or free (ARGV[4] = 0) -> { 0 }
@@ -52,6 +54,20 @@ if op == 'hold' then
       redis.call('HSET', KEYS[1], ARGV[i], 'H|' .. ARGV[4] .. '|' .. owner)
     end
   end
+  return { 0 }
+end
+
+if op == 'decide' then
+  for i = 6, #ARGV do
+    local rec = redis.call('HGET', KEYS[1], ARGV[i])
+    if rec then
+      local state, _, who = parse(rec)
+      if who ~= owner or state ~= 'U' then return { 1 } end
+    elseif now > deadline - margin then
+      return { 1 }
+    end
+  end
+  for i = 6, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], 'U|0|' .. owner) end
   return { 0 }
 end
 

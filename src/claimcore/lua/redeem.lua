@@ -13,6 +13,8 @@
 --          { code, 0, 0, vouchers at fault... }  2 ALREADY_REDEEMED, 3 EXPIRED, 4 NOT_OWNER,
 --                                                6 BELOW_MINIMUM_SPEND, 8 ORDER_ID_REUSED,
 --                                                12 the SN holds are no longer to be trusted
+--          { 13, voucher, record }               a voucher is held by a stacked order's stale
+--                                                preparation (stack.lua): settle it, try again
 --          { -2, epoch } / { -3, epoch }         STALE / MOVING, as claim.lua
 --
 -- The user's shard holds their grants, so ownership, use and validity are one
@@ -24,6 +26,7 @@ local epoch, node_epoch = tonumber(st[1] or '0'), tonumber(ARGV[1])
 if node_epoch < epoch then return { -2, epoch } end
 if node_epoch > epoch or st[2] == '1' then return { -3, epoch } end
 
+local STALE_MARGIN_MS = 1000  -- the clock margin of every hold (snregistry.MARGIN_MS)
 local now, user, order = tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local amount, min_spend, value = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local valid_for = tonumber(ARGV[9])
@@ -70,9 +73,16 @@ for _, v in ipairs(vouchers) do
 end
 -- 'R' in use, 'L' given up by its user (recycle.lua): unusable. 'F' given back by a
 -- reversal: usable. 'X' and 'E' (expired at a reversal, or recycled): fail as EXPIRED.
+-- 'P' prepared by a stacked order (stack.lua): in use, unless its preparation is stale.
 local used = function(v)
   local s = redis.call('HGET', KEYS[4], 'v:' .. v)
-  return s and (s:sub(1, 1) == 'R' or s:sub(1, 1) == 'L')
+  return s and (s:sub(1, 1) == 'R' or s:sub(1, 1) == 'L' or s:sub(1, 1) == 'P')
+end
+for _, v in ipairs(vouchers) do
+  local s = redis.call('HGET', KEYS[4], 'v:' .. v)
+  if s and s:sub(1, 1) == 'P' and now > tonumber(string.match(s, '|([^|]*)$')) + STALE_MARGIN_MS then
+    return { 13, v, s }
+  end
 end
 for _, v in ipairs(vouchers) do
   if used(v) then return fault(2, used) end

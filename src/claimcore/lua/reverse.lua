@@ -25,7 +25,7 @@ local now, user, order = tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local valid_for = tonumber(ARGV[5])
 local okey, rkey = 'o:' .. user .. '|' .. order, 'r:' .. user .. '|' .. order
 local rec = redis.call('HGET', KEYS[4], okey)
-if not rec then return { 2 } end
+if not rec or rec:sub(1, 1) == 'P' then return { 2 } end  -- P: a stacked order not yet decided
 local sns = string.match(rec, '^%a|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|(.*)$') or ''
 if rec:sub(1, 1) == 'V' then
   local at, returned, expired = string.match(redis.call('HGET', KEYS[4], rkey), '^([^|]*)|([^|]*)|(.*)$')

@@ -141,7 +141,7 @@ class GetClaimReply(_message.Message):
     def __init__(self, found: _Optional[bool] = ..., vouchers: _Optional[_Iterable[_Union[Voucher, _Mapping]]] = ...) -> None: ...
 
 class Campaign(_message.Message):
-    __slots__ = ("campaign_id", "name", "inventory", "shards", "per_user_limit", "starts_at_ms", "ends_at_ms", "admission_rate", "admission_burst", "value_cents", "min_spend_cents", "category", "valid_for_ms", "max_vouchers_per_order", "regions", "allow_list", "resident_regions", "required_tags", "rounds", "one_per_category")
+    __slots__ = ("campaign_id", "name", "inventory", "shards", "per_user_limit", "starts_at_ms", "ends_at_ms", "admission_rate", "admission_burst", "value_cents", "min_spend_cents", "category", "valid_for_ms", "max_vouchers_per_order", "regions", "allow_list", "resident_regions", "required_tags", "rounds", "one_per_category", "stackable")
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +162,7 @@ class Campaign(_message.Message):
     REQUIRED_TAGS_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     ONE_PER_CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    STACKABLE_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     name: str
     inventory: int
@@ -182,7 +183,8 @@ class Campaign(_message.Message):
     required_tags: _containers.RepeatedScalarFieldContainer[str]
     rounds: _containers.RepeatedCompositeFieldContainer[Round]
     one_per_category: bool
-    def __init__(self, campaign_id: _Optional[str] = ..., name: _Optional[str] = ..., inventory: _Optional[int] = ..., shards: _Optional[int] = ..., per_user_limit: _Optional[int] = ..., starts_at_ms: _Optional[int] = ..., ends_at_ms: _Optional[int] = ..., admission_rate: _Optional[int] = ..., admission_burst: _Optional[int] = ..., value_cents: _Optional[int] = ..., min_spend_cents: _Optional[int] = ..., category: _Optional[str] = ..., valid_for_ms: _Optional[int] = ..., max_vouchers_per_order: _Optional[int] = ..., regions: _Optional[_Iterable[str]] = ..., allow_list: _Optional[bool] = ..., resident_regions: _Optional[_Iterable[str]] = ..., required_tags: _Optional[_Iterable[str]] = ..., rounds: _Optional[_Iterable[_Union[Round, _Mapping]]] = ..., one_per_category: _Optional[bool] = ...) -> None: ...
+    stackable: bool
+    def __init__(self, campaign_id: _Optional[str] = ..., name: _Optional[str] = ..., inventory: _Optional[int] = ..., shards: _Optional[int] = ..., per_user_limit: _Optional[int] = ..., starts_at_ms: _Optional[int] = ..., ends_at_ms: _Optional[int] = ..., admission_rate: _Optional[int] = ..., admission_burst: _Optional[int] = ..., value_cents: _Optional[int] = ..., min_spend_cents: _Optional[int] = ..., category: _Optional[str] = ..., valid_for_ms: _Optional[int] = ..., max_vouchers_per_order: _Optional[int] = ..., regions: _Optional[_Iterable[str]] = ..., allow_list: _Optional[bool] = ..., resident_regions: _Optional[_Iterable[str]] = ..., required_tags: _Optional[_Iterable[str]] = ..., rounds: _Optional[_Iterable[_Union[Round, _Mapping]]] = ..., one_per_category: _Optional[bool] = ..., stackable: _Optional[bool] = ...) -> None: ...
 
 class Round(_message.Message):
     __slots__ = ("release_at_ms", "amount")
@@ -389,7 +391,7 @@ class RecycleReply(_message.Message):
     def __init__(self, recycled: _Optional[int] = ...) -> None: ...
 
 class RedeemRequest(_message.Message):
-    __slots__ = ("campaign_id", "user_id", "voucher_ids", "merchant_id", "order_id", "order_amount_cents", "sn_codes", "channel_id")
+    __slots__ = ("campaign_id", "user_id", "voucher_ids", "merchant_id", "order_id", "order_amount_cents", "sn_codes", "channel_id", "stacked")
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     VOUCHER_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -398,6 +400,7 @@ class RedeemRequest(_message.Message):
     ORDER_AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
     SN_CODES_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_ID_FIELD_NUMBER: _ClassVar[int]
+    STACKED_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     user_id: str
     voucher_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -406,7 +409,16 @@ class RedeemRequest(_message.Message):
     order_amount_cents: int
     sn_codes: _containers.RepeatedScalarFieldContainer[str]
     channel_id: str
-    def __init__(self, campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., voucher_ids: _Optional[_Iterable[str]] = ..., merchant_id: _Optional[str] = ..., order_id: _Optional[str] = ..., order_amount_cents: _Optional[int] = ..., sn_codes: _Optional[_Iterable[str]] = ..., channel_id: _Optional[str] = ...) -> None: ...
+    stacked: _containers.RepeatedCompositeFieldContainer[StackedVouchers]
+    def __init__(self, campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., voucher_ids: _Optional[_Iterable[str]] = ..., merchant_id: _Optional[str] = ..., order_id: _Optional[str] = ..., order_amount_cents: _Optional[int] = ..., sn_codes: _Optional[_Iterable[str]] = ..., channel_id: _Optional[str] = ..., stacked: _Optional[_Iterable[_Union[StackedVouchers, _Mapping]]] = ...) -> None: ...
+
+class StackedVouchers(_message.Message):
+    __slots__ = ("campaign_id", "voucher_ids")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    VOUCHER_IDS_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    voucher_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, campaign_id: _Optional[str] = ..., voucher_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RedeemReply(_message.Message):
     __slots__ = ("outcome", "voucher_ids", "subsidy_cents", "redeemed_at_ms", "detail")

@@ -1,0 +1,117 @@
+#!lua
+-- stack.lua: one campaign's part of an order that stacks vouchers of several campaigns.
+--
+-- KEYS[1]  cc:{C:s}:state    HASH epoch, moving; counters redeemed, subsidy
+-- KEYS[2]  cc:{C:s}:users    HASH user -> "count|last_voucher|last_at|rid1,rid2,..."
+-- KEYS[3]  cc:{C:s}:reqs     HASH "user|request_id" -> "voucher|granted_at|channel"
+-- KEYS[4]  cc:{C:s}:redeem   HASH redemption records (keyspace.py); a part being prepared is
+--                            "v:<voucher>" -> "P|order|deadline" and "o:<user>|<order>" -> "P|...|deadline"
+-- KEYS[5]  cc:{C:s}:log      STREAM the shard's ledger (an entry at commit only)
+-- ARGV     op, epoch, now_ms, user, order_id, then by op:
+--   prepare  merchant, amount, min_spend, value, valid_for_ms, channel, sns, deadline, margin, vouchers...
+--            -> { 1, subsidy } prepared (now or before); { 9, subsidy, at } committed before;
+--               { code, 0, 0, vouchers... } refused as redeem.lua (2, 3, 4, 6, 8);
+--               { 13, voucher, record } a voucher is held by another order's stale preparation
+--   commit   -> { 1 } committed (now or before); { 2 } nothing prepared (aborted)
+--   abort    -> { 1 } aborted (or nothing there); { 2 } committed already: cannot abort
+-- and { -2, epoch } / { -3, epoch } as claim.lua. redemption.py runs the protocol: prepare every
+-- part, decide once (holds.lua), commit every part; or abort them.
+
+local st = redis.call('HMGET', KEYS[1], 'epoch', 'moving')
+local epoch, node_epoch = tonumber(st[1] or '0'), tonumber(ARGV[2])
+if node_epoch < epoch then return { -2, epoch } end
+if node_epoch > epoch or st[2] == '1' then return { -3, epoch } end
+local op, now, user, order = ARGV[1], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local okey = 'o:' .. user .. '|' .. order
+local rec = redis.call('HGET', KEYS[4], okey)
+
+if op == 'commit' then
+  if not rec then return { 2 } end
+  if rec:sub(1, 1) == 'R' then return { 1 } end
+  local used, merchant, amount, subsidy, _, channel, sns =
+    string.match(rec, '^P|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
+  local fields = {}
+  for v in string.gmatch(used, '[^,]+') do
+    fields[#fields + 1] = 'v:' .. v; fields[#fields + 1] = 'R|' .. order .. '|' .. ARGV[3]
+  end
+  fields[#fields + 1] = okey
+  fields[#fields + 1] = 'R|' .. used .. '|' .. merchant .. '|' .. amount .. '|' .. subsidy .. '|' .. ARGV[3]
+    .. '|' .. channel .. '|' .. sns
+  redis.call('HSET', KEYS[4], unpack(fields))
+  redis.call('HINCRBY', KEYS[1], 'redeemed', #fields / 2 - 1)
+  redis.call('HINCRBY', KEYS[1], 'subsidy', tonumber(subsidy))
+  redis.call('XADD', KEYS[5], '*', 'e', 'redeem', 't', ARGV[3], 'u', user, 'o', order, 'm', merchant,
+    'a', amount, 's', subsidy, 'v', used, 'c', channel, 'n', sns)
+  return { 1 }
+end
+
+if op == 'abort' then
+  if not rec then return { 1 } end
+  if rec:sub(1, 1) ~= 'P' then return { 2 } end
+  local used = string.match(rec, '^P|([^|]*)|')
+  for v in string.gmatch(used, '[^,]+') do
+    local use = redis.call('HGET', KEYS[4], 'v:' .. v)
+    if use and use:sub(1, 2) == 'P|' and string.match(use, '^P|([^|]*)|') == order then
+      redis.call('HDEL', KEYS[4], 'v:' .. v)
+    end
+  end
+  redis.call('HDEL', KEYS[4], okey)
+  return { 1 }
+end
+
+-- prepare
+local merchant, amount, min_spend, value = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local valid_for, channel, sns, deadline, margin = tonumber(ARGV[10]), ARGV[11], ARGV[12], ARGV[13], tonumber(ARGV[14])
+local vouchers = {}
+for i = 15, #ARGV do vouchers[#vouchers + 1] = ARGV[i] end
+local wanted = table.concat(vouchers, ',')
+if rec then
+  local state, used, _, _, subsidy, at = string.match(rec, '^(%a)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
+  if used == wanted and state == 'P' then return { 1, tonumber(subsidy) } end
+  if used == wanted and state == 'R' then return { 9, tonumber(subsidy), tonumber(at) } end
+  return { 8, 0, 0 }
+end
+
+local granted_at = {}
+local urec = redis.call('HGET', KEYS[2], user)
+if urec then
+  for rid in string.gmatch(string.match(urec, '^[^|]*|[^|]*|[^|]*|(.*)$'), '[^,]+') do
+    local grant = redis.call('HGET', KEYS[3], user .. '|' .. rid)
+    if grant then
+      local vid, at = string.match(grant, '^([^|]*)|([^|]*)|')
+      granted_at[vid] = tonumber(at)
+    end
+  end
+end
+local function fault(code, pick)
+  local out = { code, 0, 0 }
+  for _, v in ipairs(vouchers) do if pick(v) then out[#out + 1] = v end end
+  return out
+end
+local not_owned = function(v) return granted_at[v] == nil end
+for _, v in ipairs(vouchers) do if not_owned(v) then return fault(4, not_owned) end end
+for _, v in ipairs(vouchers) do
+  local use = redis.call('HGET', KEYS[4], 'v:' .. v)
+  if use then
+    local state, what, until_ms = string.match(use, '^(%a)|([^|]*)|(.*)$')
+    if state == 'P' then
+      if now > tonumber(until_ms) + margin then return { 13, v, use } end
+      return fault(2, function(x) return x == v end)
+    end
+    if state == 'R' or state == 'L' then return fault(2, function(x) return x == v end) end
+  end
+end
+local expired = function(v) return valid_for > 0 and now >= granted_at[v] + valid_for end
+for _, v in ipairs(vouchers) do if expired(v) then return fault(3, expired) end end
+if amount < min_spend * #vouchers then return fault(6, function() return true end) end
+
+local subsidy = math.min(amount, value * #vouchers)
+local fields = {}
+for _, v in ipairs(vouchers) do
+  fields[#fields + 1] = 'v:' .. v; fields[#fields + 1] = 'P|' .. order .. '|' .. deadline
+end
+fields[#fields + 1] = okey
+fields[#fields + 1] = 'P|' .. wanted .. '|' .. merchant .. '|' .. ARGV[7] .. '|' .. subsidy .. '|' .. ARGV[3]
+  .. '|' .. channel .. '|' .. sns .. '|' .. deadline
+redis.call('HSET', KEYS[4], unpack(fields))
+return { 1, subsidy }
