@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 
 from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
+from claimcore.campaigns import MAX_MOVING_S, MOVING_RETRY_S
 from claimcore.categories import NOT_ELIGIBLE, CategoryGate
 from claimcore.inventory import (
     ClaimItem,
@@ -83,8 +84,8 @@ class ClaimBatcher:
         max_batch: int = 256,
         max_queued: int = 50_000,
         linger_s: float = 0.002,
-        moving_retry_s: float = 0.005,
-        max_moving_s: float = 10.0,
+        moving_retry_s: float = MOVING_RETRY_S,
+        max_moving_s: float = MAX_MOVING_S,
         gate: CategoryGate | None = None,
     ) -> None:
         self.inventory = inventory

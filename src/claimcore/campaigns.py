@@ -66,6 +66,13 @@ class CampaignCache:
         finally:
             del self._loading[campaign_id]
 
+    async def require(self, campaign_id: str) -> CampaignConfig:
+        """The campaign, or CampaignNotFound (NOT_FOUND to callers)."""
+        config = await self.get(campaign_id)
+        if config is None:
+            raise CampaignNotFound(campaign_id)
+        return config
+
     async def reload(self, campaign_id: str, min_epoch: int) -> CampaignConfig | None:
         """The campaign at shard-map epoch `min_epoch` or newer, read again from Redis."""
         config = None

@@ -22,14 +22,13 @@ campaigns of a category can therefore never both be granted.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 
 from claimcore import scripts
 from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
 from claimcore.inventory import Code, ItemResult, RedisInventory, now_ms
 from claimcore.keyspace import SN_BUCKETS, category_key
-from claimcore.snregistry import HOLD_MS, MARGIN_MS
+from claimcore.snregistry import HOLD_MS, MARGIN_MS, run_holds
 
 BUCKETS = SN_BUCKETS
 HOLDING = (Code.GRANTED, Code.REPLAY, Code.ALREADY_CLAIMED)  # the user holds a voucher of the campaign
@@ -41,15 +40,8 @@ class CategoryGate:
 
     async def _each(self, config: CampaignConfig, op: str, users: set[str], deadline: int = 0
                     ) -> list[list[str]]:
-        by_bucket: dict[int, list[str]] = defaultdict(list)
-        for user in users:
-            by_bucket[shard_of(user, BUCKETS)].append(user)
-        now = now_ms()
-        replies = await asyncio.gather(*(
-            scripts.HOLDS(self.inventory.redis, [category_key(config.category, b)],
-                          [op, config.campaign_id, now, deadline, MARGIN_MS, *members])
-            for b, members in by_bucket.items()))
-        return [[str(x) for x in reply] for reply in replies]
+        return await run_holds(self.inventory, lambda b: category_key(config.category, b), op,
+                               config.campaign_id, users, deadline)
 
     async def hold(self, config: CampaignConfig, users: set[str]) -> tuple[int, set[str]]:
         """Hold the users for the campaign: (trusted until, users refused)."""

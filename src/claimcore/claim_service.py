@@ -143,10 +143,7 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
         self.batcher = batcher
 
     async def _config(self, campaign_id: str) -> CampaignConfig:
-        config = await self.campaigns.get(campaign_id)
-        if config is None:
-            raise CampaignNotFound(campaign_id)
-        return config
+        return await self.campaigns.require(campaign_id)
 
     def _start(self, config: CampaignConfig, req: pb.ClaimRequest
                ) -> pb.ClaimReply | asyncio.Future[ItemResult]:

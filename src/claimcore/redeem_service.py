@@ -15,22 +15,13 @@ import grpc
 from claimcore import recycling
 from claimcore import validation as v
 from claimcore.campaign import CampaignConfig
-from claimcore.campaigns import CampaignCache, CampaignNotFound
+from claimcore.campaigns import CampaignCache
 from claimcore.claim_service import grpc_errors
-from claimcore.redemption import RedeemCode, Redeemed, Redemptions
+from claimcore.redemption import DETAILS, RedeemCode, Redeemed, Redemptions
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 
 VOUCHER_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
-
-DETAILS = {
-    RedeemCode.ALREADY_REDEEMED: "used by another order",
-    RedeemCode.EXPIRED: "past its validity",
-    RedeemCode.NOT_OWNER: "not a voucher of this user in this campaign",
-    RedeemCode.BELOW_MINIMUM_SPEND: "order amount under the minimum spend of the vouchers",
-    RedeemCode.ORDER_ID_REUSED: "this order id was redeemed with other vouchers, or reversed",
-}
-
 
 class RedeemService(pb_grpc.RedeemServiceServicer):
     def __init__(self, redemptions: Redemptions, campaigns: CampaignCache) -> None:
@@ -39,10 +30,7 @@ class RedeemService(pb_grpc.RedeemServiceServicer):
 
     async def _config(self, campaign_id: str) -> CampaignConfig:
         v.check_id("campaign_id", campaign_id, v.CAMPAIGN_ID)
-        config = await self.campaigns.get(campaign_id)
-        if config is None:
-            raise CampaignNotFound(campaign_id)
-        return config
+        return await self.campaigns.require(campaign_id)
 
     async def Redeem(self, request: pb.RedeemRequest, context: grpc.aio.ServicerContext) -> pb.RedeemReply:
         async with grpc_errors(context):

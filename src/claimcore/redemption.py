@@ -33,15 +33,6 @@ from claimcore.verifier import Verifier, VerifierUnavailable, VerifyRequest
 MERCHANT_TTL_S = 1.0
 
 
-DETAILS = {
-    2: "a voucher is used by another order",
-    3: "a voucher is past its validity",
-    4: "a voucher is not this user's",
-    6: "the order amount is under the minimum spend",
-    8: "this order id was used with other vouchers",
-}
-
-
 class RedeemCode:
     """redeem.lua's and reverse.lua's result codes (see their headers)."""
 
@@ -61,6 +52,16 @@ class RedeemCode:
     COMMITTED_BEFORE = 9           # stack.lua prepare: this part was committed already (a replay)
     REVERSED = 1
     ORDER_NOT_FOUND = 2
+
+
+# Why a redemption was refused, for the reply's detail.
+DETAILS = {
+    RedeemCode.ALREADY_REDEEMED: "used by another order",
+    RedeemCode.EXPIRED: "past its validity",
+    RedeemCode.NOT_OWNER: "not a voucher of this user in this campaign",
+    RedeemCode.BELOW_MINIMUM_SPEND: "order amount under the minimum spend of the vouchers",
+    RedeemCode.ORDER_ID_REUSED: "this order id was redeemed with other vouchers, or reversed",
+}
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,10 @@ class Redemptions:
         why_not = merchant.allowed_in(config)
         if why_not:
             return Redeemed(RedeemCode.MERCHANT_NOT_ALLOWED, [], detail=why_not)
-        recorded = await self._order_recorded(config, user_id, order_id)
+        # A replay of a recorded order is neither verified nor SN-held again; the read is only
+        # worth a round trip when there is a verifier or SN codes.
+        recorded = (self.verifier is not None or bool(sn_codes)) and \
+            await self._order_recorded(config, user_id, order_id)
         if self.verifier is not None and not recorded:
             refused = await self._verify(VerifyRequest(
                 config.campaign_id, config.category, user_id, vouchers, merchant_id, order_id, amount_cents,

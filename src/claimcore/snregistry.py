@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 
 from claimcore import scripts
 from claimcore._fast import shard_of
@@ -39,11 +40,18 @@ def owner_of(campaign_id: str, user_id: str, order_id: str) -> str:
     return f"{campaign_id}|{user_id}|{order_id}"
 
 
-def _by_bucket(sns: list[str]) -> dict[int, list[str]]:
+async def run_holds(inventory: RedisInventory, key_of: Callable[[int], str], op: str, owner: str,
+                    things: Iterable[str], deadline: int = 0) -> list[list[str]]:
+    """holds.lua's `op` for `owner` on each bucket the things fall in (all at once); the replies.
+    Used by the SN registry and the category registry (categories.py)."""
     buckets: dict[int, list[str]] = defaultdict(list)
-    for sn in sns:
-        buckets[shard_of(sn, SN_BUCKETS)].append(sn)
-    return buckets
+    for thing in things:
+        buckets[shard_of(thing, SN_BUCKETS)].append(thing)
+    now = now_ms()
+    replies = await asyncio.gather(*(
+        scripts.HOLDS(inventory.redis, [key_of(b)], [op, owner, now, deadline, MARGIN_MS, *members])
+        for b, members in buckets.items()))
+    return [[str(x) for x in reply] for reply in replies]
 
 
 class SnRegistry:
@@ -51,11 +59,7 @@ class SnRegistry:
         self.inventory = inventory
 
     async def _each(self, op: str, owner: str, sns: list[str], deadline: int) -> list[list[str]]:
-        now = now_ms()
-        replies = await asyncio.gather(*(
-            scripts.HOLDS(self.inventory.redis, [sn_key(b)], [op, owner, now, deadline, MARGIN_MS, *codes])
-            for b, codes in _by_bucket(sns).items()))
-        return [[str(x) for x in r] for r in replies]
+        return await run_holds(self.inventory, sn_key, op, owner, sns, deadline)
 
     async def hold(self, owner: str, sns: list[str]) -> tuple[int, list[str]]:
         """(trusted-until time, []) if every SN code is now held for this order; else (0, the

@@ -58,7 +58,8 @@ elseif ends > 0 and now >= ends then closed = 6 end
 -- Eligibility: the campaign's rule "allow|regions|tags" and the user's record.
 local rule = st[10] or ''
 local check_elig = rule ~= '' or st[11] == '1'
-local rule_allow, rule_regions, rule_tags = string.match(rule, '^(%d?)|?([^|]*)|?(.*)$')
+local rule_allow, rule_regions, rule_tags
+if check_elig then rule_allow, rule_regions, rule_tags = string.match(rule, '^(%d?)|?([^|]*)|?(.*)$') end
 local function eligible(user)
   local rec = redis.call('HGET', KEYS[5], user)
   if not rec then return rule_allow ~= '1' and rule_regions == '' and rule_tags == '' end
