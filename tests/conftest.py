@@ -6,6 +6,7 @@ process, `node` is `python -m claimcore serve` in a child process (LocalNode).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 
@@ -14,6 +15,7 @@ import pytest
 import redis
 
 from claimcore.embedded_redis import EmbeddedRedis
+from claimcore.keyspace import CAMPAIGN_INDEX
 from claimcore.local_node import LocalNode, health_status  # noqa: F401 - tests import health_status from here
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
@@ -66,10 +68,24 @@ def create_campaign(admin: pb_grpc.AdminServiceStub, **fields: object) -> pb.Cam
     return admin.CreateCampaign(pb.CreateCampaignRequest(campaign=pb.Campaign(**fields)), timeout=10)
 
 
-def redis_dump(client: redis.Redis) -> dict[str, object]:
-    """Every key with its type and content: to prove a call changed nothing."""
+CAMPAIGN_KEY = re.compile(r"cc:\{([^}:]+)(?::\d+)?\}:(\w+)")
+GLOBAL_SUFFIXES = {"sns", "orders"}  # cc:{sn:b}:sns and cc:{stack:b}:orders are not a campaign's
+
+
+def redis_dump(client: redis.Redis, *watched: str) -> dict[str, object]:
+    """Every key with its type and content: to prove a call changed nothing.
+
+    Left out: the keys of registered campaigns other than `watched`. The shared
+    node's background work (the recycling sweep, the round keeper) may write to
+    those at any moment, which says nothing of the call under test. Keys of an
+    unregistered campaign, the campaign index and the shared registries stay in.
+    """
+    registered = client.smembers(CAMPAIGN_INDEX) - set(watched)
     out: dict[str, object] = {}
     for key in client.scan_iter(count=1000):
+        match = CAMPAIGN_KEY.fullmatch(key)
+        if match and match.group(2) not in GLOBAL_SUFFIXES and match.group(1) in registered:
+            continue
         kind = client.type(key)
         if kind == "hash":
             out[key] = client.hgetall(key)
@@ -77,6 +93,8 @@ def redis_dump(client: redis.Redis) -> dict[str, object]:
             out[key] = sorted(client.smembers(key))
         elif kind == "string":
             out[key] = client.get(key)
+        elif kind == "stream":
+            out[key] = (kind, client.xlen(key))
         else:
             out[key] = kind
     return out

@@ -114,11 +114,11 @@ def test_records_move_with_their_users_on_a_reshard(admin, claims):
 ])
 def test_bad_eligibility_updates_change_nothing(admin, redis_client, records):
     cid = create_campaign(admin, inventory=5, shards=1).campaign.campaign_id
-    before = redis_dump(redis_client)
+    before = redis_dump(redis_client, cid)
     with pytest.raises(grpc.RpcError) as err:
         load(admin, cid, *records)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert redis_dump(redis_client) == before
+    assert redis_dump(redis_client, cid) == before
 
 
 def test_cli_loads_a_csv_and_names_a_bad_line(node, admin, claims, tmp_path):

@@ -291,7 +291,7 @@ BAD_CLAIMS = [
 def test_bad_claim_is_invalid_argument_and_writes_nothing(admin, claims, redis_client, fields):
     cid = create_campaign(admin, inventory=5, shards=2).campaign.campaign_id
     fields = {k: (cid if v == "ok" else v) for k, v in fields.items()}
-    before = redis_dump(redis_client)
+    before = redis_dump(redis_client, cid)
     with pytest.raises(grpc.RpcError) as err:
         claims.Claim(pb.ClaimRequest(**fields), timeout=5)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -300,18 +300,18 @@ def test_bad_claim_is_invalid_argument_and_writes_nothing(admin, claims, redis_c
         claims.ClaimBatch(pb.ClaimBatchRequest(claims=[good, pb.ClaimRequest(**fields)]), timeout=5)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "claims[1]" in err.value.details()
-    assert redis_dump(redis_client) == before
+    assert redis_dump(redis_client, cid) == before
 
 
 def test_oversized_and_empty_batches_are_rejected(admin, claims, redis_client):
     cid = create_campaign(admin, inventory=5000, shards=2).campaign.campaign_id
-    before = redis_dump(redis_client)
+    before = redis_dump(redis_client, cid)
     for size in (0, 1001):
         items = [pb.ClaimRequest(campaign_id=cid, user_id=f"u{i}", request_id=f"r{i}") for i in range(size)]
         with pytest.raises(grpc.RpcError) as err:
             claims.ClaimBatch(pb.ClaimBatchRequest(claims=items), timeout=10)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert redis_dump(redis_client) == before
+    assert redis_dump(redis_client, cid) == before
 
 
 def test_unknown_campaign_is_not_found(claims, admin):

@@ -199,7 +199,7 @@ def test_empty_shard_answers_4_and_writes_nothing(
         return await inv.claim(cid, 0, T0, [ClaimItem(a, "ra", ""), ClaimItem(b, "rb", "")])
 
     assert run(redis_server, setup) == (0, [ItemResult(1, f"{cid}-0-1", T0), ItemResult(1, f"{cid}-0-2", T0)])
-    before = redis_dump(redis_client)
+    before = redis_dump(redis_client, cid)
 
     async def claims(inv: RedisInventory, client: Any) -> Any:
         alone = await inv.claim(cid, 0, T0 + 1, [ClaimItem(c, "rc", "")])
@@ -223,7 +223,7 @@ def test_empty_shard_answers_4_and_writes_nothing(
         ItemResult(4, "", 0),
         ItemResult(4, "", 0),
     ])
-    assert redis_dump(redis_client) == before
+    assert redis_dump(redis_client, cid) == before
     # the other shard still has its stock: EMPTY is per shard
     assert state_of(redis_client, cid, 1)["stock"] == "2"
 
@@ -293,13 +293,13 @@ def test_replay_and_same_request_id_from_another_user(
 
     v1, v2 = f"{cid}-0-1", f"{cid}-0-2"
     assert run(redis_server, grant) == (4, [ItemResult(1, v1, T0)])
-    before = redis_dump(redis_client)
+    before = redis_dump(redis_client, cid)
 
     async def replay(inv: RedisInventory, client: Any) -> Any:
         return await inv.claim(cid, 0, T0 + 1000, [ClaimItem("bob", "rq", "other-channel")])
 
     assert run(redis_server, replay) == (4, [ItemResult(2, v1, T0)])  # the first grant's time, not now
-    assert redis_dump(redis_client) == before
+    assert redis_dump(redis_client, cid) == before
 
     async def other_user(inv: RedisInventory, client: Any) -> Any:
         eve = await inv.claim(cid, 0, T0 + 1000, [ClaimItem("eve", "rq", "app")])
@@ -1034,12 +1034,12 @@ def test_create_campaign_is_idempotent_and_detects_conflicts(
                    name="Spring sale", value_cents=500)
 
     assert run(redis_server, lambda inv, c: inv.create_campaign(cfg)) is True
-    before = redis_dump(redis_client)
+    before = redis_dump(redis_client, cid)
     assert run(redis_server, lambda inv, c: inv.create_campaign(cfg)) is False
-    assert redis_dump(redis_client) == before
+    assert redis_dump(redis_client, cid) == before
     with pytest.raises(CampaignConflict):
         run(redis_server, lambda inv, c: inv.create_campaign(other))
-    assert redis_dump(redis_client) == before
+    assert redis_dump(redis_client, cid) == before
 
     status = run(redis_server, lambda inv, c: inv.load_campaign(cid))
     assert status.config == cfg and status.paused is False and status.sold_out_at_ms == 0

@@ -231,11 +231,11 @@ def test_bad_redeem_requests_change_nothing(admin, claims, redeem, redis_client,
     voucher = grant(claims, cid, "u1")
     request = {"campaign_id": cid, "user_id": "u1", "voucher_ids": [voucher], "merchant_id": "m1",
                "order_id": "o1", "order_amount_cents": MIN_SPEND, **change}
-    before = redis_dump(redis_client)
+    before = redis_dump(redis_client, cid)
     with pytest.raises(grpc.RpcError) as err:
         redeem.Redeem(pb.RedeemRequest(**request), timeout=10)
     assert err.value.code() == code
-    assert redis_dump(redis_client) == before
+    assert redis_dump(redis_client, cid) == before
 
 
 def test_merchants_must_fit_the_campaign_and_the_cli_registers_them(node, admin):

@@ -310,20 +310,20 @@ def test_unfinished_reshard_is_finished_by_running_it_again(redis_server, admin,
 ])
 def test_bad_reshard_requests_change_nothing(admin, redis_client, campaign_id, shards, code):
     cid = create_campaign(admin, inventory=50, shards=2).campaign.campaign_id
-    before = redis_dump(redis_client)
+    before = redis_dump(redis_client, cid)
     with pytest.raises(grpc.RpcError) as err:
         admin.Reshard(pb.ReshardRequest(campaign_id=cid if campaign_id is None else campaign_id,
                                         shards=shards), timeout=10)
     assert err.value.code() == code
-    assert redis_dump(redis_client) == before
+    assert redis_dump(redis_client, cid) == before
 
 
 def test_same_count_is_a_no_op(admin, redis_client):
     cid = create_campaign(admin, inventory=50, shards=2).campaign.campaign_id
-    before = redis_dump(redis_client)
+    before = redis_dump(redis_client, cid)
     done = admin.Reshard(pb.ReshardRequest(campaign_id=cid, shards=2), timeout=10)
     assert (done.from_shards, done.to_shards, done.shard_epoch, done.moved_users) == (2, 2, 0, 0)
-    assert redis_dump(redis_client) == before
+    assert redis_dump(redis_client, cid) == before
 
 
 def test_cli_reshard(node, admin):

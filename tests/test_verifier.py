@@ -83,11 +83,11 @@ def test_verdicts_and_silences(verified_node, redis_client):
     approved = redeem(verified_node, cid, "yes1", vouchers["yes1"])
     asked = list(SEEN)
     replay = redeem(verified_node, cid, "yes1", vouchers["yes1"])
-    before = redis_dump(redis_client)
+    before = redis_dump(redis_client, cid)
     refused = redeem(verified_node, cid, "no1", vouchers["no1"])
     slow = redeem(verified_node, cid, "slow1", vouchers["slow1"])
     junk = redeem(verified_node, cid, "junk1", vouchers["junk1"])
-    after = redis_dump(redis_client)
+    after = redis_dump(redis_client, cid)
     assert approved.outcome == pb.REDEEMED and replay.outcome == pb.REDEEMED
     assert asked == [{"campaign_id": cid, "category": "3c", "user_id": "yes1",
                       "voucher_ids": [vouchers["yes1"]], "merchant_id": "m1", "order_id": "o1",
