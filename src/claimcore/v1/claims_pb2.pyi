@@ -65,16 +65,20 @@ REVERSED: ReverseOutcome
 ORDER_NOT_FOUND: ReverseOutcome
 
 class ClaimRequest(_message.Message):
-    __slots__ = ("campaign_id", "user_id", "request_id", "channel_id")
+    __slots__ = ("campaign_id", "user_id", "request_id", "channel_id", "device_id", "client_ip")
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_IP_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     user_id: str
     request_id: str
     channel_id: str
-    def __init__(self, campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., request_id: _Optional[str] = ..., channel_id: _Optional[str] = ...) -> None: ...
+    device_id: str
+    client_ip: str
+    def __init__(self, campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., request_id: _Optional[str] = ..., channel_id: _Optional[str] = ..., device_id: _Optional[str] = ..., client_ip: _Optional[str] = ...) -> None: ...
 
 class Voucher(_message.Message):
     __slots__ = ("voucher_id", "campaign_id", "user_id", "request_id", "granted_at_ms", "value_cents", "min_spend_cents", "category", "channel_id")
@@ -141,7 +145,7 @@ class GetClaimReply(_message.Message):
     def __init__(self, found: _Optional[bool] = ..., vouchers: _Optional[_Iterable[_Union[Voucher, _Mapping]]] = ...) -> None: ...
 
 class Campaign(_message.Message):
-    __slots__ = ("campaign_id", "name", "inventory", "shards", "per_user_limit", "starts_at_ms", "ends_at_ms", "admission_rate", "admission_burst", "value_cents", "min_spend_cents", "category", "valid_for_ms", "max_vouchers_per_order", "regions", "allow_list", "resident_regions", "required_tags", "rounds", "one_per_category", "stackable")
+    __slots__ = ("campaign_id", "name", "inventory", "shards", "per_user_limit", "starts_at_ms", "ends_at_ms", "admission_rate", "admission_burst", "value_cents", "min_spend_cents", "category", "valid_for_ms", "max_vouchers_per_order", "regions", "allow_list", "resident_regions", "required_tags", "rounds", "one_per_category", "stackable", "channels")
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +167,7 @@ class Campaign(_message.Message):
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     ONE_PER_CATEGORY_FIELD_NUMBER: _ClassVar[int]
     STACKABLE_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     name: str
     inventory: int
@@ -184,7 +189,8 @@ class Campaign(_message.Message):
     rounds: _containers.RepeatedCompositeFieldContainer[Round]
     one_per_category: bool
     stackable: bool
-    def __init__(self, campaign_id: _Optional[str] = ..., name: _Optional[str] = ..., inventory: _Optional[int] = ..., shards: _Optional[int] = ..., per_user_limit: _Optional[int] = ..., starts_at_ms: _Optional[int] = ..., ends_at_ms: _Optional[int] = ..., admission_rate: _Optional[int] = ..., admission_burst: _Optional[int] = ..., value_cents: _Optional[int] = ..., min_spend_cents: _Optional[int] = ..., category: _Optional[str] = ..., valid_for_ms: _Optional[int] = ..., max_vouchers_per_order: _Optional[int] = ..., regions: _Optional[_Iterable[str]] = ..., allow_list: _Optional[bool] = ..., resident_regions: _Optional[_Iterable[str]] = ..., required_tags: _Optional[_Iterable[str]] = ..., rounds: _Optional[_Iterable[_Union[Round, _Mapping]]] = ..., one_per_category: _Optional[bool] = ..., stackable: _Optional[bool] = ...) -> None: ...
+    channels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, campaign_id: _Optional[str] = ..., name: _Optional[str] = ..., inventory: _Optional[int] = ..., shards: _Optional[int] = ..., per_user_limit: _Optional[int] = ..., starts_at_ms: _Optional[int] = ..., ends_at_ms: _Optional[int] = ..., admission_rate: _Optional[int] = ..., admission_burst: _Optional[int] = ..., value_cents: _Optional[int] = ..., min_spend_cents: _Optional[int] = ..., category: _Optional[str] = ..., valid_for_ms: _Optional[int] = ..., max_vouchers_per_order: _Optional[int] = ..., regions: _Optional[_Iterable[str]] = ..., allow_list: _Optional[bool] = ..., resident_regions: _Optional[_Iterable[str]] = ..., required_tags: _Optional[_Iterable[str]] = ..., rounds: _Optional[_Iterable[_Union[Round, _Mapping]]] = ..., one_per_category: _Optional[bool] = ..., stackable: _Optional[bool] = ..., channels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Round(_message.Message):
     __slots__ = ("release_at_ms", "amount")
