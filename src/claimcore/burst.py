@@ -37,6 +37,7 @@ from typing import Any
 import grpc
 import uvloop
 
+from claimcore import access
 from claimcore.arrivals import DOUBLE_TAP, FIRST, REPLAY, ArrivalShape, Plan, plan_claims, user_id
 from claimcore.histogram import LatencyHistogram
 from claimcore.report import EXAMPLES_KEPT, outcome_name
@@ -559,7 +560,7 @@ async def _run_worker_async(
         for n, name in enumerate(PROGRESS_FIELDS):
             progress[row + n] = getattr(p, name)
 
-    channels = [grpc.aio.insecure_channel(t, options=CHANNEL_OPTIONS) for t in cfg.targets]
+    channels = [access.dial_aio(t, options=CHANNEL_OPTIONS) for t in cfg.targets]
     try:
         for channel in channels:
             await asyncio.wait_for(channel.channel_ready(), timeout=CHANNEL_READY_TIMEOUT_S)

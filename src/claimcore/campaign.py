@@ -43,6 +43,7 @@ class CampaignConfig:
     rounds: tuple[tuple[int, int], ...] = ()  # later rounds: (release_at_ms, amount) held back till then
     one_per_category: bool = False    # a user may hold vouchers of one such campaign per category
     stackable: bool = False           # its vouchers may share an order with other stackable campaigns'
+    channels: tuple[str, ...] = ()    # the channels that may claim it (scope.py); () = every channel
     # The live shard map, not part of the spec: kept in the campaign hash.
     epoch: int = 0          # bumped by every reshard
     shard_slots: int = 0    # shards ever made (retired ones keep their grants); 0 = shards
@@ -86,6 +87,13 @@ class CampaignConfig:
             v.check_range(f"rounds[{i}].amount", amount, 1, v.MAX_INVENTORY)
             if i and at <= self.rounds[i - 1][0]:
                 raise v.InvalidInput("rounds must be in order of release_at_ms, each later than the last")
+        object.__setattr__(self, "channels", tuple(self.channels))
+        if len(self.channels) > v.MAX_REGIONS:
+            raise v.InvalidInput(f"at most {v.MAX_REGIONS} channels")
+        for channel in self.channels:
+            if not channel:
+                raise v.InvalidInput("channels lists an empty channel id")
+            v.check_id("channels", channel, v.CHANNEL_ID)
         if self.one_per_category and not self.category:
             raise v.InvalidInput("one_per_category needs a category")
         if self.initial_stock < self.shards:
@@ -119,6 +127,7 @@ class CampaignConfig:
             rounds=tuple((r.release_at_ms, r.amount) for r in c.rounds),
             one_per_category=c.one_per_category,
             stackable=c.stackable,
+            channels=tuple(c.channels),
         )
 
     def spec(self) -> dict[str, object]:

@@ -21,6 +21,7 @@ from typing import NoReturn
 import grpc
 import redis.exceptions
 
+from claimcore import auth, scope
 from claimcore import validation as v
 from claimcore._fast import shard_of
 from claimcore.admission import Admission
@@ -33,7 +34,6 @@ from claimcore.inventory import (
     ClaimItem,
     Code,
     ItemResult,
-    Record,
     RedisInventory,
     ShardMissing,
     ShardMoving,
@@ -65,6 +65,8 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
     """The gRPC status for an error raised below the service, or None if unexpected."""
     if isinstance(exc, v.InvalidInput):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, auth.PermissionDenied):
+        return grpc.StatusCode.PERMISSION_DENIED, str(exc)
     if isinstance(exc, CampaignNotFound):
         return grpc.StatusCode.NOT_FOUND, f"no campaign {exc}"
     if isinstance(exc, ReshardBusy):
@@ -119,11 +121,12 @@ def voucher_of(config: CampaignConfig, user_id: str, request_id: str, channel_id
     )
 
 
-def reply_for(config: CampaignConfig, req: pb.ClaimRequest, result: ItemResult) -> pb.ClaimReply:
+def reply_for(config: CampaignConfig, req: pb.ClaimRequest, result: ItemResult,
+              channel: str) -> pb.ClaimReply:
     code = result.code
     if code == Code.GRANTED or code == Code.REPLAY:
         return pb.ClaimReply(outcome=pb.GRANTED, voucher=voucher_of(
-            config, req.user_id, req.request_id, req.channel_id, result.voucher_id, result.granted_at_ms))
+            config, req.user_id, req.request_id, channel, result.voucher_id, result.granted_at_ms))
     if code == Code.ALREADY_CLAIMED:
         return pb.ClaimReply(outcome=pb.ALREADY_CLAIMED, voucher=voucher_of(
             config, req.user_id, "", "", result.voucher_id, result.granted_at_ms))
@@ -145,15 +148,22 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
     async def _config(self, campaign_id: str) -> CampaignConfig:
         return await self.campaigns.require(campaign_id)
 
-    def _start(self, config: CampaignConfig, req: pb.ClaimRequest
+    @staticmethod
+    def _channel(config: CampaignConfig, req: pb.ClaimRequest) -> str:
+        """The channel the claim runs as: the caller's own, which the campaign must be open to."""
+        channel = auth.current().channel_for(req.channel_id)
+        scope.require_open_to(config, channel)
+        return channel
+
+    def _start(self, config: CampaignConfig, req: pb.ClaimRequest, channel: str
                ) -> pb.ClaimReply | asyncio.Future[ItemResult]:
         """Answer at once if the node can, else queue the claim for its shard."""
         if config.starts_at_ms and now_ms() < config.starts_at_ms:
-            return reply_for(config, req, ItemResult(Code.NOT_STARTED, "", 0))
-        item = ClaimItem(req.user_id, req.request_id, req.channel_id)
+            return reply_for(config, req, ItemResult(Code.NOT_STARTED, "", 0), channel)
+        item = ClaimItem(req.user_id, req.request_id, channel)
         snapshot = self.soldout.snapshot(config.campaign_id)
         if snapshot is not None:
-            return reply_for(config, req, snapshot.answer(config, item))
+            return reply_for(config, req, snapshot.answer(config, item), channel)
         shard = shard_of(req.user_id, config.shards)
         wait_ms = self.admission.admit(config, shard)
         if wait_ms:
@@ -165,10 +175,11 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
         try:
             v.check_claim(request.campaign_id, request.user_id, request.request_id, request.channel_id)
             config = await self._config(request.campaign_id)
-            started = self._start(config, request)
+            channel = self._channel(config, request)
+            started = self._start(config, request, channel)
             if isinstance(started, pb.ClaimReply):
                 return started
-            return reply_for(config, request, await started)
+            return reply_for(config, request, await started, channel)
         except Exception as exc:
             await abort_for(context, exc)
 
@@ -184,15 +195,22 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
                 except v.InvalidInput as exc:
                     raise v.InvalidInput(f"claims[{i}]: {exc}") from None
             configs = {cid: await self._config(cid) for cid in {c.campaign_id for c in claims}}
-            started = [self._start(configs[c.campaign_id], c) for c in claims]
+            channels = []
+            for i, c in enumerate(claims):  # a forbidden item refuses the whole batch, before any write
+                try:
+                    channels.append(self._channel(configs[c.campaign_id], c))
+                except auth.PermissionDenied as exc:
+                    raise auth.PermissionDenied(f"claims[{i}]: {exc}") from None
+            started = [self._start(configs[c.campaign_id], c, ch)
+                       for c, ch in zip(claims, channels, strict=True)]
             pending = [s for s in started if not isinstance(s, pb.ClaimReply)]
             if pending:
                 for outcome in await asyncio.gather(*pending, return_exceptions=True):
                     if isinstance(outcome, BaseException):
                         raise outcome
             return pb.ClaimBatchReply(replies=[
-                s if isinstance(s, pb.ClaimReply) else reply_for(configs[c.campaign_id], c, s.result())
-                for c, s in zip(claims, started, strict=True)
+                s if isinstance(s, pb.ClaimReply) else reply_for(configs[c.campaign_id], c, s.result(), ch)
+                for c, s, ch in zip(claims, started, channels, strict=True)
             ])
         except Exception as exc:
             await abort_for(context, exc)
@@ -205,14 +223,10 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
             if request.request_id:
                 v.check_id("request_id", request.request_id, v.REQUEST_ID)
             config = await self._config(request.campaign_id)
-            records = await self._lookup(config, request)
+            records = scope.visible(auth.current(), await scope.user_records(
+                self.inventory, self.campaigns, config, request.user_id, request.request_id))
             return pb.GetClaimReply(found=bool(records), vouchers=[
                 voucher_of(config, r.user_id, r.request_id, r.channel_id, r.voucher_id, r.granted_at_ms)
                 for r in records
             ])
         raise AssertionError("unreachable")
-
-    async def _lookup(self, config: CampaignConfig, request: pb.GetClaimRequest) -> list[Record]:
-        """Read the user's records on their shard, following a reshard like a claim does."""
-        return await self.campaigns.on_live_map(config, lambda c: self.inventory.lookup(
-            c.campaign_id, shard_of(request.user_id, c.shards), request.user_id, request.request_id, c.epoch))

@@ -10,7 +10,7 @@ import sys
 import grpc
 from google.protobuf import json_format
 
-from claimcore import __version__
+from claimcore import __version__, access
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -27,6 +27,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.replica_acks and not args.redis_cluster:
         print("claimcore serve: --replica-acks needs --redis-cluster", file=sys.stderr)
         return 2
+    if not (args.tls_cert or args.plaintext):
+        print("claimcore serve: give --tls-cert and --tls-key (TLS), or --plaintext to serve without TLS",
+              file=sys.stderr)
+        return 2
+    if not (args.credentials or args.no_auth):
+        print("claimcore serve: give --credentials FILE (docs/security.md), or --no-auth to let anyone "
+              "call anything", file=sys.stderr)
+        return 2
+    credentials = None
+    if args.credentials:
+        from claimcore.auth import CredentialsError, load_credentials
+
+        try:
+            credentials = load_credentials(args.credentials)
+        except CredentialsError as exc:
+            print(f"claimcore serve: {exc}", file=sys.stderr)
+            return 2
     if not url and not args.redis_cluster:
         try:
             embedded = EmbeddedRedis(appendfsync=args.appendfsync).start()
@@ -43,6 +60,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         replica_acks=args.replica_acks, replica_timeout_ms=args.replica_timeout_ms,
         verifier_url=args.verifier_url, verifier_timeout_ms=args.verifier_timeout_ms,
         recycle_every_s=args.recycle_every_s,
+        tls_cert=args.tls_cert or "", tls_key=args.tls_key or "", tls_client_ca=args.tls_client_ca or "",
+        credentials=credentials,
     )
     try:
         uvloop.run(run_node(options))
@@ -58,7 +77,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _admin(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from claimcore.v1 import claims_pb2_grpc as pb_grpc
 
-    return pb_grpc.AdminServiceStub(grpc.insecure_channel(args.target))
+    return pb_grpc.AdminServiceStub(access.dial(args.target))
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """A new API key, and the line that lets it in (the file keeps only its digest)."""
+    from claimcore.auth import digest_line, new_key
+
+    key = new_key()
+    section = "[admin]" if args.admin else f"[channels.{args.channel}]"
+    print(f"# the key: give it to its holder, keep it secret (CLAIMCORE_API_KEY or --api-key)\n{key}\n"
+          f"# for the credentials file, under {section}:\nkeys = [\"{digest_line(key)}\"]")
+    return 0
 
 
 def _print(message) -> None:  # type: ignore[no-untyped-def]
@@ -82,6 +112,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
                 resident_regions=args.resident_region, required_tags=args.required_tag,
                 rounds=[pb.Round(release_at_ms=at, amount=amount) for at, amount in args.round],
                 one_per_category=args.one_per_category, stackable=args.stackable,
+                channels=args.channel,
             )
             _print(admin.CreateCampaign(pb.CreateCampaignRequest(campaign=campaign), timeout=10))
         elif args.action == "list":
@@ -116,6 +147,14 @@ def cmd_merchant(args: argparse.Namespace) -> int:
         print(f"claimcore merchant {args.action}: {err.code().name}: {err.details()}", file=sys.stderr)
         return 1
     return 0
+
+
+def _channel_id(text: str) -> str:
+    from claimcore import validation
+
+    if not text or validation.CHANNEL_ID.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(f"a channel id is 1 to 64 of [A-Za-z0-9._-], not {text!r}")
+    return text
 
 
 def _round(text: str) -> tuple[int, int]:
@@ -203,7 +242,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--linger-ms", type=float, default=2.0,
                        help="wait before each Redis round trip so claims share it (latency for CPU)")
     serve.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on SIGTERM")
+    security = serve.add_argument_group("security (docs/security.md): TLS, or --plaintext; "
+                                        "--credentials, or --no-auth")
+    security.add_argument("--tls-cert", help="PEM certificate chain: serve TLS")
+    security.add_argument("--tls-key", help="its PEM private key")
+    security.add_argument("--tls-client-ca", help="PEM roots: mutual TLS, callers show a certificate "
+                                                  "signed by them")
+    security.add_argument("--plaintext", action="store_true", help="serve without TLS (loopback, tests)")
+    security.add_argument("--credentials", metavar="FILE",
+                          help="TOML file of the admin's and the channels' API key digests and quotas")
+    security.add_argument("--no-auth", action="store_true",
+                          help="no credentials: anyone may call anything (loopback, tests, the demo)")
     serve.set_defaults(func=cmd_serve)
+
+    keygen = sub.add_parser("keygen", help="make an API key and its line for the credentials file")
+    who = keygen.add_mutually_exclusive_group(required=True)
+    who.add_argument("--channel", type=_channel_id, help="the channel id the key is for")
+    who.add_argument("--admin", action="store_true", help="an admin key")
+    keygen.set_defaults(func=cmd_keygen)
 
     demo_parser = sub.add_parser("demo", help="run a launch-second burst end to end and report")
     demo.add_arguments(demo_parser)
@@ -211,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     loadgen_parser = sub.add_parser("loadgen", help="replay a launch against running nodes, check and report")
     loadgen.add_arguments(loadgen_parser)
+    access.add_arguments(loadgen_parser)
     loadgen_parser.set_defaults(func=loadgen.run)
 
     merchant = sub.add_parser("merchant", help="register and list the merchants of a campaign")
@@ -223,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--category", default="")
     register.add_argument("--region", default="")
     merchant_actions.add_parser("list").add_argument("campaign_id")
+    access.add_arguments(merchant)
     merchant.set_defaults(func=cmd_merchant)
 
     elig = sub.add_parser("eligibility", help="load or change users' eligibility for a campaign")
@@ -232,13 +290,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(tags separated by ';'; flags 1/0)")
     load.add_argument("campaign_id")
     load.add_argument("file")
+    access.add_arguments(elig)
     elig.set_defaults(func=cmd_eligibility)
 
     export = sub.add_parser("export", help="write a campaign's ledger events as CSV or JSON lines")
     ledger_cli.add_export_arguments(export)
+    access.add_arguments(export)
     export.set_defaults(func=ledger_cli.run_export)
     reconcile = sub.add_parser("reconcile", help="check a campaign's live figures against its ledger")
     ledger_cli.add_reconcile_arguments(reconcile)
+    access.add_arguments(reconcile)
     reconcile.set_defaults(func=ledger_cli.run_reconcile)
 
     camp = sub.add_parser("campaign", help="administer campaigns through a node")
@@ -269,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a user may hold vouchers of one such campaign of the category")
     create.add_argument("--resident-region", action="append", default=[],
                         help="users must reside in one of these regions (repeat)")
+    create.add_argument("--channel", action="append", default=[], type=_channel_id,
+                        help="a channel that may claim it (repeat; none = every channel)")
     create.add_argument("--required-tag", action="append", default=[], help="users must carry it (repeat)")
     for action in ("show", "pause", "resume", "recycle"):
         actions.add_parser(action).add_argument("campaign_id")
@@ -277,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     reshard.add_argument("--shards", type=int, required=True, help="the new shard count")
     reshard.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for it to finish")
     actions.add_parser("list")
+    access.add_arguments(camp)
     camp.set_defaults(func=cmd_campaign)
     return parser
 
@@ -287,4 +351,12 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if hasattr(args, "api_key"):  # a command that calls nodes
+        try:
+            reach = access.from_args(args)
+            reach.check()
+        except ValueError as exc:
+            print(f"claimcore {args.command}: {exc}", file=sys.stderr)
+            return 2
+        access.configure(reach)
     return int(args.func(args) or 0)

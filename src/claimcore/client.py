@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from claimcore.access import PLAINTEXT, Access
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 
@@ -43,7 +44,8 @@ class ClaimOutcomeUnknown(Exception):
 
 class ClaimClient:
     def __init__(self, targets: Sequence[str], *, deadline_s: float = 5.0, max_attempts: int = 5,
-                 backoff_s: float = 0.05) -> None:
+                 backoff_s: float = 0.05, reach: Access = PLAINTEXT) -> None:
+        """reach: TLS and the channel's API key (access.py); plaintext without a key by default."""
         if not targets:
             raise ValueError("ClaimClient needs at least one node's host:port")
         if max_attempts < 1 or deadline_s <= 0 or backoff_s < 0:
@@ -51,7 +53,7 @@ class ClaimClient:
         self.deadline_s = deadline_s
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
-        self._channels = [grpc.aio.insecure_channel(t) for t in targets]
+        self._channels = [reach.aio_channel(t) for t in targets]
         self._stubs = [pb_grpc.ClaimServiceStub(ch) for ch in self._channels]
         self._next = itertools.cycle(range(len(self._stubs)))
         self.retries = 0  # calls sent again, over the client's life

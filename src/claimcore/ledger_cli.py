@@ -25,6 +25,7 @@ from typing import IO
 import grpc
 from google.protobuf import json_format
 
+from claimcore import access
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 
@@ -52,7 +53,7 @@ def run_export(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(out, COLUMNS) if args.format == "csv" else None
         if writer is not None and (not args.out or out.tell() == 0):
             writer.writeheader()
-        with grpc.insecure_channel(args.target) as channel:
+        with access.dial(args.target) as channel:
             admin = pb_grpc.AdminServiceStub(channel)
             exported = 0
             while True:
@@ -98,7 +99,7 @@ def add_reconcile_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_reconcile(args: argparse.Namespace) -> int:
     try:
-        with grpc.insecure_channel(args.target) as channel:
+        with access.dial(args.target) as channel:
             reply = pb_grpc.AdminServiceStub(channel).Reconcile(
                 pb.GetCampaignRequest(campaign_id=args.campaign_id), timeout=300)
     except grpc.RpcError as err:

@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 import grpc
 
-from claimcore import validation
+from claimcore import access, validation
 from claimcore.arrivals import SHAPES, ArrivalShape, Plan, plan_claims
 from claimcore.burst import MAX_ATTEMPTS, MODES, BurstError, Progress, run_load
 from claimcore.charts import render_html
@@ -231,7 +231,7 @@ def _rpc_error(what: str, exc: grpc.RpcError) -> LoadgenError:
 def connect(targets: Sequence[str], timeout: float) -> None:
     """Fail clearly, before any worker starts, if a target does not answer."""
     for target in targets:
-        with grpc.insecure_channel(target) as channel:
+        with access.dial(target) as channel:
             try:
                 grpc.channel_ready_future(channel).result(timeout=timeout)
             except grpc.FutureTimeoutError:
@@ -264,7 +264,7 @@ def campaign_on_every_target(
     """
     first = None
     for target in targets:
-        with grpc.insecure_channel(target) as channel:
+        with access.dial(target) as channel:
             admin = claims_pb2_grpc.AdminServiceStub(channel)
             give_up = time.monotonic() + (NOT_FOUND_MEMORY_S if patient else 0)
             while True:
@@ -287,7 +287,7 @@ LOADGEN_MERCHANT = "loadgen-merchant"
 
 def register_merchant(target: str, campaign: claims_pb2.Campaign) -> tuple[str, int]:
     """A merchant that may redeem the campaign's vouchers, and an order amount that qualifies."""
-    with grpc.insecure_channel(target) as channel:
+    with access.dial(target) as channel:
         try:
             claims_pb2_grpc.AdminServiceStub(channel).RegisterMerchant(claims_pb2.Merchant(
                 campaign_id=campaign.campaign_id, merchant_id=LOADGEN_MERCHANT, name="claimcore loadgen",
@@ -300,7 +300,7 @@ def register_merchant(target: str, campaign: claims_pb2.Campaign) -> tuple[str, 
 
 def add_reconcile(report: dict[str, Any], target: str, campaign_id: str) -> None:
     """Reconcile the campaign's ledger with its live figures; a difference fails the run."""
-    with grpc.insecure_channel(target) as channel:
+    with access.dial(target) as channel:
         try:
             reply = claims_pb2_grpc.AdminServiceStub(channel).Reconcile(
                 claims_pb2.GetCampaignRequest(campaign_id=campaign_id), timeout=300)
@@ -342,7 +342,7 @@ class ProgressLine:
     def __init__(self, target: str, campaign_id: str, out: TextIO) -> None:
         self.out = out
         self.tty = out.isatty()
-        self.channel = grpc.insecure_channel(target)
+        self.channel = access.dial(target)
         self.admin = claims_pb2_grpc.AdminServiceStub(self.channel)
         self.campaign_id = campaign_id
         self.stock = "?"
@@ -431,7 +431,7 @@ def run(args: argparse.Namespace) -> int:
         connect(targets, args.connect_timeout)
         campaign_id = args.campaign or f"loadgen-{int(time.time())}-{secrets.token_hex(3)}"
         if args.create_campaign:
-            with grpc.insecure_channel(targets[0]) as channel:
+            with access.dial(targets[0]) as channel:
                 create_campaign(channel, args, campaign_id)
         info = campaign_on_every_target(targets, campaign_id, patient=args.create_campaign)
         check_campaign(info)

@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from claimcore.access import PLAINTEXT, Access
 from claimcore.embedded_redis import free_port, stop_child
 
 #: The folder holding this claimcore package (src/ in a checkout), so the child imports this copy
@@ -28,9 +29,9 @@ class NodeStartError(RuntimeError):
     """The node exited, or was not SERVING in time; the message ends with its log."""
 
 
-def health_status(address: str, timeout: float = 1.0) -> int | None:
+def health_status(address: str, timeout: float = 1.0, reach: Access = PLAINTEXT) -> int | None:
     """The gRPC health status of the node at address, or None if it does not answer."""
-    with grpc.insecure_channel(address) as channel:
+    with reach.channel(address) as channel:
         try:
             return health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout
@@ -44,11 +45,14 @@ class LocalNode:
 
     redis_url "" passes `--redis ""`, so the node starts its own redis-server;
     extra_args go to `claimcore serve` as they are (e.g. "--grace", "5").
+    Without --tls-cert it serves --plaintext, without --credentials --no-auth;
+    `reach` is how its own health probe dials it (TLS roots for a TLS node).
     """
 
-    def __init__(self, redis_url: str, *extra_args: str) -> None:
+    def __init__(self, redis_url: str, *extra_args: str, reach: Access = PLAINTEXT) -> None:
         self.redis_url = redis_url
         self.extra_args = list(extra_args)
+        self.reach = reach
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.returncode = 0
@@ -65,6 +69,8 @@ class LocalNode:
             "--redis", self.redis_url,
             "--port", str(self.port),
             "--host", "127.0.0.1",
+            *([] if "--tls-cert" in self.extra_args else ["--plaintext"]),
+            *([] if "--credentials" in self.extra_args else ["--no-auth"]),
             *self.extra_args,
         ]  # fmt: skip
 
@@ -95,7 +101,7 @@ class LocalNode:
                     f"front node exited with code {proc.returncode} before serving:\n"
                     f"{self.log_tail()}"
                 )
-            status = health_status(self.address, 0.5)
+            status = health_status(self.address, 0.5, self.reach)
             if status == health_pb2.HealthCheckResponse.SERVING:
                 return
             if time.monotonic() > deadline:

@@ -12,7 +12,7 @@ import re
 
 import grpc
 
-from claimcore import recycling
+from claimcore import auth, recycling, scope
 from claimcore import validation as v
 from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import CampaignCache
@@ -46,12 +46,14 @@ class RedeemService(pb_grpc.RedeemServiceServicer):
             for sn in request.sn_codes:
                 v.check_id("sn_code", sn, v.SN_CODE)
             config = await self._config(request.campaign_id)
+            channel = auth.current().channel_for(request.channel_id)
+            await self._require_issued(config, request.user_id, list(request.voucher_ids))
             if request.stacked:
-                done = await self._redeem_stacked(config, request)
+                done = await self._redeem_stacked(config, request, channel)
             else:
                 done = await self.redemptions.redeem(
                     config, request.user_id, list(request.voucher_ids), request.merchant_id, request.order_id,
-                    request.order_amount_cents, list(request.sn_codes), request.channel_id)
+                    request.order_amount_cents, list(request.sn_codes), channel)
             detail = done.detail or DETAILS.get(done.code, "")
             if done.vouchers and done.code != RedeemCode.REDEEMED:
                 detail = f"{', '.join(done.vouchers)}: {detail}"
@@ -59,7 +61,12 @@ class RedeemService(pb_grpc.RedeemServiceServicer):
                                   subsidy_cents=done.subsidy_cents, redeemed_at_ms=done.at_ms, detail=detail)
         raise AssertionError("unreachable")
 
-    async def _redeem_stacked(self, config: CampaignConfig, request: pb.RedeemRequest) -> Redeemed:
+    async def _require_issued(self, config: CampaignConfig, user_id: str, vouchers: list[str]) -> None:
+        await scope.require_issued(auth.current(), self.redemptions.inventory, self.campaigns, config,
+                                   user_id, vouchers)
+
+    async def _redeem_stacked(self, config: CampaignConfig, request: pb.RedeemRequest,
+                              channel: str) -> Redeemed:
         parts = [(config, list(request.voucher_ids))]
         for part in request.stacked:
             v.check_range("number of a stacked campaign's voucher_ids", len(part.voucher_ids), 1,
@@ -67,19 +74,22 @@ class RedeemService(pb_grpc.RedeemServiceServicer):
             for voucher in part.voucher_ids:
                 v.check_id("voucher_id", voucher, VOUCHER_ID)
             parts.append((await self._config(part.campaign_id), list(part.voucher_ids)))
+            await self._require_issued(parts[-1][0], request.user_id, parts[-1][1])
         if len({c.campaign_id for c, _ in parts}) != len(parts):
             raise v.InvalidInput("a campaign appears twice in one order: list its vouchers once")
         if len({x for _, vs in parts for x in vs}) != sum(len(vs) for _, vs in parts):
             raise v.InvalidInput("voucher_ids repeats a voucher")
         return await self.redemptions.redeem_stacked(
             parts, request.user_id, request.merchant_id, request.order_id, request.order_amount_cents,
-            list(request.sn_codes), request.channel_id)
+            list(request.sn_codes), channel)
 
     async def Reverse(self, request: pb.ReverseRequest, context: grpc.aio.ServicerContext) -> pb.ReverseReply:
         async with grpc_errors(context):
             v.check_id("user_id", request.user_id, v.USER_ID)
             v.check_id("order_id", request.order_id, v.ORDER_ID)
             config = await self._config(request.campaign_id)
+            await scope.require_own_order(auth.current(), self.redemptions.inventory, config,
+                                          request.user_id, request.order_id)
             done = await self.redemptions.reverse(config, request.user_id, request.order_id)
             return pb.ReverseReply(outcome=done.code, returned_voucher_ids=done.returned,
                                    expired_voucher_ids=done.expired, reversed_at_ms=done.at_ms)
@@ -90,6 +100,7 @@ class RedeemService(pb_grpc.RedeemServiceServicer):
             v.check_id("user_id", request.user_id, v.USER_ID)
             v.check_id("voucher_id", request.voucher_id, VOUCHER_ID)
             config = await self._config(request.campaign_id)
+            await self._require_issued(config, request.user_id, [request.voucher_id])
             released = await recycling.release(self.redemptions.inventory, self.campaigns, config,
                                                request.user_id, request.voucher_id)
             return pb.ReleaseReply(released=released, detail="" if released else (

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from claimcore import validation
+from claimcore import access, validation
 from claimcore.v1 import claims_pb2, claims_pb2_grpc
 
 
@@ -56,7 +56,7 @@ class ReshardSchedule:
 
     def _run(self) -> None:
         started = time.monotonic()
-        with grpc.insecure_channel(self.target) as channel:
+        with access.dial(self.target) as channel:
             admin = claims_pb2_grpc.AdminServiceStub(channel)
             for shards, at in self.steps:
                 time.sleep(max(0.0, started + at - time.monotonic()))

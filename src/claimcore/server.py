@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import redis.asyncio as aioredis
@@ -24,6 +25,7 @@ from redis.backoff import ExponentialBackoff
 from claimcore import recycling, rounds
 from claimcore.admin_service import AdminService
 from claimcore.admission import Admission
+from claimcore.auth import AuthInterceptor, Credentials
 from claimcore.batcher import ClaimBatcher
 from claimcore.campaigns import CampaignCache
 from claimcore.categories import CategoryGate
@@ -65,6 +67,10 @@ class NodeOptions:
     verifier_url: str = ""  # external verifier asked before each redemption (verifier.py); "" = none
     verifier_timeout_ms: int = 300
     recycle_every_s: float = 60.0  # sweep for expired vouchers to recycle (0 = never; recycling.py)
+    tls_cert: str = ""       # PEM certificate chain and key: serve TLS (else plaintext, if allowed)
+    tls_key: str = ""
+    tls_client_ca: str = ""  # PEM roots: mutual TLS, callers must show a certificate they signed
+    credentials: Credentials | None = None  # who may call (auth.py); None = an open node
 
 
 def redis_cluster_client(addresses: str, timeout_s: float = 2.0) -> aioredis.RedisCluster:
@@ -91,6 +97,23 @@ def redis_client(url: str, timeout_s: float = 2.0, connections: int = 64) -> aio
     return aioredis.Redis(connection_pool=pool)
 
 
+def server_tls(options: NodeOptions) -> grpc.ServerCredentials | None:
+    """TLS from the certificate files; mutual TLS when a client CA is given; None = plaintext."""
+    if not (options.tls_cert or options.tls_key):
+        if options.tls_client_ca:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if not (options.tls_cert and options.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    try:
+        chain, key = Path(options.tls_cert).read_bytes(), Path(options.tls_key).read_bytes()
+        roots = Path(options.tls_client_ca).read_bytes() if options.tls_client_ca else None
+    except OSError as exc:
+        raise ValueError(f"TLS files: {exc}") from None
+    return grpc.ssl_server_credentials([(key, chain)], root_certificates=roots,
+                                       require_client_auth=roots is not None)
+
+
 class Node:
     def __init__(self, options: NodeOptions) -> None:
         self.options = options
@@ -109,7 +132,9 @@ class Node:
             gate=CategoryGate(self.inventory),
         )
         self.health = health.aio.HealthServicer()
+        creds = options.credentials
         self.server = grpc.aio.server(
+            interceptors=[AuthInterceptor(creds)] if creds else None,
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", 1 << 20),
@@ -138,7 +163,10 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> int:
-        self.port = self.server.add_insecure_port(f"{self.options.host}:{self.options.port}")
+        address = f"{self.options.host}:{self.options.port}"
+        tls = server_tls(self.options)
+        self.port = (self.server.add_secure_port(address, tls) if tls
+                     else self.server.add_insecure_port(address))
         if self.port == 0:
             raise OSError(f"cannot listen on {self.options.host}:{self.options.port}")
         await self._set_health(False)
