@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast test-twins bench bench-compare bench-scaling proto lint clean
+.PHONY: setup demo test test-fast test-twins bench bench-compare bench-scaling proto lint clean chaos
 
 setup: $(STAMP)
 
@@ -21,7 +21,8 @@ demo: setup
 # The whole suite, compiled hot path; then the same _fast tests on the pure-Python twins.
 test: setup
 	$(BIN)/pytest -q
-	CLAIMCORE_NO_EXTENSIONS=1 $(BIN)/pytest -q tests/test_fast_parity.py tests/test_grpc_claims.py
+	CLAIMCORE_NO_EXTENSIONS=1 $(BIN)/pytest -q tests/test_fast_parity.py tests/test_grpc_claims.py \
+		tests/test_keyed_limiter_parity.py tests/test_limits.py tests/test_abuse_limits_grpc.py
 
 # Microbenchmarks (compiled vs twin), then the system benchmarks of issue 4 side by side: one table
 # with the targets (reported, never failing the run). Results in artifacts/. See benchmarks/README.md.
@@ -41,6 +42,11 @@ bench-compare: setup
 bench-scaling: setup
 	mkdir -p artifacts
 	$(BIN)/python -m benchmarks.system.scaling --json artifacts/scaling.json
+
+# Issue 7: the fault battery of tests/chaos in its full form (more cycles and seeds, bigger bursts; under
+# 15 minutes). The short form runs with every `pytest`. See docs/reliability.md.
+chaos: setup
+	CLAIMCORE_CHAOS=full $(BIN)/pytest -q tests/chaos
 
 proto: setup
 	$(BIN)/python scripts/gen_proto.py

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import NoReturn
 
@@ -40,6 +41,7 @@ from claimcore.inventory import (
     StaleMap,
     now_ms,
 )
+from claimcore.limits import RATE_LIMITED, AbuseLimits
 from claimcore.reshard import ReshardBusy, ReshardRefused
 from claimcore.snregistry import SnHoldLost
 from claimcore.soldout import SoldOutCache
@@ -138,8 +140,10 @@ def reply_for(config: CampaignConfig, req: pb.ClaimRequest, result: ItemResult,
 
 class ClaimService(pb_grpc.ClaimServiceServicer):
     def __init__(self, inventory: RedisInventory, campaigns: CampaignCache,
-                 admission: Admission, soldout: SoldOutCache, batcher: ClaimBatcher) -> None:
+                 admission: Admission, soldout: SoldOutCache, batcher: ClaimBatcher,
+                 limits: AbuseLimits | None = None) -> None:
         self.inventory = inventory
+        self.limits = limits if limits is not None and limits.enabled else None
         self.campaigns = campaigns
         self.admission = admission
         self.soldout = soldout
@@ -155,11 +159,37 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
         scope.require_open_to(config, channel)
         return channel
 
-    def _start(self, config: CampaignConfig, req: pb.ClaimRequest, channel: str
+    def _hints(self, context: grpc.aio.ServicerContext) -> tuple[str, str]:
+        """The device and IP the call's metadata names (x-device-id, x-client-ip), checked."""
+        if self.limits is None:
+            return "", ""
+        found = dict.fromkeys(("x-device-id", "x-client-ip"), "")
+        for key, value in context.invocation_metadata() or ():
+            if key in found and isinstance(value, str):
+                found[key] = value
+        v.check_id("metadata x-device-id", found["x-device-id"], v.DEVICE_ID)
+        v.check_ip("metadata x-client-ip", found["x-client-ip"])
+        return found["x-device-id"], found["x-client-ip"]
+
+    def _limited(self, req: pb.ClaimRequest, channel: str, hints: tuple[str, str]) -> pb.ClaimReply | None:
+        """The anti-scalper verdict (limits.py): None to go on, else the reply refusing the claim."""
+        if self.limits is None:
+            return None
+        device, ip = req.device_id or hints[0], req.client_ip or hints[1]
+        refused = self.limits.check(channel, req.user_id, device, ip, time.monotonic_ns())
+        if refused is None:
+            return None
+        outcome = pb.RATE_LIMITED if refused.outcome == RATE_LIMITED else pb.NOT_ELIGIBLE
+        return pb.ClaimReply(outcome=outcome, retry_after_ms=refused.retry_after_ms, detail=refused.reason)
+
+    def _start(self, config: CampaignConfig, req: pb.ClaimRequest, channel: str, hints: tuple[str, str]
                ) -> pb.ClaimReply | asyncio.Future[ItemResult]:
         """Answer at once if the node can, else queue the claim for its shard."""
         if config.starts_at_ms and now_ms() < config.starts_at_ms:
             return reply_for(config, req, ItemResult(Code.NOT_STARTED, "", 0), channel)
+        limited = self._limited(req, channel, hints)
+        if limited is not None:
+            return limited
         item = ClaimItem(req.user_id, req.request_id, channel)
         snapshot = self.soldout.snapshot(config.campaign_id)
         if snapshot is not None:
@@ -173,10 +203,12 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
 
     async def Claim(self, request: pb.ClaimRequest, context: grpc.aio.ServicerContext) -> pb.ClaimReply:
         try:
-            v.check_claim(request.campaign_id, request.user_id, request.request_id, request.channel_id)
+            v.check_claim(request.campaign_id, request.user_id, request.request_id, request.channel_id,
+                          request.device_id, request.client_ip)
+            hints = self._hints(context)
             config = await self._config(request.campaign_id)
             channel = self._channel(config, request)
-            started = self._start(config, request, channel)
+            started = self._start(config, request, channel, hints)
             if isinstance(started, pb.ClaimReply):
                 return started
             return reply_for(config, request, await started, channel)
@@ -191,9 +223,11 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
                 raise v.InvalidInput(f"a batch holds 1 to {v.MAX_BATCH} claims, not {len(claims)}")
             for i, c in enumerate(claims):
                 try:
-                    v.check_claim(c.campaign_id, c.user_id, c.request_id, c.channel_id)
+                    v.check_claim(c.campaign_id, c.user_id, c.request_id, c.channel_id, c.device_id,
+                                  c.client_ip)
                 except v.InvalidInput as exc:
                     raise v.InvalidInput(f"claims[{i}]: {exc}") from None
+            hints = self._hints(context)
             configs = {cid: await self._config(cid) for cid in {c.campaign_id for c in claims}}
             channels = []
             for i, c in enumerate(claims):  # a forbidden item refuses the whole batch, before any write
@@ -201,7 +235,7 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
                     channels.append(self._channel(configs[c.campaign_id], c))
                 except auth.PermissionDenied as exc:
                     raise auth.PermissionDenied(f"claims[{i}]: {exc}") from None
-            started = [self._start(configs[c.campaign_id], c, ch)
+            started = [self._start(configs[c.campaign_id], c, ch, hints)
                        for c, ch in zip(claims, channels, strict=True)]
             pending = [s for s in started if not isinstance(s, pb.ClaimReply)]
             if pending:

@@ -44,6 +44,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except CredentialsError as exc:
             print(f"claimcore serve: {exc}", file=sys.stderr)
             return 2
+    from claimcore.limits import LimitSettings, parse_channel_quota
+
+    try:
+        limits = LimitSettings(
+            user_rate=args.user_rate, user_burst=args.user_burst, device_rate=args.device_rate,
+            device_burst=args.device_burst, ip_rate=args.ip_rate, ip_burst=args.ip_burst,
+            capacity=args.limit_capacity, deny_file=args.deny_file,
+            channel_quotas=dict(parse_channel_quota(q) for q in args.channel_quota))
+    except ValueError as exc:
+        print(f"claimcore serve: {exc}", file=sys.stderr)
+        return 2
     if not url and not args.redis_cluster:
         try:
             embedded = EmbeddedRedis(appendfsync=args.appendfsync).start()
@@ -61,7 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         verifier_url=args.verifier_url, verifier_timeout_ms=args.verifier_timeout_ms,
         recycle_every_s=args.recycle_every_s,
         tls_cert=args.tls_cert or "", tls_key=args.tls_key or "", tls_client_ca=args.tls_client_ca or "",
-        credentials=credentials,
+        credentials=credentials, limits=limits,
     )
     try:
         uvloop.run(run_node(options))
@@ -254,6 +265,18 @@ def build_parser() -> argparse.ArgumentParser:
     security.add_argument("--no-auth", action="store_true",
                           help="no credentials: anyone may call anything (loopback, tests, the demo)")
     serve.set_defaults(func=cmd_serve)
+
+    abuse = serve.add_argument_group("anti-scalper limits (docs/abuse-limits.md): claims per second "
+                                     "per node, 0 = off; burst 0 = one second's worth")
+    for kind in ("user", "device", "ip"):
+        abuse.add_argument(f"--{kind}-rate", type=float, default=0.0, help=f"claims/s per {kind}")
+        abuse.add_argument(f"--{kind}-burst", type=int, default=0)
+    abuse.add_argument("--limit-capacity", type=int, default=300_000,
+                       help="keys each table (users, devices, IPs) holds at most: bounds memory")
+    abuse.add_argument("--deny-file", help="deny list: lines user:ID, device:ID, ip:ADDR or ip:CIDR")
+    abuse.add_argument("--channel-quota", action="append", default=[], metavar="CHANNEL=RATE[:BURST]",
+                       help="a channel's claims/s on this node (repeat); the credentials file's "
+                            "claims_per_s win")
 
     keygen = sub.add_parser("keygen", help="make an API key and its line for the credentials file")
     who = keygen.add_mutually_exclusive_group(required=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from claimcore.categories import CategoryGate
 from claimcore.claim_service import ClaimService
 from claimcore.cluster_calls import require_replica_acks
 from claimcore.inventory import RedisInventory
+from claimcore.limits import AbuseLimits, LimitSettings
 from claimcore.redeem_service import RedeemService
 from claimcore.redemption import Redemptions
 from claimcore.soldout import SoldOutCache
@@ -71,6 +73,7 @@ class NodeOptions:
     tls_key: str = ""
     tls_client_ca: str = ""  # PEM roots: mutual TLS, callers must show a certificate they signed
     credentials: Credentials | None = None  # who may call (auth.py); None = an open node
+    limits: LimitSettings | None = None     # anti-scalper limits (limits.py); None = none
 
 
 def redis_cluster_client(addresses: str, timeout_s: float = 2.0) -> aioredis.RedisCluster:
@@ -114,6 +117,16 @@ def server_tls(options: NodeOptions) -> grpc.ServerCredentials | None:
                                        require_client_auth=roots is not None)
 
 
+def abuse_limits(options: NodeOptions) -> AbuseLimits | None:
+    """The anti-scalper limits: the flags' settings, with the credentials file's channel quotas."""
+    settings = options.limits or LimitSettings()
+    quotas = dict(settings.channel_quotas)
+    if options.credentials:
+        quotas.update({name: (q.claims_per_s, q.burst) for name, q in options.credentials.quotas.items()})
+    limits = AbuseLimits.from_settings(dataclasses.replace(settings, channel_quotas=quotas))
+    return limits if limits.enabled else None
+
+
 class Node:
     def __init__(self, options: NodeOptions) -> None:
         self.options = options
@@ -144,7 +157,8 @@ class Node:
             ],
         )
         pb_grpc.add_ClaimServiceServicer_to_server(
-            ClaimService(self.inventory, self.campaigns, Admission(), self.soldout, self.batcher),
+            ClaimService(self.inventory, self.campaigns, Admission(), self.soldout, self.batcher,
+                         abuse_limits(options)),
             self.server,
         )
         verifier = (HttpVerifier(options.verifier_url, options.verifier_timeout_ms / 1000)

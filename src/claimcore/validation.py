@@ -7,6 +7,7 @@ Redis keys and stored records (see keyspace.py).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 CAMPAIGN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -18,6 +19,11 @@ REGION = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MERCHANT_ID = USER_ID
 ORDER_ID = USER_ID
 SN_CODE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+DEVICE_ID = re.compile(r"[A-Za-z0-9._:@+=-]{0,128}")
+# An IP address as text: IPv4 dotted, IPv6 (also with an embedded IPv4); no zone ("%eth0": any text
+# may follow the '%'), no port, no prefix length. ipaddress decides whether it is an address.
+IP_TEXT = re.compile(r"[0-9A-Fa-f.:]{2,45}")
+STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # a Redis stream entry id, "<ms>-<seq>"
 
 MAX_BATCH = 1000
 MAX_NAME = 200
@@ -50,8 +56,33 @@ def check_range(field: str, value: int, low: int, high: int) -> int:
     return value
 
 
-def check_claim(campaign_id: str, user_id: str, request_id: str, channel_id: str) -> None:
+def check_ip(field: str, value: str) -> str:
+    """An IPv4 or IPv6 address, or empty (not given)."""
+    if value:
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        try:
+            if IP_TEXT.fullmatch(value) is None:
+                raise ValueError
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise InvalidInput(f"{field} {shown!r} must be an IPv4 or IPv6 address, or empty") from None
+    return value
+
+
+def check_stream_id(field: str, value: str) -> str:
+    """A Redis stream entry id "<ms>-<seq>", each part an unsigned 64-bit number, that an exclusive
+    range may start after (Redis refuses "(" before the very last id, 2^64-1 - 2^64-1)."""
+    parts = [int(p) for p in value.split("-")] if STREAM_ID.fullmatch(value) else []
+    if not parts or max(parts) >= 2**64 or parts == [2**64 - 1, 2**64 - 1]:
+        raise InvalidInput(f"{field} holds {value[:40]!r}, not a stream entry id")
+    return value
+
+
+def check_claim(campaign_id: str, user_id: str, request_id: str, channel_id: str,
+                device_id: str = "", client_ip: str = "") -> None:
     check_id("campaign_id", campaign_id, CAMPAIGN_ID)
     check_id("user_id", user_id, USER_ID)
     check_id("request_id", request_id, REQUEST_ID)
     check_id("channel_id", channel_id, CHANNEL_ID)
+    check_id("device_id", device_id, DEVICE_ID)
+    check_ip("client_ip", client_ip)
