@@ -57,8 +57,11 @@ async def update(inventory: RedisInventory, campaigns: CampaignCache, config: Ca
         raise v.InvalidInput(f"a call carries 1 to {MAX_RECORDS} records, not {len(records)}")
     for record in records:
         record.check()
-    if len({r.user_id for r in records}) != len(records):
-        raise v.InvalidInput("a user appears twice in one call")
+    seen: set[str] = set()
+    for r in records:
+        if r.user_id in seen:
+            raise v.InvalidInput(f"records: user_id {r.user_id!r} appears twice in one call")
+        seen.add(r.user_id)
 
     async def write(c: CampaignConfig) -> int:
         by_shard: dict[int, list[str]] = defaultdict(list)

@@ -106,11 +106,12 @@ def decode_cursor(cursor: str) -> dict[int, str]:
             raise ValueError
         body = cursor[3:]
         raw = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-        positions = {int(s): str(p) for s, p in raw.items()}
+        positions = {int(s): str(p) for s, p in raw.items() if str(s).isascii()}
+        if len(positions) != len(raw):
+            raise ValueError
         for p in positions.values():
-            ms, seq = p.split("-")
-            int(ms), int(seq)
-    except (ValueError, TypeError, AttributeError, json.JSONDecodeError):
+            v.check_stream_id("cursor", p)
+    except (ValueError, TypeError, AttributeError, RecursionError, json.JSONDecodeError):
         raise v.InvalidInput("cursor is not one that ExportEvents returned") from None
     return positions
 

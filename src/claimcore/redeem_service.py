@@ -76,7 +76,8 @@ class RedeemService(pb_grpc.RedeemServiceServicer):
             parts.append((await self._config(part.campaign_id), list(part.voucher_ids)))
             await self._require_issued(parts[-1][0], request.user_id, parts[-1][1])
         if len({c.campaign_id for c, _ in parts}) != len(parts):
-            raise v.InvalidInput("a campaign appears twice in one order: list its vouchers once")
+            raise v.InvalidInput("stacked: a campaign_id appears twice in one order (or is the order's own "
+                                 "campaign_id): list its vouchers once")
         if len({x for _, vs in parts for x in vs}) != sum(len(vs) for _, vs in parts):
             raise v.InvalidInput("voucher_ids repeats a voucher")
         return await self.redemptions.redeem_stacked(

@@ -32,6 +32,7 @@ from claimcore.campaigns import CampaignCache
 from claimcore.categories import CategoryGate
 from claimcore.claim_service import ClaimService
 from claimcore.cluster_calls import require_replica_acks
+from claimcore.decode_errors import DecodeErrors
 from claimcore.inventory import RedisInventory
 from claimcore.limits import AbuseLimits, LimitSettings
 from claimcore.redeem_service import RedeemService
@@ -147,7 +148,8 @@ class Node:
         self.health = health.aio.HealthServicer()
         creds = options.credentials
         self.server = grpc.aio.server(
-            interceptors=[AuthInterceptor(creds)] if creds else None,
+            # Decoding first: undecodable bytes get INVALID_ARGUMENT whoever sends them.
+            interceptors=[DecodeErrors(), *([AuthInterceptor(creds)] if creds else [])],
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", 1 << 20),
