@@ -14,7 +14,7 @@ import grpc
 import pytest
 import redis
 
-from claimcore.embedded_redis import EmbeddedRedis
+from claimcore.embedded_redis import EmbeddedCluster, EmbeddedRedis
 from claimcore.keyspace import CAMPAIGN_INDEX
 from claimcore.local_node import LocalNode, health_status  # noqa: F401 - tests import health_status from here
 from claimcore.v1 import claims_pb2 as pb
@@ -56,6 +56,30 @@ def claims(channel: grpc.Channel) -> pb_grpc.ClaimServiceStub:
 @pytest.fixture
 def admin(channel: grpc.Channel) -> pb_grpc.AdminServiceStub:
     return pb_grpc.AdminServiceStub(channel)
+
+
+# Failover tests (tests/test_cluster_faults.py, tests/chaos/test_failover.py): a cluster of their
+# module's own, 3 masters with a replica each and a fast failover, and a node on it without and with
+# replica acknowledgements. Modules that need another cluster define their own `cluster`.
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[EmbeddedCluster]:
+    with EmbeddedCluster(masters=3, replicas=1, node_timeout_ms=700) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def plain_node(cluster: EmbeddedCluster) -> Iterator[LocalNode]:
+    node = LocalNode("", "--redis-cluster", cluster.addresses).start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="module")
+def acked_node(cluster: EmbeddedCluster) -> Iterator[LocalNode]:
+    node = LocalNode("", "--redis-cluster", cluster.addresses,
+                     "--replica-acks", "1", "--replica-timeout-ms", "300").start()
+    yield node
+    node.stop()
 
 
 def new_campaign_id(prefix: str = "t") -> str:

@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
-import pytest
 import redis
 from redis.crc import key_slot
 
@@ -38,27 +37,6 @@ from conftest import LocalNode, create_campaign, new_campaign_id
 
 INVENTORY, USERS, SHARDS = 2000, 3000, 4
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with EmbeddedCluster(masters=3, replicas=1, node_timeout_ms=700) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def plain_node(cluster):
-    node = LocalNode("", "--redis-cluster", cluster.addresses).start()
-    yield node
-    node.stop()
-
-
-@pytest.fixture(scope="module")
-def acked_node(cluster):
-    node = LocalNode("", "--redis-cluster", cluster.addresses,
-                     "--replica-acks", "1", "--replica-timeout-ms", "300").start()
-    yield node
-    node.stop()
 
 
 @dataclass

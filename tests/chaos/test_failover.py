@@ -43,27 +43,6 @@ STOP_S = 4.5               # R is stopped this long before M is killed (data age
 PAD = "x" * 90             # long ids: more bytes per grant on the replication link
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    with EmbeddedCluster(masters=3, replicas=1, node_timeout_ms=700) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def plain_node(cluster):
-    node = LocalNode("", "--redis-cluster", cluster.addresses).start()
-    yield node
-    node.stop()
-
-
-@pytest.fixture(scope="module")
-def acked_node(cluster):
-    node = LocalNode("", "--redis-cluster", cluster.addresses,
-                     "--replica-acks", "1", "--replica-timeout-ms", "300").start()
-    yield node
-    node.stop()
-
-
 def one_master_campaign(cluster: EmbeddedCluster, rng: random.Random) -> tuple[str, EmbeddedRedis]:
     """A fresh campaign id whose shards all hash to slots of one master, and that master."""
     client = cluster.client(cluster.live()[0])
