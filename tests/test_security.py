@@ -259,3 +259,15 @@ def test_bad_credentials_files_are_refused_with_the_place(tmp_path, text, messag
     with pytest.raises(CredentialsError) as err:
         load_credentials(path)
     assert message in str(err.value)
+
+
+def test_the_load_generator_reaches_a_secured_node_from_its_spawned_workers(secured, keys):
+    cid = make_campaign(secured, keys["admin"])
+    args = ["loadgen", "--target", secured.address, "--campaign", cid, "--users", "300", "--arrival", "burst",
+            "--processes", "2", "--concurrency", "16", "--no-progress", "--seed", "7"]
+    refused = run_cli(*args)
+    assert refused.returncode != 0 and "UNAUTHENTICATED" in refused.stdout + refused.stderr
+    done = run_cli(*args, env={"CLAIMCORE_API_KEY": keys["admin"]})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    _, admin, _ = stubs(secured, keys["admin"])
+    assert admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5).granted == 20

@@ -130,6 +130,11 @@ def configure(access: Access) -> None:
     _process_access = access
 
 
+def current() -> Access:
+    """This process's Access, to hand to processes it spawns (they start with PLAINTEXT)."""
+    return _process_access
+
+
 def dial(target: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
     return _process_access.channel(target, options)
 

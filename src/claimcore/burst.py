@@ -116,6 +116,7 @@ class WorkerConfig:
     redeem_share: float = 0.0      # of new grants, redeemed right away (RedeemService.Redeem)
     merchant_id: str = ""
     order_amount_cents: int = 0
+    reach: access.Access = access.PLAINTEXT  # TLS and API key: spawned workers do not inherit the CLI's
 
 
 class _Claim:
@@ -560,7 +561,7 @@ async def _run_worker_async(
         for n, name in enumerate(PROGRESS_FIELDS):
             progress[row + n] = getattr(p, name)
 
-    channels = [access.dial_aio(t, options=CHANNEL_OPTIONS) for t in cfg.targets]
+    channels = [cfg.reach.aio_channel(t, options=CHANNEL_OPTIONS) for t in cfg.targets]
     try:
         for channel in channels:
             await asyncio.wait_for(channel.channel_ready(), timeout=CHANNEL_READY_TIMEOUT_S)
@@ -651,6 +652,7 @@ def run_load(
             redeem_share=redeem_share,
             merchant_id=merchant_id,
             order_amount_cents=order_amount_cents,
+            reach=access.current(),
         )
         proc = ctx.Process(
             target=_worker_process,

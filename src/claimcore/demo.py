@@ -28,6 +28,7 @@ from typing import Any
 
 import grpc
 
+from claimcore import access
 from claimcore.burst import BurstError, run_burst
 from claimcore.embedded_redis import EmbeddedRedis
 from claimcore.local_node import LocalNode, NodeStartError
@@ -174,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"demo: front node serving on {target}", file=out, flush=True)
 
         campaign_id = f"demo-{int(time.time())}-{secrets.token_hex(3)}"
-        with grpc.insecure_channel(target) as channel:
+        with access.dial(target) as channel:
             create_campaign(channel, args, campaign_id)
         processes = min(args.processes, args.users)
         print(

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from claimcore import access
 from claimcore.report import EXAMPLES_KEPT, build_report, merge_worker_results
 from claimcore.v1 import claims_pb2, claims_pb2_grpc
 
@@ -30,7 +31,7 @@ def check_against_server(target: str, campaign_id: str, results: Sequence[dict[s
                          verify_sample_size: int, seed: int, **report_fields: Any) -> dict[str, Any]:
     """The report of a run: its merged results judged against the server's figures."""
     merged = merge_worker_results(results)
-    with grpc.insecure_channel(target) as channel:
+    with access.dial(target) as channel:
         server = get_campaign(channel, campaign_id)
         checked, missing, lost_examples = verify_sample(
             channel, campaign_id, merged["pairs"], verify_sample_size, seed)
