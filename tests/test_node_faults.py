@@ -94,6 +94,36 @@ def test_deadline_is_honoured_when_redis_stalls_and_retry_settles(own_redis):
         node.stop()
 
 
+def test_a_stalled_redis_makes_the_node_shed_at_once_and_write_nothing_for_the_shed(own_redis):
+    """With Redis paused, claims pile up on the node: past --max-queued it answers RESOURCE_EXHAUSTED
+    at once instead of queueing towards the deadline, and a shed claim was never sent to Redis."""
+    node = LocalNode(own_redis.url, "--max-queued", "20").start()
+    direct = redis.Redis(port=own_redis.port)
+    try:
+        with grpc.insecure_channel(node.address) as ch:
+            admin, claims = pb_grpc.AdminServiceStub(ch), pb_grpc.ClaimServiceStub(ch)
+            cid = create_campaign(admin, inventory=500, shards=2).campaign.campaign_id
+            direct.execute_command("CLIENT", "PAUSE", 1200, "WRITE")  # within the node's 2 s Redis timeout
+            calls = [claims.Claim.future(pb.ClaimRequest(campaign_id=cid, user_id=f"u{i}", request_id="r"),
+                                         timeout=5) for i in range(200)]
+            shed, answered = [], []
+            for i, call in enumerate(calls):
+                try:
+                    answered.append((i, call.result().outcome))
+                except grpc.RpcError as err:
+                    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
+                    shed.append(i)
+            assert len(shed) >= 100 and all(outcome == pb.GRANTED for _, outcome in answered)
+            info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5)
+            assert info.granted == len(answered)
+            for i in shed[:20]:
+                found = claims.GetClaim(pb.GetClaimRequest(campaign_id=cid, user_id=f"u{i}"), timeout=5)
+                assert not found.found
+    finally:
+        direct.close()
+        node.stop()
+
+
 def test_sigterm_drains_in_flight_claims(own_redis):
     node = LocalNode(own_redis.url, "--grace", "5").start()
     direct = redis.Redis(port=own_redis.port)
