@@ -28,6 +28,8 @@ if _version_not_supported:
 class ClaimServiceStub:
     """---------------------------------------------------------------- claims
 
+    Claims: the launch-second hot path. Every claim is answered with a business
+    outcome in the reply; a non-OK status means the call itself failed.
     """
 
     def __init__(self, channel):
@@ -56,6 +58,8 @@ class ClaimServiceStub:
 class ClaimServiceServicer:
     """---------------------------------------------------------------- claims
 
+    Claims: the launch-second hot path. Every claim is answered with a business
+    outcome in the reply; a non-OK status means the call itself failed.
     """
 
     def Claim(self, request, context):
@@ -110,6 +114,8 @@ def add_ClaimServiceServicer_to_server(servicer, server):
 class ClaimService:
     """---------------------------------------------------------------- claims
 
+    Claims: the launch-second hot path. Every claim is answered with a business
+    outcome in the reply; a non-OK status means the call itself failed.
     """
 
     @staticmethod
@@ -197,6 +203,8 @@ class ClaimService:
 class AdminServiceStub:
     """----------------------------------------------------------------- admin
 
+    Administration: campaigns, merchants, eligibility, resharding, the ledger.
+    Needs the admin key on a node with credentials.
     """
 
     def __init__(self, channel):
@@ -270,6 +278,8 @@ class AdminServiceStub:
 class AdminServiceServicer:
     """----------------------------------------------------------------- admin
 
+    Administration: campaigns, merchants, eligibility, resharding, the ledger.
+    Needs the admin key on a node with credentials.
     """
 
     def CreateCampaign(self, request, context):
@@ -281,13 +291,15 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetCampaign(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A campaign's spec and live figures: granted, remaining, per shard, sold-out time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListCampaigns(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The ids of every campaign.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -300,7 +312,8 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResumeCampaign(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Resume grants after a pause.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -348,7 +361,8 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListMerchants(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The merchants registered for a campaign.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -434,6 +448,8 @@ def add_AdminServiceServicer_to_server(servicer, server):
 class AdminService:
     """----------------------------------------------------------------- admin
 
+    Administration: campaigns, merchants, eligibility, resharding, the ledger.
+    Needs the admin key on a node with credentials.
     """
 
     @staticmethod
