@@ -121,3 +121,15 @@ def test_a_bad_deny_file_stops_the_node_with_the_line(tmp_path):
                            "--redis", "redis://127.0.0.1:1", "--deny-file", str(deny)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and f"{deny}:2:" in done.stderr
+
+
+def test_a_user_rate_alone_is_enforced(redis_server):
+    node = LocalNode(redis_server.url, "--user-rate", "0.1", "--user-burst", "1").start()
+    try:
+        with grpc.insecure_channel(node.address) as ch:
+            claims, admin = pb_grpc.ClaimServiceStub(ch), pb_grpc.AdminServiceStub(ch)
+            cid = create_campaign(admin, inventory=10, shards=1, per_user_limit=5).campaign.campaign_id
+            outcomes = [claim(claims, cid, "solo", n).outcome for n in range(2)]
+            assert outcomes == [pb.GRANTED, pb.RATE_LIMITED]
+    finally:
+        node.stop()

@@ -469,3 +469,11 @@ def test_verdict_is_frozen() -> None:
     verdict = Verdict(RATE_LIMITED, 5, "user rate")
     with pytest.raises(AttributeError):
         verdict.reason = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("kind", ["user", "device", "ip"])
+def test_one_rate_alone_turns_the_limits_on(kind: str) -> None:
+    """An empty table has len() 0: `enabled` must not read it as off (the node then skipped every check)."""
+    limits = AbuseLimits(**{f"{kind}_rate": 1.0})
+    assert limits.enabled
+    assert not AbuseLimits().enabled

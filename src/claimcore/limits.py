@@ -325,7 +325,9 @@ class AbuseLimits:
     @property
     def enabled(self) -> bool:
         """False when no limit and no deny entry is configured: check() always returns None."""
-        return bool(self.deny or self.channels or self.users or self.devices or self.ips)
+        # `is not None`, not truth: an empty KeyedLimiter has len() 0 and would read as off.
+        tables = (self.users, self.devices, self.ips)
+        return bool(self.deny or self.channels) or any(t is not None for t in tables)
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Entries and evictions of each per-key table that is on (for logs and metrics)."""
