@@ -170,8 +170,21 @@ def _field_values(field: FieldDescriptor, limits: Mapping[str, int], depth: int)
     return st.one_of(
         st.lists(element, max_size=4),
         st.sampled_from(sizes).map(lambda n: _cheap_many(field, n)),       # at and above the limit
-        st.tuples(element, st.sampled_from(sizes)).map(lambda p: [p[0]] * p[1]),  # one element, repeated
+        st.tuples(element, st.sampled_from(sizes)).map(_repeated),  # one element, repeated
     )
+
+
+REPEATED_BYTES = 2_000_000  # past the node's 1 MiB limit already; more only costs the test's memory
+
+
+def _repeated(pair: tuple[Any, int]) -> list[Any]:
+    """One (possibly hostile) element n times, at most REPEATED_BYTES in all. Without the cap a nested
+    message repeated 20,001 times, each holding lists of 10,000-character strings, once took the test
+    process past 24 GB: protobuf copies every element. Oversized counts stay covered by _cheap_many."""
+    element, n = pair
+    size = (element.ByteSize() if isinstance(element, Message)
+            else len(element) if isinstance(element, (str, bytes)) else 8)
+    return [element] * min(n, max(1, REPEATED_BYTES // max(1, size)))
 
 
 def set_field(msg: Message, field: FieldDescriptor, value: Any) -> None:
