@@ -30,7 +30,9 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from functools import partial
 
+from claimcore import tracing
 from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import MAX_MOVING_S, MOVING_RETRY_S
@@ -45,6 +47,7 @@ from claimcore.inventory import (
     StaleMap,
     now_ms,
 )
+from claimcore.metrics import NodeMetrics
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,7 @@ class ClaimBatcher:
         moving_retry_s: float = MOVING_RETRY_S,
         max_moving_s: float = MAX_MOVING_S,
         gate: CategoryGate | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.inventory = inventory
         self.is_sold_out = is_sold_out
@@ -98,17 +102,23 @@ class ClaimBatcher:
         self.moving_retry_s = moving_retry_s
         self.max_moving_s = max_moving_s
         self.gate = gate
+        self.metrics = metrics if metrics is not None else NodeMetrics()
         self.queued = 0
         self._lanes: dict[LaneKey, _Lane] = {}
         self._ready: dict[LaneKey, _Lane] = {}  # lanes with queued claims
         self._flushing = False
         self._scheduled = False
+        # With tracing on: each queued claim's call span context, for its flush span's links.
+        self._traced: dict[asyncio.Future[ItemResult], object] = {}
 
     def submit(self, config: CampaignConfig, shard: int, item: ClaimItem) -> asyncio.Future[ItemResult]:
         if self.queued >= self.max_queued:
             raise Overloaded(f"{self.queued} claims queued on this node")
         future: asyncio.Future[ItemResult] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_mark_retrieved)
+        if tracing.enabled:
+            self._traced[future] = tracing.current_span_context()
+            future.add_done_callback(self._traced.pop)
         self._lane(config, shard).queue.append((item, future))
         self.queued += 1
         self._wake(self._lane(config, shard))
@@ -169,6 +179,10 @@ class ClaimBatcher:
             calls = await self._hold_categories(calls, trusted)
             if not calls:
                 return
+        self.metrics.flushed([len(batch) for _, batch in calls])
+        span = tracing.flush_span([(lane.config.campaign_id, len(batch)) for lane, batch in calls],
+                                  [self._traced.get(f) for _, batch in calls for _, f in batch]
+                                  ) if tracing.enabled else None
         try:
             replies = await self.inventory.claim_many([
                 (lane.config.campaign_id, lane.shard, lane.config.epoch, [item for item, _ in batch],
@@ -176,9 +190,13 @@ class ClaimBatcher:
                 for lane, batch in calls
             ], now_ms())
         except Exception as exc:  # noqa: BLE001 - every waiter must hear of it
+            if span is not None:
+                tracing.end_span(span, exc)
             for _, batch in calls:
                 _fail(batch, exc)
             return
+        if span is not None:
+            tracing.end_span(span)
         for (lane, batch), reply in zip(calls, replies, strict=True):
             if id(lane) in trusted:
                 self._settle_categories(lane, batch, reply)
@@ -262,7 +280,8 @@ class ClaimBatcher:
             _, results = reply  # type: ignore[misc]
             task = self.gate.settle_after(lane.config, {
                 item.user_id: result.code for (item, _), result in zip(batch, results, strict=True)})
-        asyncio.get_running_loop().create_task(task).add_done_callback(_log_failure)
+        asyncio.get_running_loop().create_task(task).add_done_callback(
+            partial(_log_failure, lane.config.campaign_id))
 
     async def _reroute(self, lane: _Lane, waiters: list[Waiter], stale: StaleMap) -> None:
         """The campaign was resharded: route these claims again by the new map."""
@@ -297,9 +316,10 @@ class ClaimBatcher:
         self._requeue(lane, waiters)
 
 
-def _log_failure(task: asyncio.Task[None]) -> None:
+def _log_failure(campaign_id: str, task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.warning("category holds not settled (they expire and get settled later): %s", task.exception())
+        log.warning("category holds not settled (they expire and get settled later): %s", task.exception(),
+                    extra={"campaign": campaign_id})
 
 
 def _mark_retrieved(future: asyncio.Future[ItemResult]) -> None:

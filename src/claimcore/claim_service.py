@@ -42,6 +42,7 @@ from claimcore.inventory import (
     now_ms,
 )
 from claimcore.limits import RATE_LIMITED, AbuseLimits
+from claimcore.metrics import NodeMetrics
 from claimcore.reshard import ReshardBusy, ReshardRefused
 from claimcore.snregistry import SnHoldLost
 from claimcore.soldout import SoldOutCache
@@ -61,6 +62,8 @@ OUTCOMES = {
     Code.SOLD_OUT: pb.SOLD_OUT,
 }
 UNKNOWN_OUTCOME = "outcome unknown, retry with the same request_id or call GetClaim"
+UNEXPECTED_LOG_EVERY_S = 10.0  # an unexpected error is logged once per this, per kind, with a count
+_unexpected: dict[str, tuple[float, int]] = {}  # error type -> (monotonic time last logged, since then)
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
@@ -93,13 +96,33 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
     return None
 
 
-async def abort_for(context: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
-    """End the call with the status for `exc`; anything unexpected is INTERNAL, never UNKNOWN."""
+def log_unexpected(exc: BaseException, campaign: str = "", request_id: str = "") -> None:
+    """One line (with its traceback) per kind of unexpected error and `UNEXPECTED_LOG_EVERY_S`,
+    counting the ones not logged: a bug hit by every claim must not log every claim."""
+    kind = type(exc).__name__
+    now = time.monotonic()
+    last, skipped = _unexpected.get(kind, (-UNEXPECTED_LOG_EVERY_S, 0))
+    if now - last < UNEXPECTED_LOG_EVERY_S:
+        _unexpected[kind] = (last, skipped + 1)
+        return
+    _unexpected[kind] = (now, 0)
+    fields = {"code": "INTERNAL", "error": kind, "not_logged_before": skipped}
+    if campaign:
+        fields["campaign"] = campaign
+    if request_id:
+        fields["request_id"] = request_id
+    log.error("unexpected error: answered INTERNAL", exc_info=exc, extra=fields)
+
+
+async def abort_for(context: grpc.aio.ServicerContext, exc: Exception, campaign: str = "",
+                    request_id: str = "") -> NoReturn:
+    """End the call with the status for `exc`; anything unexpected is INTERNAL, never UNKNOWN
+    (and logged, with the campaign and request_id when the caller names them)."""
     if isinstance(exc, grpc.aio.AbortError):
         raise exc
     mapped = status_for(exc)
     if mapped is None:
-        log.exception("unexpected error", exc_info=exc)
+        log_unexpected(exc, campaign, request_id)
         mapped = (grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
     await context.abort(*mapped)
     raise AssertionError("context.abort returned")
@@ -141,8 +164,9 @@ def reply_for(config: CampaignConfig, req: pb.ClaimRequest, result: ItemResult,
 class ClaimService(pb_grpc.ClaimServiceServicer):
     def __init__(self, inventory: RedisInventory, campaigns: CampaignCache,
                  admission: Admission, soldout: SoldOutCache, batcher: ClaimBatcher,
-                 limits: AbuseLimits | None = None) -> None:
+                 limits: AbuseLimits | None = None, metrics: NodeMetrics | None = None) -> None:
         self.inventory = inventory
+        self.metrics = metrics if metrics is not None else NodeMetrics()
         self.limits = limits if limits is not None and limits.enabled else None
         self.campaigns = campaigns
         self.admission = admission
@@ -179,6 +203,7 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
         refused = self.limits.check(channel, req.user_id, device, ip, time.monotonic_ns())
         if refused is None:
             return None
+        self.metrics.dropped(req.campaign_id, "abuse")
         outcome = pb.RATE_LIMITED if refused.outcome == RATE_LIMITED else pb.NOT_ELIGIBLE
         return pb.ClaimReply(outcome=outcome, retry_after_ms=refused.retry_after_ms, detail=refused.reason)
 
@@ -197,9 +222,14 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
         shard = shard_of(req.user_id, config.shards)
         wait_ms = self.admission.admit(config, shard)
         if wait_ms:
+            self.metrics.dropped(config.campaign_id, "admission_rate")
             return pb.ClaimReply(outcome=pb.RATE_LIMITED, retry_after_ms=wait_ms,
                                  detail="admission rate exceeded")
-        return self.batcher.submit(config, shard, item)
+        try:
+            return self.batcher.submit(config, shard, item)
+        except Overloaded:
+            self.metrics.dropped(config.campaign_id, "overloaded")
+            raise
 
     async def Claim(self, request: pb.ClaimRequest, context: grpc.aio.ServicerContext) -> pb.ClaimReply:
         try:
@@ -209,11 +239,12 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
             config = await self._config(request.campaign_id)
             channel = self._channel(config, request)
             started = self._start(config, request, channel, hints)
-            if isinstance(started, pb.ClaimReply):
-                return started
-            return reply_for(config, request, await started, channel)
+            reply = (started if isinstance(started, pb.ClaimReply)
+                     else reply_for(config, request, await started, channel))
+            self.metrics.claimed(config.campaign_id, reply.outcome)
+            return reply
         except Exception as exc:
-            await abort_for(context, exc)
+            await abort_for(context, exc, request.campaign_id, request.request_id)
 
     async def ClaimBatch(self, request: pb.ClaimBatchRequest,
                          context: grpc.aio.ServicerContext) -> pb.ClaimBatchReply:
@@ -242,12 +273,17 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
                 for outcome in await asyncio.gather(*pending, return_exceptions=True):
                     if isinstance(outcome, BaseException):
                         raise outcome
-            return pb.ClaimBatchReply(replies=[
+            replies = [
                 s if isinstance(s, pb.ClaimReply) else reply_for(configs[c.campaign_id], c, s.result(), ch)
                 for c, s, ch in zip(claims, started, channels, strict=True)
-            ])
+            ]
+            claimed = self.metrics.claimed
+            for c, reply in zip(claims, replies, strict=True):
+                claimed(c.campaign_id, reply.outcome)
+            return pb.ClaimBatchReply(replies=replies)
         except Exception as exc:
-            await abort_for(context, exc)
+            ids = {c.campaign_id for c in request.claims}
+            await abort_for(context, exc, ids.pop() if len(ids) == 1 else "")
 
     async def GetClaim(self, request: pb.GetClaimRequest,
                        context: grpc.aio.ServicerContext) -> pb.GetClaimReply:

@@ -94,4 +94,5 @@ async def sweep_forever(inventory: RedisInventory, campaigns: CampaignCache, eve
                 if n:
                     log.info("recycled %d expired vouchers of %s", n, config.campaign_id)
             except Exception as exc:  # noqa: BLE001 - Redis may be away; the next sweep tries again
-                log.warning("recycling %s failed: %s", config.campaign_id, exc)
+                log.warning("recycling %s failed: %s", config.campaign_id, exc,
+                            extra={"campaign": config.campaign_id})

@@ -17,6 +17,7 @@ from claimcore import validation as v
 from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import CampaignCache
 from claimcore.claim_service import grpc_errors
+from claimcore.metrics import NodeMetrics
 from claimcore.redemption import DETAILS, RedeemCode, Redeemed, Redemptions
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
@@ -24,9 +25,11 @@ from claimcore.v1 import claims_pb2_grpc as pb_grpc
 VOUCHER_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 class RedeemService(pb_grpc.RedeemServiceServicer):
-    def __init__(self, redemptions: Redemptions, campaigns: CampaignCache) -> None:
+    def __init__(self, redemptions: Redemptions, campaigns: CampaignCache,
+                 metrics: NodeMetrics | None = None) -> None:
         self.redemptions = redemptions
         self.campaigns = campaigns
+        self.metrics = metrics if metrics is not None else NodeMetrics()
 
     async def _config(self, campaign_id: str) -> CampaignConfig:
         v.check_id("campaign_id", campaign_id, v.CAMPAIGN_ID)
@@ -54,6 +57,7 @@ class RedeemService(pb_grpc.RedeemServiceServicer):
                 done = await self.redemptions.redeem(
                     config, request.user_id, list(request.voucher_ids), request.merchant_id, request.order_id,
                     request.order_amount_cents, list(request.sn_codes), channel)
+            self.metrics.redeemed(config.campaign_id, done.code)
             detail = done.detail or DETAILS.get(done.code, "")
             if done.vouchers and done.code != RedeemCode.REDEEMED:
                 detail = f"{', '.join(done.vouchers)}: {detail}"

@@ -42,4 +42,5 @@ async def release_forever(inventory: RedisInventory, campaigns: CampaignCache,
                 if amount:
                     log.info("released %d vouchers of %s's rounds %s", amount, config.campaign_id, due)
             except Exception as exc:  # noqa: BLE001 - Redis may be away, or the map stale: next time
-                log.warning("releasing rounds of %s failed: %s", config.campaign_id, exc)
+                log.warning("releasing rounds of %s failed: %s", config.campaign_id, exc,
+                            extra={"campaign": config.campaign_id})

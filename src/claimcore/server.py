@@ -23,7 +23,7 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from claimcore import recycling, rounds
+from claimcore import recycling, rounds, tracing
 from claimcore.admin_service import AdminService
 from claimcore.admission import Admission
 from claimcore.auth import AuthInterceptor, Credentials
@@ -35,6 +35,7 @@ from claimcore.cluster_calls import require_replica_acks
 from claimcore.decode_errors import DecodeErrors
 from claimcore.inventory import RedisInventory
 from claimcore.limits import AbuseLimits, LimitSettings
+from claimcore.metrics import NodeMetrics, RpcMetrics
 from claimcore.redeem_service import RedeemService
 from claimcore.redemption import Redemptions
 from claimcore.soldout import SoldOutCache
@@ -75,6 +76,8 @@ class NodeOptions:
     tls_client_ca: str = ""  # PEM roots: mutual TLS, callers must show a certificate they signed
     credentials: Credentials | None = None  # who may call (auth.py); None = an open node
     limits: LimitSettings | None = None     # anti-scalper limits (limits.py); None = none
+    metrics_port: int = -1  # serve Prometheus /metrics on host:this (0 = a free port, -1 = off; metrics.py)
+    trace_file: str = ""  # OpenTelemetry spans as JSON lines to this file ("" = no tracing; tracing.py)
 
 
 def redis_cluster_client(addresses: str, timeout_s: float = 2.0) -> aioredis.RedisCluster:
@@ -140,16 +143,23 @@ class Node:
         self.inventory = RedisInventory(self.redis)
         self.campaigns = CampaignCache(self.inventory)
         self.soldout = SoldOutCache(self.inventory)
+        self.metrics = NodeMetrics()
         self.batcher = ClaimBatcher(
             self.inventory, self.soldout.is_sold_out, self.soldout.mark, self.campaigns.reload,
             max_batch=options.max_batch, max_queued=options.max_queued, linger_s=options.linger_s,
-            gate=CategoryGate(self.inventory),
+            gate=CategoryGate(self.inventory), metrics=self.metrics,
         )
         self.health = health.aio.HealthServicer()
         creds = options.credentials
+        if options.trace_file:
+            tracing.setup(options.trace_file)
         self.server = grpc.aio.server(
-            # Decoding first: undecodable bytes get INVALID_ARGUMENT whoever sends them.
-            interceptors=[DecodeErrors(), *([AuthInterceptor(creds)] if creds else [])],
+            # Metrics (when served) outermost: they see every status, the others' refusals included.
+            # Decoding next: undecodable bytes get INVALID_ARGUMENT whoever sends them.
+            # Tracing (when on) after decoding: its spans read the decoded requests.
+            interceptors=[*([RpcMetrics(self.metrics)] if options.metrics_port >= 0 else []),
+                          DecodeErrors(), *([tracing.TracingInterceptor()] if options.trace_file else []),
+                          *([AuthInterceptor(creds)] if creds else [])],
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", 1 << 20),
@@ -160,7 +170,7 @@ class Node:
         )
         pb_grpc.add_ClaimServiceServicer_to_server(
             ClaimService(self.inventory, self.campaigns, Admission(), self.soldout, self.batcher,
-                         abuse_limits(options)),
+                         abuse_limits(options), self.metrics),
             self.server,
         )
         verifier = (HttpVerifier(options.verifier_url, options.verifier_timeout_ms / 1000)
@@ -168,7 +178,8 @@ class Node:
         redemptions = Redemptions(self.inventory, self.campaigns, verifier)
         pb_grpc.add_AdminServiceServicer_to_server(
             AdminService(self.inventory, self.campaigns, redemptions), self.server)
-        pb_grpc.add_RedeemServiceServicer_to_server(RedeemService(redemptions, self.campaigns), self.server)
+        pb_grpc.add_RedeemServiceServicer_to_server(
+            RedeemService(redemptions, self.campaigns, self.metrics), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [*SERVICES[1:], health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -176,6 +187,7 @@ class Node:
             self.server,
         )
         self.port = 0
+        self.metrics_port = -1  # the port /metrics is served on, once started; -1 = not served
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> int:
@@ -185,10 +197,15 @@ class Node:
                      else self.server.add_insecure_port(address))
         if self.port == 0:
             raise OSError(f"cannot listen on {self.options.host}:{self.options.port}")
+        if self.options.metrics_port >= 0:
+            self.metrics_port = self.metrics.serve(self.options.host, self.options.metrics_port)
         await self._set_health(False)
         await self.server.start()
         self._tasks = [asyncio.create_task(self._watch_redis()),
                        asyncio.create_task(self.soldout.run())]
+        if self.metrics_port >= 0:
+            self._tasks.append(asyncio.create_task(
+                self.metrics.sample_forever(self.redis, self.campaigns.cached)))
         self._tasks.append(asyncio.create_task(rounds.release_forever(self.inventory, self.campaigns)))
         if self.options.recycle_every_s > 0:
             self._tasks.append(asyncio.create_task(
@@ -211,10 +228,12 @@ class Node:
                 ok = False
             if ok != serving:
                 serving = ok
+                self.metrics.redis_up = int(ok)
                 await self._set_health(ok)
                 log.log(logging.INFO if ok else logging.WARNING,
                         "redis %s: health %s", "reachable" if ok else "unreachable",
-                        "SERVING" if ok else "NOT_SERVING")
+                        "SERVING" if ok else "NOT_SERVING",
+                        extra={"event": "redis_up" if ok else "redis_down"})
             await asyncio.sleep(0.5 if ok else 0.2)
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -226,7 +245,10 @@ class Node:
                 await task
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.options.grace_s if grace_s is None else grace_s)
+        self.metrics.close()
         await self.redis.aclose()
+        if self.options.trace_file:
+            tracing.shutdown()  # writes the spans still buffered
 
 
 async def run_node(options: NodeOptions, ready: asyncio.Event | None = None) -> None:
@@ -234,6 +256,8 @@ async def run_node(options: NodeOptions, ready: asyncio.Event | None = None) -> 
     port = await node.start()
     log.info("claimcore node listening on %s:%d", options.host, port)
     print(f"claimcore: serving on {options.host}:{port}", flush=True)
+    if node.metrics_port >= 0:
+        print(f"claimcore: metrics on http://{options.host}:{node.metrics_port}/metrics", flush=True)
     if ready is not None:
         ready.set()
     stop = asyncio.Event()

@@ -92,7 +92,8 @@ class SoldOutCache:
         try:
             await self.inventory.mark_sold_out(entry.config.campaign_id, now_ms())
         except Exception:  # noqa: BLE001 - the figure is informative only
-            log.warning("could not record sold_out_at for %s", entry.config.campaign_id)
+            log.warning("could not record sold_out_at for %s", entry.config.campaign_id,
+                        extra={"campaign": entry.config.campaign_id})
         await self._check(entry)
 
     async def _check(self, entry: _Entry) -> None:
@@ -103,7 +104,8 @@ class SoldOutCache:
         figures = await self.inventory.figures(config)
         if figures.total_remaining > 0 or figures.lease_records:  # stock left, or moving
             self._entries.pop(config.campaign_id, None)
-            log.info("campaign %s has stock again: reopened", config.campaign_id)
+            log.info("campaign %s has stock again: reopened", config.campaign_id,
+                     extra={"campaign": config.campaign_id})
             return
         granted = sum(figures.granted)
         if entry.snapshot is not None and entry.snapshot.granted == granted:
@@ -131,4 +133,5 @@ class SoldOutCache:
                 try:
                     await self._check(entry)
                 except Exception as exc:  # noqa: BLE001 - Redis may be away; try again later
-                    log.warning("sold-out refresh of %s failed: %s", entry.config.campaign_id, exc)
+                    log.warning("sold-out refresh of %s failed: %s", entry.config.campaign_id, exc,
+                                extra={"campaign": entry.config.campaign_id})
