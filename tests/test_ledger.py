@@ -140,4 +140,4 @@ def test_cli_export_names_a_bad_cursor(node, admin):
     cid = create_campaign(admin, inventory=5, shards=1).campaign.campaign_id
     run = subprocess.run([sys.executable, "-m", "claimcore", "export", cid, "--target", node.address,
                           "--since", "nonsense"], capture_output=True, text=True, timeout=60)
-    assert run.returncode == 2 and "INVALID_ARGUMENT" in run.stderr and "cursor" in run.stderr
+    assert run.returncode == 1 and "INVALID_ARGUMENT" in run.stderr and "cursor" in run.stderr

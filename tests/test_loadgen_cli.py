@@ -49,7 +49,7 @@ def test_malformed_flags_exit_2_from_argparse(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["loadgen", *argv])
     assert exc.value.code == 2
-    assert "error" in capsys.readouterr().err
+    assert "claimcore loadgen: USAGE: " in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

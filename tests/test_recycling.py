@@ -140,7 +140,7 @@ def test_cli_recycle(node, admin, claims):
     cid = campaign(admin, inventory=5, valid_for_ms=1)
     claim(claims, cid, "a")
     time.sleep(0.01)
-    cli = [sys.executable, "-m", "claimcore", "campaign", "--target", node.address, "recycle", cid]
+    cli = [sys.executable, "-m", "claimcore", "campaign", "--target", node.address, "recycle", cid, "--json"]
     run = subprocess.run(cli, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout) == {"recycled": "1"}

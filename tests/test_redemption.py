@@ -249,7 +249,7 @@ def test_merchants_must_fit_the_campaign_and_the_cli_registers_them(node, admin)
     cli = [sys.executable, "-m", "claimcore", "merchant", "--target", node.address]
     added = subprocess.run([*cli, "register", cid, "m4", "--name", "Four", "--category", "appliances",
                             "--region", "north"], capture_output=True, text=True, timeout=60)
-    listed = subprocess.run([*cli, "list", cid], capture_output=True, text=True, timeout=60)
+    listed = subprocess.run([*cli, "list", cid, "--json"], capture_output=True, text=True, timeout=60)
     assert wrong_category.value.code() == wrong_region.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert added.returncode == 0, added.stderr
     assert [m["merchant_id"] for m in json.loads(listed.stdout)["merchants"]] == ["m1", "m4"]

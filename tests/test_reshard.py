@@ -329,7 +329,7 @@ def test_same_count_is_a_no_op(admin, redis_client):
 def test_cli_reshard(node, admin):
     cid = create_campaign(admin, inventory=40, shards=2).campaign.campaign_id
     cli = [sys.executable, "-m", "claimcore", "campaign", "--target", node.address, "reshard"]
-    ok = subprocess.run([*cli, cid, "--shards", "6"], capture_output=True, text=True, timeout=60)
+    ok = subprocess.run([*cli, cid, "--shards", "6", "--json"], capture_output=True, text=True, timeout=60)
     bad = subprocess.run([*cli, cid, "--shards", "0"], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     reply = json.loads(ok.stdout)

@@ -83,7 +83,8 @@ def test_bad_rounds_are_refused(admin, rounds):
 def test_cli_round_flag(node):
     base = [sys.executable, "-m", "claimcore", "campaign", "--target", node.address, "create",
             new_campaign_id(), "--inventory", "10", "--shards", "1"]
-    ok = subprocess.run([*base, "--round", "4102444800000:3"], capture_output=True, text=True, timeout=60)
+    ok = subprocess.run([*base, "--round", "4102444800000:3", "--json"], capture_output=True, text=True,
+                        timeout=60)
     bad = subprocess.run([*base, "--round", "tomorrow"], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and '"heldForRounds"' not in ok.stdout and '"held_for_rounds": "3"' in ok.stdout
     assert bad.returncode == 2 and "RELEASE_AT_MS:AMOUNT" in bad.stderr

@@ -8,8 +8,8 @@ between writing a page and saving the cursor, that page comes again on the
 next run: event_id is unique and stable, so the receiver can drop repeats.
 
 reconcile asks a node to recompute the figures from the ledger and compare
-them with the live counters; it prints them and exits 1 on any difference
-(2 if the call itself fails).
+them with the live counters; it prints them and exits 1 on any difference.
+Failed calls exit as every command does (docs/cli.md): 1 refused, 3 no node.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from typing import IO
 import grpc
 from google.protobuf import json_format
 
-from claimcore import access
+from claimcore import access, cli_output
+from claimcore.cli_output import CliError
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 
@@ -34,7 +35,6 @@ COLUMNS = [f.name for f in pb.Event.DESCRIPTOR.fields]
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("campaign_id")
-    parser.add_argument("--target", default="127.0.0.1:50051", help="a node's host:port")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--since", default="", metavar="CURSOR", help="continue after this cursor")
     start.add_argument("--cursor-file", metavar="PATH",
@@ -46,16 +46,21 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     cursor = args.since
-    if args.cursor_file and Path(args.cursor_file).exists():
-        cursor = Path(args.cursor_file).read_text().strip()
-    out: IO[str] = open(args.out, "a", newline="") if args.out else sys.stdout  # noqa: SIM115
+    try:
+        if args.cursor_file and Path(args.cursor_file).exists():
+            cursor = Path(args.cursor_file).read_text().strip()
+        out: IO[str] = open(args.out, "a", newline="") if args.out else sys.stdout  # noqa: SIM115
+    except OSError as exc:
+        raise CliError("FILE", f"{exc.strerror or exc}: {exc.filename}", cli_output.EXIT_USAGE) from None
+    exported = pages = 0
     try:
         writer = csv.DictWriter(out, COLUMNS) if args.format == "csv" else None
         if writer is not None and (not args.out or out.tell() == 0):
             writer.writeheader()
-        with access.dial(args.target) as channel:
+        with cli_output.connect(access.dial, args.target, args.connect_timeout,
+                                getattr(args, "sources", {}).get("target", "")) as channel, \
+                cli_output.Progress() as progress:
             admin = pb_grpc.AdminServiceStub(channel)
-            exported = 0
             while True:
                 reply = admin.ExportEvents(pb.ExportEventsRequest(
                     campaign_id=args.campaign_id, cursor=cursor, limit=args.page), timeout=60)
@@ -69,14 +74,18 @@ def run_export(args: argparse.Namespace) -> int:
                         out.write(json.dumps(row, separators=(",", ":")) + "\n")
                 out.flush()
                 exported += len(reply.events)
+                pages += 1
                 cursor = reply.next_cursor
                 if args.cursor_file:
                     _save(Path(args.cursor_file), cursor)
+                progress.update(f"export of {args.campaign_id}: {exported:,} events, {pages:,} pages")
                 if not reply.more:
                     break
     except grpc.RpcError as err:
-        print(f"claimcore export: {err.code().name}: {err.details()}", file=sys.stderr)  # type: ignore[attr-defined]
-        return 2
+        raise cli_output.from_rpc(err, f" (after {exported} events)") from None
+    except OSError as exc:
+        raise CliError("FILE", f"{exc.strerror or exc}: {exc.filename or args.out or 'standard output'}",
+                       cli_output.EXIT_USAGE) from None
     finally:
         if args.out:
             out.close()
@@ -93,25 +102,26 @@ def _save(path: Path, cursor: str) -> None:
 
 def add_reconcile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("campaign_id")
-    parser.add_argument("--target", default="127.0.0.1:50051", help="a node's host:port")
-    parser.add_argument("--json", action="store_true", help="print the reply as JSON")
 
 
 def run_reconcile(args: argparse.Namespace) -> int:
-    try:
-        with access.dial(args.target) as channel:
-            reply = pb_grpc.AdminServiceStub(channel).Reconcile(
-                pb.GetCampaignRequest(campaign_id=args.campaign_id), timeout=300)
-    except grpc.RpcError as err:
-        print(f"claimcore reconcile: {err.code().name}: {err.details()}", file=sys.stderr)  # type: ignore[attr-defined]
-        return 2
-    if args.json:
+    with cli_output.connect(access.dial, args.target, args.connect_timeout,
+                            getattr(args, "sources", {}).get("target", "")) as channel, \
+            cli_output.Progress() as progress:
+        reply = progress.wait(pb_grpc.AdminServiceStub(channel).Reconcile.future(
+            pb.GetCampaignRequest(campaign_id=args.campaign_id), timeout=300),
+            f"reconciling {args.campaign_id} against its ledger")
+    if args.output == "json":
         print(json_format.MessageToJson(reply, preserving_proto_field_name=True))
     else:
-        width = max(len(f.name) for f in reply.figures)
+        width = max((len(f.name) for f in reply.figures), default=6)
         print(f"{'figure':{width}}  {'ledger':>12}  {'live':>12}")
         for f in reply.figures:
             print(f"{f.name:{width}}  {f.from_ledger:12,}  {f.live:12,}  {'ok' if f.ok else 'DIFFERENT'}")
         print(f"{reply.events:,} events read; {'no difference' if reply.ok else 'DIFFERENCES FOUND'}")
-    return 0 if reply.ok else 1
-
+    if reply.ok:
+        return cli_output.EXIT_OK
+    differ = [f.name for f in reply.figures if not f.ok]
+    cli_output.report("reconcile", "DIFFERENCES", f"{len(differ)} figures of {args.campaign_id} differ from "
+                      f"the ledger: {', '.join(differ)}", cli_output.EXIT_REFUSED)
+    return cli_output.EXIT_REFUSED

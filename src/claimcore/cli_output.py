@@ -1,0 +1,158 @@
+"""How the claimcore CLI speaks: exit codes, one-line errors, tables, key/value blocks, progress.
+
+Exit codes (docs/cli.md), the same for every command that calls a node:
+
+    0  done
+    1  the node refused (a gRPC status other than UNAVAILABLE), or a check failed
+       (reconcile found a difference)
+    2  bad usage or input: a bad flag, a bad CSV or config file, an unreadable file
+    3  no node reachable: nothing answered at the target within --connect-timeout,
+       or a call ended UNAVAILABLE (the node went away, or cannot serve now)
+
+An error is one line on standard error: `claimcore <command>: <CODE>: <details>`,
+CODE being a gRPC status name (NOT_FOUND, UNAVAILABLE, ...) or one of USAGE,
+BAD_INPUT, FILE, CONFIG, DIFFERENCES.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import IO, Any, TypeVar
+
+import grpc
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+T = TypeVar("T")
+
+
+class CliError(Exception):
+    """A failure to report as one line and an exit code."""
+
+    def __init__(self, code: str, details: str, exit_code: int) -> None:
+        super().__init__(details)
+        self.code, self.details, self.exit_code = code, details, exit_code
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def report(command: str, code: str, details: str, exit_code: int, stream: IO[str] | None = None) -> int:
+    """Print `claimcore <command>: <CODE>: <details>` on standard error; return exit_code."""
+    print(f"claimcore {command}: {code}: {one_line(details)}", file=stream or sys.stderr, flush=True)
+    return exit_code
+
+
+def rpc_exit_code(err: grpc.RpcError) -> int:
+    code = err.code()  # type: ignore[attr-defined]
+    return EXIT_UNREACHABLE if code == grpc.StatusCode.UNAVAILABLE else EXIT_REFUSED
+
+
+def from_rpc(err: grpc.RpcError, suffix: str = "") -> CliError:
+    details = err.details() or ""  # type: ignore[attr-defined]
+    return CliError(err.code().name, details + suffix, rpc_exit_code(err))  # type: ignore[attr-defined]
+
+
+def connect(dial: Callable[[str], grpc.Channel], target: str, timeout: float,
+            source: str = "") -> grpc.Channel:
+    """A channel to target once it is connected; CliError (exit 3) if nothing answers in time."""
+    channel = dial(target)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        channel.close()
+        where = f" (target from {source})" if source and source != "flag" else ""
+        raise CliError("UNAVAILABLE", f"no node answers at {target}{where} within {timeout:g} s: is it "
+                       "running, and do --tls-ca/--tls-cert match how it serves?", EXIT_UNREACHABLE) from None
+    return channel
+
+
+# ---------------------------------------------------------------- text
+
+
+def number(value: int) -> str:
+    return f"{value:,}"
+
+
+def when(ms: int, zero: str = "-") -> str:
+    """Unix milliseconds as UTC time, e.g. 2025-06-01 10:00:03.412Z; `zero` for 0."""
+    if not ms:
+        return zero
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: Iterable[int] = ()) -> str:
+    """Columns padded to their widest cell; columns whose index is in `right` are right-aligned."""
+    cells = [[str(h) for h in headers]] + [["-" if c in ("", None) else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    aligned = set(right)
+    lines = []
+    for row in cells:
+        parts = [c.rjust(w) if i in aligned else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths,
+                                                                                             strict=True))]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def block(pairs: Iterable[tuple[str, Any]]) -> str:
+    """key  value lines, the values lined up."""
+    items = [(k, "-" if v in ("", None) else str(v)) for k, v in pairs]
+    width = max((len(k) for k, _ in items), default=0)
+    return "\n".join(f"{k:<{width}}  {v}".rstrip() for k, v in items)
+
+
+# ---------------------------------------------------------------- progress
+
+
+class Progress:
+    """One line on standard error, redrawn in place, only when it is a terminal (nothing otherwise)."""
+
+    def __init__(self, stream: IO[str] | None = None, every_s: float = 0.1) -> None:
+        self.stream = stream or sys.stderr
+        isatty = getattr(self.stream, "isatty", None)
+        self.on = bool(isatty and isatty())
+        self.every_s = every_s
+        self.last = 0.0
+        self.shown = False
+
+    def update(self, text: str, force: bool = False) -> None:
+        if not self.on:
+            return
+        now = time.monotonic()
+        if not force and now - self.last < self.every_s:
+            return
+        self.last = now
+        self.stream.write("\r" + text + "\x1b[K")
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def wait(self, future: grpc.Future, label: str) -> Any:
+        """The result of a gRPC future, with `label… N s` on the line while it runs."""
+        if not self.on:
+            return future.result()
+        started = time.monotonic()
+        while True:
+            try:
+                return future.result(timeout=0.2)
+            except grpc.FutureTimeoutError:
+                self.update(f"{label}… {time.monotonic() - started:.1f} s", force=True)
