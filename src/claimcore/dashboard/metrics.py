@@ -1,0 +1,237 @@
+"""The nodes' Prometheus figures for the dashboard: a small text-format parser, running sums, percentiles.
+
+Only the text exposition format (version 0.0.4, also what an OpenMetrics endpoint mostly sends) is read:
+`name{label="value",...} value [timestamp]` lines; comments and `# TYPE`/`# HELP` are skipped. No
+dependency: the dashboard must run wherever the nodes' clients run.
+
+Counters (and histogram buckets, which are counters) are followed per source: each scrape's increase over
+the previous one (a counter that went down restarted: its whole value is the increase), so a node
+restarting or missing a scrape never makes a figure go backwards.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+
+Labels = tuple[tuple[str, str], ...]
+Sample = tuple[str, Labels, float]
+SeriesKey = tuple[str, Labels]
+
+#: The names the nodes' /metrics serves (`claimcore serve --metrics-port N`).
+CLAIMS = "claimcore_claims_total"
+CLAIM_SECONDS = "claimcore_claim_seconds"
+ADMISSION_DROPS = "claimcore_admission_drops_total"
+STOCK_REMAINING = "claimcore_stock_remaining"
+GRANTED = "claimcore_granted"
+SOLD_OUT_SECONDS = "claimcore_sold_out_seconds"
+REDEMPTIONS = "claimcore_redemptions_total"
+RPC_ERRORS = "claimcore_rpc_errors_total"
+REDIS_UP = "claimcore_redis_up"
+INFO = "claimcore_info"
+COUNTERS = frozenset((CLAIMS, ADMISSION_DROPS, REDEMPTIONS, RPC_ERRORS, CLAIM_SECONDS + "_bucket",
+                      CLAIM_SECONDS + "_count", CLAIM_SECONDS + "_sum"))  # fmt: skip
+QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999))
+
+
+class ParseError(ValueError):
+    pass
+
+
+def _labels(line: str, i: int) -> tuple[Labels, int]:
+    """The labels of `{...}` starting at line[i] == '{'; returns them and the index after '}'."""
+    out: list[tuple[str, str]] = []
+    i += 1
+    n = len(line)
+    while True:
+        while i < n and line[i] in " ,":
+            i += 1
+        if i >= n:
+            raise ParseError("unterminated labels")
+        if line[i] == "}":
+            return tuple(out), i + 1
+        eq = line.find("=", i)
+        if eq < 0:
+            raise ParseError("label without '='")
+        name = line[i:eq].strip()
+        i = eq + 1
+        while i < n and line[i] == " ":
+            i += 1
+        if i >= n or line[i] != '"':
+            raise ParseError("label value not quoted")
+        i += 1
+        value: list[str] = []
+        while True:
+            if i >= n:
+                raise ParseError("unterminated label value")
+            c = line[i]
+            if c == "\\" and i + 1 < n:
+                nxt = line[i + 1]
+                value.append("\n" if nxt == "n" else nxt)
+                i += 2
+            elif c == '"':
+                i += 1
+                break
+            else:
+                value.append(c)
+                i += 1
+        out.append((name, "".join(value)))
+
+
+def parse_text(text: str) -> list[Sample]:
+    """Every sample of a text exposition, as (name, sorted labels, value). Malformed lines are skipped."""
+    samples: list[Sample] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            brace = line.find("{")
+            space = line.find(" ")
+            if brace >= 0 and (space < 0 or brace < space):
+                name = line[:brace]
+                labels, end = _labels(line, brace)
+                rest = line[end:]
+            else:
+                if space < 0:
+                    continue
+                name, labels, rest = line[:space], (), line[space:]
+            fields = rest.split()
+            if not fields or not name:
+                continue
+            samples.append((name, tuple(sorted(labels)), float(fields[0])))
+        except (ParseError, ValueError):
+            continue
+    return samples
+
+
+def label(labels: Labels, name: str) -> str:
+    for key, value in labels:
+        if key == name:
+            return value
+    return ""
+
+
+def quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:
+    """Prometheus' histogram_quantile over (upper bound `le`, cumulative count) pairs; None without data.
+
+    Linear interpolation inside the bucket that holds the rank; a rank in the +Inf bucket answers the
+    highest finite bound (what Prometheus does).
+    """
+    pairs = sorted((le, c) for le, c in buckets if not math.isnan(le))
+    if not pairs or pairs[-1][0] != math.inf:
+        return None
+    fixed: list[tuple[float, float]] = []
+    top = 0.0
+    for le, c in pairs:  # cumulative counts never go down (sums of deltas might, by a reset)
+        top = max(top, c)
+        fixed.append((le, top))
+    total = fixed[-1][1]
+    if total <= 0:
+        return None
+    rank = q * total
+    for i, (le, c) in enumerate(fixed):
+        if c >= rank:
+            if le == math.inf:
+                return fixed[i - 1][0] if i > 0 else None
+            lower, below = (fixed[i - 1][0], fixed[i - 1][1]) if i > 0 else (0.0, 0.0)
+            if i == 0 and le <= 0:
+                return le
+            inside = c - below
+            if inside <= 0:
+                return le
+            return lower + (le - lower) * (rank - below) / inside
+    return None
+
+
+def percentiles(buckets: Iterable[tuple[float, float]]) -> dict[str, float | None]:
+    pairs = list(buckets)
+    return {key: quantile(q, pairs) for key, q in QUANTILES}
+
+
+class MetricsState:
+    """The last scrape of every source, and the counters' increases over a sliding window.
+
+    `observe(source, samples, t)` after each successful scrape; `totals()` sums every source's last
+    values (a source that misses a scrape keeps its last ones); `window(seconds, now)` sums the
+    increases of the last `seconds`.
+    """
+
+    def __init__(self, keep_s: float = 60.0) -> None:
+        self.keep_s = keep_s
+        self.last: dict[str, dict[SeriesKey, float]] = {}
+        self.seen_at: dict[str, float] = {}
+        #: (previous scrape's time, this scrape's time, the increases between them)
+        self.increases: deque[tuple[float, float, dict[SeriesKey, float]]] = deque()
+
+    def observe(self, source: str, samples: list[Sample], t: float) -> None:
+        now = {(name, labels): value for name, labels, value in samples}
+        prev = self.last.get(source)
+        if prev is not None:
+            inc: dict[SeriesKey, float] = {}
+            for key, value in now.items():
+                if key[0] not in COUNTERS:
+                    continue
+                before = prev.get(key)
+                d = value if before is None or value < before else value - before
+                if d > 0:
+                    inc[key] = d
+            self.increases.append((self.seen_at[source], t, inc))
+        self.last[source] = now
+        self.seen_at[source] = t
+        while self.increases and self.increases[0][1] < t - self.keep_s:
+            self.increases.popleft()
+
+    def totals(self) -> dict[SeriesKey, float]:
+        out: dict[SeriesKey, float] = {}
+        for series in self.last.values():
+            for key, value in series.items():
+                if key[0] in COUNTERS:
+                    out[key] = out.get(key, 0.0) + value
+        return out
+
+    def window(self, seconds: float, now: float) -> tuple[dict[SeriesKey, float], float]:
+        """The summed increases of the scrapes in the last `seconds`, and the time they span (from the
+        scrape before the oldest of them)."""
+        out: dict[SeriesKey, float] = {}
+        oldest = now
+        for before, t, inc in self.increases:
+            if t < now - seconds:
+                continue
+            oldest = min(oldest, before)
+            for key, value in inc.items():
+                out[key] = out.get(key, 0.0) + value
+        return out, now - oldest
+
+    def gauges(self, source: str, name: str) -> list[tuple[Labels, float]]:
+        return [(labels, value) for (n, labels), value in self.last.get(source, {}).items() if n == name]
+
+
+def by_label(series: dict[SeriesKey, float], name: str, key: str,
+             where: dict[str, set[str]] | None = None) -> dict[str, float]:
+    """Sum the series called `name` by the value of label `key`, keeping those whose labels match `where`."""
+    out: dict[str, float] = {}
+    for (n, labels), value in series.items():
+        if n != name:
+            continue
+        if where and any(label(labels, k) not in allowed for k, allowed in where.items()):
+            continue
+        v = label(labels, key)
+        out[v] = out.get(v, 0.0) + value
+    return out
+
+
+def histograms(series: dict[SeriesKey, float], name: str, by: str) -> dict[str, list[tuple[float, float]]]:
+    """The buckets of histogram `name` summed by label `by`: {value: [(le, cumulative count)]}."""
+    acc: dict[str, dict[float, float]] = {}
+    for (n, labels), value in series.items():
+        if n != name + "_bucket":
+            continue
+        try:
+            le = float(label(labels, "le"))
+        except ValueError:
+            continue
+        group = acc.setdefault(label(labels, by), {})
+        group[le] = group.get(le, 0.0) + value
+    return {k: sorted(v.items()) for k, v in acc.items()}
