@@ -41,7 +41,6 @@ world = rpcs.world
 report_stats = rpcs.report_stats
 
 EXAMPLES = max(5, int(os.environ.get("CLAIMCORE_FUZZ_EXAMPLES", "25")) // 2)
-DESERIALIZE_FAILED = "Exception deserializing request"  # grpcio's own details for undecodable bytes
 # No shrinking: the failing bytes are in the assertion, and shrinking costs hundreds of calls.
 WIRE_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None, report_multiple_bugs=False,
                          phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))

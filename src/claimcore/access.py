@@ -21,8 +21,8 @@ from typing import Any
 
 import grpc
 
-ENV = {"api_key": "CLAIMCORE_API_KEY", "ca": "CLAIMCORE_TLS_CA", "cert": "CLAIMCORE_TLS_CERT",
-       "key": "CLAIMCORE_TLS_KEY"}
+ENV = {"api_key": "CLAIMCORE_API_KEY", "tls_ca": "CLAIMCORE_TLS_CA", "tls_cert": "CLAIMCORE_TLS_CERT",
+       "tls_key": "CLAIMCORE_TLS_KEY"}  # by flag (argparse dest); the CLI's config file uses the same names
 
 
 @dataclass(frozen=True)
@@ -112,12 +112,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def from_args(args: argparse.Namespace) -> Access:
-    def pick(name: str, flag: str) -> str:
+    def pick(flag: str) -> str:
         given = getattr(args, flag, None)
-        return given if given is not None else os.environ.get(ENV[name], "")
+        return given if given is not None else os.environ.get(ENV[flag], "")
 
-    return Access(api_key=pick("api_key", "api_key"), ca=pick("ca", "tls_ca"),
-                  cert=pick("cert", "tls_cert"), key=pick("key", "tls_key"))
+    return Access(api_key=pick("api_key"), ca=pick("tls_ca"), cert=pick("tls_cert"), key=pick("tls_key"))
 
 
 # This process's way to the nodes: the CLI sets it once from its flags, so the

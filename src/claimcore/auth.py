@@ -40,6 +40,7 @@ from typing import Any
 import grpc
 
 from claimcore import validation as v
+from claimcore.handlers import rewrapped
 
 ADMIN_SERVICE = "/claimcore.v1.AdminService/"
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -183,9 +184,7 @@ def _refusal(code: grpc.StatusCode, details: str, handler: grpc.RpcMethodHandler
     async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
         await context.abort(code, details)
 
-    return grpc.unary_unary_rpc_method_handler(
-        refuse, request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer)
+    return rewrapped(handler, refuse)
 
 
 def _as(caller: Caller, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
@@ -198,9 +197,7 @@ def _as(caller: Caller, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler
         finally:
             _CURRENT.reset(token)
 
-    return grpc.unary_unary_rpc_method_handler(
-        run, request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer)
+    return rewrapped(handler, run)
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):

@@ -24,8 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ENV = {"target": "CLAIMCORE_TARGET", "api_key": "CLAIMCORE_API_KEY", "tls_ca": "CLAIMCORE_TLS_CA",
-       "tls_cert": "CLAIMCORE_TLS_CERT", "tls_key": "CLAIMCORE_TLS_KEY", "output": "CLAIMCORE_OUTPUT",
+from claimcore import access
+
+ENV = {"target": "CLAIMCORE_TARGET", **access.ENV, "output": "CLAIMCORE_OUTPUT",
        "log_format": "CLAIMCORE_LOG_FORMAT"}
 DEFAULTS = {"target": "127.0.0.1:50051", "api_key": "", "tls_ca": "", "tls_cert": "", "tls_key": "",
             "output": "table", "log_format": "text"}

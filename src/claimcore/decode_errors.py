@@ -14,6 +14,8 @@ from typing import Any
 
 import grpc
 
+from claimcore.handlers import rewrapped
+
 
 class DecodeErrors(grpc.aio.ServerInterceptor):
     async def intercept_service(
@@ -33,5 +35,4 @@ class DecodeErrors(grpc.aio.ServerInterceptor):
                                     f"request is not a valid {details.method} message: {exc}"[:300])
             return await behaviour(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(unary_unary,
-                                                   response_serializer=handler.response_serializer)
+        return rewrapped(handler, unary_unary, raw=True)

@@ -30,7 +30,7 @@ from typing import IO, Any
 
 import grpc
 
-from claimcore.metrics import _UnaryHandler
+from claimcore.handlers import rewrapped
 from claimcore.v1 import claims_pb2 as pb
 
 ENV = "CLAIMCORE_TRACE_FILE"
@@ -221,4 +221,4 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
                 span.set_attributes(_reply_attributes(reply))
                 return reply
 
-        return _UnaryHandler(unary_unary, handler.request_deserializer, handler.response_serializer)
+        return rewrapped(handler, unary_unary)
