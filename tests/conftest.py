@@ -36,8 +36,12 @@ def redis_client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
 
 @pytest.fixture(scope="session")
 def node(redis_server: EmbeddedRedis) -> Iterator[LocalNode]:
-    """One front node shared by the tests that only need one."""
-    node = LocalNode(redis_server.url).start()
+    """One front node shared by the tests that only need one.
+
+    It never recycles by itself: a sweep at a random moment raced tests that recycle on
+    request (test_cli_recycle once found nothing left to recycle). tests/test_recycling.py
+    runs a node of its own to test the sweeper."""
+    node = LocalNode(redis_server.url, "--recycle-every-s", "0").start()
     yield node
     node.stop()
 
