@@ -18,7 +18,8 @@ import pytest
 import redis
 
 from claimcore.campaign import CampaignConfig
-from claimcore.inventory import RedisInventory, now_ms
+from claimcore.clock import now_ms
+from claimcore.inventory import RedisInventory
 from claimcore.v1 import claims_pb2 as pb
 from conftest import create_campaign, new_campaign_id
 

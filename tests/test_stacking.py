@@ -15,7 +15,7 @@ import pytest
 
 from claimcore import scripts
 from claimcore._fast import shard_of
-from claimcore.inventory import now_ms
+from claimcore.clock import now_ms
 from claimcore.keyspace import SN_BUCKETS, shard_keys, stack_key
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc

@@ -37,6 +37,7 @@ from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import MAX_MOVING_S, MOVING_RETRY_S
 from claimcore.categories import NOT_ELIGIBLE, CategoryGate
+from claimcore.clock import now_ms
 from claimcore.inventory import (
     ClaimItem,
     Code,
@@ -45,7 +46,6 @@ from claimcore.inventory import (
     RedisInventory,
     ShardMoving,
     StaleMap,
-    now_ms,
 )
 from claimcore.metrics import NodeMetrics
 

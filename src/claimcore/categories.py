@@ -26,7 +26,8 @@ import asyncio
 from claimcore import scripts
 from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
-from claimcore.inventory import Code, ItemResult, RedisInventory, now_ms
+from claimcore.clock import now_ms
+from claimcore.inventory import Code, ItemResult, RedisInventory
 from claimcore.keyspace import SN_BUCKETS, category_key
 from claimcore.snregistry import HOLD_MS, MARGIN_MS, run_holds
 

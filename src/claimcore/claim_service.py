@@ -29,6 +29,7 @@ from claimcore.admission import Admission
 from claimcore.batcher import ClaimBatcher, Overloaded
 from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import CampaignCache, CampaignNotFound
+from claimcore.clock import now_ms
 from claimcore.cluster_calls import ReplicaAckTimeout
 from claimcore.inventory import (
     BorrowContention,
@@ -39,7 +40,6 @@ from claimcore.inventory import (
     ShardMissing,
     ShardMoving,
     StaleMap,
-    now_ms,
 )
 from claimcore.limits import RATE_LIMITED, AbuseLimits
 from claimcore.metrics import NodeMetrics

@@ -15,7 +15,6 @@ created, and never stranded for longer than it takes to notice the lease.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from dataclasses import dataclass
 from enum import IntEnum
@@ -27,6 +26,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from claimcore import scripts
 from claimcore._fast import pack_claims, shard_of, unpack_claim_reply
 from claimcore.campaign import CampaignConfig
+from claimcore.clock import now_ms
 from claimcore.cluster_calls import eval_on_cluster
 from claimcore.keyspace import CAMPAIGN_INDEX, campaign_key, shard_keys, voucher_prefix
 
@@ -156,10 +156,6 @@ def refusal(campaign_id: str, shard: int, reply: list[Any]) -> Exception:
 def round_lease(index: int) -> str:
     """The credit id of a campaign's later round `index`: credited into shard 0 once."""
     return f"round-{index}"
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def parse_lease(raw: str) -> tuple[int, int]:

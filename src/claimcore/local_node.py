@@ -44,13 +44,16 @@ class LocalNode:
     """One `claimcore serve` child process on 127.0.0.1.
 
     redis_url "" passes `--redis ""`, so the node starts its own redis-server;
-    extra_args go to `claimcore serve` as they are (e.g. "--grace", "5").
+    extra_args go to `claimcore serve` as they are (e.g. "--grace", "5"); env adds to its
+    environment (CLAIMCORE_TEST_CLOCK_OFFSET_MS runs it with a clock that is off).
     Without --tls-cert it serves --plaintext, without --credentials --no-auth;
     `reach` is how its own health probe dials it (TLS roots for a TLS node).
     """
 
-    def __init__(self, redis_url: str, *extra_args: str, reach: Access = PLAINTEXT) -> None:
+    def __init__(self, redis_url: str, *extra_args: str, reach: Access = PLAINTEXT,
+                 env: dict[str, str] | None = None) -> None:
         self.redis_url = redis_url
+        self.env = dict(env or {})  # extra environment, e.g. CLAIMCORE_TEST_CLOCK_OFFSET_MS
         self.extra_args = list(extra_args)
         self.reach = reach
         self.port = free_port()
@@ -76,7 +79,7 @@ class LocalNode:
 
     def start(self, timeout: float = 20.0) -> LocalNode:
         """Start the node and wait until its health check says SERVING."""
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
         self.proc = subprocess.Popen(
             self.command(),

@@ -22,7 +22,8 @@ from claimcore import scripts
 from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import CampaignCache
-from claimcore.inventory import RedisInventory, now_ms, refusal
+from claimcore.clock import now_ms
+from claimcore.inventory import RedisInventory, refusal
 from claimcore.keyspace import shard_keys
 
 log = logging.getLogger(__name__)

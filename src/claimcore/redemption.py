@@ -25,7 +25,8 @@ from claimcore import validation as v
 from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import CampaignCache
-from claimcore.inventory import RedisInventory, now_ms, refusal
+from claimcore.clock import now_ms
+from claimcore.inventory import RedisInventory, refusal
 from claimcore.keyspace import SN_BUCKETS, merchants_key, shard_keys, stack_key
 from claimcore.snregistry import HOLD_MS, MARGIN_MS, SnHoldLost, SnRegistry, owner_of
 from claimcore.verifier import Verifier, VerifierUnavailable, VerifyRequest

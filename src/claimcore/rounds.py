@@ -18,7 +18,8 @@ import asyncio
 import logging
 
 from claimcore.campaigns import CampaignCache
-from claimcore.inventory import RedisInventory, now_ms
+from claimcore.clock import now_ms
+from claimcore.inventory import RedisInventory
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable
 
 from claimcore import scripts
 from claimcore._fast import shard_of
-from claimcore.inventory import RedisInventory, now_ms
+from claimcore.clock import now_ms
+from claimcore.inventory import RedisInventory
 from claimcore.keyspace import SN_BUCKETS, sn_key
 
 HOLD_MS = 5_000

@@ -21,7 +21,8 @@ import logging
 from dataclasses import dataclass, field
 
 from claimcore.campaign import CampaignConfig
-from claimcore.inventory import ClaimItem, Code, ItemResult, RedisInventory, now_ms
+from claimcore.clock import now_ms
+from claimcore.inventory import ClaimItem, Code, ItemResult, RedisInventory
 
 log = logging.getLogger(__name__)
 
