@@ -268,6 +268,42 @@ def test_defect_5_a_deny_list_loaded_after_a_shrink_holds_on_shards_revived_by_a
     assert got == {moving: "NOT_ELIGIBLE", staying: "NOT_ELIGIBLE"}
 
 
+def test_defect_5_the_first_deny_list_landing_during_a_reshard_holds_on_the_new_shards(
+        redis_server, node, stubs_of):
+    """Defect 5, its race: the campaign's first UpdateEligibility lands during a growth, after
+    the reshard has looked for eligibility records (none yet: the new shards are made without
+    eligdata) and before it fences the old shards. The denied user's record then moves to a
+    new shard that never checks it: GRANTED.
+
+    The reshard runs in this process, held just before it fences (before every fence.lua);
+    the update is written meanwhile by this process's eligibility.update on the map read
+    before the reshard began (a node that loaded the campaign just before), then the reshard
+    goes on. The denied user must be NOT_ELIGIBLE."""
+    s = stubs_of(node)
+    cid = create(s.admin, merchant="", inventory=40, shards=2)
+    denied = mover("race-denied", 2, 4)
+
+    async def update_while_fencing(client: HookedRedis) -> None:
+        inventory = RedisInventory(client)
+        cache = CampaignCache(inventory)
+        before_reshard = await cache.require(cid)
+        fencing = Gate()
+
+        async def before(call: ScriptCall) -> None:
+            if call.name == "fence":
+                await fencing.passing()
+
+        client.before = before
+        resharding = asyncio.create_task(reshard(inventory, cid, 4))
+        await fencing.wait_reached()
+        await update_eligibility(inventory, cache, before_reshard, [Eligibility(denied, denied=True)])
+        fencing.go.set()
+        await resharding
+
+    run_async(redis_server, update_while_fencing)
+    assert pb.Outcome.Name(claim(s.claims, cid, denied).outcome) == "NOT_ELIGIBLE"
+
+
 def test_defect_6_a_stale_sn_hold_of_a_decided_stacked_order_is_settled_as_used(
         redis_server, node, ahead_node, stubs_of):
     """Defect 6: a stacked order's coordinator died after its decision and before its commits;
