@@ -17,16 +17,20 @@ shard that wrote them, also after a reshard moves the users' records.
 
 Export reads the logs page by page. The cursor is the last entry id read per
 shard, so an export resumes exactly where it stopped: each event once.
-Reconcile recomputes the figures from the logs and compares them with the
-live counters.
+Reconcile recomputes the figures from the logs, merged into one time order
+(a user's later events are on another shard after a reshard), and compares
+them with the live counters.
 """
 
 from __future__ import annotations
 
 import base64
+import heapq
 import json
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from claimcore import validation as v
 from claimcore.campaign import CampaignConfig
@@ -157,43 +161,95 @@ class Figure:
         return self.from_ledger == self.live
 
 
+def stream_position(entry_id: str) -> tuple[int, int]:
+    """A stream entry id "<ms>-<seq>" as numbers: ids compare as numbers, not as text."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq)
+
+
+async def _shard_entries(inventory: RedisInventory, config: CampaignConfig, shard: int
+                         ) -> AsyncIterator[tuple[tuple[int, int, int], str, dict[str, str]]]:
+    """A shard's log entries in order, read page by page, keyed for the merge."""
+    key, start = shard_keys(config.campaign_id, shard).log, "-"
+    while True:
+        entries = await inventory.redis.xrange(key, start, "+", count=SCAN_PAGE)
+        for entry_id, fields in entries:
+            yield (*stream_position(entry_id), shard), entry_id, fields
+        if len(entries) < SCAN_PAGE:
+            return
+        start = f"({entries[-1][0]}"
+
+
+async def events_in_time_order(inventory: RedisInventory, config: CampaignConfig) -> AsyncIterator[Event]:
+    """Every event of every shard's log, the logs merged by entry id (then shard), one page of each
+    shard in memory at a time.
+
+    An entry id is its master's Redis TIME in ms (never below the stream's last id) and a sequence
+    number, so one log is in the exact order it was written, and the logs of one Redis server
+    are merged in the order their entries happened. A user's events move shard only with a
+    reshard (publish, fence, freeze, copy, forget, unfreeze: many round trips), so their events
+    on the old shard come before those on the new one by at least that much. On a Redis Cluster
+    each shard's master has its own clock: the merge orders a user's events rightly as long as
+    two masters' clocks disagree by less than a reshard's move, and reconcile does not depend on
+    it where a figure could: a reversal undoes the redemption of the order it names, matched by
+    (user, order), not by position (see reconcile)."""
+    heads: list[tuple[tuple[int, int, int], str, dict[str, str], AsyncIterator[Any]]] = []
+    for shard in range(config.shard_slots):
+        entries = _shard_entries(inventory, config, shard)
+        first = await anext(entries, None)
+        if first is not None:
+            heads.append((*first, entries))
+    heapq.heapify(heads)
+    while heads:
+        (_, _, shard), entry_id, fields, entries = heads[0]
+        for event in expand(shard, entry_id, fields):
+            yield event
+        following = await anext(entries, None)
+        if following is None:
+            heapq.heappop(heads)
+        else:
+            heapq.heapreplace(heads, (*following, entries))
+
+
 async def reconcile(inventory: RedisInventory, config: CampaignConfig) -> tuple[list[Figure], int]:
     """The campaign's figures recomputed from the ledger, against the live ones; events read."""
-    redis = inventory.redis
-    cid = config.campaign_id
-    grants_per_shard: list[int] = []
+    grants_per_shard = [0] * config.shard_slots
     vouchers: set[str] = set()
     per_user: Counter[str] = Counter()
     requests: set[tuple[str, str]] = set()
-    in_use: dict[str, int] = {}                     # voucher -> subsidy, while redeemed
-    recycled: set[str] = set()                      # vouchers whose stock came back
+    redemptions: dict[tuple[str, str], list[tuple[str, int]]] = {}  # (user, order) -> (voucher, subsidy)
+    reversed_orders: set[tuple[str, str]] = set()
+    recycled: Counter[str] = Counter()             # voucher -> times its stock came back
     events = 0
-    for shard in range(config.shard_slots):
-        count, start = 0, "-"
-        while True:
-            entries = await redis.xrange(shard_keys(cid, shard).log, start, "+", count=SCAN_PAGE)
-            for entry_id, fields in entries:
-                for event in expand(shard, entry_id, fields):
-                    events += 1
-                    if event.kind == "grant":
-                        count += 1
-                        vouchers.add(event.voucher_id)
-                        per_user[event.user_id] += 1
-                        requests.add((event.user_id, event.request_id))
-                    elif event.kind == "redeem":
-                        in_use[event.voucher_id] = event.subsidy_cents
-                    elif event.kind == "reverse":
-                        in_use.pop(event.voucher_id, None)
-                    else:  # expire, release: the voucher's stock came back
-                        recycled.add(event.voucher_id)
-            if len(entries) < SCAN_PAGE:
-                break
-            start = f"({entries[-1][0]}"
-        grants_per_shard.append(count)
+    async for event in events_in_time_order(inventory, config):
+        events += 1
+        if event.kind == "grant":
+            grants_per_shard[event.shard] += 1
+            vouchers.add(event.voucher_id)
+            per_user[event.user_id] += 1
+            requests.add((event.user_id, event.request_id))
+        elif event.kind == "redeem":
+            redemptions.setdefault((event.user_id, event.order_id), []).append(
+                (event.voucher_id, event.subsidy_cents))
+        elif event.kind == "reverse":
+            reversed_orders.add((event.user_id, event.order_id))
+        else:  # expire, release: the voucher's stock came back
+            recycled[event.voucher_id] += 1
+    # A voucher is in use while an order that redeemed it is not reversed. The reversal names its
+    # order, so this holds whatever order two shards' events were merged in: a voucher redeemed,
+    # reversed and redeemed again across a reshard counts once, with its last order's subsidy.
+    in_use: dict[str, int] = {}
+    in_use_twice = 0
+    for order, used in redemptions.items():
+        if order not in reversed_orders:
+            for voucher, cents in used:
+                in_use_twice += voucher in in_use
+                in_use[voucher] = cents
     figures = await inventory.figures(config)
     live_users, live_requests = await _live_records(inventory, config)
     redeemed, subsidy, redeemed_records, live_recycled = await _live_redemptions(inventory, config)
     total = sum(grants_per_shard)
+    returned = sum(recycled.values())
     out = [Figure(f"granted on shard {s}", g, live)
            for s, (g, live) in enumerate(zip(grants_per_shard, figures.granted, strict=True))]
     out += [
@@ -205,13 +261,16 @@ async def reconcile(inventory: RedisInventory, config: CampaignConfig) -> tuple[
         Figure("users over the per-user limit",
                sum(1 for n in per_user.values() if n > config.per_user_limit), 0),
         Figure("stock left (not counting rounds held back)",
-               config.inventory - total + len(recycled) - figures.held, figures.total_remaining),
-        Figure("vouchers recycled (expired or released)", len(recycled), live_recycled),
-        Figure("recycled vouchers that were never granted", len(recycled - vouchers), 0),
+               config.inventory - total + returned - figures.held, figures.total_remaining),
+        Figure("vouchers recycled (expired or released)", returned, live_recycled),
+        Figure("vouchers recycled more than once", returned - len(recycled), 0),
+        Figure("recycled vouchers that were never granted", len(recycled.keys() - vouchers), 0),
         Figure("vouchers redeemed (not reversed)", len(in_use), redeemed),
         Figure("redeemed voucher records", len(in_use), redeemed_records),
         Figure("subsidy of redeemed vouchers, cents", sum(in_use.values()), subsidy),
-        Figure("redeemed vouchers that were never granted", len(set(in_use) - vouchers), 0),
+        Figure("redeemed vouchers that were never granted", len(in_use.keys() - vouchers), 0),
+        Figure("vouchers in two unreversed orders", in_use_twice, 0),
+        Figure("vouchers both redeemed and recycled", len(in_use.keys() & recycled.keys()), 0),
     ]
     return out, events
 
