@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast test-twins bench bench-compare bench-scaling proto lint clean chaos
+.PHONY: setup demo test test-fast test-twins bench bench-compare bench-scaling proto lint clean chaos simulate
 
 setup: $(STAMP)
 
@@ -47,6 +47,16 @@ bench-scaling: setup
 # 15 minutes). The short form runs with every `pytest`. See docs/reliability.md.
 chaos: setup
 	CLAIMCORE_CHAOS=full $(BIN)/pytest -q tests/chaos
+
+# Issue 12: the seeded simulation of everything at once in its long form (the short form runs in
+# `make test`): e.g. make simulate SEEDS=1-20 MINUTES=10 [CLUSTER=1]. Exit 1 on any violation; the
+# summary is in artifacts/simulation.json. See docs/reliability.md, "The simulation".
+SEEDS   ?= 1-10
+MINUTES ?= 5
+simulate: setup
+	mkdir -p artifacts
+	$(BIN)/python -m claimcore.simulation --seeds $(SEEDS) --minutes $(MINUTES) \
+		$(if $(CLUSTER),--cluster) --json artifacts/simulation.json
 
 proto: setup
 	$(BIN)/python scripts/gen_proto.py

@@ -1,0 +1,223 @@
+"""One seed from start to verdict: start the world, create the campaigns, run the schedule,
+quiesce, probe every node, reconcile, read Redis back and check."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import traceback
+from collections import Counter
+from typing import Any
+
+import grpc
+
+from claimcore.client import ClaimClient
+from claimcore.simulation import checks
+from claimcore.simulation.calls import CallLog
+from claimcore.simulation.campaigns import MERCHANTS, Plan, plan_campaigns
+from claimcore.simulation.checks import Violation
+from claimcore.simulation.model import Model
+from claimcore.simulation.operations import OPERATIONS, Ctx, claim
+from claimcore.simulation.report import SeedResult, describe
+from claimcore.simulation.schedule import draw
+from claimcore.simulation.state import WorldState, read_world
+from claimcore.simulation.world import World
+from claimcore.v1 import claims_pb2 as pb
+
+MAX_IN_FLIGHT = 48  # operations running at once; the schedule waits beyond that
+# After the load: holds (5 s + 1 s margin) lapse, returning stock (2 s) is due, and every
+# sold-out snapshot has checked again (1.5 s).
+SETTLE_S = 7.0
+PROBE_RETRY_S = 3.0  # a SOLD_OUT with stock is asked again once, after this
+DRAIN_S = 20.0  # the most operations in flight get once the load stops
+
+
+async def _create(world: World, plans: list[Plan]) -> None:
+    admin = world.nodes[0].admin
+    for plan in plans:
+        await admin.CreateCampaign(pb.CreateCampaignRequest(campaign=plan.campaign), timeout=20)
+        category = plan.campaign.category
+        await admin.RegisterMerchant(
+            pb.Merchant(
+                campaign_id=plan.campaign_id, merchant_id=MERCHANTS[category], name="sim", category=category
+            ),
+            timeout=10,
+        )
+
+
+async def _drive(ctx: Ctx, steps: list[Any], result: SeedResult) -> None:
+    slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+    tasks = []
+
+    async def run(step: Any) -> None:
+        try:
+            await OPERATIONS[step.kind](ctx, random.Random(step.seed), step.args)
+        except Exception as exc:  # noqa: BLE001 - a driver bug is reported, the run goes on
+            result.driver_errors.append(
+                f"{step.kind}: {type(exc).__name__}: {exc} {traceback.format_exc(limit=3)!r}"
+            )
+        finally:
+            slots.release()
+
+    for step in steps:
+        delay = ctx.started + step.at_s - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await slots.acquire()
+        result.operations[step.kind] += 1
+        tasks.append(asyncio.create_task(run(step)))
+    # The load stops here: what is still running gets DRAIN_S, then is cut (its calls stay unknown,
+    # as a client that gave up would leave them).
+    _, pending = await asyncio.wait(tasks, timeout=DRAIN_S) if tasks else (set(), set())
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    if pending:
+        result.driver_errors.append(
+            f"{len(pending)} operations still running {DRAIN_S:.0f} s after the load stopped were cut"
+        )
+
+
+def _claimable(world: World, campaign_id: str) -> int:
+    """Stock on the live shards plus stock returning (due by now): what a claim could be granted."""
+    client = world.redis_client()
+    try:
+        ws = read_world(client, [campaign_id], [])
+    finally:
+        client.close()
+    cs = ws.campaigns[campaign_id]
+    return cs.total("stock") + cs.total("returning") + cs.in_leases
+
+
+async def _probe(ctx: Ctx, plans: list[Plan]) -> list[Violation]:
+    """Each node, each campaign: a fresh user claims; SOLD_OUT while stock is there is wrong."""
+    out = []
+    for plan in plans:
+        for slot in ctx.world.nodes:
+            for attempt in range(2):
+                stock = await asyncio.to_thread(_claimable, ctx.world, plan.campaign_id)
+                if stock <= 0:
+                    break
+                user = f"probe{slot.index}-{attempt}-{plan.campaign_id}"
+                call = await claim(ctx, "probe", slot.index, plan.campaign_id, user, f"p{attempt}", "app-a")
+                if call.outcome != "SOLD_OUT":
+                    break
+                if attempt == 0:
+                    await asyncio.sleep(PROBE_RETRY_S)
+                    continue
+                out.append(
+                    Violation(
+                        "sold-out-with-stock",
+                        plan.campaign_id,
+                        f"node {slot.index} answered SOLD_OUT twice, {PROBE_RETRY_S:.0f} s apart, "
+                        f"while {stock} vouchers were claimable (call #{call.call_id})",
+                        {f"user:{user}"},
+                    )
+                )
+    return out
+
+
+async def _reconcile(ctx: Ctx, plans: list[Plan]) -> list[Violation]:
+    out = []
+    for k, plan in enumerate(plans):
+        node = k % len(ctx.world.nodes)
+        call = ctx.log.begin("reconcile", "Reconcile", node, plan.campaign_id)
+        try:
+            reply = await ctx.world.nodes[node].admin.Reconcile(
+                pb.GetCampaignRequest(campaign_id=plan.campaign_id), timeout=30
+            )
+        except grpc.aio.AioRpcError as err:
+            ctx.log.failed(call, err.code().name)
+            out.append(
+                Violation(
+                    "reconcile", plan.campaign_id, f"Reconcile failed: {err.code().name} {err.details()}"
+                )
+            )
+            continue
+        bad = [f"{f.name}: ledger {f.from_ledger} live {f.live}" for f in reply.figures if not f.ok]
+        ctx.log.end(call, "OK" if reply.ok else "MISMATCH", figures="; ".join(bad))
+        if not reply.ok:
+            out.append(Violation("reconcile", plan.campaign_id, "; ".join(bad)))
+    return out
+
+
+async def run_seed(
+    seed: int,
+    minutes: float,
+    cluster: bool = False,
+    rate: float = 25.0,
+    node_count: int = 3,
+    keep: dict[str, Any] | None = None,
+    settle_s: float = SETTLE_S,
+) -> SeedResult:
+    """Run one seed; `keep`, if given, receives the world (left running: the caller stops it), the log,
+    the plans and the state read, so tests can tamper with them and check again."""
+    began = time.monotonic()
+    result = SeedResult(seed, cluster)
+    rng = random.Random(f"world-{seed}")
+    run_s = minutes * 60
+    world = await asyncio.to_thread(World.start, rng, cluster, node_count)
+    log = CallLog()
+    ws: WorldState | None = None
+    try:
+        await world.connect()
+        plans = plan_campaigns(random.Random(f"campaigns-{seed}"), seed, run_s)
+        await _create(world, plans)
+        client = ClaimClient([s.node.address for s in world.nodes], deadline_s=3.0, max_attempts=3)
+        ctx = Ctx(
+            world,
+            log,
+            Model(),
+            {p.campaign_id: p for p in plans},
+            client,
+            time.monotonic(),
+            users_per_s=max(2.0, rate * 0.4),
+        )
+        log.t0 = ctx.started
+        await _drive(ctx, draw(seed, run_s, plans, node_count, rate), result)
+        # Quiesce: every node up, nothing in flight, holds lapsed, returning stock due.
+        for i in range(node_count):
+            await asyncio.to_thread(world.restart, i)
+        await asyncio.sleep(settle_s)
+        result.violations += await _probe(ctx, plans)
+        result.violations += await _reconcile(ctx, plans)
+        client_ = world.redis_client()
+        try:
+            ws = await asyncio.to_thread(
+                read_world,
+                client_,
+                [p.campaign_id for p in plans],
+                sorted({p.campaign.category for p in plans}),
+            )
+        finally:
+            client_.close()
+        opc = {p.campaign_id: p.campaign.category for p in plans if p.campaign.one_per_category}
+        result.violations = checks.check(log.calls, ws, opc) + result.violations
+        await client.close()
+        if keep is not None:
+            keep.update(world=world, log=log, plans=plans, state=ws, one_per_category=opc)
+    finally:
+        await world.close_channels()
+        if keep is None:
+            world.stop()  # not in a thread: this must also run when the run is cancelled (Ctrl-C)
+    result.calls = len(log)
+    result.outcomes = Counter(c.outcome for c in log.calls)
+    result.seconds = time.monotonic() - began
+    result.text = describe(result, log, ws)
+    return result
+
+
+def recheck(kept: dict[str, Any]) -> list[Violation]:
+    """The checks again, over the kept run's calls and Redis as it is now (tests tamper with both)."""
+    client = kept["world"].redis_client()
+    try:
+        ws = read_world(
+            client,
+            [p.campaign_id for p in kept["plans"]],
+            sorted({p.campaign.category for p in kept["plans"]}),
+        )
+    finally:
+        client.close()
+    kept["state"] = ws
+    return checks.check(kept["log"].calls, ws, kept["one_per_category"])
