@@ -56,8 +56,15 @@ class Model:
             )
             self.by_user[(campaign, user)].append(voucher)
 
-    def usable(self, campaign: str, user: str) -> list[str]:
-        return [v for v in self.by_user.get((campaign, user), []) if v not in self.used]
+    def usable(self, campaign: str, user: str, valid_for_ms: int = 0) -> list[str]:
+        """The user's vouchers not known to be used; with valid_for_ms, only those still valid for a
+        while (a redemption of an expired voucher only tells EXPIRED)."""
+        soon = int(time.time() * 1000) + 300
+        return [
+            v
+            for v in self.by_user.get((campaign, user), [])
+            if v not in self.used and (not valid_for_ms or self.grants[v].granted_at_ms + valid_for_ms > soon)
+        ]
 
     def holders(self, campaign: str) -> list[str]:
         return [u for (c, u), vs in self.by_user.items() if c == campaign and vs]

@@ -11,7 +11,7 @@ import asyncio
 import random
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -19,13 +19,14 @@ import grpc
 from claimcore.client import ClaimClient, ClaimOutcomeUnknown
 from claimcore.simulation.calls import UNKNOWN, Call, CallLog
 from claimcore.simulation.campaigns import CHANNELS, MERCHANTS, Plan
+from claimcore.simulation.checks import Violation
 from claimcore.simulation.model import Model, Order
 from claimcore.simulation.world import World
 from claimcore.v1 import claims_pb2 as pb
 
 DEADLINE_S = 5.0
 RESHARD_DEADLINE_S = 30.0
-SN_POOL = 60  # SN codes drawn by orders: small, so that orders meet on the same codes
+SN_POOL = 30  # SN codes drawn by orders: small, so that orders meet on the same codes
 MAX_RESENDS = 4
 
 
@@ -38,6 +39,8 @@ class Ctx:
     client: ClaimClient
     started: float
     users_per_s: float
+
+    found: list[Violation] = field(default_factory=list)  # violations seen while running (probes)
 
     @property
     def nodes(self) -> int:
@@ -57,6 +60,11 @@ class Ctx:
 
     def campaign(self, rng: random.Random, group: str | None = None) -> Plan:
         return rng.choice([p for p in self.plans.values() if group is None or p.group == group])
+
+    def usable(self, rng: random.Random, campaign: str, user: str) -> list[str]:
+        """Mostly vouchers still valid; now and then any (an expired one must be refused)."""
+        valid_for = self.plans[campaign].campaign.valid_for_ms if rng.random() < 0.85 else 0
+        return self.model.usable(campaign, user, valid_for)
 
     def sns(self, rng: random.Random) -> list[str]:
         return [f"SN{n}" for n in rng.sample(range(SN_POOL), rng.choice((0, 0, 1, 1, 2)))]
@@ -287,16 +295,13 @@ async def op_claim(ctx: Ctx, rng: random.Random, args: dict[str, Any]) -> None:
             return
         _claim_answer(ctx, call, reply)
         return
-    await claim_until_known(
-        ctx,
-        "claim",
-        rng,
-        rng.randrange(ctx.nodes),
-        plan.campaign_id,
-        user,
-        f"r{rng.getrandbits(40):x}",
-        channel,
-    )
+    node, rid = rng.randrange(ctx.nodes), f"r{rng.getrandbits(40):x}"
+    call = await claim_until_known(ctx, "claim", rng, node, plan.campaign_id, user, rid, channel)
+    if call.outcome == "GRANTED" and rng.random() < 0.3:
+        # Its reply lost on the way: the client asks another node at once. Where stock has just come
+        # back, that node may still hold a sold-out snapshot.
+        other = (call.node + rng.randint(1, ctx.nodes - 1)) % ctx.nodes
+        await claim(ctx, "claim", other, plan.campaign_id, user, rid, channel)
 
 
 async def op_double_tap(ctx: Ctx, rng: random.Random, args: dict[str, Any]) -> None:
@@ -458,11 +463,13 @@ def _order_for(ctx: Ctx, rng: random.Random, user: str, parts: list[tuple[str, l
 
 async def op_redeem(ctx: Ctx, rng: random.Random, args: dict[str, Any]) -> None:
     plan = ctx.campaign(rng)
-    holders = [u for u in ctx.model.holders(plan.campaign_id) if ctx.model.usable(plan.campaign_id, u)]
-    if not holders:
+    usable = {
+        u: vs for u in ctx.model.holders(plan.campaign_id) if (vs := ctx.usable(rng, plan.campaign_id, u))
+    }
+    if not usable:
         return
-    user = rng.choice(holders)
-    vouchers = ctx.model.usable(plan.campaign_id, user)
+    user = rng.choice(sorted(usable))
+    vouchers = usable[user]
     picked = rng.sample(vouchers, min(len(vouchers), rng.randint(1, 2)))
     order = _order_for(ctx, rng, user, [(plan.campaign_id, picked)])
     await until_known(lambda n: redeem(ctx, "redeem", n, order), rng, rng.randrange(ctx.nodes), ctx.nodes)
@@ -487,7 +494,7 @@ def _stack_parts(ctx: Ctx, rng: random.Random, user: str) -> list[tuple[str, lis
     parts = []
     for plan in ctx.plans.values():
         if plan.group == "stack":
-            usable = ctx.model.usable(plan.campaign_id, user)
+            usable = ctx.usable(rng, plan.campaign_id, user)
             if usable:
                 parts.append((plan.campaign_id, [rng.choice(usable)]))
     rng.shuffle(parts)
@@ -497,7 +504,7 @@ def _stack_parts(ctx: Ctx, rng: random.Random, user: str) -> list[tuple[str, lis
 def _stack_user(ctx: Ctx, rng: random.Random) -> str | None:
     stack = [p.campaign_id for p in ctx.plans.values() if p.group == "stack"]
     candidates = {u for c in stack for u in ctx.model.holders(c)}
-    candidates = [u for u in sorted(candidates) if sum(bool(ctx.model.usable(c, u)) for c in stack) >= 2]
+    candidates = [u for u in sorted(candidates) if sum(bool(ctx.usable(rng, c, u)) for c in stack) >= 2]
     return rng.choice(candidates) if candidates else None
 
 
@@ -508,7 +515,9 @@ async def op_redeem_stacked(
     if user is None:
         return None
     parts = _stack_parts(ctx, rng, user)
-    if args.get("bad_part") and parts:  # a part that must be refused: a voucher the user never had
+    if len(parts) < 2:
+        return None
+    if args.get("bad_part"):  # a part that must be refused: a voucher the user never had
         campaign, vouchers = parts[-1]
         parts[-1] = (campaign, [f"{campaign}-0-999999"])
     order = _order_for(ctx, rng, user, parts)
@@ -615,7 +624,16 @@ async def op_reshard(ctx: Ctx, rng: random.Random, args: dict[str, Any]) -> None
         while not moving.done():
             await recycle(ctx, "reshard", rng.choice([n for n in range(ctx.nodes) if n != node]), campaign)
             await asyncio.sleep(rng.uniform(0.005, 0.03))
-    await moving
+    done = await moving
+    if done.outcome == "RESHARDED":
+        # After a reshard, stock that comes back may land only on shards a node's cached map does
+        # not have: probe every node (sold-out snapshots and refills must follow the new map).
+        await asyncio.sleep(rng.uniform(0.5, 4.0))
+        tag = f"{rng.getrandbits(32):x}"
+        found = await asyncio.gather(
+            *(sold_out_probe(ctx, "reshard", n, campaign, f"{tag}{n}") for n in range(ctx.nodes))
+        )
+        ctx.found += [v for v in found if v is not None]
 
 
 async def op_kill(ctx: Ctx, rng: random.Random, args: dict[str, Any]) -> None:
@@ -656,8 +674,8 @@ async def op_kill(ctx: Ctx, rng: random.Random, args: dict[str, Any]) -> None:
     await asyncio.sleep(float(args["down_s"]))
     await asyncio.to_thread(ctx.world.restart, node)
     ctx.log.end(ctx.log.begin("kill", "restart", node, ""), "STARTED")
-    for order in orders:  # each cut-off order: the same again, or its id reused with other parts
-        if order.redeemed:
+    for order in orders:  # each cut-off order: the same again, its id reused with other parts, or given up
+        if order.redeemed or rng.random() < 0.4:
             continue
         if rng.random() < 0.35 and (parts := _stack_parts(ctx, rng, order.user)):
             reuse = Order(order.user, order.order_id, parts, ctx.sns(rng), order.channel, order.amount)
@@ -672,7 +690,49 @@ async def op_drop_connections(ctx: Ctx, rng: random.Random, args: dict[str, Any]
     for _ in range(int(args["times"])):
         killed = await asyncio.to_thread(ctx.world.drop_connections)
         ctx.log.end(ctx.log.begin("drop_connections", "CLIENT KILL", -1, ""), "DROPPED", connections=killed)
-        await asyncio.sleep(rng.uniform(0.005, 0.05))
+        await asyncio.sleep(rng.uniform(0.002, 0.02))
+
+
+PROBE_AGAIN_S = 3.0  # a node's sold-out snapshot may trust itself 1.5 s and checks every 1 s
+
+
+async def sold_out_probe(ctx: Ctx, op: str, node: int, campaign: str, tag: str) -> Violation | None:
+    """A fresh user claims through `node` while Redis holds stock; SOLD_OUT is asked again after
+    PROBE_AGAIN_S, and if the node still says SOLD_OUT while the stock stayed, it is a violation:
+    a sold-out decision must cover the campaign's current map and reopen within its check."""
+    answers = []
+    for attempt in range(2):
+        if await asyncio.to_thread(ctx.world.claimable, campaign) < 2:
+            return None
+        user = f"probe-{tag}-{attempt}"
+        call = await claim(ctx, op, node, campaign, user, f"p{attempt}", CHANNELS[0])
+        if call.outcome != "SOLD_OUT":
+            return None
+        answers.append(call)
+        if await asyncio.to_thread(ctx.world.claimable, campaign) < 1:
+            return None  # taken meanwhile by others: the answer may have been right
+        if attempt == 0:
+            await asyncio.sleep(PROBE_AGAIN_S)
+    first, last = answers
+    return Violation(
+        "sold-out-with-stock",
+        campaign,
+        (
+            f"node {node} answered SOLD_OUT to fresh users twice, {PROBE_AGAIN_S:.0f} s apart "
+            f"(calls #{first.call_id}, #{last.call_id}), while the campaign held claimable stock before "
+            f"and after each"
+        ),
+        {f"user:{first.user}", f"user:{last.user}"},
+    )
+
+
+async def op_sold_out_probe(ctx: Ctx, rng: random.Random, args: dict[str, Any]) -> None:
+    plan = ctx.campaign(rng)
+    tag = f"{rng.getrandbits(32):x}"
+    found = await asyncio.gather(
+        *(sold_out_probe(ctx, "sold_out_probe", n, plan.campaign_id, f"{tag}{n}") for n in range(ctx.nodes))
+    )
+    ctx.found += [v for v in found if v is not None]
 
 
 OPERATIONS = {
@@ -697,4 +757,5 @@ OPERATIONS = {
     "reshard": op_reshard,
     "kill": op_kill,
     "drop_connections": op_drop_connections,
+    "sold_out_probe": op_sold_out_probe,
 }

@@ -21,6 +21,7 @@ class SeedResult:
     operations: Counter[str] = field(default_factory=Counter)
     calls: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
+    by_op: dict[str, Counter[str]] = field(default_factory=dict)  # operation -> "Rpc OUTCOME" -> calls
     violations: list[Violation] = field(default_factory=list)
     driver_errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -37,6 +38,7 @@ class SeedResult:
             "operations": dict(sorted(self.operations.items())),
             "calls": self.calls,
             "outcomes": dict(sorted(self.outcomes.items())),
+            "calls_by_operation": {op: dict(sorted(c.items())) for op, c in sorted(self.by_op.items())},
             "violations": dict(sorted(self.by_check().items())),
             "examples": [
                 {"check": v.check, "campaign": v.campaign, "message": v.message}

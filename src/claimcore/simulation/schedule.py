@@ -95,7 +95,12 @@ def draw(seed: int, run_s: float, plans: list[Plan], nodes: int, rate: float) ->
     # Dropped Redis connections: the nodes' clients resend what was in flight.
     t = rng.uniform(0.5, 3.0)
     while t < run_s:
-        steps.append(Step(t, "drop_connections", rng.getrandbits(32), {"times": rng.randint(1, 3)}))
+        steps.append(Step(t, "drop_connections", rng.getrandbits(32), {"times": rng.randint(1, 6)}))
         t += rng.uniform(0.5, 2.5)
+    # Sold-out probes: every node asked for a fresh user's claim while Redis holds stock.
+    t = rng.uniform(1.0, 3.0)
+    while t < run_s:
+        steps.append(Step(t, "sold_out_probe", rng.getrandbits(32)))
+        t += rng.uniform(1.0, 3.0)
     steps.sort(key=lambda s: s.at_s)
     return steps

@@ -12,6 +12,7 @@ import grpc
 import redis
 
 from claimcore.embedded_redis import EmbeddedCluster, EmbeddedRedis
+from claimcore.keyspace import campaign_key, shard_keys
 from claimcore.local_node import LocalNode
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 
@@ -103,6 +104,24 @@ class World:
             )
         assert self.server is not None
         return redis.Redis(port=self.server.port, decode_responses=True, socket_timeout=10)
+
+    def claimable(self, campaign_id: str) -> int:
+        """Stock on the campaign's shards plus stock returning to them: what a claim could be granted
+        by now (a light read: the campaign hash and each shard's state)."""
+        client = self.redis_client()
+        try:
+            slots = int(
+                client.hget(campaign_key(campaign_id), "slots")
+                or client.hget(campaign_key(campaign_id), "shards")
+                or 0
+            )
+            total = 0
+            for s in range(slots):
+                stock, returning = client.hmget(shard_keys(campaign_id, s).state, "stock", "returning")
+                total += int(stock or 0) + int(returning or 0)
+            return total
+        finally:
+            client.close()
 
     def redis_ports(self) -> list[int]:
         if self.redis_cluster is not None:
