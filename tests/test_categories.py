@@ -86,14 +86,14 @@ def test_holds_left_by_a_dead_node_are_settled_from_the_records(admin, claims, r
     a, b = campaigns(admin, category, 2)
 
     def stale_hold(user: str, campaign_id: str) -> None:
-        redis_client.hset(category_key(category, shard_of(user, BUCKETS)), user, f"H|1|{campaign_id}")
+        redis_client.hset(category_key(category, shard_of(user, BUCKETS)), user, f"H|1|dead|{campaign_id}")
 
     stale_hold("never", a)  # a's node held "never", then died before claiming
     assert claim(claims, a, "holder") == "GRANTED"
     stale_hold("holder", a)  # a's node granted "holder", then died before turning the hold into a use
     got = (claim(claims, b, "never"), claim(claims, b, "holder"))
     record = redis_client.hget(category_key(category, shard_of("holder", BUCKETS)), "holder")
-    assert got == ("GRANTED", "NOT_ELIGIBLE") and record == f"U|0|{a}"
+    assert got == ("GRANTED", "NOT_ELIGIBLE") and record == f"U|0||{a}"
 
 
 def test_one_per_category_needs_a_category(admin):

@@ -296,14 +296,18 @@ def test_replay_and_same_request_id_from_another_user(
     before = redis_dump(redis_client, cid)
 
     async def replay(inv: RedisInventory, client: Any) -> Any:
-        return await inv.claim(cid, 0, T0 + 1000, [ClaimItem("bob", "rq", "other-channel")])
+        return (await inv.claim(cid, 0, T0 + 1000, [ClaimItem("bob", "rq", "web")]),
+                await inv.claim(cid, 0, T0 + 1000, [ClaimItem("bob", "rq", "other-channel")]))
 
-    assert run(redis_server, replay) == (4, [ItemResult(2, v1, T0)])  # the first grant's time, not now
+    same, other = run(redis_server, replay)
+    assert same == (4, [ItemResult(2, v1, T0)])  # the first grant's time, not now
+    # From another channel: not that channel's grant to see (OTHER_CHANNEL, no voucher id).
+    assert other == (4, [ItemResult(Code.OTHER_CHANNEL, "", 0)])
     assert redis_dump(redis_client, cid) == before
 
     async def other_user(inv: RedisInventory, client: Any) -> Any:
         eve = await inv.claim(cid, 0, T0 + 1000, [ClaimItem("eve", "rq", "app")])
-        again = await inv.claim(cid, 0, T0 + 2000, [ClaimItem("eve", "rq", ""), ClaimItem("bob", "rq", "")])
+        again = await inv.claim(cid, 0, T0 + 2000, [ClaimItem("eve", "rq", "app"), ClaimItem("bob", "rq", "web")])
         return (eve, again, await get_request(inv, cid, 0, "bob", "rq"),
                 await get_request(inv, cid, 0, "eve", "rq"))
 
@@ -326,12 +330,12 @@ def test_idempotency_within_one_batch(redis_server: EmbeddedRedis, redis_client:
         await inv.create_campaign(cfg)
         return await inv.claim(cid, 0, T0, [
             ClaimItem("u1", "a", "c1"),   # granted 1
-            ClaimItem("u1", "a", "c2"),   # same request again: replay of 1
+            ClaimItem("u1", "a", "c1"),   # same request again: replay of 1
             ClaimItem("u2", "b", ""),     # granted 2
             ClaimItem("u2", "c", ""),     # same user, new request: at limit, voucher 2
             ClaimItem("u3", "b", ""),     # u2's request id, but (u3, b) is a new claim: granted 3
-            ClaimItem("u3", "b", "x"),    # replay of u3's own b (voucher 3), not u2's
-            ClaimItem("u2", "b", "x"),    # and u2's b still replays voucher 2
+            ClaimItem("u3", "b", ""),     # replay of u3's own b (voucher 3), not u2's
+            ClaimItem("u2", "b", "x"),    # u2's b from another channel: not that channel's grant
             ClaimItem("u3", "d", ""),     # u3 at limit: voucher 3
             ClaimItem("u4", "c", ""),     # c of u2 was refused, and is u2's anyway: granted 4
         ])
@@ -345,7 +349,7 @@ def test_idempotency_within_one_batch(redis_server: EmbeddedRedis, redis_client:
         ItemResult(3, f"{cid}-0-2", T0),
         ItemResult(1, f"{cid}-0-3", T0),
         ItemResult(2, f"{cid}-0-3", T0),
-        ItemResult(2, f"{cid}-0-2", T0),
+        ItemResult(Code.OTHER_CHANNEL, "", 0),
         ItemResult(3, f"{cid}-0-3", T0),
         ItemResult(1, f"{cid}-0-4", T0),
     ]
@@ -384,9 +388,9 @@ def test_same_request_id_from_users_on_other_and_same_shards(
             await inv.claim(cid, 0, T0 + 3, [ClaimItem(dave, "dup", ""), ClaimItem(erin, "dup", "")]),
         ]
         replays = [
-            await inv.claim(cid, 0, T0 + 100, [ClaimItem(carol, "shared", ""), ClaimItem(alice, "shared", ""),
+            await inv.claim(cid, 0, T0 + 100, [ClaimItem(carol, "shared", "c"), ClaimItem(alice, "shared", "a"),
                                                ClaimItem(erin, "dup", ""), ClaimItem(dave, "dup", "")]),
-            await inv.claim(cid, 1, T0 + 100, [ClaimItem(bob, "shared", "")]),
+            await inv.claim(cid, 1, T0 + 100, [ClaimItem(bob, "shared", "b")]),
         ]
         lookups = [
             await get_request(inv, cid, 0, alice, "shared"),
@@ -436,7 +440,7 @@ def test_granted_at_of_15_digits_is_stored_and_replayed_exactly(
     async def fn(inv: RedisInventory, client: Any) -> Any:
         await inv.create_campaign(cfg)
         grant = await inv.claim(cid, 0, at, [ClaimItem("u1", "r1", "web")])
-        again = await inv.claim(cid, 0, at + 1000, [ClaimItem("u1", "r1", ""), ClaimItem("u1", "r2", "")])
+        again = await inv.claim(cid, 0, at + 1000, [ClaimItem("u1", "r1", "web"), ClaimItem("u1", "r2", "")])
         return (grant, again, await get_request(inv, cid, 0, "u1", "r1"), await inv.lookup(cid, 0, "u1"),
                 await inv.all_records(cfg, 0))
 
@@ -820,7 +824,7 @@ def test_borrow_from_missing_or_empty_campaign_returns_0(redis_server: EmbeddedR
     assert lend_missing == [0, 0, 0]
     assert moved == 1
     assert fig == Figures(remaining=[2, 0], granted=[0, 0], in_leases=0)
-    assert leases == 0  # the lease was deleted after crediting
+    assert leases == 1  # the lease record stays, marked credited (a resent LEND must find it)
 
 
 class StealingClient(redis.asyncio.Redis):
@@ -983,12 +987,14 @@ def test_crash_between_lend_and_credit_is_settled_once(redis_server: EmbeddedRed
     assert out["lend2"] == [25, 0, 0]         # shard 2 only had 25
     assert out["credit2"] == [1, 60]
     assert out["credit2_again"] == [0, 60]
-    assert out["settle2"] == 25             # the lease is deleted; its stock is not added again
+    assert out["settle2"] == 25             # the lease is marked credited; its stock is not added again
     assert out["final"] == Figures(remaining=[60, 15, 0, 25], granted=[0] * 4, in_leases=0)
     assert conserved(out["final"], 100)
     assert out["credited"] == ["L1", "L2"]
     assert out["settle_nothing"] == 0
-    assert redis_client.exists(d1.leases, d2.leases) == 0
+    # Lease records stay, marked credited, so a LEND resent however late finds its lease.
+    assert redis_client.hgetall(d1.leases) == {"L1": "0|10|-|C"}
+    assert redis_client.hgetall(d2.leases) == {"L2": "0|25|-|C"}
 
 
 def test_credit_to_missing_shard_is_refused(redis_server: EmbeddedRedis, redis_client: redis.Redis) -> None:
@@ -1247,8 +1253,8 @@ class ShardModel:
         out = []
         for user, rid, chan in items:
             rec = self.reqs.get((user, rid))
-            if rec is not None:
-                out.append(ItemResult(2, rec[0], rec[1]))
+            if rec is not None:  # a replay; from another channel it is not the caller's grant
+                out.append(ItemResult(2, rec[0], rec[1]) if rec[2] == chan else ItemResult(9, "", 0))
                 continue
             count, vid, at, rids = self.users.get(user, (0, "", 0, []))
             if count >= self.limit:
@@ -1402,8 +1408,9 @@ def test_model_matches_redis(redis_server: EmbeddedRedis) -> None:
             for s, m in enumerate(self.shards):
                 state, users, reqs, leases = replies[4 * s: 4 * s + 4]
                 assert (state, users, reqs) == m.redis_form(), s
-                assert leases == {lid: f"{dest}|{amount}|{T0}"
-                                  for lid, (donor, dest, amount) in self.leases.items() if donor == s}
+                in_transit = {lid: raw for lid, raw in leases.items() if not raw.endswith("|C")}  # kept, credited
+                assert in_transit == {lid: f"{dest}|{amount}|{T0}"
+                                      for lid, (donor, dest, amount) in self.leases.items() if donor == s}
             fig = self.do(self.inv.figures(self.cfg))
             assert fig.remaining == [m.stock for m in self.shards]
             assert fig.in_leases == sum(a for _, _, a in self.leases.values())

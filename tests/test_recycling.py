@@ -62,7 +62,8 @@ def test_a_voucher_given_up_goes_back_once_and_reopens_a_sold_out_campaign(admin
     again = give_up(redeem, cid, "a", vouchers["a"])
     used = give_up(redeem, cid, "b", vouchers["b"])
     not_hers = give_up(redeem, cid, "c", vouchers["a"])
-    assert first.released and not again.released and not used.released and not not_hers.released
+    # A second give-up (a resend) answers alike; the stock still comes back once.
+    assert first.released and again.released and not used.released and not not_hers.released
     assert remaining(admin, cid) == 1
     assert use(redeem, cid, "a", vouchers["a"], "o2").outcome == pb.ALREADY_REDEEMED  # given up: unusable
     assert claim(claims, cid, "a", "r2").outcome == pb.ALREADY_CLAIMED  # the limit still counts it
@@ -74,6 +75,20 @@ def test_a_voucher_given_up_goes_back_once_and_reopens_a_sold_out_campaign(admin
     assert figures["vouchers recycled (expired or released)"] == 1 and figures["granted"] == 4
 
 
+def granted_when_back(claims, cid: str, users: list[str], wait_s: float = 8.0) -> int:
+    """Claim for each user in turn until one is not granted once recycled stock is claimable (it
+    waits inventory.RETURN_DELAY_MS, then the nodes' sold-out snapshots reopen); how many got one."""
+    granted, deadline = 0, time.monotonic() + wait_s
+    for user in users:
+        while (outcome := claim(claims, cid, user).outcome) == pb.SOLD_OUT and granted == 0 \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)  # nothing claimable yet: the recycled stock is still on its way back
+        if outcome != pb.GRANTED:
+            break
+        granted += 1
+    return granted
+
+
 def test_expired_unused_vouchers_are_recycled_once_each(admin, claims, redeem):
     cid = campaign(admin, inventory=4, valid_for_ms=800)
     vouchers = {u: claim(claims, cid, u).voucher.voucher_id for u in ("a", "b", "c", "d")}
@@ -83,10 +98,9 @@ def test_expired_unused_vouchers_are_recycled_once_each(admin, claims, redeem):
     swept = admin.RecycleExpired(pb.GetCampaignRequest(campaign_id=cid), timeout=30).recycled
     swept_again = admin.RecycleExpired(pb.GetCampaignRequest(campaign_id=cid), timeout=30).recycled
     late = use(redeem, cid, "b", vouchers["b"], "o2")
-    newcomers = [claim(claims, cid, f"n{i}").outcome for i in range(4)]
     assert (too_early, swept, swept_again) == (0, 3, 0)
     assert late.outcome == pb.EXPIRED
-    assert sorted(newcomers) == [pb.GRANTED] * 3 + [pb.SOLD_OUT]
+    assert granted_when_back(claims, cid, [f"n{i}" for i in range(4)]) == 3  # and the fourth SOLD_OUT
     events, _ = export_all(admin, cid)
     assert sorted(e.voucher_id for e in events if e.kind == "expire") == sorted(vouchers[u] for u in "bcd")
     assert reconciled(admin, cid)["vouchers recycled (expired or released)"] == 3
@@ -111,7 +125,11 @@ def test_expiry_racing_redemptions_never_both(node, admin, claims):
     time.sleep(0.1)
     final = admin.RecycleExpired(pb.GetCampaignRequest(campaign_id=cid), timeout=30).recycled
     redeemed = sum(1 for r in replies if isinstance(r, pb.RedeemReply) and r.outcome == pb.REDEEMED)
-    recycled = sum(r.recycled for r in replies if isinstance(r, pb.RecycleReply)) + final
+    swept = sum(r.recycled for r in replies if isinstance(r, pb.RecycleReply)) + final
+    expired = sum(1 for r in replies if isinstance(r, pb.RedeemReply) and r.outcome == pb.EXPIRED)
+    # A redemption that finds its voucher expired records that (and recycles it) itself.
+    recycled = reconciled(admin, cid)["vouchers recycled (expired or released)"]
+    assert swept <= recycled <= swept + expired
     assert redeemed + recycled == 60  # every voucher either used in time or recycled, never both
     figures = reconciled(admin, cid)
     assert figures["vouchers recycled (expired or released)"] == recycled

@@ -203,7 +203,7 @@ def test_fenced_shards_refuse_the_old_map_while_stayers_keep_claiming(redis_serv
         # steps 3-4: the mover's records move, then its shard opens
         out["moved"] = await rs._move_records(inv, new)
         await rs._unfreeze(inv, new)
-        _, (out["mover_replay"],) = await inv.claim(cid, target, T0 + 5, [ClaimItem(mover, "m1", "")],
+        _, (out["mover_replay"],) = await inv.claim(cid, target, T0 + 5, [ClaimItem(mover, "m1", "app")],
                                                     epoch=1)
         _, (out["mover_again"],) = await inv.claim(cid, target, T0 + 5, [ClaimItem(mover, "m2", "")], epoch=1)
         out["old_shard_has_mover"] = await client.hexists(shard_keys(cid, 0).users, mover)

@@ -62,11 +62,11 @@ def test_an_sn_is_subsidised_once_across_campaigns_until_its_order_is_reversed(a
     assert (first.outcome, replay.outcome) == (pb.REDEEMED, pb.REDEEMED)
     assert other_campaign.outcome == pb.SN_ALREADY_SUBSIDISED and "TV-002" in other_campaign.detail
     assert other_user.outcome == pb.SN_ALREADY_SUBSIDISED and "TV-001" in other_user.detail
-    assert sn_record(redis_client, "PHONE-9") in (None, f"U|0|{owner_of(cid_b, 'bob', 'o5')}")
+    assert sn_record(redis_client, "PHONE-9") in (None, f"U|0||{owner_of(cid_b, 'bob', 'o5')}")
     assert free_sn.outcome == pb.REDEEMED
-    assert recorded == f"U|0|{owner_of(cid_a, 'ann', 'o1')}"
+    assert recorded == f"U|0||{owner_of(cid_a, 'ann', 'o1')}"
     assert after_reverse.outcome == pb.REDEEMED
-    assert sn_record(redis_client, "TV-001") == f"U|0|{owner_of(cid_b, 'bob', 'o5')}"
+    assert sn_record(redis_client, "TV-001") == f"U|0||{owner_of(cid_b, 'bob', 'o5')}"
 
 
 def test_thirty_orders_racing_for_one_sn_let_one_through(node, admin, claims):
@@ -94,15 +94,15 @@ def test_a_failed_redemption_leaves_its_sn_free(admin, claims, redeem, redis_cli
 def test_holds_left_by_a_dead_node_are_settled_from_its_order(admin, claims, redeem, redis_client):
     cid, vouchers = campaign_with_vouchers(admin, claims, ["dead1", "dead2", "next1", "next2"])
     # dead1's node held SN-A, then died before redeeming: its order does not exist
-    redis_client.hset(sn_key(shard_of("SN-A", SN_BUCKETS)), "SN-A", f"H|1|{owner_of(cid, 'dead1', 'o-dead')}")
+    redis_client.hset(sn_key(shard_of("SN-A", SN_BUCKETS)), "SN-A", f"H|1|dead|{owner_of(cid, 'dead1', 'o-dead')}")
     # dead2's node redeemed with SN-B, then died before committing the hold
     assert use(redeem, cid, "dead2", vouchers["dead2"], "o-dead2", ["SN-B"]).outcome == pb.REDEEMED
     redis_client.hset(sn_key(shard_of("SN-B", SN_BUCKETS)), "SN-B",
-                      f"H|1|{owner_of(cid, 'dead2', 'o-dead2')}")
+                      f"H|1|dead|{owner_of(cid, 'dead2', 'o-dead2')}")
 
     takes_a = use(redeem, cid, "next1", vouchers["next1"], "o-a", ["SN-A"])
     takes_b = use(redeem, cid, "next2", vouchers["next2"], "o-b", ["SN-B"])
     assert takes_a.outcome == pb.REDEEMED
-    assert sn_record(redis_client, "SN-A") == f"U|0|{owner_of(cid, 'next1', 'o-a')}"
+    assert sn_record(redis_client, "SN-A") == f"U|0||{owner_of(cid, 'next1', 'o-a')}"
     assert takes_b.outcome == pb.SN_ALREADY_SUBSIDISED
-    assert sn_record(redis_client, "SN-B") == f"U|0|{owner_of(cid, 'dead2', 'o-dead2')}"
+    assert sn_record(redis_client, "SN-B") == f"U|0||{owner_of(cid, 'dead2', 'o-dead2')}"

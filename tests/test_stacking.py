@@ -110,11 +110,11 @@ def test_parts_left_by_a_dead_coordinator_are_settled_from_its_decision(redis_se
             for cid, voucher in parts:
                 keys = list(shard_keys(cid, shard_of(user, 2)).redemption)
                 reply = await scripts.STACK(client, keys, [
-                    "prepare", 0, now_ms(), user, order, "m1", 5000, 1000, 500, 0, "", "", stale, 1000,
+                    "prepare", 0, now_ms(), user, order, "i1", "m1", 5000, 1000, 500, 0, "", "", stale, 1000,
                     voucher])
                 assert int(reply[0]) == 1
-        key = "decided|od"  # only the first coordinator got as far as its decision
-        await client.hset(stack_key(shard_of(key, SN_BUCKETS)), key, f"U|0|{key}")
+        key = "decided|od"  # only the first coordinator got as far as its decision (of instance i1)
+        await client.hset(stack_key(shard_of(key, SN_BUCKETS)), key, f"U|0||{key}|i1")
 
     run(redis_server, prepare)
     cases = (("decided a", a, va, "decided"), ("decided b", b, vb, "decided"),

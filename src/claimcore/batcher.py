@@ -36,7 +36,7 @@ from claimcore import tracing
 from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
 from claimcore.campaigns import MAX_MOVING_S, MOVING_RETRY_S
-from claimcore.categories import NOT_ELIGIBLE, CategoryGate
+from claimcore.categories import NOT_ELIGIBLE, CategoryGate, Holds
 from claimcore.clock import now_ms
 from claimcore.inventory import (
     ClaimItem,
@@ -174,7 +174,7 @@ class ClaimBatcher:
                 calls.append((lane, batch))
         if not calls:
             return
-        trusted: dict[int, int] = {}
+        trusted: dict[int, Holds] = {}  # by id(lane): the category holds of its claims
         if self.gate is not None and any(lane.config.one_per_category for lane, _ in calls):
             calls = await self._hold_categories(calls, trusted)
             if not calls:
@@ -186,7 +186,7 @@ class ClaimBatcher:
         try:
             replies = await self.inventory.claim_many([
                 (lane.config.campaign_id, lane.shard, lane.config.epoch, [item for item, _ in batch],
-                 trusted.get(id(lane), 0))
+                 trusted[id(lane)].trusted_until if id(lane) in trusted else 0)
                 for lane, batch in calls
             ], now_ms())
         except Exception as exc:  # noqa: BLE001 - every waiter must hear of it
@@ -199,7 +199,7 @@ class ClaimBatcher:
             tracing.end_span(span)
         for (lane, batch), reply in zip(calls, replies, strict=True):
             if id(lane) in trusted:
-                self._settle_categories(lane, batch, reply)
+                self._settle_categories(lane, trusted[id(lane)].token, batch, reply)
             if isinstance(reply, HoldsLost):  # nothing was written: hold again, first in line
                 self._requeue(lane, batch)
                 continue
@@ -244,7 +244,7 @@ class ClaimBatcher:
                 future.set_result(SOLD_OUT)
 
 
-    async def _hold_categories(self, calls: list[tuple[_Lane, list[Waiter]]], trusted: dict[int, int]
+    async def _hold_categories(self, calls: list[tuple[_Lane, list[Waiter]]], trusted: dict[int, Holds]
                                ) -> list[tuple[_Lane, list[Waiter]]]:
         """Hold the users of one_per_category lanes (categories.py); answer those another campaign
         of the category has NOT_ELIGIBLE. Returns the calls left to send."""
@@ -259,27 +259,27 @@ class ClaimBatcher:
                 _fail(batch, outcome)
                 kept[id(lane)] = []
                 continue
-            until, refused = outcome
-            trusted[id(lane)] = until
-            kept[id(lane)] = [w for w in batch if w[0].user_id not in refused]
+            trusted[id(lane)] = outcome
+            kept[id(lane)] = [w for w in batch if w[0].user_id not in outcome.refused]
             for waiter in batch:
-                if waiter[0].user_id in refused and not waiter[1].done():
+                if waiter[0].user_id in outcome.refused and not waiter[1].done():
                     waiter[1].set_result(NOT_ELIGIBLE)
         out = [(lane, kept.get(id(lane), batch)) for lane, batch in calls]
         return [(lane, batch) for lane, batch in out if batch]
 
-    def _settle_categories(self, lane: _Lane, batch: list[Waiter], reply: object) -> None:
-        """After claim.lua: keep or drop the batch's category holds, in the background. An
-        unknown outcome (an error) leaves them to expire and be settled from the records."""
+    def _settle_categories(self, lane: _Lane, token: str, batch: list[Waiter], reply: object) -> None:
+        """After claim.lua: keep or drop the batch's category holds (this flush's, by its token), in
+        the background. An unknown outcome (an error) leaves them to expire and be settled from
+        the records."""
         assert self.gate is not None
         if isinstance(reply, HoldsLost):
-            task = self.gate.drop(lane.config, {item.user_id for item, _ in batch})
+            task = self.gate.drop(lane.config, token, {item.user_id for item, _ in batch})
         elif isinstance(reply, Exception):
             return
         else:
             _, results = reply  # type: ignore[misc]
-            task = self.gate.settle_after(lane.config, {
-                item.user_id: result.code for (item, _), result in zip(batch, results, strict=True)})
+            task = self.gate.settle_after(lane.config, token, [
+                (item.user_id, result.code) for (item, _), result in zip(batch, results, strict=True)])
         asyncio.get_running_loop().create_task(task).add_done_callback(
             partial(_log_failure, lane.config.campaign_id))
 

@@ -6,12 +6,15 @@ of the category: a user may hold vouchers of one of them only. The registry
 and a campaign's shards are different hash slots, so the node keeps the rule
 by holding first (holds.lua), around each flush of claims:
 
-1. hold each user of the batch for this campaign until a deadline; users held
-   or used by another campaign of the category are answered NOT_ELIGIBLE;
+1. hold each user of the batch for this campaign until a deadline, under the
+   flush's own token; users held or used by another campaign of the category
+   are answered NOT_ELIGIBLE;
 2. claim.lua runs only while the holds are trusted (ARGV[4]: now <= deadline
    - margin, else it refuses the whole call and the node holds again);
-3. users who now hold a voucher of the campaign (granted, replayed, or at the
-   limit) have their hold turned into a use; the others' holds are dropped.
+3. users who now hold a voucher of the campaign (any of their items in the
+   flush granted, replayed, or at the limit) have their hold turned into a
+   use; the others' holds are dropped, by this flush's token only: another
+   node's flush holding the same user for the same campaign keeps its hold.
 
 Holds left by a node that died are trusted by others until deadline + margin,
 then settled by the next claimant from the stale campaign's records: a use if
@@ -22,6 +25,9 @@ campaigns of a category can therefore never both be granted.
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Iterable
+from typing import NamedTuple
 
 from claimcore import scripts
 from claimcore._fast import shard_of
@@ -32,25 +38,35 @@ from claimcore.keyspace import SN_BUCKETS, category_key
 from claimcore.snregistry import HOLD_MS, MARGIN_MS, run_holds
 
 BUCKETS = SN_BUCKETS
-HOLDING = (Code.GRANTED, Code.REPLAY, Code.ALREADY_CLAIMED)  # the user holds a voucher of the campaign
+# the user holds a voucher of the campaign
+HOLDING = (Code.GRANTED, Code.REPLAY, Code.ALREADY_CLAIMED, Code.OTHER_CHANNEL)
+
+
+class Holds(NamedTuple):
+    """One flush's holds on a campaign's users."""
+
+    trusted_until: int   # claim.lua refuses the flush after this (node clock)
+    refused: set[str]    # users another campaign of the category has
+    token: str           # this flush's own: only it lets these holds go
 
 
 class CategoryGate:
     def __init__(self, inventory: RedisInventory) -> None:
         self.inventory = inventory
 
-    async def _each(self, config: CampaignConfig, op: str, users: set[str], deadline: int = 0
-                    ) -> list[list[str]]:
+    async def _each(self, config: CampaignConfig, op: str, users: set[str], token: str = "",
+                    deadline: int = 0) -> list[list[str]]:
         return await run_holds(self.inventory, lambda b: category_key(config.category, b), op,
-                               config.campaign_id, users, deadline)
+                               config.campaign_id, users, token, deadline)
 
-    async def hold(self, config: CampaignConfig, users: set[str]) -> tuple[int, set[str]]:
-        """Hold the users for the campaign: (trusted until, users refused)."""
+    async def hold(self, config: CampaignConfig, users: set[str]) -> Holds:
+        """Hold the users for the campaign, under a token of this flush's own."""
+        token = uuid.uuid4().hex[:16]
         deadline = now_ms() + HOLD_MS
         refused: set[str] = set()
         for attempt in range(2):
             stale: list[tuple[str, str]] = []
-            for reply in await self._each(config, "hold_each", users, deadline):
+            for reply in await self._each(config, "hold_each", users, token, deadline):
                 n = int(reply[0])
                 refused.update(reply[1:1 + n])
                 stale += [(reply[i], reply[i + 1]) for i in range(1 + n, len(reply), 2)]
@@ -60,25 +76,28 @@ class CategoryGate:
             users = {user for user, _ in stale}
             if attempt:  # settled, still not ours: refuse rather than loop
                 refused.update(users)
-        return deadline - MARGIN_MS, refused
+        return Holds(deadline - MARGIN_MS, refused, token)
 
-    async def settle_after(self, config: CampaignConfig, results: dict[str, int]) -> None:
-        """After claim.lua: users holding a voucher of the campaign keep it, the others let go."""
-        keep = {user for user, code in results.items() if code in HOLDING}
-        drop = set(results) - keep
-        await asyncio.gather(*(
-            self._each(config, op, users) for op, users in (("commit", keep), ("drop", drop)) if users))
+    async def settle_after(self, config: CampaignConfig, token: str,
+                           results: Iterable[tuple[str, int]]) -> None:
+        """After claim.lua: a user any of whose items in the flush holds a voucher of the campaign
+        keeps it (a double tap may be GRANTED then SOLD_OUT); the others' holds of this flush go."""
+        results = list(results)
+        keep = {user for user, code in results if code in HOLDING}
+        drop = {user for user, _ in results} - keep
+        await asyncio.gather(*(self._each(config, op, users, token)
+                               for op, users in (("commit", keep), ("drop", drop)) if users))
 
-    async def drop(self, config: CampaignConfig, users: set[str]) -> None:
+    async def drop(self, config: CampaignConfig, token: str, users: set[str]) -> None:
         if users:
-            await self._each(config, "drop", users)
+            await self._each(config, "drop", users, token)
 
     async def _settle(self, config: CampaignConfig, user: str, record: str) -> None:
         """A stale hold of another campaign: a use if the user holds a voucher there, else free."""
-        holder = record.split("|", 2)[2]
+        holder = record.split("|", 3)[3]
         holds_one = await self.inventory.holds_voucher(holder, user)
         await scripts.HOLDS(self.inventory.redis, [category_key(config.category, shard_of(user, BUCKETS))],
-                            ["settle", holder, now_ms(), 1 if holds_one else 0, MARGIN_MS, user])
+                            ["settle", holder, "", now_ms(), 1 if holds_one else 0, MARGIN_MS, user])
 
 
 NOT_ELIGIBLE = ItemResult(Code.NOT_ELIGIBLE, "", 0)

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from claimcore.campaign import CampaignConfig
-from claimcore.inventory import round_lease
+from claimcore.inventory import lease_credited, parse_lease, round_lease
 from claimcore.keyspace import campaign_key, shard_keys
 
 #: Outcomes that tell the client it holds a voucher.
@@ -144,6 +144,8 @@ class FinalState:
     stock: int = 0
     granted: int = 0           # Σ of the shards' `granted` counters
     in_leases: int = 0         # stock lent and not yet credited
+    returning: int = 0         # recycled stock, claimable after its delay
+    recycled: int = 0          # vouchers that came back to stock (expired, given up)
     held: int = 0              # inventory of rounds not released yet
     records: dict[tuple[str, str], str] = field(default_factory=dict)    # (user, request_id) -> voucher
     users: dict[str, tuple[int, str, list[str]]] = field(default_factory=dict)  # user -> count, last, rids
@@ -183,9 +185,13 @@ def read_final_state(client: Any, campaign_id: str) -> FinalState:
         for user, raw in _hash(client, keys.users).items():
             count, last, _at, rids = raw.split("|", 3)
             state.users[user] = (int(count), last, [r for r in rids.split(",") if r])
+        state.returning += int(shard.get("returning") or 0)
+        state.recycled += int(shard.get("recycled") or 0)
         for lease_id, raw in _hash(client, keys.leases).items():
-            dest, amount, _ = raw.split("|")
-            leases.append((lease_id, int(dest), int(amount)))
+            if lease_credited(raw):
+                continue
+            dest, amount = parse_lease(raw)
+            leases.append((lease_id, dest, amount))
     for lease_id, dest, amount in leases:  # a credited lease is already in its destination's stock
         if not client.sismember(shard_keys(campaign_id, dest).credited, lease_id):
             state.in_leases += amount
@@ -261,10 +267,11 @@ def check_against(ops: list[Op], state: FinalState) -> Report:
     # ---- C1: conservation and no oversell, in the final state.
     if state.granted > state.inventory:
         problems.append(f"C1: {state.granted} granted > inventory {state.inventory}")
-    total = state.stock + state.in_leases + state.held + state.granted
-    if total != state.inventory:
-        problems.append(f"C1: stock {state.stock} + in leases {state.in_leases} + held {state.held} "
-                        f"+ granted {state.granted} = {total} != inventory {state.inventory}")
+    total = state.stock + state.returning + state.in_leases + state.held + state.granted
+    if total != state.inventory + state.recycled:
+        problems.append(f"C1: stock {state.stock} + returning {state.returning} "
+                        f"+ in leases {state.in_leases} + held {state.held} + granted {state.granted} "
+                        f"= {total} != inventory {state.inventory} + recycled {state.recycled}")
     if len(state.records) != state.granted:
         problems.append(f"C1: {len(state.records)} grant records but the counters say {state.granted}")
     holders: dict[str, set[str]] = defaultdict(set)  # voucher -> users, over Redis and the history

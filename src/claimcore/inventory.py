@@ -2,7 +2,8 @@
 
 Conservation, for every campaign at every moment:
 
-    sum(shard stock) + sum(lease amounts) + sum(shard granted) == inventory
+    sum(shard stock + returning) + sum(lease amounts) + sum(shard granted)
+        == inventory + sum(shard recycled) - held for later rounds
 
 Claims move stock to granted inside one shard (claim.lua). Borrowing moves
 stock between shards in two steps that are each atomic: lend.lua turns donor
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, NamedTuple
 
@@ -42,6 +43,7 @@ class Code(IntEnum):
     ENDED = 6
     PAUSED = 7
     NOT_ELIGIBLE = 8
+    OTHER_CHANNEL = 9  # a replay of a request granted through another channel: not its grant
     SOLD_OUT = 100  # decided by the node: EMPTY here and nothing left to borrow
 
 
@@ -112,17 +114,25 @@ class CampaignStatus:
 
 @dataclass
 class Figures:
-    remaining: list[int]   # per shard
+    remaining: list[int]   # per shard: claimable now (stock, and recycled stock whose delay is over)
     granted: list[int]     # per shard
     in_leases: int         # stock in transit between shards (leases not yet credited)
-    lease_records: int = 0  # lease records seen, credited or not: 0 means nothing in transit
+    lease_records: int = 0  # lease records not yet marked credited: 0 means nothing in transit
     held: int = 0          # inventory of rounds not released yet (not claimable)
+    returning: list[int] = field(default_factory=list)  # per shard: recycled, claimable after its delay
+
+    def __post_init__(self) -> None:
+        if not self.returning:
+            self.returning = [0] * len(self.remaining)
 
     @property
     def total_remaining(self) -> int:
-        return sum(self.remaining) + self.in_leases
+        return sum(self.remaining) + sum(self.returning) + self.in_leases
 
 
+# Recycled stock waits this long (by the shard's Redis clock) before a claim may take it, so every
+# node's sold-out snapshot has seen it first (soldout.py): lua/_vouchers.lua's RETURN_DELAY_MS.
+RETURN_DELAY_MS = 2000
 BORROW_CHUNK = 64        # a donor gives at least min(this, half its stock)
 EMPTY_CHECK_ROUNDS = 2   # full scans that must agree before "sold out"
 MAX_BORROW_ROUNDS = 50   # then give up with BorrowContention (a retryable error)
@@ -159,9 +169,14 @@ def round_lease(index: int) -> str:
 
 
 def parse_lease(raw: str) -> tuple[int, int]:
-    """(destination shard, amount) of a lease record "dest|amount|at"."""
-    dest, amount, _ = raw.split("|")
+    """(destination shard, amount) of a lease record "dest|amount|at" (or "dest|amount|at|C")."""
+    dest, amount, _ = raw.split("|", 2)
     return int(dest), int(amount)
+
+
+def lease_credited(raw: str) -> bool:
+    """A lease record kept after its credit: lend.lua finds it if the LEND is ever sent again."""
+    return raw.endswith("|C")
 
 
 def request_field(user_id: str, request_id: str) -> str:
@@ -273,8 +288,15 @@ class RedisInventory:
                 continue  # other borrowers took the stock we saw: look again
             if figures.held and await self.release_due_rounds(config):
                 continue  # a later round's time has come: its stock is in now
+            if any(figures.returning):
+                return 0  # recycled stock, claimable only after its delay: nothing to take yet
             empty_rounds += 1
             if empty_rounds == EMPTY_CHECK_ROUNDS:
+                # "Nothing left" holds only for the current map: a reshard may have put stock on
+                # shards this (older) map does not scan. Then route again by the new one.
+                status = await self.load_campaign(config.campaign_id)
+                if status is not None and status.config.epoch != config.epoch:
+                    raise StaleMap(config.campaign_id, status.config.epoch)
                 return 0
         raise BorrowContention(f"{config.campaign_id}: stock kept moving for {MAX_BORROW_ROUNDS} rounds")
 
@@ -295,7 +317,8 @@ class RedisInventory:
     async def _credit(self, campaign_id: str, donor: int, dest: int, lease_id: str, amount: int) -> None:
         tk = shard_keys(campaign_id, dest)
         await scripts.CREDIT(self.redis, [tk.state, tk.credited], [lease_id, amount])
-        await self.redis.hdel(shard_keys(campaign_id, donor).leases, lease_id)
+        # Kept, marked credited, not deleted: a LEND resent after this must find its lease.
+        await self.redis.hset(shard_keys(campaign_id, donor).leases, lease_id, f"{dest}|{amount}|-|C")
 
     async def settle_leases(self, config: CampaignConfig) -> int:
         """Complete every lease in transit (a borrower may have died mid-move)."""
@@ -303,6 +326,8 @@ class RedisInventory:
         for donor in range(config.shard_slots):
             leases = await self.redis.hgetall(shard_keys(config.campaign_id, donor).leases)
             for lease_id, raw in leases.items():
+                if lease_credited(raw):
+                    continue
                 dest, amount = parse_lease(raw)
                 await self._credit(config.campaign_id, donor, dest, lease_id, amount)
                 settled += amount
@@ -341,7 +366,7 @@ class RedisInventory:
     async def release_due_rounds(self, config: CampaignConfig) -> int:
         """Credit every round whose time has come into shard 0, once each (credit.lua's credited
         set is the record), and spread it over the shards; returns the stock released now."""
-        due = config.due_rounds(now_ms())
+        due = config.due_rounds(await self.redis_time_ms())  # Redis's clock, as credit.lua checks
         if not due:
             return 0
         keys = shard_keys(config.campaign_id, 0)
@@ -349,9 +374,10 @@ class RedisInventory:
         released = 0
         for k, already in zip(due, done, strict=True):
             if not already:
+                release_at, amount = config.rounds[k]
                 credited, _ = await scripts.CREDIT(self.redis, [keys.state, keys.credited],
-                                                   [round_lease(k), config.rounds[k][1]])
-                released += config.rounds[k][1] if int(credited) else 0
+                                                   [round_lease(k), amount, release_at])
+                released += amount if int(credited) else 0
         if released and config.shards > 1:
             await self.spread_stock(config)
         return released
@@ -371,16 +397,26 @@ class RedisInventory:
         pipe = self.redis.pipeline(transaction=False)
         for s in range(config.shard_slots):
             keys = shard_keys(cid, s)
-            pipe.hmget(keys.state, "stock", "granted")
+            pipe.hmget(keys.state, "stock", "granted", "returning", "returning_at")
             pipe.hgetall(keys.leases)
         replies = await pipe.execute()
-        remaining, granted, leases = [], [], []
+        remaining, granted, returning, leases = [], [], [], []
+        redis_now = None
         for s in range(config.shard_slots):
-            stock, grants = replies[2 * s]
+            stock, grants, back, back_at = replies[2 * s]
             remaining.append(int(stock or 0))
             granted.append(int(grants or 0))
+            returning.append(int(back or 0))
+            if returning[s]:
+                # Claimable already if its delay is over by Redis's clock (claim.lua and lend.lua
+                # fold it in when they next run there): a borrower may take it now.
+                redis_now = redis_now or await self.redis_time_ms()
+                if redis_now >= int(back_at or 0):
+                    remaining[s] += returning[s]
+                    returning[s] = 0
             for lease_id, raw in replies[2 * s + 1].items():
-                leases.append((lease_id, *parse_lease(raw)))
+                if not lease_credited(raw):
+                    leases.append((lease_id, *parse_lease(raw)))
         in_leases = 0
         if leases:
             pipe = self.redis.pipeline(transaction=False)
@@ -394,7 +430,15 @@ class RedisInventory:
             credited = await self.redis.smismember(shard_keys(cid, 0).credited,
                                                    [round_lease(k) for k in range(len(config.rounds))])
             held = sum(amount for (_, amount), done in zip(config.rounds, credited, strict=True) if not done)
-        return Figures(remaining, granted, in_leases, len(leases), held)
+        return Figures(remaining, granted, in_leases, len(leases), held, returning)
+
+    async def redis_time_ms(self) -> int:
+        """Now by Redis's clock (the one that judges expiry and recycled stock), in ms."""
+        reply = await self.redis.time()
+        if isinstance(reply, dict):  # a cluster may answer per node: any master's clock will do
+            reply = next(iter(reply.values()))
+        seconds, micros = reply
+        return int(seconds) * 1000 + int(micros) // 1000
 
     # ------------------------------------------------------------ lookups
 

@@ -16,6 +16,7 @@ node has one, the external verifier is asked (verifier.py).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,15 @@ from claimcore.campaigns import CampaignCache
 from claimcore.clock import now_ms
 from claimcore.inventory import RedisInventory, refusal
 from claimcore.keyspace import SN_BUCKETS, merchants_key, shard_keys, stack_key
-from claimcore.snregistry import HOLD_MS, MARGIN_MS, SnHoldLost, SnRegistry, owner_of
+from claimcore.snregistry import (
+    HOLD_MS,
+    MARGIN_MS,
+    SnHoldLost,
+    SnRegistry,
+    owner_of,
+    stack_decided,
+    stack_owner,
+)
 from claimcore.verifier import Verifier, VerifierUnavailable, VerifyRequest
 
 MERCHANT_TTL_S = 1.0
@@ -112,6 +121,32 @@ def _split(text: str) -> list[str]:
     return [x for x in text.split(",") if x]
 
 
+async def stack_op(inventory: RedisInventory, campaigns: CampaignCache, config: CampaignConfig, op: str,
+                   user_id: str, order_id: str, instance: str, args: list[Any]) -> list[Any]:
+    """stack.lua's `op` on the user's shard of one campaign, for one stacked-order instance."""
+    async def call(c: CampaignConfig) -> list[Any]:
+        shard = shard_of(user_id, c.shards)
+        keys = list(shard_keys(c.campaign_id, shard).redemption)
+        reply = await scripts.STACK(inventory.redis, keys,
+                                    [op, c.epoch, now_ms(), user_id, order_id, instance, *args])
+        if int(reply[0]) < 0:
+            raise refusal(c.campaign_id, shard, reply)
+        return reply
+
+    return await campaigns.on_live_map(config, call)
+
+
+async def settle_prepared(inventory: RedisInventory, campaigns: CampaignCache, config: CampaignConfig,
+                          user_id: str, record: str) -> None:
+    """A voucher prepared ("P|order|deadline|instance") by a stacked order whose deadline passed:
+    commit its part if that very order instance was decided, else abort it. Found by a redemption
+    or preparation that wants the voucher, and by the expiry sweep (recycling.py)."""
+    _, stale_order, _, instance = record.split("|", 3)
+    decided = await stack_decided(inventory, user_id, stale_order, record)
+    await stack_op(inventory, campaigns, config, "commit" if decided else "abort", user_id, stale_order,
+                   instance, [])
+
+
 class Redemptions:
     def __init__(self, inventory: RedisInventory, campaigns: CampaignCache,
                  verifier: Verifier | None = None) -> None:
@@ -173,8 +208,9 @@ class Redemptions:
             if refused is not None:
                 return refused
         owner, held, trusted_until = owner_of(config.campaign_id, user_id, order_id), [], 0
+        token = ""
         if sn_codes and not recorded:
-            trusted_until, taken = await self.sns.hold(owner, list(sn_codes))
+            trusted_until, taken, token = await self.sns.hold(owner, list(sn_codes))
             if taken:
                 return Redeemed(RedeemCode.SN_ALREADY_SUBSIDISED, [],
                                 detail=f"{', '.join(taken)}: subsidised already, or being subsidised")
@@ -194,14 +230,14 @@ class Redemptions:
         # whoever wants those SN codes next settles them from this order's record.
         reply = await self.campaigns.on_live_map(config, call)
         if int(reply[0]) == RedeemCode.STALE_PREPARE:  # settle the dead stacked order, then once more
-            await self._settle_prepared(config, user_id, str(reply[2]))
+            await settle_prepared(self.inventory, self.campaigns, config, user_id, str(reply[2]))
             reply = await self.campaigns.on_live_map(config, call)
         code = int(reply[0])
         if held:
             if code == RedeemCode.REDEEMED:
                 await self.sns.commit(owner, held)
-            else:
-                await self.sns.release(owner, held)
+            else:  # only this attempt's holds: a use recorded by an earlier attempt stays
+                await self.sns.drop(owner, token, held)
         if code == RedeemCode.SN_HOLD_LOST:
             raise SnHoldLost(f"order {order_id}: SN holds expired before it was recorded; retry")
         return Redeemed(code, [str(x) for x in reply[3:]], int(reply[1]), int(reply[2]))
@@ -241,9 +277,13 @@ class Redemptions:
             if refused is not None:
                 return refused
         owner, held = owner_of(primary.campaign_id, user_id, order_id), []
-        trusted_until = 0
+        trusted_until, token = 0, ""
+        # The order's identity: a retry of the same order is the same instance; another order
+        # reusing the id is not, and can neither commit nor settle this one's parts.
+        instance = hashlib.sha1(repr((user_id, order_id, merchant_id, amount_cents, sorted(sn_codes), sorted(
+            (c.campaign_id, sorted(v)) for c, v in parts))).encode()).hexdigest()[:16]
         if sn_codes:
-            trusted_until, taken = await self.sns.hold(owner, list(sn_codes))
+            trusted_until, taken, token = await self.sns.hold(owner, list(sn_codes))
             if taken:
                 return Redeemed(RedeemCode.SN_ALREADY_SUBSIDISED, [],
                                 detail=f"{', '.join(taken)}: subsidised already, or being subsidised")
@@ -253,65 +293,48 @@ class Redemptions:
             deadline = min(deadline, trusted_until)
         args = [merchant_id, amount_cents, "", "", "", channel_id, ",".join(sn_codes), deadline, MARGIN_MS]
         replies = await asyncio.gather(*(
-            self._prepare(c, user_id, order_id, sorted(v), args) for c, v in parts))
+            self._prepare(c, user_id, order_id, instance, sorted(v), args) for c, v in parts))
         refusal_ = next(((c, r) for (c, _), r in zip(parts, replies, strict=True)
                          if int(r[0]) not in (1, RedeemCode.COMMITTED_BEFORE)), None)
         if refusal_ is not None:
-            await self._abort(parts, user_id, order_id)
+            await self._abort(parts, user_id, order_id, instance)
             if held:
-                await self.sns.release(owner, held)
+                await self.sns.drop(owner, token, held)
             config, reply = refusal_
             return Redeemed(int(reply[0]), [str(x) for x in reply[3:]],
                             detail=f"campaign {config.campaign_id}: {DETAILS.get(int(reply[0]), '')}")
         decided = await scripts.HOLDS(self.inventory.redis, [stack_key(shard_of(f"{user_id}|{order_id}",
                                                                                   SN_BUCKETS))],
-                                      ["decide", f"{user_id}|{order_id}", now_ms(), deadline, MARGIN_MS,
-                                       f"{user_id}|{order_id}"])
+                                      ["decide", stack_owner(user_id, order_id, instance), "", now_ms(),
+                                       deadline, MARGIN_MS, f"{user_id}|{order_id}"])
         if int(decided[0]) != 0:
-            await self._abort(parts, user_id, order_id)
+            await self._abort(parts, user_id, order_id, instance)
             if held:
-                await self.sns.release(owner, held)
+                await self.sns.drop(owner, token, held)
             raise SnHoldLost(f"order {order_id}: prepared too late to decide; retry")
-        await asyncio.gather(*(self._stack_op(c, "commit", user_id, order_id, []) for c, _ in parts))
+        await asyncio.gather(*(stack_op(self.inventory, self.campaigns, c, "commit", user_id, order_id,
+                                        instance, []) for c, _ in parts))
         if held:
             await self.sns.commit(owner, held)
         return Redeemed(RedeemCode.REDEEMED, every_voucher, sum(int(r[1]) for r in replies), now_ms())
 
-    async def _prepare(self, config: CampaignConfig, user_id: str, order_id: str, vouchers: list[str],
-                       args: list[Any]) -> list[Any]:
+    async def _prepare(self, config: CampaignConfig, user_id: str, order_id: str, instance: str,
+                       vouchers: list[str], args: list[Any]) -> list[Any]:
         args = list(args)
         args[2:5] = [config.min_spend_cents, config.value_cents, config.valid_for_ms]
-        reply = await self._stack_op(config, "prepare", user_id, order_id, [*args, *vouchers])
+        prepare = [*args, *vouchers]
+        reply = await stack_op(self.inventory, self.campaigns, config, "prepare", user_id, order_id,
+                               instance, prepare)
         if int(reply[0]) == RedeemCode.STALE_PREPARE:
-            await self._settle_prepared(config, user_id, str(reply[2]))
-            reply = await self._stack_op(config, "prepare", user_id, order_id, [*args, *vouchers])
+            await settle_prepared(self.inventory, self.campaigns, config, user_id, str(reply[2]))
+            reply = await stack_op(self.inventory, self.campaigns, config, "prepare", user_id, order_id,
+                                   instance, prepare)
         return reply
 
-    async def _abort(self, parts: list[tuple[CampaignConfig, list[str]]], user_id: str,
-                     order_id: str) -> None:
-        await asyncio.gather(*(self._stack_op(c, "abort", user_id, order_id, []) for c, _ in parts))
-
-    async def _stack_op(self, config: CampaignConfig, op: str, user_id: str, order_id: str,
-                        args: list[Any]) -> list[Any]:
-        async def call(c: CampaignConfig) -> list[Any]:
-            shard = shard_of(user_id, c.shards)
-            keys = list(shard_keys(c.campaign_id, shard).redemption)
-            reply = await scripts.STACK(self.inventory.redis, keys,
-                                        [op, c.epoch, now_ms(), user_id, order_id, *args])
-            if int(reply[0]) < 0:
-                raise refusal(c.campaign_id, shard, reply)
-            return reply
-
-        return await self.campaigns.on_live_map(config, call)
-
-    async def _settle_prepared(self, config: CampaignConfig, user_id: str, record: str) -> None:
-        """A voucher prepared by a stacked order whose deadline passed: commit its part if the
-        order was decided, else abort it."""
-        stale_order = record.split("|")[1]
-        key = f"{user_id}|{stale_order}"
-        decision = await self.inventory.redis.hget(stack_key(shard_of(key, SN_BUCKETS)), key)
-        op = "commit" if decision and decision.startswith("U|") else "abort"
-        await self._stack_op(config, op, user_id, stale_order, [])
+    async def _abort(self, parts: list[tuple[CampaignConfig, list[str]]], user_id: str, order_id: str,
+                     instance: str) -> None:
+        await asyncio.gather(*(stack_op(self.inventory, self.campaigns, c, "abort", user_id, order_id,
+                                        instance, []) for c, _ in parts))
 
     async def _order_recorded(self, config: CampaignConfig, user_id: str, order_id: str) -> bool:
         """Whether this order was redeemed (or reversed) already: a replay is not verified again,

@@ -17,11 +17,22 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
+INCLUDE = "-- #include "
+
+
+def _source(name: str) -> str:
+    """A script's text, each `-- #include _helpers` line replaced by lua/_helpers.lua (shared
+    helpers travel inside every script that uses them: one EVALSHA, nothing to load first)."""
+    folder = resources.files("claimcore.lua")
+    lines = folder.joinpath(f"{name}.lua").read_text().splitlines(keepends=True)
+    return "".join(folder.joinpath(f"{line[len(INCLUDE):].strip()}.lua").read_text()
+                   if line.startswith(INCLUDE) else line for line in lines)
+
 
 class LuaScript:
     def __init__(self, name: str) -> None:
         self.name = name
-        self.source = resources.files("claimcore.lua").joinpath(f"{name}.lua").read_text()
+        self.source = _source(name)
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     async def __call__(self, client: Any, keys: list[str], args: list[Any]) -> Any:

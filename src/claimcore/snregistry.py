@@ -20,6 +20,7 @@ A reversed order releases its SN codes.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
@@ -27,7 +28,7 @@ from claimcore import scripts
 from claimcore._fast import shard_of
 from claimcore.clock import now_ms
 from claimcore.inventory import RedisInventory
-from claimcore.keyspace import SN_BUCKETS, sn_key
+from claimcore.keyspace import SN_BUCKETS, sn_key, stack_key
 
 HOLD_MS = 5_000
 MARGIN_MS = 1_000
@@ -42,15 +43,15 @@ def owner_of(campaign_id: str, user_id: str, order_id: str) -> str:
 
 
 async def run_holds(inventory: RedisInventory, key_of: Callable[[int], str], op: str, owner: str,
-                    things: Iterable[str], deadline: int = 0) -> list[list[str]]:
-    """holds.lua's `op` for `owner` on each bucket the things fall in (all at once); the replies.
-    Used by the SN registry and the category registry (categories.py)."""
+                    things: Iterable[str], token: str = "", deadline: int = 0) -> list[list[str]]:
+    """holds.lua's `op` for `owner` (as the holder `token`) on each bucket the things fall in (all
+    at once); the replies. Used by the SN registry and the category registry (categories.py)."""
     buckets: dict[int, list[str]] = defaultdict(list)
     for thing in things:
         buckets[shard_of(thing, SN_BUCKETS)].append(thing)
     now = now_ms()
     replies = await asyncio.gather(*(
-        scripts.HOLDS(inventory.redis, [key_of(b)], [op, owner, now, deadline, MARGIN_MS, *members])
+        scripts.HOLDS(inventory.redis, [key_of(b)], [op, owner, token, now, deadline, MARGIN_MS, *members])
         for b, members in buckets.items()))
     return [[str(x) for x in reply] for reply in replies]
 
@@ -59,37 +60,62 @@ class SnRegistry:
     def __init__(self, inventory: RedisInventory) -> None:
         self.inventory = inventory
 
-    async def _each(self, op: str, owner: str, sns: list[str], deadline: int) -> list[list[str]]:
-        return await run_holds(self.inventory, sn_key, op, owner, sns, deadline)
+    async def _each(self, op: str, owner: str, sns: list[str], token: str = "", deadline: int = 0
+                    ) -> list[list[str]]:
+        return await run_holds(self.inventory, sn_key, op, owner, sns, token, deadline)
 
-    async def hold(self, owner: str, sns: list[str]) -> tuple[int, list[str]]:
-        """(trusted-until time, []) if every SN code is now held for this order; else (0, the
-        codes used or held by other orders), with none of this order's holds left behind."""
+    async def hold(self, owner: str, sns: list[str]) -> tuple[int, list[str], str]:
+        """(trusted-until time, [], token) if every SN code is now held for this order by this
+        attempt (the token); else (0, the codes used or held by other orders, ""), with none of
+        this attempt's holds left behind (and none of the order's committed uses touched)."""
+        token = uuid.uuid4().hex[:16]
         for _ in range(3):
             deadline = now_ms() + HOLD_MS
-            replies = await self._each("hold", owner, sns, deadline)
+            replies = await self._each("hold", owner, sns, token, deadline)
             taken = [sn for r in replies if r[0] == "1" for sn in r[1:]]
             stale = [(r[i], r[i + 1]) for r in replies if r[0] == "2" for i in range(1, len(r), 2)]
             if not taken and not stale:
-                return deadline - MARGIN_MS, []
-            await self.release(owner, sns)  # other buckets may have held for us
+                return deadline - MARGIN_MS, [], token
+            await self.drop(owner, token, sns)  # other buckets may have held for us
             if taken:
-                return 0, taken
+                return 0, taken, ""
             for sn, record in stale:
                 await self._settle(sn, record)
-        return 0, [sn for sn, _ in stale]
+        return 0, [sn for sn, _ in stale], ""
 
     async def commit(self, owner: str, sns: list[str]) -> None:
-        await self._each("commit", owner, sns, 0)
+        await self._each("commit", owner, sns)
+
+    async def drop(self, owner: str, token: str, sns: list[str]) -> None:
+        """Let go of this attempt's holds; the order's uses (a redeemed order's) stay."""
+        await self._each("drop", owner, sns, token)
 
     async def release(self, owner: str, sns: list[str]) -> None:
-        await self._each("release", owner, sns, 0)
+        """A reversed order's SN codes: free to subsidise again."""
+        await self._each("release", owner, sns)
 
     async def _settle(self, sn: str, record: str) -> None:
-        """A hold past its deadline: used if its order was redeemed, free otherwise."""
-        holder = record.split("|", 2)[2]
+        """A hold past its deadline: used if its order was redeemed (or, for a stacked order, its
+        decision was taken: committing may still be under way), free otherwise."""
+        holder = record.split("|", 3)[3]
         campaign_id, user_id, order_id = holder.split("|")
         order = await self.inventory.order_record(campaign_id, user_id, order_id)
-        redeemed = bool(order) and order.startswith("R")
+        used = bool(order) and (order.startswith("R") or (
+            order.startswith("P") and await stack_decided(self.inventory, user_id, order_id, order)))
         await scripts.HOLDS(self.inventory.redis, [sn_key(shard_of(sn, SN_BUCKETS))],
-                         ["settle", holder, now_ms(), 1 if redeemed else 0, MARGIN_MS, sn])
+                            ["settle", holder, "", now_ms(), 1 if used else 0, MARGIN_MS, sn])
+
+
+def stack_owner(user_id: str, order_id: str, instance: str) -> str:
+    """The owner of a stacked order's decision: the order instance, not only its id."""
+    return f"{user_id}|{order_id}|{instance}"
+
+
+async def stack_decided(inventory: RedisInventory, user_id: str, order_id: str, prepared: str) -> bool:
+    """Whether the stacked order that left this prepared record ("P|...|instance") was decided:
+    its decision names the same instance (an order of other content reusing the id does not count)."""
+    instance = prepared.rsplit("|", 1)[1]
+    key = f"{user_id}|{order_id}"
+    decision = await inventory.redis.hget(stack_key(shard_of(key, SN_BUCKETS)), key)
+    return bool(decision) and decision.startswith("U|") and \
+        decision.split("|", 3)[3] == stack_owner(user_id, order_id, instance)

@@ -1,7 +1,8 @@
 #!lua
 -- claim.lua: grant vouchers of one campaign shard to a batch of claims, atomically.
 --
--- KEYS[1]  cc:{C:s}:state   HASH stock, seq, granted, limit, starts, ends, paused
+-- KEYS[1]  cc:{C:s}:state   HASH stock, seq, granted, limit, starts, ends, paused; returning
+--                           (recycled stock, claimable once Redis TIME reaches returning_at)
 -- KEYS[2]  cc:{C:s}:users   HASH user -> "count|last_voucher|last_at|rid1,rid2,..."
 -- KEYS[3]  cc:{C:s}:reqs    HASH "user|request_id" -> "voucher|granted_at|channel"
 -- KEYS[4]  cc:{C:s}:log     STREAM the shard's ledger: one entry per call that granted,
@@ -25,7 +26,8 @@
 -- Codes: 1 GRANTED now, 2 GRANTED earlier to this request_id (replay),
 -- 3 ALREADY_CLAIMED (user at limit; voucher = latest), 4 EMPTY (this shard has
 -- no stock; the node may borrow from other shards), 5 NOT_STARTED, 6 ENDED,
--- 7 PAUSED, 8 NOT_ELIGIBLE. The idempotency key is (user, request_id): request ids are made by
+-- 7 PAUSED, 8 NOT_ELIGIBLE, 9 OTHER_CHANNEL (a replay of a request granted through another
+-- channel: answered without that grant, as a channel never learns another's). The idempotency key is (user, request_id): request ids are made by
 -- many independent apps, so the same id from two users names two claims.
 --
 -- Order per claim: replay, user limit, eligibility, window/pause, stock. Every check runs
@@ -35,7 +37,7 @@
 -- path cheap (ledger.py expands it).
 
 local st = redis.call('HMGET', KEYS[1], 'stock', 'seq', 'granted', 'limit', 'starts', 'ends', 'paused',
-  'epoch', 'moving', 'elig', 'eligdata')
+  'epoch', 'moving', 'elig', 'eligdata', 'returning', 'returning_at')
 local epoch, node_epoch = tonumber(st[8] or '0'), tonumber(ARGV[3])
 if not st[1] then
   if node_epoch > 0 then return { -3, 0 } end  -- a reshard published it; fence.lua makes it next
@@ -46,6 +48,15 @@ if node_epoch > epoch or st[9] == '1' then return { -3, epoch } end
 local trusted_until = tonumber(ARGV[4])
 if trusted_until > 0 and tonumber(ARGV[1]) > trusted_until then return { -4 } end
 local stock, seq, granted = tonumber(st[1]), tonumber(st[2]), tonumber(st[3])
+-- Recycled stock joins once its delay is over, by this shard's clock (recycle.lua says why).
+local returned = 0
+if st[12] and st[12] ~= '0' then
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) >= tonumber(st[13]) then
+    returned = tonumber(st[12])
+    stock = stock + returned
+  end
+end
 local limit, starts, ends = tonumber(st[4]), tonumber(st[5]), tonumber(st[6])
 local now = tonumber(ARGV[1])
 local prefix = ARGV[2]
@@ -85,8 +96,12 @@ for i = 5, #ARGV, 3 do
   local rkey = user .. '|' .. rid
   local rec = new_reqs[rkey] or redis.call('HGET', KEYS[3], rkey)
   if rec then
-    local rvid, rat = string.match(rec, '^([^|]*)|([^|]*)|')
-    out[#out + 1] = 2; out[#out + 1] = rvid; out[#out + 1] = rat
+    local rvid, rat, rchan = string.match(rec, '^([^|]*)|([^|]*)|(.*)$')
+    if rchan == chan then
+      out[#out + 1] = 2; out[#out + 1] = rvid; out[#out + 1] = rat
+    else
+      out[#out + 1] = 9; out[#out + 1] = ''; out[#out + 1] = 0
+    end
   else
     local urec = new_users[user] or redis.call('HGET', KEYS[2], user)
     local count, lvid, lat, rids = 0, '', 0, ''
@@ -118,6 +133,9 @@ for i = 5, #ARGV, 3 do
   end
 end
 
+if returned > 0 then
+  redis.call('HSET', KEYS[1], 'stock', stock, 'returning', 0)  -- joined, even if nothing was granted
+end
 if granted ~= granted_before then
   for user, urec in pairs(new_users) do
     user_args[#user_args + 1] = user; user_args[#user_args + 1] = urec

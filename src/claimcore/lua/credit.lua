@@ -3,13 +3,22 @@
 --
 -- KEYS[1]  cc:{C:s}:state      (destination)
 -- KEYS[2]  cc:{C:s}:credited   SET of lease ids already credited here
--- ARGV     lease_id, amount
--- Returns  { 1 if credited now, 0 if credited before; stock after }
+-- ARGV     lease_id, amount, and for a later round its release time (unix ms; 0 or absent = none)
+-- Returns  { 1 if credited now, 0 if credited before (or, for a round, not due yet by this
+--          shard's Redis clock: rounds are released by Redis time, never by a node's clock);
+--          stock after }
 --
 -- The lease id is recorded before the stock is added: if the second write
 -- could fail, stock would be lost (undersell), never created (oversell).
 
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('credit: destination shard missing') end
+local not_before = tonumber(ARGV[3] or '0')
+if not_before > 0 then
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) < not_before then
+    return { 0, tonumber(redis.call('HGET', KEYS[1], 'stock')) }
+  end
+end
 if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then
   return { 0, tonumber(redis.call('HGET', KEYS[1], 'stock')) }
 end

@@ -6,7 +6,8 @@
 -- KEYS[3]  cc:{C:s}:reqs     HASH "user|request_id" -> "voucher|granted_at|channel"
 -- KEYS[4]  cc:{C:s}:redeem   HASH redemption records (keyspace.py)
 -- KEYS[5]  cc:{C:s}:log      STREAM the shard's ledger
--- ARGV     epoch, now_ms, user, order_id, merchant_id, order_amount, min_spend, value,
+-- ARGV     epoch, now_ms (the node's clock: judges only its own SN holds and stacked deadlines),
+--          user, order_id, merchant_id, order_amount, min_spend, value,
 --          valid_for_ms, channel, sn_codes (comma-joined), the SN holds' trusted-until time
 --          (0 = no SN codes; holds.lua), then the voucher ids (sorted)
 -- Returns  { 1, subsidy, at, vouchers... }        REDEEMED (now, or earlier for this order)
@@ -19,7 +20,14 @@
 --
 -- The user's shard holds their grants, so ownership, use and validity are one
 -- slot, checked and changed in one step: two redemptions of one voucher cannot
--- both pass. Every check runs before any write.
+-- both pass. Every check runs before any write, but one: a voucher found expired (by this
+-- shard's Redis clock, never the node's) is recorded as expired and its stock given back in
+-- the refusal's own step, so every later script follows that one decision. A voucher with a
+-- recycle mark (E, X expired; L given up) is never redeemed, whatever any clock says.
+-- The order id joins the user's order index "i:<user>" (the user's orders move with them in
+-- a reshard: export.lua).
+
+-- #include _vouchers
 
 local st = redis.call('HMGET', KEYS[1], 'epoch', 'moving')
 local epoch, node_epoch = tonumber(st[1] or '0'), tonumber(ARGV[1])
@@ -27,7 +35,8 @@ if node_epoch < epoch then return { -2, epoch } end
 if node_epoch > epoch or st[2] == '1' then return { -3, epoch } end
 
 local STALE_MARGIN_MS = 1000  -- the clock margin of every hold (snregistry.MARGIN_MS)
-local now, user, order = tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local node_now, user, order = tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local now, now_s = redis_now()
 local amount, min_spend, value = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local valid_for = tonumber(ARGV[9])
 local vouchers = {}
@@ -46,19 +55,7 @@ if prior then
   return { 8, 0, 0 }
 end
 
--- The user's vouchers and when each was granted, from their grant records.
-local granted_at = {}
-local urec = redis.call('HGET', KEYS[2], user)
-if urec then
-  for rid in string.gmatch(string.match(urec, '^[^|]*|[^|]*|[^|]*|(.*)$'), '[^,]+') do
-    local rec = redis.call('HGET', KEYS[3], user .. '|' .. rid)
-    if rec then
-      local vid, at = string.match(rec, '^([^|]*)|([^|]*)|')
-      granted_at[vid] = tonumber(at)
-    end
-  end
-end
-
+local granted_at = grants_of(KEYS[2], KEYS[3], user)
 local function fault(code, pick)
   local out = { code, 0, 0 }
   for _, v in ipairs(vouchers) do
@@ -71,42 +68,48 @@ local not_owned = function(v) return granted_at[v] == nil end
 for _, v in ipairs(vouchers) do
   if not_owned(v) then return fault(4, not_owned) end
 end
--- 'R' in use, 'L' given up by its user (recycle.lua): unusable. 'F' given back by a
--- reversal: usable. 'X' and 'E' (expired at a reversal, or recycled): fail as EXPIRED.
--- 'P' prepared by a stacked order (stack.lua): in use, unless its preparation is stale.
-local used = function(v)
-  local s = redis.call('HGET', KEYS[4], 'v:' .. v)
-  return s and (s:sub(1, 1) == 'R' or s:sub(1, 1) == 'L' or s:sub(1, 1) == 'P')
-end
+local states = {}
 for _, v in ipairs(vouchers) do
-  local s = redis.call('HGET', KEYS[4], 'v:' .. v)
-  if s and s:sub(1, 1) == 'P' and now > tonumber(string.match(s, '|([^|]*)$')) + STALE_MARGIN_MS then
-    return { 13, v, s }
-  end
+  local use = redis.call('HGET', KEYS[4], 'v:' .. v)
+  states[v] = use_state(use, node_now, STALE_MARGIN_MS)
+  if states[v] == 'stale' then return { 13, v, use } end
 end
+local used = function(v) return states[v] == 'used' or states[v] == 'released' end
 for _, v in ipairs(vouchers) do
   if used(v) then return fault(2, used) end
 end
-local expired = function(v) return valid_for > 0 and now >= granted_at[v] + valid_for end
+local newly_expired = function(v) return states[v] == 'free' and valid_for > 0 and now >= granted_at[v] + valid_for end
+local expired = function(v) return states[v] == 'expired' or newly_expired(v) end
 for _, v in ipairs(vouchers) do
-  if expired(v) then return fault(3, expired) end
+  if expired(v) then
+    local lines = {}
+    for _, x in ipairs(vouchers) do
+      if newly_expired(x) then
+        redis.call('HSET', KEYS[4], 'v:' .. x, 'E|-|' .. now_s)
+        lines[#lines + 1] = user .. '\t' .. x
+      end
+    end
+    give_back(KEYS[1], KEYS[5], 'expire', lines, now, now_s)
+    return fault(3, expired)
+  end
 end
 if amount < min_spend * #vouchers then return fault(6, function() return true end) end
 local sn_trusted_until = tonumber(ARGV[12])
-if sn_trusted_until > 0 and now > sn_trusted_until then return { 12, 0, 0 } end
+if sn_trusted_until > 0 and node_now > sn_trusted_until then return { 12, 0, 0 } end
 
 local subsidy = math.min(amount, value * #vouchers)
 local fields = {}
 for _, v in ipairs(vouchers) do
-  fields[#fields + 1] = 'v:' .. v; fields[#fields + 1] = 'R|' .. order .. '|' .. ARGV[2]
+  fields[#fields + 1] = 'v:' .. v; fields[#fields + 1] = 'R|' .. order .. '|' .. now_s
 end
 fields[#fields + 1] = okey
-fields[#fields + 1] = 'R|' .. wanted .. '|' .. ARGV[5] .. '|' .. ARGV[6] .. '|' .. subsidy .. '|' .. ARGV[2]
+fields[#fields + 1] = 'R|' .. wanted .. '|' .. ARGV[5] .. '|' .. ARGV[6] .. '|' .. subsidy .. '|' .. now_s
   .. '|' .. ARGV[10] .. '|' .. ARGV[11]
 redis.call('HSET', KEYS[4], unpack(fields))
+index_order(KEYS[4], user, order)
 redis.call('HINCRBY', KEYS[1], 'redeemed', #vouchers)
 redis.call('HINCRBY', KEYS[1], 'subsidy', subsidy)
-redis.call('XADD', KEYS[5], '*', 'e', 'redeem', 't', ARGV[2], 'u', user, 'o', order, 'm', ARGV[5],
+redis.call('XADD', KEYS[5], '*', 'e', 'redeem', 't', now_s, 'u', user, 'o', order, 'm', ARGV[5],
   'a', ARGV[6], 's', subsidy, 'v', wanted, 'c', ARGV[10], 'n', ARGV[11])
 local out = { 1, subsidy, now }
 for _, v in ipairs(vouchers) do out[#out + 1] = v end

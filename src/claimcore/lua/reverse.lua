@@ -13,15 +13,20 @@
 --          { 2 }                         ORDER_NOT_FOUND
 --          { -2, epoch } / { -3, epoch } STALE / MOVING, as claim.lua
 --
--- A voucher goes back only if still valid; an expired one stays out of use
--- (recycling expired vouchers into a later round is a separate step).
+-- A voucher goes back to its user only if still valid, by this shard's Redis clock. One past
+-- its validity is marked X and its stock comes back to the campaign in this same step (an
+-- `expire` ledger event), exactly once: the mark is final (no script uses or recycles an X
+-- voucher again), and it is written with the stock (docs/recycling.md).
+
+-- #include _vouchers
 
 local st = redis.call('HMGET', KEYS[1], 'epoch', 'moving')
 local epoch, node_epoch = tonumber(st[1] or '0'), tonumber(ARGV[1])
 if node_epoch < epoch then return { -2, epoch } end
 if node_epoch > epoch or st[2] == '1' then return { -3, epoch } end
 
-local now, user, order = tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local user, order = ARGV[3], ARGV[4]
+local now, now_s = redis_now()
 local valid_for = tonumber(ARGV[5])
 local okey, rkey = 'o:' .. user .. '|' .. order, 'r:' .. user .. '|' .. order
 local rec = redis.call('HGET', KEYS[4], okey)
@@ -33,16 +38,7 @@ if rec:sub(1, 1) == 'V' then
 end
 local used, subsidy = string.match(rec, '^R|([^|]*)|[^|]*|[^|]*|([^|]*)|')
 
--- when each voucher was granted, from the user's grant records
-local granted_at = {}
-local urec = redis.call('HGET', KEYS[2], user)
-for rid in string.gmatch(string.match(urec or '0|||', '^[^|]*|[^|]*|[^|]*|(.*)$'), '[^,]+') do
-  local grant = redis.call('HGET', KEYS[3], user .. '|' .. rid)
-  if grant then
-    local vid, at = string.match(grant, '^([^|]*)|([^|]*)|')
-    granted_at[vid] = tonumber(at)
-  end
-end
+local granted_at = grants_of(KEYS[2], KEYS[3], user)
 
 local returned, expired, fields = {}, {}, {}
 local n = 0
@@ -50,18 +46,21 @@ for v in string.gmatch(used, '[^,]+') do
   n = n + 1
   if valid_for == 0 or now < (granted_at[v] or 0) + valid_for then
     returned[#returned + 1] = v
-    fields[#fields + 1] = 'v:' .. v; fields[#fields + 1] = 'F|' .. order .. '|' .. ARGV[2]
+    fields[#fields + 1] = 'v:' .. v; fields[#fields + 1] = 'F|' .. order .. '|' .. now_s
   else
     expired[#expired + 1] = v
-    fields[#fields + 1] = 'v:' .. v; fields[#fields + 1] = 'X|' .. order .. '|' .. ARGV[2]
+    fields[#fields + 1] = 'v:' .. v; fields[#fields + 1] = 'X|' .. order .. '|' .. now_s
   end
 end
 local back, gone = table.concat(returned, ','), table.concat(expired, ',')
 fields[#fields + 1] = okey; fields[#fields + 1] = 'V' .. rec:sub(2)
-fields[#fields + 1] = rkey; fields[#fields + 1] = ARGV[2] .. '|' .. back .. '|' .. gone
+fields[#fields + 1] = rkey; fields[#fields + 1] = now_s .. '|' .. back .. '|' .. gone
 redis.call('HSET', KEYS[4], unpack(fields))
 redis.call('HINCRBY', KEYS[1], 'redeemed', -n)
 redis.call('HINCRBY', KEYS[1], 'subsidy', -tonumber(subsidy))
-redis.call('XADD', KEYS[5], '*', 'e', 'reverse', 't', ARGV[2], 'u', user, 'o', order,
+redis.call('XADD', KEYS[5], '*', 'e', 'reverse', 't', now_s, 'u', user, 'o', order,
   'v', back, 'x', gone)
+local lines = {}
+for _, v in ipairs(expired) do lines[#lines + 1] = user .. '\t' .. v end
+give_back(KEYS[1], KEYS[5], 'expire', lines, now, now_s)
 return { 1, now, back, gone, sns }

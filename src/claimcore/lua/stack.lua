@@ -5,42 +5,52 @@
 -- KEYS[2]  cc:{C:s}:users    HASH user -> "count|last_voucher|last_at|rid1,rid2,..."
 -- KEYS[3]  cc:{C:s}:reqs     HASH "user|request_id" -> "voucher|granted_at|channel"
 -- KEYS[4]  cc:{C:s}:redeem   HASH redemption records (keyspace.py); a part being prepared is
---                            "v:<voucher>" -> "P|order|deadline" and "o:<user>|<order>" -> "P|...|deadline"
+--                            "v:<voucher>" -> "P|order|deadline|instance" and
+--                            "o:<user>|<order>" -> "P|...|deadline|instance"
 -- KEYS[5]  cc:{C:s}:log      STREAM the shard's ledger (an entry at commit only)
--- ARGV     op, epoch, now_ms, user, order_id, then by op:
+-- ARGV     op, epoch, now_ms (the node's clock: deadlines are the coordinator's), user, order_id,
+--          instance (the stacked order's identity: a digest of its content, redemption.py), then by op:
 --   prepare  merchant, amount, min_spend, value, valid_for_ms, channel, sns, deadline, margin, vouchers...
 --            -> { 1, subsidy } prepared (now or before); { 9, subsidy, at } committed before;
 --               { code, 0, 0, vouchers... } refused as redeem.lua (2, 3, 4, 6, 8);
 --               { 13, voucher, record } a voucher is held by another order's stale preparation
---   commit   -> { 1 } committed (now or before); { 2 } nothing prepared (aborted)
---   abort    -> { 1 } aborted (or nothing there); { 2 } committed already: cannot abort
+--   commit   -> { 1 } committed (now or before); { 2 } nothing prepared by this instance (aborted)
+--   abort    -> { 1 } aborted (or nothing of this instance there); { 2 } committed already
 -- and { -2, epoch } / { -3, epoch } as claim.lua. redemption.py runs the protocol: prepare every
--- part, decide once (holds.lua), commit every part; or abort them.
+-- part, decide once (holds.lua, the decision naming the instance), commit every part; or abort
+-- them. A part is committed or aborted only by its own instance: an order of another content
+-- that reuses the order id can neither take nor settle it. Expiry is judged at prepare, by this
+-- shard's Redis clock, as redeem.lua does (and recorded the same way when found).
+
+-- #include _vouchers
 
 local st = redis.call('HMGET', KEYS[1], 'epoch', 'moving')
 local epoch, node_epoch = tonumber(st[1] or '0'), tonumber(ARGV[2])
 if node_epoch < epoch then return { -2, epoch } end
 if node_epoch > epoch or st[2] == '1' then return { -3, epoch } end
-local op, now, user, order = ARGV[1], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local op, node_now, user, order, instance = ARGV[1], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
+local now, now_s = redis_now()
 local okey = 'o:' .. user .. '|' .. order
 local rec = redis.call('HGET', KEYS[4], okey)
+local function instance_of(record) return string.match(record, '|([^|]*)$') end
 
 if op == 'commit' then
   if not rec then return { 2 } end
   if rec:sub(1, 1) == 'R' then return { 1 } end
+  if rec:sub(1, 1) ~= 'P' or instance_of(rec) ~= instance then return { 2 } end
   local used, merchant, amount, subsidy, _, channel, sns =
     string.match(rec, '^P|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
   local fields = {}
   for v in string.gmatch(used, '[^,]+') do
-    fields[#fields + 1] = 'v:' .. v; fields[#fields + 1] = 'R|' .. order .. '|' .. ARGV[3]
+    fields[#fields + 1] = 'v:' .. v; fields[#fields + 1] = 'R|' .. order .. '|' .. now_s
   end
   fields[#fields + 1] = okey
-  fields[#fields + 1] = 'R|' .. used .. '|' .. merchant .. '|' .. amount .. '|' .. subsidy .. '|' .. ARGV[3]
+  fields[#fields + 1] = 'R|' .. used .. '|' .. merchant .. '|' .. amount .. '|' .. subsidy .. '|' .. now_s
     .. '|' .. channel .. '|' .. sns
   redis.call('HSET', KEYS[4], unpack(fields))
   redis.call('HINCRBY', KEYS[1], 'redeemed', #fields / 2 - 1)
   redis.call('HINCRBY', KEYS[1], 'subsidy', tonumber(subsidy))
-  redis.call('XADD', KEYS[5], '*', 'e', 'redeem', 't', ARGV[3], 'u', user, 'o', order, 'm', merchant,
+  redis.call('XADD', KEYS[5], '*', 'e', 'redeem', 't', now_s, 'u', user, 'o', order, 'm', merchant,
     'a', amount, 's', subsidy, 'v', used, 'c', channel, 'n', sns)
   return { 1 }
 end
@@ -48,6 +58,7 @@ end
 if op == 'abort' then
   if not rec then return { 1 } end
   if rec:sub(1, 1) ~= 'P' then return { 2 } end
+  if instance_of(rec) ~= instance then return { 1 } end
   local used = string.match(rec, '^P|([^|]*)|')
   for v in string.gmatch(used, '[^,]+') do
     local use = redis.call('HGET', KEYS[4], 'v:' .. v)
@@ -60,29 +71,19 @@ if op == 'abort' then
 end
 
 -- prepare
-local merchant, amount, min_spend, value = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local valid_for, channel, sns, deadline, margin = tonumber(ARGV[10]), ARGV[11], ARGV[12], ARGV[13], tonumber(ARGV[14])
+local merchant, amount, min_spend, value = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local valid_for, channel, sns, deadline, margin = tonumber(ARGV[11]), ARGV[12], ARGV[13], ARGV[14], tonumber(ARGV[15])
 local vouchers = {}
-for i = 15, #ARGV do vouchers[#vouchers + 1] = ARGV[i] end
+for i = 16, #ARGV do vouchers[#vouchers + 1] = ARGV[i] end
 local wanted = table.concat(vouchers, ',')
 if rec then
   local state, used, _, _, subsidy, at = string.match(rec, '^(%a)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
-  if used == wanted and state == 'P' then return { 1, tonumber(subsidy) } end
+  if used == wanted and state == 'P' and instance_of(rec) == instance then return { 1, tonumber(subsidy) } end
   if used == wanted and state == 'R' then return { 9, tonumber(subsidy), tonumber(at) } end
   return { 8, 0, 0 }
 end
 
-local granted_at = {}
-local urec = redis.call('HGET', KEYS[2], user)
-if urec then
-  for rid in string.gmatch(string.match(urec, '^[^|]*|[^|]*|[^|]*|(.*)$'), '[^,]+') do
-    local grant = redis.call('HGET', KEYS[3], user .. '|' .. rid)
-    if grant then
-      local vid, at = string.match(grant, '^([^|]*)|([^|]*)|')
-      granted_at[vid] = tonumber(at)
-    end
-  end
-end
+local granted_at = grants_of(KEYS[2], KEYS[3], user)
 local function fault(code, pick)
   local out = { code, 0, 0 }
   for _, v in ipairs(vouchers) do if pick(v) then out[#out + 1] = v end end
@@ -90,28 +91,38 @@ local function fault(code, pick)
 end
 local not_owned = function(v) return granted_at[v] == nil end
 for _, v in ipairs(vouchers) do if not_owned(v) then return fault(4, not_owned) end end
+local states = {}
 for _, v in ipairs(vouchers) do
   local use = redis.call('HGET', KEYS[4], 'v:' .. v)
-  if use then
-    local state, what, until_ms = string.match(use, '^(%a)|([^|]*)|(.*)$')
-    if state == 'P' then
-      if now > tonumber(until_ms) + margin then return { 13, v, use } end
-      return fault(2, function(x) return x == v end)
+  states[v] = use_state(use, node_now, margin)
+  if states[v] == 'stale' then return { 13, v, use } end
+  if states[v] == 'used' or states[v] == 'released' then return fault(2, function(x) return x == v end) end
+end
+local newly_expired = function(v) return states[v] == 'free' and valid_for > 0 and now >= granted_at[v] + valid_for end
+local expired = function(v) return states[v] == 'expired' or newly_expired(v) end
+for _, v in ipairs(vouchers) do
+  if expired(v) then
+    local lines = {}
+    for _, x in ipairs(vouchers) do
+      if newly_expired(x) then
+        redis.call('HSET', KEYS[4], 'v:' .. x, 'E|-|' .. now_s)
+        lines[#lines + 1] = user .. '\t' .. x
+      end
     end
-    if state == 'R' or state == 'L' then return fault(2, function(x) return x == v end) end
+    give_back(KEYS[1], KEYS[5], 'expire', lines, now, now_s)
+    return fault(3, expired)
   end
 end
-local expired = function(v) return valid_for > 0 and now >= granted_at[v] + valid_for end
-for _, v in ipairs(vouchers) do if expired(v) then return fault(3, expired) end end
 if amount < min_spend * #vouchers then return fault(6, function() return true end) end
 
 local subsidy = math.min(amount, value * #vouchers)
 local fields = {}
 for _, v in ipairs(vouchers) do
-  fields[#fields + 1] = 'v:' .. v; fields[#fields + 1] = 'P|' .. order .. '|' .. deadline
+  fields[#fields + 1] = 'v:' .. v; fields[#fields + 1] = 'P|' .. order .. '|' .. deadline .. '|' .. instance
 end
 fields[#fields + 1] = okey
-fields[#fields + 1] = 'P|' .. wanted .. '|' .. merchant .. '|' .. ARGV[7] .. '|' .. subsidy .. '|' .. ARGV[3]
-  .. '|' .. channel .. '|' .. sns .. '|' .. deadline
+fields[#fields + 1] = 'P|' .. wanted .. '|' .. merchant .. '|' .. ARGV[8] .. '|' .. subsidy .. '|' .. now_s
+  .. '|' .. channel .. '|' .. sns .. '|' .. deadline .. '|' .. instance
 redis.call('HSET', KEYS[4], unpack(fields))
+index_order(KEYS[4], user, order)
 return { 1, subsidy }

@@ -1,0 +1,74 @@
+-- _vouchers.lua: the voucher helpers that redeem, stack, reverse and recycle share. Not a script
+-- of its own: scripts.py puts it in place of a script's `-- #include _vouchers` line, so each
+-- script still runs as one EVALSHA (a shared library by Redis Functions would need FUNCTION LOAD on
+-- every master and replica after every restart; a prelude travels with the script it serves).
+
+-- Recycled stock waits this long before a claim may take it (inventory.RETURN_DELAY_MS): every
+-- node's sold-out snapshot sees it first (soldout.py), so no node can answer SOLD_OUT to a request
+-- another node has granted from it.
+local RETURN_DELAY_MS = 2000
+
+-- Now, by this shard's Redis clock: the one clock that judges a voucher's expiry, whichever node
+-- asks. Returned as a number and as a string (Lua prints big numbers in exponent form).
+local function redis_now()
+  local t = redis.call('TIME')
+  local ms = string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+  return tonumber(t[1] .. ms), t[1] .. ms
+end
+
+-- The user's vouchers and when each was granted, from their grant records.
+local function grants_of(users_key, reqs_key, user)
+  local granted_at = {}
+  local urec = redis.call('HGET', users_key, user)
+  if urec then
+    for rid in string.gmatch(string.match(urec, '^[^|]*|[^|]*|[^|]*|(.*)$'), '[^,]+') do
+      local rec = redis.call('HGET', reqs_key, user .. '|' .. rid)
+      if rec then
+        local vid, at = string.match(rec, '^([^|]*)|([^|]*)|')
+        granted_at[vid] = tonumber(at)
+      end
+    end
+  end
+  return granted_at
+end
+
+-- What a voucher's use record (its "v:" field) says, for a script about to use or recycle it:
+--   'free'     no record, or F (given back by a reversal): usable while valid
+--   'used'     R (redeemed), or P (prepared by a stacked order) still within its deadline + margin
+--   'stale'    P past deadline + margin: the stacked order must be settled first
+--   'released' L (given up by its user)
+--   'expired'  E (recycled as expired) or X (expired when its order was reversed)
+-- A recycle mark (E, X, L) is final: no clock can make such a voucher usable again.
+local function use_state(use, node_now, margin)
+  if not use then return 'free' end
+  local mark = string.sub(use, 1, 1)
+  if mark == 'F' then return 'free' end
+  if mark == 'E' or mark == 'X' then return 'expired' end
+  if mark == 'L' then return 'released' end
+  if mark == 'P' then
+    local deadline = tonumber(string.match(use, '^P|[^|]*|([^|]*)'))
+    if node_now > deadline + margin then return 'stale' end
+  end
+  return 'used'
+end
+
+-- Stock of recycled vouchers back to the shard, claimable after RETURN_DELAY_MS, with its ledger
+-- entry (`op` expire or release; lines "user<TAB>voucher"), all in the caller's atomic step.
+local function give_back(state_key, log_key, op, lines, now, now_s)
+  if #lines == 0 then return end
+  redis.call('HINCRBY', state_key, 'returning', #lines)
+  redis.call('HSET', state_key, 'returning_at', now + RETURN_DELAY_MS)
+  redis.call('HINCRBY', state_key, 'recycled', #lines)
+  redis.call('XADD', log_key, '*', 'e', op, 't', now_s, 'g', table.concat(lines, '\n'))
+end
+
+-- Add an order to the user's order index "i:<user>" (once): a reshard moves every order and
+-- reversal record of a moving user by it (export.lua), not only those their vouchers point at.
+local function index_order(redeem_key, user, order)
+  local index = redis.call('HGET', redeem_key, 'i:' .. user)
+  if not index then
+    redis.call('HSET', redeem_key, 'i:' .. user, order)
+  elseif not string.find(',' .. index .. ',', ',' .. order .. ',', 1, true) then
+    redis.call('HSET', redeem_key, 'i:' .. user, index .. ',' .. order)
+  end
+end
