@@ -622,7 +622,7 @@ def test_every_shard_lives_in_one_slot_and_shards_spread() -> None:
     assert key_slot(CAMPAIGN_INDEX.encode()) not in {campaign_slot, *shard_slots}
     # the five keys of keyspace.py's header, in order
     suffixes = [k.rsplit(":", 1)[1] for k in shard_keys(cid, 3)]
-    assert suffixes == ["state", "users", "reqs", "leases", "credited", "log", "redeem", "elig"]
+    assert suffixes == ["state", "users", "reqs", "leases", "credited", "log", "redeem", "elig", "eligcalls"]
 
 
 def test_script_headers_declare_single_slot_keys() -> None:
@@ -634,10 +634,10 @@ def test_script_headers_declare_single_slot_keys() -> None:
         "init_shard": ["cc:{C:s}:state"],
         "create_campaign": ["cc:{C}:campaign"],
         "fence": ["cc:{C:s}:state"],
-        "adopt": ["cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem", "cc:{C:s}:elig"],
+        "adopt": ["cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem", "cc:{C:s}:elig", "cc:{C:s}:state"],
         "export": ["cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem", "cc:{C:s}:elig"],
         "forget": ["cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem", "cc:{C:s}:elig"],
-        "eligibility": ["cc:{C:s}:state", "cc:{C:s}:elig"],
+        "eligibility": ["cc:{C:s}:state", "cc:{C:s}:elig", "cc:{C:s}:eligcalls"],
         "holds": ["cc:{sn:b}:sns"],
         "stack": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem", "cc:{C:s}:log"],
         "recycle": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem", "cc:{C:s}:log"],

@@ -10,6 +10,7 @@ in every shard's state; a deny list applies once any record is loaded.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,6 +64,8 @@ async def update(inventory: RedisInventory, campaigns: CampaignCache, config: Ca
             raise v.InvalidInput(f"records: user_id {r.user_id!r} appears twice in one call")
         seen.add(r.user_id)
 
+    call_id = uuid.uuid4().hex  # the same for every shard and every retry of this one update
+
     async def write(c: CampaignConfig) -> int:
         by_shard: dict[int, list[str]] = defaultdict(list)
         for record in records:
@@ -70,8 +73,8 @@ async def update(inventory: RedisInventory, campaigns: CampaignCache, config: Ca
 
         async def one(shard: int, lines: list[str]) -> int:
             keys = shard_keys(c.campaign_id, shard)
-            reply = await scripts.ELIGIBILITY(inventory.redis, [keys.state, keys.elig],
-                                              [c.epoch, "\n".join(lines)])
+            reply = await scripts.ELIGIBILITY(inventory.redis, [keys.state, keys.elig, keys.elig_calls],
+                                              [c.epoch, "\n".join(lines), call_id])
             if int(reply[0]) < 0:
                 raise refusal(c.campaign_id, shard, reply)
             return int(reply[0])

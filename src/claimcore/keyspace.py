@@ -11,13 +11,16 @@ counters and grant figures but no stock and no users):
   cc:{C:s}:reqs           HASH   "user|request_id" -> "voucher|granted_at|channel"
   cc:{C:s}:leases         HASH   lease_id -> "dest_shard|amount|at": stock taken from s, in transit
   cc:{C:s}:credited       SET    lease ids already credited to s (makes crediting idempotent)
-  cc:{C:s}:redeem         HASH   redemptions of the shard's users (redeem.lua):
+  cc:{C:s}:redeem         HASH   redemptions of the shard's users (redeem.lua, stack.lua):
                                  "v:<voucher>" -> "R|order|at" used, "F|order|at" given back
                                  by a reversal, "X|order|at" expired when its order was reversed;
                                  "o:<user>|<order>" -> "R|vouchers|merchant|amount|subsidy|at|
                                  channel|sns", R becoming V once reversed;
-                                 "r:<user>|<order>" -> "at|returned|expired" (the reversal)
+                                 "r:<user>|<order>" -> "at|returned|expired" (the reversal);
+                                 "i:<user>" -> "order1,order2,...": the user's orders, so a
+                                 reshard moves every one of them (export.lua)
   cc:{C:s}:elig           HASH   user -> "allowed|denied|region|tag1,tag2" (eligibility.py)
+  cc:{C:s}:eligcalls      SET    ids of the eligibility calls applied here (a resend is ignored)
   cc:{cat:K:b}:users      HASH   user -> the one campaign of category K they hold (categories.py)
   cc:{stack:b}:orders     HASH   decisions of orders stacking several campaigns' vouchers
   cc:{sn:b}:sns           HASH   SN code -> hold or use, across all campaigns (snregistry.py); 64 buckets b
@@ -80,6 +83,7 @@ class ShardKeys(NamedTuple):
     log: str
     redeem: str
     elig: str
+    elig_calls: str
 
     @property
     def claim(self) -> tuple[str, str, str, str, str]:
@@ -109,6 +113,7 @@ def shard_keys(campaign_id: str, shard: int) -> ShardKeys:
         log=f"{tag}:log",
         redeem=f"{tag}:redeem",
         elig=f"{tag}:elig",
+        elig_calls=f"{tag}:eligcalls",
     )
 
 

@@ -195,15 +195,15 @@ async def _copy(inventory: RedisInventory, campaign_id: str, source: int, target
     """
     src, dst = shard_keys(campaign_id, source), shard_keys(campaign_id, target)
     blobs = await scripts.EXPORT(inventory.redis, list(src.moving), ["\n".join(users)])
-    written = await scripts.ADOPT(inventory.redis, list(dst.moving), blobs)
+    written = await scripts.ADOPT(inventory.redis, [*dst.moving, dst.state], blobs)
     redeem_fields = [line.split("\t", 1)[0] for line in blobs[2].split("\n") if line]
     return int(written[0]), int(written[1]), redeem_fields
 
 
 async def _unfreeze(inventory: RedisInventory, new: CampaignConfig) -> None:
     pipe = inventory.redis.pipeline(transaction=False)
-    for s in range(new.shard_slots):
-        pipe.hset(shard_keys(new.campaign_id, s).state, "moving", 0)
+    for s in range(new.shard_slots):  # thawed: a fence of this epoch resent later freezes nothing
+        pipe.hset(shard_keys(new.campaign_id, s).state, mapping={"moving": 0, "thawed": new.epoch})
     await pipe.execute()
 
 

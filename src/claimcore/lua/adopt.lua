@@ -5,6 +5,8 @@
 -- KEYS[2]  cc:{C:s}:reqs
 -- KEYS[3]  cc:{C:s}:redeem
 -- KEYS[4]  cc:{C:s}:elig
+-- KEYS[5]  cc:{C:s}:state   eligdata set to 1 once an eligibility record arrives: claims here
+--                           must check it, whatever the shard had before
 -- ARGV     users, reqs, redeem, elig: the four blobs export.lua returned
 -- Returns  the records written, per blob
 --
@@ -17,4 +19,5 @@ for i = 1, 4 do
     out[i] = out[i] + redis.call('HSETNX', KEYS[i], field, value)
   end
 end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[5], 'eligdata', 1) end
 return out

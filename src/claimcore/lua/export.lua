@@ -8,7 +8,8 @@
 -- ARGV[1]  the users, one per line
 -- Returns  { users, reqs, redeem, elig }: lines "user<TAB>user_record",
 --          "user|request_id<TAB>record", "field<TAB>value" of the users' redemption records
---          (their vouchers' use, their orders and reversals), and "user<TAB>eligibility"
+--          (their vouchers' use; every order and reversal, by the user's order index "i:<user>"
+--          and by their vouchers' marks; the index itself), and "user<TAB>eligibility"
 --
 -- One argument in, four out, whatever the number of users: a reshard moves
 -- tens of thousands of records while claims of the movers wait, and every
@@ -25,9 +26,9 @@ for user in string.gmatch(ARGV[1], '[^\n]+') do
   local erec = redis.call('HGET', KEYS[4], user)
   if erec then elig[#elig + 1] = user .. '\t' .. erec end
   local urec = redis.call('HGET', KEYS[1], user)
+  local orders = {}
   if urec then
     users[#users + 1] = user .. '\t' .. urec
-    local orders = {}
     for rid in string.gmatch(string.match(urec, '^[^|]*|[^|]*|[^|]*|(.*)$'), '[^,]+') do
       local field = user .. '|' .. rid
       local rec = redis.call('HGET', KEYS[2], field)
@@ -37,10 +38,14 @@ for user in string.gmatch(ARGV[1], '[^\n]+') do
         if use then orders[string.match(use, '^%a|([^|]*)|')] = true end
       end
     end
-    for order in pairs(orders) do
-      take('o:' .. user .. '|' .. order)
-      take('r:' .. user .. '|' .. order)
-    end
+  end
+  local index = take('i:' .. user)
+  if index then
+    for order in string.gmatch(index, '[^,]+') do orders[order] = true end
+  end
+  for order in pairs(orders) do
+    take('o:' .. user .. '|' .. order)
+    take('r:' .. user .. '|' .. order)
   end
 end
 return { table.concat(users, '\n'), table.concat(reqs, '\n'), table.concat(redeem, '\n'),
