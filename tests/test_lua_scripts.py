@@ -307,7 +307,8 @@ def test_replay_and_same_request_id_from_another_user(
 
     async def other_user(inv: RedisInventory, client: Any) -> Any:
         eve = await inv.claim(cid, 0, T0 + 1000, [ClaimItem("eve", "rq", "app")])
-        again = await inv.claim(cid, 0, T0 + 2000, [ClaimItem("eve", "rq", "app"), ClaimItem("bob", "rq", "web")])
+        again = await inv.claim(cid, 0, T0 + 2000, [ClaimItem("eve", "rq", "app"),
+                                                    ClaimItem("bob", "rq", "web")])
         return (eve, again, await get_request(inv, cid, 0, "bob", "rq"),
                 await get_request(inv, cid, 0, "eve", "rq"))
 
@@ -388,7 +389,8 @@ def test_same_request_id_from_users_on_other_and_same_shards(
             await inv.claim(cid, 0, T0 + 3, [ClaimItem(dave, "dup", ""), ClaimItem(erin, "dup", "")]),
         ]
         replays = [
-            await inv.claim(cid, 0, T0 + 100, [ClaimItem(carol, "shared", "c"), ClaimItem(alice, "shared", "a"),
+            await inv.claim(cid, 0, T0 + 100, [ClaimItem(carol, "shared", "c"),
+                                               ClaimItem(alice, "shared", "a"),
                                                ClaimItem(erin, "dup", ""), ClaimItem(dave, "dup", "")]),
             await inv.claim(cid, 1, T0 + 100, [ClaimItem(bob, "shared", "b")]),
         ]
@@ -1408,7 +1410,8 @@ def test_model_matches_redis(redis_server: EmbeddedRedis) -> None:
             for s, m in enumerate(self.shards):
                 state, users, reqs, leases = replies[4 * s: 4 * s + 4]
                 assert (state, users, reqs) == m.redis_form(), s
-                in_transit = {lid: raw for lid, raw in leases.items() if not raw.endswith("|C")}  # kept, credited
+                # credited leases are kept (marked C): only those in transit are in the model
+                in_transit = {lid: raw for lid, raw in leases.items() if not raw.endswith("|C")}
                 assert in_transit == {lid: f"{dest}|{amount}|{T0}"
                                       for lid, (donor, dest, amount) in self.leases.items() if donor == s}
             fig = self.do(self.inv.figures(self.cfg))

@@ -94,7 +94,8 @@ def test_a_failed_redemption_leaves_its_sn_free(admin, claims, redeem, redis_cli
 def test_holds_left_by_a_dead_node_are_settled_from_its_order(admin, claims, redeem, redis_client):
     cid, vouchers = campaign_with_vouchers(admin, claims, ["dead1", "dead2", "next1", "next2"])
     # dead1's node held SN-A, then died before redeeming: its order does not exist
-    redis_client.hset(sn_key(shard_of("SN-A", SN_BUCKETS)), "SN-A", f"H|1|dead|{owner_of(cid, 'dead1', 'o-dead')}")
+    redis_client.hset(sn_key(shard_of("SN-A", SN_BUCKETS)), "SN-A",
+                      f"H|1|dead|{owner_of(cid, 'dead1', 'o-dead')}")
     # dead2's node redeemed with SN-B, then died before committing the hold
     assert use(redeem, cid, "dead2", vouchers["dead2"], "o-dead2", ["SN-B"]).outcome == pb.REDEEMED
     redis_client.hset(sn_key(shard_of("SN-B", SN_BUCKETS)), "SN-B",

@@ -113,8 +113,8 @@ def test_parts_left_by_a_dead_coordinator_are_settled_from_its_decision(redis_se
                     "prepare", 0, now_ms(), user, order, "i1", "m1", 5000, 1000, 500, 0, "", "", stale, 1000,
                     voucher])
                 assert int(reply[0]) == 1
-        key = "decided|od"  # only the first coordinator got as far as its decision (of instance i1)
-        await client.hset(stack_key(shard_of(key, SN_BUCKETS)), key, f"U|0||{key}|i1")
+        key = "decided|od|i1"  # only the first coordinator got as far as its decision (of instance i1)
+        await client.hset(stack_key(shard_of(key, SN_BUCKETS)), key, f"U|0||{key}")
 
     run(redis_server, prepare)
     cases = (("decided a", a, va, "decided"), ("decided b", b, vb, "decided"),

@@ -22,7 +22,8 @@ counters and grant figures but no stock and no users):
   cc:{C:s}:elig           HASH   user -> "allowed|denied|region|tag1,tag2" (eligibility.py)
   cc:{C:s}:eligcalls      SET    ids of the eligibility calls applied here (a resend is ignored)
   cc:{cat:K:b}:users      HASH   user -> the one campaign of category K they hold (categories.py)
-  cc:{stack:b}:orders     HASH   decisions of orders stacking several campaigns' vouchers
+  cc:{stack:b}:orders     HASH   decisions of orders stacking several campaigns' vouchers, by
+                                 "user|order|instance" (redemption.py)
   cc:{sn:b}:sns           HASH   SN code -> hold or use, across all campaigns (snregistry.py); 64 buckets b
   cc:{C}:merchants        HASH   merchant_id -> "category|region|name" (tag C)
   cc:{C:s}:log            STREAM the shard's ledger: one entry per script call that changed
@@ -58,7 +59,7 @@ def sn_key(bucket: int) -> str:
 
 
 def stack_key(bucket: int) -> str:
-    """The decisions of stacked orders, "user|order" -> "U|0|user|order" (redemption.py)."""
+    """The decisions of stacked orders, "user|order|instance" -> "U|0||user|order|instance"."""
     return f"cc:{{stack:{bucket}}}:orders"
 
 

@@ -303,10 +303,9 @@ class Redemptions:
             config, reply = refusal_
             return Redeemed(int(reply[0]), [str(x) for x in reply[3:]],
                             detail=f"campaign {config.campaign_id}: {DETAILS.get(int(reply[0]), '')}")
-        decided = await scripts.HOLDS(self.inventory.redis, [stack_key(shard_of(f"{user_id}|{order_id}",
-                                                                                  SN_BUCKETS))],
-                                      ["decide", stack_owner(user_id, order_id, instance), "", now_ms(),
-                                       deadline, MARGIN_MS, f"{user_id}|{order_id}"])
+        decision = stack_owner(user_id, order_id, instance)
+        decided = await scripts.HOLDS(self.inventory.redis, [stack_key(shard_of(decision, SN_BUCKETS))],
+                                      ["decide", decision, "", now_ms(), deadline, MARGIN_MS, decision])
         if int(decided[0]) != 0:
             await self._abort(parts, user_id, order_id, instance)
             if held:

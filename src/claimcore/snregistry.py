@@ -107,15 +107,13 @@ class SnRegistry:
 
 
 def stack_owner(user_id: str, order_id: str, instance: str) -> str:
-    """The owner of a stacked order's decision: the order instance, not only its id."""
+    """A stacked order's decision is kept under (and owned by) the order instance, not only its id:
+    another order that reuses the id, over other campaigns, has a decision of its own."""
     return f"{user_id}|{order_id}|{instance}"
 
 
 async def stack_decided(inventory: RedisInventory, user_id: str, order_id: str, prepared: str) -> bool:
-    """Whether the stacked order that left this prepared record ("P|...|instance") was decided:
-    its decision names the same instance (an order of other content reusing the id does not count)."""
-    instance = prepared.rsplit("|", 1)[1]
-    key = f"{user_id}|{order_id}"
+    """Whether the stacked order that left this prepared record ("P|...|instance") was decided."""
+    key = stack_owner(user_id, order_id, prepared.rsplit("|", 1)[1])
     decision = await inventory.redis.hget(stack_key(shard_of(key, SN_BUCKETS)), key)
-    return bool(decision) and decision.startswith("U|") and \
-        decision.split("|", 3)[3] == stack_owner(user_id, order_id, instance)
+    return bool(decision) and decision.startswith("U|")

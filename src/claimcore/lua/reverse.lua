@@ -31,7 +31,7 @@ local valid_for = tonumber(ARGV[5])
 local okey, rkey = 'o:' .. user .. '|' .. order, 'r:' .. user .. '|' .. order
 local rec = redis.call('HGET', KEYS[4], okey)
 if not rec or rec:sub(1, 1) == 'P' then return { 2 } end  -- P: a stacked order not yet decided
-local sns = string.match(rec, '^%a|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|(.*)$') or ''
+local sns = string.match(rec, '^%a|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|([^|]*)') or ''  -- then a stacked instance
 if rec:sub(1, 1) == 'V' then
   local at, returned, expired = string.match(redis.call('HGET', KEYS[4], rkey), '^([^|]*)|([^|]*)|(.*)$')
   return { 1, tonumber(at), returned, expired, sns }

@@ -6,7 +6,8 @@
 -- KEYS[3]  cc:{C:s}:reqs     HASH "user|request_id" -> "voucher|granted_at|channel"
 -- KEYS[4]  cc:{C:s}:redeem   HASH redemption records (keyspace.py); a part being prepared is
 --                            "v:<voucher>" -> "P|order|deadline|instance" and
---                            "o:<user>|<order>" -> "P|...|deadline|instance"
+--                            "o:<user>|<order>" -> "P|...|deadline|instance", and once
+--                            committed "R|...|sns|instance"
 -- KEYS[5]  cc:{C:s}:log      STREAM the shard's ledger (an entry at commit only)
 -- ARGV     op, epoch, now_ms (the node's clock: deadlines are the coordinator's), user, order_id,
 --          instance (the stacked order's identity: a digest of its content, redemption.py), then by op:
@@ -46,7 +47,7 @@ if op == 'commit' then
   end
   fields[#fields + 1] = okey
   fields[#fields + 1] = 'R|' .. used .. '|' .. merchant .. '|' .. amount .. '|' .. subsidy .. '|' .. now_s
-    .. '|' .. channel .. '|' .. sns
+    .. '|' .. channel .. '|' .. sns .. '|' .. instance
   redis.call('HSET', KEYS[4], unpack(fields))
   redis.call('HINCRBY', KEYS[1], 'redeemed', #fields / 2 - 1)
   redis.call('HINCRBY', KEYS[1], 'subsidy', tonumber(subsidy))
@@ -79,7 +80,9 @@ local wanted = table.concat(vouchers, ',')
 if rec then
   local state, used, _, _, subsidy, at = string.match(rec, '^(%a)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
   if used == wanted and state == 'P' and instance_of(rec) == instance then return { 1, tonumber(subsidy) } end
-  if used == wanted and state == 'R' then return { 9, tonumber(subsidy), tonumber(at) } end
+  if used == wanted and state == 'R' and instance_of(rec) == instance then
+    return { 9, tonumber(subsidy), tonumber(at) }
+  end
   return { 8, 0, 0 }
 end
 
