@@ -60,6 +60,8 @@ OUTCOMES = {
     Code.PAUSED: pb.PAUSED,
     Code.NOT_ELIGIBLE: pb.NOT_ELIGIBLE,
     Code.SOLD_OUT: pb.SOLD_OUT,
+    # A replay of a request another channel was granted: not this channel's grant, so no voucher.
+    Code.OTHER_CHANNEL: pb.ALREADY_CLAIMED,
 }
 UNKNOWN_OUTCOME = "outcome unknown, retry with the same request_id or call GetClaim"
 UNEXPECTED_LOG_EVERY_S = 10.0  # an unexpected error is logged once per this, per kind, with a count
@@ -149,6 +151,8 @@ def voucher_of(config: CampaignConfig, user_id: str, request_id: str, channel_id
 def reply_for(config: CampaignConfig, req: pb.ClaimRequest, result: ItemResult,
               channel: str) -> pb.ClaimReply:
     code = result.code
+    # A replay comes back only to the channel that was granted (another channel's gets
+    # OTHER_CHANNEL), so the caller's channel is the one the grant recorded.
     if code == Code.GRANTED or code == Code.REPLAY:
         return pb.ClaimReply(outcome=pb.GRANTED, voucher=voucher_of(
             config, req.user_id, req.request_id, channel, result.voucher_id, result.granted_at_ms))
@@ -218,7 +222,9 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
         item = ClaimItem(req.user_id, req.request_id, channel)
         snapshot = self.soldout.snapshot(config.campaign_id)
         if snapshot is not None:
-            return reply_for(config, req, snapshot.answer(config, item), channel)
+            answer = snapshot.answer(config, item)
+            if answer is not None:  # else only Redis can tell (soldout.py)
+                return reply_for(config, req, answer, channel)
         shard = shard_of(req.user_id, config.shards)
         wait_ms = self.admission.admit(config, shard)
         if wait_ms:
