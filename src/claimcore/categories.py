@@ -9,8 +9,8 @@ by holding first (holds.lua), around each flush of claims:
 1. hold each user of the batch for this campaign until a deadline, under the
    flush's own token; users held or used by another campaign of the category
    are answered NOT_ELIGIBLE;
-2. claim.lua runs only while the holds are trusted (ARGV[4]: now <= deadline
-   - margin, else it refuses the whole call and the node holds again);
+2. claim.lua runs only while the holds are trusted (ARGV[4]: Redis TIME <=
+   deadline - margin, else it refuses the whole call and the node holds again);
 3. users who now hold a voucher of the campaign (any of their items in the
    flush granted, replayed, or at the limit) have their hold turned into a
    use; the others' holds are dropped, by this flush's token only: another
@@ -32,7 +32,6 @@ from typing import NamedTuple
 from claimcore import scripts
 from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
-from claimcore.clock import now_ms
 from claimcore.inventory import Code, ItemResult, RedisInventory
 from claimcore.keyspace import SN_BUCKETS, category_key
 from claimcore.snregistry import HOLD_MS, MARGIN_MS, run_holds
@@ -45,7 +44,7 @@ HOLDING = (Code.GRANTED, Code.REPLAY, Code.ALREADY_CLAIMED, Code.OTHER_CHANNEL)
 class Holds(NamedTuple):
     """One flush's holds on a campaign's users."""
 
-    trusted_until: int   # claim.lua refuses the flush after this (node clock)
+    trusted_until: int   # claim.lua refuses the flush after this (Redis time)
     refused: set[str]    # users another campaign of the category has
     token: str           # this flush's own: only it lets these holds go
 
@@ -55,21 +54,22 @@ class CategoryGate:
         self.inventory = inventory
 
     async def _each(self, config: CampaignConfig, op: str, users: set[str], token: str = "",
-                    deadline: int = 0) -> list[list[str]]:
+                    arg: int = 0) -> list[list[str]]:
         return await run_holds(self.inventory, lambda b: category_key(config.category, b), op,
-                               config.campaign_id, users, token, deadline)
+                               config.campaign_id, users, token, arg)
 
     async def hold(self, config: CampaignConfig, users: set[str]) -> Holds:
         """Hold the users for the campaign, under a token of this flush's own."""
         token = uuid.uuid4().hex[:16]
-        deadline = now_ms() + HOLD_MS
+        deadline = 0
         refused: set[str] = set()
         for attempt in range(2):
             stale: list[tuple[str, str]] = []
-            for reply in await self._each(config, "hold_each", users, token, deadline):
+            for reply in await self._each(config, "hold_each", users, token, HOLD_MS):
                 n = int(reply[0])
-                refused.update(reply[1:1 + n])
-                stale += [(reply[i], reply[i + 1]) for i in range(1 + n, len(reply), 2)]
+                deadline = min(deadline or int(reply[1]), int(reply[1]))  # the earliest bucket's
+                refused.update(reply[2:2 + n])
+                stale += [(reply[i], reply[i + 1]) for i in range(2 + n, len(reply), 2)]
             if not stale:
                 break
             await asyncio.gather(*(self._settle(config, user, record) for user, record in stale))
@@ -97,7 +97,7 @@ class CategoryGate:
         holder = record.split("|", 3)[3]
         holds_one = await self.inventory.holds_voucher(holder, user)
         await scripts.HOLDS(self.inventory.redis, [category_key(config.category, shard_of(user, BUCKETS))],
-                            ["settle", holder, "", now_ms(), 1 if holds_one else 0, MARGIN_MS, user])
+                            ["settle", holder, "", 1 if holds_one else 0, MARGIN_MS, user])
 
 
 NOT_ELIGIBLE = ItemResult(Code.NOT_ELIGIBLE, "", 0)

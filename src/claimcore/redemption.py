@@ -288,7 +288,7 @@ class Redemptions:
                 return Redeemed(RedeemCode.SN_ALREADY_SUBSIDISED, [],
                                 detail=f"{', '.join(taken)}: subsidised already, or being subsidised")
             held = list(sn_codes)
-        deadline = now_ms() + HOLD_MS
+        deadline = await self.inventory.redis_time_ms() + HOLD_MS  # Redis time, as every hold's
         if trusted_until:
             deadline = min(deadline, trusted_until)
         args = [merchant_id, amount_cents, "", "", "", channel_id, ",".join(sn_codes), deadline, MARGIN_MS]
@@ -305,7 +305,7 @@ class Redemptions:
                             detail=f"campaign {config.campaign_id}: {DETAILS.get(int(reply[0]), '')}")
         decision = stack_owner(user_id, order_id, instance)
         decided = await scripts.HOLDS(self.inventory.redis, [stack_key(shard_of(decision, SN_BUCKETS))],
-                                      ["decide", decision, "", now_ms(), deadline, MARGIN_MS, decision])
+                                      ["decide", decision, "", deadline, MARGIN_MS, decision])
         if int(decided[0]) != 0:
             await self._abort(parts, user_id, order_id, instance)
             if held:

@@ -6,14 +6,14 @@ a cross-slot rule, kept by holding before redeeming (holds.lua):
 
 1. hold every SN code of the order, all or none, until a deadline;
 2. redeem.lua records the order only while the holds are trusted
-   (now <= deadline - margin, on this node's clock);
+   (now <= deadline - margin; deadlines and now are Redis TIME, never a node's clock);
 3. commit the holds (used for good) if the order was redeemed, else release them.
 
 A node that dies between 1 and 3 leaves holds that others trust until
 deadline + margin. After that, the next order that wants one of those SN
 codes settles it: it reads the stale holder's order record, and the hold
 becomes used if that order was redeemed, free otherwise. The margin covers
-clock differences between nodes, so two orders can never both use an SN.
+clock differences between Redis masters, so two orders can never both use an SN.
 A reversed order releases its SN codes.
 """
 
@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterable
 
 from claimcore import scripts
 from claimcore._fast import shard_of
-from claimcore.clock import now_ms
 from claimcore.inventory import RedisInventory
 from claimcore.keyspace import SN_BUCKETS, sn_key, stack_key
 
@@ -43,15 +42,15 @@ def owner_of(campaign_id: str, user_id: str, order_id: str) -> str:
 
 
 async def run_holds(inventory: RedisInventory, key_of: Callable[[int], str], op: str, owner: str,
-                    things: Iterable[str], token: str = "", deadline: int = 0) -> list[list[str]]:
-    """holds.lua's `op` for `owner` (as the holder `token`) on each bucket the things fall in (all
-    at once); the replies. Used by the SN registry and the category registry (categories.py)."""
+                    things: Iterable[str], token: str = "", arg: int = 0) -> list[list[str]]:
+    """holds.lua's `op` for `owner` (as the holder `token`; `arg` as holds.lua says) on each bucket
+    the things fall in (all at once); the replies. Used by the SN registry and the category
+    registry (categories.py)."""
     buckets: dict[int, list[str]] = defaultdict(list)
     for thing in things:
         buckets[shard_of(thing, SN_BUCKETS)].append(thing)
-    now = now_ms()
     replies = await asyncio.gather(*(
-        scripts.HOLDS(inventory.redis, [key_of(b)], [op, owner, token, now, deadline, MARGIN_MS, *members])
+        scripts.HOLDS(inventory.redis, [key_of(b)], [op, owner, token, arg, MARGIN_MS, *members])
         for b, members in buckets.items()))
     return [[str(x) for x in reply] for reply in replies]
 
@@ -60,9 +59,9 @@ class SnRegistry:
     def __init__(self, inventory: RedisInventory) -> None:
         self.inventory = inventory
 
-    async def _each(self, op: str, owner: str, sns: list[str], token: str = "", deadline: int = 0
+    async def _each(self, op: str, owner: str, sns: list[str], token: str = "", arg: int = 0
                     ) -> list[list[str]]:
-        return await run_holds(self.inventory, sn_key, op, owner, sns, token, deadline)
+        return await run_holds(self.inventory, sn_key, op, owner, sns, token, arg)
 
     async def hold(self, owner: str, sns: list[str]) -> tuple[int, list[str], str]:
         """(trusted-until time, [], token) if every SN code is now held for this order by this
@@ -70,12 +69,11 @@ class SnRegistry:
         this attempt's holds left behind (and none of the order's committed uses touched)."""
         token = uuid.uuid4().hex[:16]
         for _ in range(3):
-            deadline = now_ms() + HOLD_MS
-            replies = await self._each("hold", owner, sns, token, deadline)
+            replies = await self._each("hold", owner, sns, token, HOLD_MS)
             taken = [sn for r in replies if r[0] == "1" for sn in r[1:]]
             stale = [(r[i], r[i + 1]) for r in replies if r[0] == "2" for i in range(1, len(r), 2)]
-            if not taken and not stale:
-                return deadline - MARGIN_MS, [], token
+            if not taken and not stale:  # trusted until the earliest bucket's deadline - margin
+                return min(int(r[1]) for r in replies) - MARGIN_MS, [], token
             await self.drop(owner, token, sns)  # other buckets may have held for us
             if taken:
                 return 0, taken, ""
@@ -103,7 +101,7 @@ class SnRegistry:
         used = bool(order) and (order.startswith("R") or (
             order.startswith("P") and await stack_decided(self.inventory, user_id, order_id, order)))
         await scripts.HOLDS(self.inventory.redis, [sn_key(shard_of(sn, SN_BUCKETS))],
-                            ["settle", holder, "", now_ms(), 1 if used else 0, MARGIN_MS, sn])
+                            ["settle", holder, "", 1 if used else 0, MARGIN_MS, sn])
 
 
 def stack_owner(user_id: str, order_id: str, instance: str) -> str:

@@ -39,7 +39,7 @@ end
 --   'released' L (given up by its user)
 --   'expired'  E (recycled as expired) or X (expired when its order was reversed)
 -- A recycle mark (E, X, L) is final: no clock can make such a voucher usable again.
-local function use_state(use, node_now, margin)
+local function use_state(use, now, margin)
   if not use then return 'free' end
   local mark = string.sub(use, 1, 1)
   if mark == 'F' then return 'free' end
@@ -47,7 +47,7 @@ local function use_state(use, node_now, margin)
   if mark == 'L' then return 'released' end
   if mark == 'P' then
     local deadline = tonumber(string.match(use, '^P|[^|]*|([^|]*)'))
-    if node_now > deadline + margin then return 'stale' end
+    if now > deadline + margin then return 'stale' end  -- deadlines are Redis time (holds.lua)
   end
   return 'used'
 end

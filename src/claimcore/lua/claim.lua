@@ -9,10 +9,11 @@
 --                           e=grant t=now g="user<TAB>request_id<TAB>voucher<TAB>channel" lines
 -- KEYS[5]  cc:{C:s}:elig    HASH user -> "allowed|denied|region|tags" (eligibility.lua), read
 --                           only when the campaign has a rule or eligibility data was loaded
--- ARGV[1]  now_ms (front node clock; no TIME in scripts)
+-- ARGV[1]  now_ms (front node clock): the campaign window and the grant's time. Decisions another
+--          node must agree with (expiry, holds, recycled stock) use Redis TIME instead
 -- ARGV[2]  voucher id prefix "<C>-<s>-"
 -- ARGV[3]  epoch of the shard map the node routed by (see reshard.py)
--- ARGV[4]  until when the node's category holds are trusted (categories.py); 0 = none
+-- ARGV[4]  until when the node's category holds are trusted, in Redis time (categories.py); 0 = none
 -- ARGV[5..] triples: user_id, request_id, channel_id  (at most 1000 triples)
 --
 -- Returns { stock_left, code_1, voucher_1, at_1, code_2, ... } with one
@@ -46,7 +47,10 @@ end
 if node_epoch < epoch then return { -2, epoch } end
 if node_epoch > epoch or st[9] == '1' then return { -3, epoch } end
 local trusted_until = tonumber(ARGV[4])
-if trusted_until > 0 and tonumber(ARGV[1]) > trusted_until then return { -4 } end
+if trusted_until > 0 then  -- category holds are judged by Redis time, as holds.lua set them
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > trusted_until then return { -4 } end
+end
 local stock, seq, granted = tonumber(st[1]), tonumber(st[2]), tonumber(st[3])
 -- Recycled stock joins once its delay is over, by this shard's clock (recycle.lua says why).
 local returned = 0

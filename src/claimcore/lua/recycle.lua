@@ -6,8 +6,8 @@
 -- KEYS[3]  cc:{C:s}:reqs     HASH "user|request_id" -> "voucher|granted_at|channel"
 -- KEYS[4]  cc:{C:s}:redeem   HASH "v:<voucher>" -> "<state>|order|at" (redeem.lua)
 -- KEYS[5]  cc:{C:s}:log      STREAM the shard's ledger
--- ARGV     epoch, now_ms (the node's: only to judge stacked preparations, whose deadlines are
---          the node's), op, valid_for_ms, then pairs user, voucher
+-- ARGV     epoch, now_ms (the node's clock; unused: this shard's Redis TIME judges), op,
+--          valid_for_ms, then pairs user, voucher
 --   op 'expire'   each voucher past its validity and unused is marked E and its stock comes back
 --   op 'release'  each voucher still valid and unused is marked L (its user gave it up), and
 --                 its stock comes back; one found expired is recycled as expired instead (E)
@@ -31,7 +31,7 @@ if node_epoch > epoch or st[2] == '1' then return { -3, epoch } end
 
 local STALE_MARGIN_MS = 1000  -- the clock margin of every hold (snregistry.MARGIN_MS)
 local now, now_s = redis_now()
-local node_now, op, valid_for = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local op, valid_for = ARGV[3], tonumber(ARGV[4])
 local out, fields = { 0 }, {}
 local expired_lines, released_lines = {}, {}
 local grants = {}
@@ -40,7 +40,7 @@ for i = 5, #ARGV, 2 do
   grants[user] = grants[user] or grants_of(KEYS[2], KEYS[3], user)
   local granted_at = grants[user][voucher]
   local use = fields['v:' .. voucher] or redis.call('HGET', KEYS[4], 'v:' .. voucher)
-  local state = use_state(use, node_now, STALE_MARGIN_MS)
+  local state = use_state(use, now, STALE_MARGIN_MS)
   local expired = valid_for > 0 and granted_at ~= nil and now >= granted_at + valid_for
   local code = 0
   if granted_at == nil then

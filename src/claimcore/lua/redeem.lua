@@ -6,10 +6,10 @@
 -- KEYS[3]  cc:{C:s}:reqs     HASH "user|request_id" -> "voucher|granted_at|channel"
 -- KEYS[4]  cc:{C:s}:redeem   HASH redemption records (keyspace.py)
 -- KEYS[5]  cc:{C:s}:log      STREAM the shard's ledger
--- ARGV     epoch, now_ms (the node's clock: judges only its own SN holds and stacked deadlines),
+-- ARGV     epoch, now_ms (the node's clock; unused: every time here is this shard's Redis TIME),
 --          user, order_id, merchant_id, order_amount, min_spend, value,
 --          valid_for_ms, channel, sn_codes (comma-joined), the SN holds' trusted-until time
---          (0 = no SN codes; holds.lua), then the voucher ids (sorted)
+--          (Redis time; 0 = no SN codes; holds.lua), then the voucher ids (sorted)
 -- Returns  { 1, subsidy, at, vouchers... }        REDEEMED (now, or earlier for this order)
 --          { code, 0, 0, vouchers at fault... }  2 ALREADY_REDEEMED, 3 EXPIRED, 4 NOT_OWNER,
 --                                                6 BELOW_MINIMUM_SPEND, 8 ORDER_ID_REUSED,
@@ -35,7 +35,7 @@ if node_epoch < epoch then return { -2, epoch } end
 if node_epoch > epoch or st[2] == '1' then return { -3, epoch } end
 
 local STALE_MARGIN_MS = 1000  -- the clock margin of every hold (snregistry.MARGIN_MS)
-local node_now, user, order = tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local user, order = ARGV[3], ARGV[4]
 local now, now_s = redis_now()
 local amount, min_spend, value = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local valid_for = tonumber(ARGV[9])
@@ -71,7 +71,7 @@ end
 local states = {}
 for _, v in ipairs(vouchers) do
   local use = redis.call('HGET', KEYS[4], 'v:' .. v)
-  states[v] = use_state(use, node_now, STALE_MARGIN_MS)
+  states[v] = use_state(use, now, STALE_MARGIN_MS)
   if states[v] == 'stale' then return { 13, v, use } end
 end
 local used = function(v) return states[v] == 'used' or states[v] == 'released' end
@@ -95,7 +95,7 @@ for _, v in ipairs(vouchers) do
 end
 if amount < min_spend * #vouchers then return fault(6, function() return true end) end
 local sn_trusted_until = tonumber(ARGV[12])
-if sn_trusted_until > 0 and node_now > sn_trusted_until then return { 12, 0, 0 } end
+if sn_trusted_until > 0 and now > sn_trusted_until then return { 12, 0, 0 } end
 
 local subsidy = math.min(amount, value * #vouchers)
 local fields = {}

@@ -9,9 +9,10 @@
 --                            "o:<user>|<order>" -> "P|...|deadline|instance", and once
 --                            committed "R|...|sns|instance"
 -- KEYS[5]  cc:{C:s}:log      STREAM the shard's ledger (an entry at commit only)
--- ARGV     op, epoch, now_ms (the node's clock: deadlines are the coordinator's), user, order_id,
+-- ARGV     op, epoch, now_ms (the node's clock; unused), user, order_id,
 --          instance (the stacked order's identity: a digest of its content, redemption.py), then by op:
---   prepare  merchant, amount, min_spend, value, valid_for_ms, channel, sns, deadline, margin, vouchers...
+--   prepare  merchant, amount, min_spend, value, valid_for_ms, channel, sns, deadline (Redis time),
+--            margin, vouchers...
 --            -> { 1, subsidy } prepared (now or before); { 9, subsidy, at } committed before;
 --               { code, 0, 0, vouchers... } refused as redeem.lua (2, 3, 4, 6, 8);
 --               { 13, voucher, record } a voucher is held by another order's stale preparation
@@ -29,7 +30,7 @@ local st = redis.call('HMGET', KEYS[1], 'epoch', 'moving')
 local epoch, node_epoch = tonumber(st[1] or '0'), tonumber(ARGV[2])
 if node_epoch < epoch then return { -2, epoch } end
 if node_epoch > epoch or st[2] == '1' then return { -3, epoch } end
-local op, node_now, user, order, instance = ARGV[1], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
+local op, user, order, instance = ARGV[1], ARGV[4], ARGV[5], ARGV[6]
 local now, now_s = redis_now()
 local okey = 'o:' .. user .. '|' .. order
 local rec = redis.call('HGET', KEYS[4], okey)
@@ -97,7 +98,7 @@ for _, v in ipairs(vouchers) do if not_owned(v) then return fault(4, not_owned) 
 local states = {}
 for _, v in ipairs(vouchers) do
   local use = redis.call('HGET', KEYS[4], 'v:' .. v)
-  states[v] = use_state(use, node_now, margin)
+  states[v] = use_state(use, now, margin)
   if states[v] == 'stale' then return { 13, v, use } end
   if states[v] == 'used' or states[v] == 'released' then return fault(2, function(x) return x == v end) end
 end
