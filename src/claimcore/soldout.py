@@ -37,7 +37,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from claimcore.campaign import CampaignConfig
 from claimcore.clock import now_ms
-from claimcore.inventory import ClaimItem, Code, ItemResult, RedisInventory, round_lease
+from claimcore.inventory import RETURN_DELAY_MS, ClaimItem, Code, ItemResult, RedisInventory, round_lease
 from claimcore.keyspace import shard_keys
 
 log = logging.getLogger(__name__)
@@ -45,14 +45,16 @@ log = logging.getLogger(__name__)
 SNAPSHOT_LIMIT = 2_000_000  # grants; beyond this the node keeps asking Redis
 REFRESH_S = 1.0             # how often every sold-out campaign is checked against Redis
 
-# How long after the start of its last successful check a snapshot may still answer negatively.
-# Recycled stock waits inventory.RETURN_DELAY_MS (2000) by Redis's clock before claim.lua can grant
-# it, so a check that did not see it started before it came back: answering until 1500 ms after
-# that start ends 500 ms before anyone can be granted it, and every retry of a grant made on
-# another node reaches Redis here. It must stay below RETURN_DELAY_MS minus the checks' jitter
-# (the loop's sleep drifting, a slow Redis read) and above REFRESH_S plus that jitter, or the
-# snapshot lapses between checks (then claims go to Redis: slower, never wrong).
+# How long after the start of its last successful check a snapshot may still answer negatively
+# (defect 8). Recycled stock waits inventory.RETURN_DELAY_MS (2000) by its shard's Redis clock
+# before claim.lua can grant it, and a check that did not see it was sent before it came back, so
+# the snapshot stops answering from that check at least 500 ms before anyone can be granted that
+# stock: the retry of such a grant made on another node always reaches Redis here. Two bounds:
+#   REFRESH_S + the checks' jitter (a busy event loop, a slow read) < SNAPSHOT_TRUST_MS, or the
+#     snapshot lapses between checks (claims then go to Redis: slower, never wrong);
+#   SNAPSHOT_TRUST_MS < RETURN_DELAY_MS - that jitter, with room for Redis's clock being slewed.
 SNAPSHOT_TRUST_MS = 1500
+assert REFRESH_S * 1000 < SNAPSHOT_TRUST_MS < RETURN_DELAY_MS, "the bounds above"
 # A round is credited when shard 0's Redis clock reaches its release time (credit.lua). The node
 # estimates that clock as Redis TIME read in the check + the node's monotonic time since the read
 # was sent (an estimate never behind Redis), and stops answering this much before the release:
