@@ -109,5 +109,5 @@ class RedeemService(pb_grpc.RedeemServiceServicer):
             released = await recycling.release(self.redemptions.inventory, self.campaigns, config,
                                                request.user_id, request.voucher_id)
             return pb.ReleaseReply(released=released, detail="" if released else (
-                "not released: not this user's voucher, in use, expired, or released already"))
+                "not released: not this user's voucher, in use, or expired"))
         raise AssertionError("unreachable")
