@@ -380,33 +380,53 @@ def _channels(ws: WorldState, calls: list[Call]) -> list[Violation]:
 
 
 def _orders(ws: WorldState, calls: list[Call]) -> list[Violation]:
-    """Per (user, order id): the vouchers Redis holds redeemed under it, over every campaign."""
-    held: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for cs in ws.campaigns.values():
-        for g in cs.home_grants():
-            mark = cs.mark(g.user, g.voucher)
-            if not mark or mark[0] not in "RP":
-                continue
-            order = mark.split("|")[1]
-            if mark[0] == "R" or decided(ws, g.user, order, cs.order(g.user, order)):
-                held[(g.user, order)].add(g.voucher)
-    sent: dict[tuple[str, str], list[Call]] = defaultdict(list)
+    """Per (user, order id), the parts Redis holds redeemed (R, reversed since V, or prepared and
+    decided P: each campaign's order record names its vouchers) must be the parts of one call that
+    redeemed it, or might have: every part of that call, none from elsewhere."""
+    held: dict[tuple[str, str], dict[str, frozenset[str]]] = defaultdict(dict)
+    for cid, cs in ws.campaigns.items():
+        for s, redeem in enumerate(cs.redeem):
+            for fld, record in redeem.items():
+                if not fld.startswith("o:") or record[:1] not in ("R", "V", "P"):
+                    continue
+                user, order = fld[2:].split("|", 1)
+                if s != cs.home(user) or (record[0] == "P" and not decided(ws, user, order, record)):
+                    continue
+                held[(user, order)][cid] = frozenset(v for v in record.split("|")[1].split(",") if v)
+    sent: dict[tuple[str, str], list[tuple[Call, dict[str, frozenset[str]]]]] = defaultdict(list)
     for c in calls:
-        if c.rpc == "Redeem":
-            sent[(c.user, c.order_id)].append(c)
+        if c.rpc == "Redeem" and c.outcome in ("REDEEMED", UNKNOWN):
+            parts = {cid: frozenset(vs) for cid, vs in (c.parts or ((c.campaign, c.vouchers),))}
+            sent[(c.user, c.order_id)].append((c, parts))
     out = []
-    for (user, order), vouchers in sorted(held.items()):
-        candidates = [c for c in sent.get((user, order), []) if c.outcome in ("REDEEMED", UNKNOWN)]
-        if not any(set(c.vouchers) == vouchers for c in candidates):
-            out.append(
-                Violation(
-                    "order-all-or-none",
-                    "",
-                    f"order {order} of {user} holds {sorted(vouchers)} redeemed; the calls that "
-                    f"redeemed it or might have sent {[sorted(c.vouchers) for c in candidates]}",
-                    {f"user:{user}", f"order:{user}|{order}"} | {f"voucher:{v}" for v in vouchers},
+    for (user, order), parts in sorted(held.items()):
+        keys = {f"user:{user}", f"order:{user}|{order}"} | {
+            f"voucher:{v}" for vs in parts.values() for v in vs
+        }
+        for cid, vouchers in sorted(parts.items()):
+            matching = [(c, p) for c, p in sent.get((user, order), []) if p.get(cid) == vouchers]
+            if not matching:
+                out.append(
+                    Violation(
+                        "order-all-or-none",
+                        cid,
+                        f"order {order} of {user} holds {sorted(vouchers)} redeemed in {cid}, "
+                        f"but no call that redeemed it (or might have) sent that part",
+                        keys,
+                    )
                 )
-            )
+            elif not any(all(parts.get(c2) == v2 for c2, v2 in p.items()) for _, p in matching):
+                sent_parts = [{c2: sorted(v2) for c2, v2 in p.items()} for _, p in matching]
+                out.append(
+                    Violation(
+                        "order-all-or-none",
+                        cid,
+                        f"order {order} of {user} holds only some parts redeemed: "
+                        f"{ {c2: sorted(v2) for c2, v2 in parts.items()} }; the calls sent "
+                        f"{sent_parts}",
+                        keys,
+                    )
+                )
     return out
 
 

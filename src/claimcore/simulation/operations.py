@@ -26,7 +26,8 @@ from claimcore.v1 import claims_pb2 as pb
 
 DEADLINE_S = 5.0
 RESHARD_DEADLINE_S = 30.0
-SN_POOL = 30  # SN codes drawn by orders: small, so that orders meet on the same codes
+SN_POOL = 20  # SN codes an order draws from at a time: few, so that orders meet on the same codes
+SN_PER_S = 0.5  # new SN codes per second
 MAX_RESENDS = 4
 
 
@@ -67,7 +68,12 @@ class Ctx:
         return self.model.usable(campaign, user, valid_for)
 
     def sns(self, rng: random.Random) -> list[str]:
-        return [f"SN{n}" for n in rng.sample(range(SN_POOL), rng.choice((0, 0, 1, 1, 2)))]
+        """SN codes from a small window that slides over time: orders meet on the same codes (and on
+        codes left held by a killed node), while new, unused codes keep coming."""
+        frontier = int((time.monotonic() - self.started) * SN_PER_S) + SN_POOL
+        return [
+            f"SN{n}" for n in rng.sample(range(frontier - SN_POOL, frontier), rng.choice((0, 0, 1, 1, 2)))
+        ]
 
 
 def _code(err: grpc.aio.AioRpcError) -> str:

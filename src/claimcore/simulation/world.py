@@ -106,19 +106,20 @@ class World:
         return redis.Redis(port=self.server.port, decode_responses=True, socket_timeout=10)
 
     def claimable(self, campaign_id: str) -> int:
-        """Stock on the campaign's shards plus stock returning to them: what a claim could be granted
-        by now (a light read: the campaign hash and each shard's state)."""
+        """Stock on the campaign's shards, with recycled stock whose return delay is over by Redis's
+        clock: what a claim could be granted now (a light read of each shard's state)."""
         client = self.redis_client()
         try:
-            slots = int(
-                client.hget(campaign_key(campaign_id), "slots")
-                or client.hget(campaign_key(campaign_id), "shards")
-                or 0
-            )
+            meta = client.hmget(campaign_key(campaign_id), "slots", "shards")
+            slots = int(meta[0] or meta[1] or 0)
+            seconds, micros = client.time()
+            redis_now = int(seconds) * 1000 + int(micros) // 1000
             total = 0
             for s in range(slots):
-                stock, returning = client.hmget(shard_keys(campaign_id, s).state, "stock", "returning")
-                total += int(stock or 0) + int(returning or 0)
+                stock, returning, due = client.hmget(
+                    shard_keys(campaign_id, s).state, "stock", "returning", "returning_at"
+                )
+                total += int(stock or 0) + (int(returning or 0) if int(due or 0) <= redis_now else 0)
             return total
         finally:
             client.close()
