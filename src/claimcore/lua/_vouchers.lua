@@ -62,6 +62,20 @@ local function give_back(state_key, log_key, op, lines, now, now_s)
   redis.call('XADD', log_key, '*', 'e', op, 't', now_s, 'g', table.concat(lines, '\n'))
 end
 
+-- Of a user's vouchers, record those found expired just now (`newly_expired`: free and past
+-- validity by this shard's clock) as expired (E), their stock given back: the one decision
+-- every later script follows, written in the refusing script's own step.
+local function record_expiries(state_key, redeem_key, log_key, user, vouchers, newly_expired, now, now_s)
+  local lines = {}
+  for _, x in ipairs(vouchers) do
+    if newly_expired(x) then
+      redis.call('HSET', redeem_key, 'v:' .. x, 'E|-|' .. now_s)
+      lines[#lines + 1] = user .. '\t' .. x
+    end
+  end
+  give_back(state_key, log_key, 'expire', lines, now, now_s)
+end
+
 -- Add an order to the user's order index "i:<user>" (once): a reshard moves every order and
 -- reversal record of a moving user by it (export.lua), not only those their vouchers point at.
 local function index_order(redeem_key, user, order)

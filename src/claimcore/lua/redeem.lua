@@ -82,14 +82,7 @@ local newly_expired = function(v) return states[v] == 'free' and valid_for > 0 a
 local expired = function(v) return states[v] == 'expired' or newly_expired(v) end
 for _, v in ipairs(vouchers) do
   if expired(v) then
-    local lines = {}
-    for _, x in ipairs(vouchers) do
-      if newly_expired(x) then
-        redis.call('HSET', KEYS[4], 'v:' .. x, 'E|-|' .. now_s)
-        lines[#lines + 1] = user .. '\t' .. x
-      end
-    end
-    give_back(KEYS[1], KEYS[5], 'expire', lines, now, now_s)
+    record_expiries(KEYS[1], KEYS[4], KEYS[5], user, vouchers, newly_expired, now, now_s)
     return fault(3, expired)
   end
 end
