@@ -16,7 +16,7 @@ import grpc
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from claimcore import scripts
+from claimcore import redemption, scripts, snregistry
 from claimcore._fast import shard_of
 from claimcore.batcher import ClaimBatcher
 from claimcore.campaigns import CampaignCache
@@ -60,11 +60,17 @@ def behind_node(redis_server):
     yield from clock_node(redis_server, -3000)
 
 
-@pytest.fixture(scope="module")
-def ahead_node(redis_server):
-    """A node whose clock is 10 s ahead: it meets holds and preparations as if 10 s had passed
-    (past their 5 s deadline and 1 s margin), without the test waiting for them."""
-    yield from clock_node(redis_server, 10_000)
+@pytest.fixture
+def short_holds(monkeypatch):
+    """This process's coordinator holds SN codes and prepares stacked parts for `ms` instead
+    of 5 s (returns a setter), so that a coordinator that dies leaves holds and parts that are
+    stale (past deadline + the 1 s margin) a few seconds later, not six. Nodes keep theirs."""
+
+    def hold_for(ms: int) -> None:
+        monkeypatch.setattr(snregistry, "HOLD_MS", ms)
+        monkeypatch.setattr(redemption, "HOLD_MS", ms)
+
+    return hold_for
 
 
 @pytest.fixture(scope="module")
@@ -305,23 +311,24 @@ def test_defect_5_the_first_deny_list_landing_during_a_reshard_holds_on_the_new_
 
 
 def test_defect_6_a_stale_sn_hold_of_a_decided_stacked_order_is_settled_as_used(
-        redis_server, node, ahead_node, stubs_of):
+        redis_server, node, stubs_of, short_holds):
     """Defect 6: a stacked order's coordinator died after its decision and before its commits;
     its stale SN hold was settled as free (its parts were only prepared, P), another order was
     subsidised for the SN code, and the first order was committed later: one SN code, two
     subsidies.
 
-    The coordinator is this process's Redemptions, whose Redis calls fail (a dropped
-    connection: the node dies) from the first call after its decision was written. The later
-    orders go through a real node whose clock is 10 s ahead: it meets the SN hold and the
-    prepared parts as stale without the test waiting out their deadline and margin. The
-    guarantee: the stale hold is settled by the order's decision (decided = used), so only the
-    first order ever carries the SN code."""
-    s, later = stubs_of(node), stubs_of(ahead_node)
+    The coordinator is this process's Redemptions (holding for 3 s, not 5: short_holds), whose
+    Redis calls fail (a dropped connection: the node dies) from the first call after its
+    decision was written. Once its SN hold and prepared parts are stale, another order wants
+    the SN code and the user's vouchers are met again, through a real node. The guarantee:
+    the stale hold is settled by the order's decision (decided = used), so only the first
+    order ever carries the SN code."""
+    s = stubs_of(node)
     a, b = (create(s.admin, inventory=10, shards=2, stackable=True, value_cents=v, min_spend_cents=1000)
             for v in (500, 300))
     va, vb, other = granted(s.claims, a, "u"), granted(s.claims, b, "u"), granted(s.claims, a, "other")
     sn = new_id("sn")
+    short_holds(3000)
 
     async def coordinator(client: HookedRedis) -> None:
         async def before(call: ScriptCall) -> None:
@@ -337,9 +344,10 @@ def test_defect_6_a_stale_sn_hold_of_a_decided_stacked_order_is_settled_as_used(
         assert any(is_stack_registry(done) for done in client.calls)  # it did decide
 
     run_async(redis_server, coordinator)
-    second = redeem(later.redeem, a, "other", [other], "o2", sns=(sn,))
-    meet_a = redeem(later.redeem, a, "u", [va], "o3")  # meets the dead order's parts: settled
-    meet_b = redeem(later.redeem, b, "u", [vb], "o3")
+    wait_past(3000 + 1000 + 300)  # the SN hold's deadline and margin: it is stale now
+    second = redeem(s.redeem, a, "other", [other], "o2", sns=(sn,))
+    meet_a = redeem(s.redeem, a, "u", [va], "o3")  # meets the dead order's parts: settled
+    meet_b = redeem(s.redeem, b, "u", [vb], "o3")
     with_sn = {(e.user_id, e.order_id) for cid in (a, b) for e in events(s.admin, cid)
                if e.kind == "redeem" and sn in e.sn_codes}
     assert {"second order": outcome(second), "orders with the SN code": with_sn} == {
@@ -374,22 +382,23 @@ def test_defect_9_a_resent_lend_moves_stock_at_most_once(redis_server, node, stu
     assert (info.remaining, [sh.remaining for sh in info.shards]) == (20, [13, 7])
 
 
-def test_defect_10_a_stacked_decision_commits_only_its_own_order(redis_server, node, ahead_node, stubs_of):
+def test_defect_10_a_stacked_decision_commits_only_its_own_order(redis_server, node, stubs_of, short_holds):
     """Defect 10: decisions were keyed by (user, order id) only: a refused stacked order's
     prepared part, left by a coordinator that crashed before aborting it, was committed from
     the decision of another stacked order with the same order id over other campaigns.
 
-    The refused order's coordinator is this process's Redemptions, whose Redis calls fail
-    from its first abort (it crashes there). The second order, same user and order id over two
-    other campaigns, goes through a real node. The voucher left prepared is then met through a
-    node whose clock is 10 s ahead (past the part's deadline and margin). The guarantee: the
-    decision binds one stacked-order instance, so the refused order's part is aborted: its
-    voucher is free and its campaign never records that order."""
-    s, later = stubs_of(node), stubs_of(ahead_node)
+    The refused order's coordinator is this process's Redemptions (preparing for 1.5 s, not
+    5: short_holds), whose Redis calls fail from its first abort (it crashes there). The
+    second order, same user and order id over two other campaigns, goes through a real node.
+    Once the part left prepared is stale, its voucher is met again through the node. The
+    guarantee: the decision binds one stacked-order instance, so the refused order's part is
+    aborted: its voucher is free and its campaign never records that order."""
+    s = stubs_of(node)
     a, b, c, d = (create(s.admin, inventory=10, shards=2, stackable=True, value_cents=300,
                          min_spend_cents=1000) for _ in range(4))
     va, vb, vc, vd = (granted(s.claims, cid, "u") for cid in (a, b, c, d))
     assert redeem(s.redeem, b, "u", [vb], "elsewhere").outcome == pb.REDEEMED  # so b's part is refused
+    short_holds(1500)
 
     async def coordinator(client: HookedRedis) -> str:
         crashed = False
@@ -412,7 +421,8 @@ def test_defect_10_a_stacked_decision_commits_only_its_own_order(redis_server, n
     assert run_async(redis_server, coordinator) == "1,2"  # a's part prepared, b's refused
     other_order = redeem(s.redeem, c, "u", [vc], "o", stacked=((d, [vd]),))
     assert other_order.outcome == pb.REDEEMED
-    met = redeem(later.redeem, a, "u", [va], "o-new")
+    wait_past(1500 + 1000 + 300)  # the prepared part's deadline and margin: it is stale now
+    met = redeem(s.redeem, a, "u", [va], "o-new")
     orders_in_a = sorted({e.order_id for e in events(s.admin, a) if e.kind == "redeem"})
     assert (outcome(met), orders_in_a) == ("REDEEMED", ["o-new"])
 
@@ -508,18 +518,19 @@ def test_defect_15_a_voucher_reversed_after_its_expiry_comes_back_to_stock_once(
 # ------------------------------------------------------------------ also looked at
 
 
-def test_also_a_stranded_prepared_part_is_recycled_once_expired(redis_server, node, ahead_node, stubs_of):
+def test_also_a_stranded_prepared_part_is_recycled_once_expired(redis_server, node, stubs_of, short_holds):
     """Also looked at: a part prepared (P) by a stacked order whose coordinator died before
     deciding, and which nobody touches again, stranded its voucher: sweeps never recycled it.
 
-    The coordinator is this process's Redemptions, whose Redis calls fail from its decision on
-    (it dies after preparing). Once the voucher has expired, a node whose clock is 10 s ahead
-    (past the part's deadline and margin) sweeps. The voucher must come back once."""
-    s, later = stubs_of(node), stubs_of(ahead_node)
+    The coordinator is this process's Redemptions (preparing for 1.5 s, not 5: short_holds),
+    whose Redis calls fail from its decision on (it dies after preparing). Once the voucher
+    has expired and the part is stale, a real node sweeps. The voucher must come back once."""
+    s = stubs_of(node)
     a = create(s.admin, inventory=10, shards=1, stackable=True, valid_for_ms=1000, value_cents=500,
                min_spend_cents=1000)
     b = create(s.admin, inventory=10, shards=1, stackable=True, value_cents=300, min_spend_cents=1000)
     va, vb = granted(s.claims, a, "u"), granted(s.claims, b, "u")
+    short_holds(1500)
 
     async def coordinator(client: HookedRedis) -> None:
         async def before(call: ScriptCall) -> None:
@@ -534,9 +545,9 @@ def test_also_a_stranded_prepared_part_is_recycled_once_expired(redis_server, no
             await Redemptions(inventory, cache).redeem_stacked(parts, "u", "m1", "o", 5000, [], "")
 
     run_async(redis_server, coordinator)
-    wait_past(1200)
+    wait_past(1500 + 1000 + 300)  # the voucher has expired, and the part is stale
     for _ in range(3):
-        recycle(later.admin, a)
+        recycle(s.admin, a)
     assert expire_counts(s.admin, a) == {va: 1}
 
 
