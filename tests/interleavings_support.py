@@ -3,8 +3,8 @@
 Everything here is real: redis-server, nodes (LocalNode), gRPC stubs. Where a test must
 stand for a node dying, stalling or resending at one given step, it runs claimcore's own
 library code in the test process on a `HookedRedis`: a real redis.asyncio client that lets
-the test act just before or after a script call (pause it, fail it as a dropped connection,
-record it to send again). Nothing imitates Redis.
+the test act just before a script call (pause it, or fail it as a dropped connection) and
+keeps every call it sent (to send one again, as a resend would). Nothing imitates Redis.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from claimcore import scripts
 from claimcore._fast import shard_of
+from claimcore.batcher import ClaimBatcher
+from claimcore.campaigns import CampaignCache
+from claimcore.categories import CategoryGate
 from claimcore.embedded_redis import EmbeddedRedis
 from claimcore.inventory import RedisInventory
 from claimcore.local_node import LocalNode
@@ -94,6 +97,40 @@ def run_async(redis_server: EmbeddedRedis, fn: Callable[[HookedRedis], Awaitable
             await client.aclose()
 
     return asyncio.run(main())
+
+
+def is_stack_registry(call: ScriptCall) -> bool:
+    """A call on the stacked orders' decisions (cc:{stack:b}:orders)."""
+    return any(key.startswith("cc:{stack:") for key in call.keys)
+
+
+class StalledInventory(RedisInventory):
+    """The store, with the first claim flush or the first borrow held at a gate (a node
+    stalling at that step)."""
+
+    claim_gate: Gate | None = None
+    borrow_gate: Gate | None = None
+
+    async def claim_many(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        gate, self.claim_gate = self.claim_gate, None
+        if gate is not None:
+            await gate.passing()
+        return await super().claim_many(*args, **kwargs)
+
+    async def borrow(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        gate, self.borrow_gate = self.borrow_gate, None
+        if gate is not None:
+            await gate.passing()
+        return await super().borrow(*args, **kwargs)
+
+
+def in_process_node(inventory: RedisInventory) -> tuple[CampaignCache, ClaimBatcher]:
+    """A node's claim path in this process: its campaign cache and its batcher (with the
+    category gate), not sold out anywhere."""
+    cache = CampaignCache(inventory)
+    batcher = ClaimBatcher(inventory, lambda _cid: False, lambda _config: None, cache.reload,
+                           gate=CategoryGate(inventory))
+    return cache, batcher
 
 
 # ------------------------------------------------------------------ nodes and stubs

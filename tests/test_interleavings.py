@@ -18,9 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from claimcore import redemption, scripts, snregistry
 from claimcore._fast import shard_of
-from claimcore.batcher import ClaimBatcher
 from claimcore.campaigns import CampaignCache
-from claimcore.categories import CategoryGate
 from claimcore.eligibility import Eligibility
 from claimcore.eligibility import update as update_eligibility
 from claimcore.inventory import ClaimItem, Code, RedisInventory
@@ -32,6 +30,7 @@ from interleavings_support import (
     Gate,
     HookedRedis,
     ScriptCall,
+    StalledInventory,
     StubsByNode,
     campaign_info,
     claim,
@@ -40,6 +39,8 @@ from interleavings_support import (
     events,
     expire_counts,
     granted,
+    in_process_node,
+    is_stack_registry,
     load_config,
     mover,
     new_id,
@@ -78,40 +79,6 @@ def stubs_of():
     stubs = StubsByNode()
     yield stubs
     stubs.close()
-
-
-def is_stack_registry(call: ScriptCall) -> bool:
-    """A call on the stacked orders' decisions (cc:{stack:b}:orders)."""
-    return any(key.startswith("cc:{stack:") for key in call.keys)
-
-
-class StalledInventory(RedisInventory):
-    """The store, with the first claim flush or the first borrow held at a gate (a node
-    stalling at that step)."""
-
-    claim_gate: Gate | None = None
-    borrow_gate: Gate | None = None
-
-    async def claim_many(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
-        gate, self.claim_gate = self.claim_gate, None
-        if gate is not None:
-            await gate.passing()
-        return await super().claim_many(*args, **kwargs)
-
-    async def borrow(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
-        gate, self.borrow_gate = self.borrow_gate, None
-        if gate is not None:
-            await gate.passing()
-        return await super().borrow(*args, **kwargs)
-
-
-def in_process_node(inventory: RedisInventory) -> tuple[CampaignCache, ClaimBatcher]:
-    """A node's claim path in this process: its campaign cache and its batcher (with the
-    category gate), not sold out anywhere."""
-    cache = CampaignCache(inventory)
-    batcher = ClaimBatcher(inventory, lambda _cid: False, lambda _config: None, cache.reload,
-                           gate=CategoryGate(inventory))
-    return cache, batcher
 
 
 # ------------------------------------------------------------------ invariants broken
