@@ -239,14 +239,17 @@ def test_duplicate_user_gets_already_claimed_with_first_voucher(
     async def fn(inv: RedisInventory, client: Any) -> Any:
         await inv.create_campaign(cfg)
         first = await inv.claim(cid, 0, T0, [ClaimItem("alice", "r1", "web")])
-        second = await inv.claim(cid, 0, T0 + 50, [ClaimItem("alice", "r2", "app")])
-        return (first, second, await get_request(inv, cid, 0, "alice", "r2"),
+        second = await inv.claim(cid, 0, T0 + 50, [ClaimItem("alice", "r2", "web")])
+        # through another channel: at the limit too, but not shown that channel's voucher
+        other = await inv.claim(cid, 0, T0 + 60, [ClaimItem("alice", "r3", "app")])
+        return (first, second, other, await get_request(inv, cid, 0, "alice", "r2"),
                 await inv.lookup(cid, 0, "alice"))
 
-    first, second, r2, alice = run(redis_server, fn)
+    first, second, other, r2, alice = run(redis_server, fn)
     v1 = f"{cid}-0-1"
     assert first == (9, [ItemResult(1, v1, T0)])
     assert second == (9, [ItemResult(3, v1, T0)])
+    assert other == (9, [ItemResult(3, "", 0)])
     assert r2 is None
     assert alice == [Record("alice", "r1", v1, T0, "web")]
     assert state_of(redis_client, cid, 0)["granted"] == "1"
@@ -442,7 +445,8 @@ def test_granted_at_of_15_digits_is_stored_and_replayed_exactly(
     async def fn(inv: RedisInventory, client: Any) -> Any:
         await inv.create_campaign(cfg)
         grant = await inv.claim(cid, 0, at, [ClaimItem("u1", "r1", "web")])
-        again = await inv.claim(cid, 0, at + 1000, [ClaimItem("u1", "r1", "web"), ClaimItem("u1", "r2", "")])
+        again = await inv.claim(cid, 0, at + 1000, [ClaimItem("u1", "r1", "web"),
+                                                    ClaimItem("u1", "r2", "web")])
         return (grant, again, await get_request(inv, cid, 0, "u1", "r1"), await inv.lookup(cid, 0, "u1"),
                 await inv.all_records(cfg, 0))
 
@@ -1259,8 +1263,9 @@ class ShardModel:
                 out.append(ItemResult(2, rec[0], rec[1]) if rec[2] == chan else ItemResult(9, "", 0))
                 continue
             count, vid, at, rids = self.users.get(user, (0, "", 0, []))
-            if count >= self.limit:
-                out.append(ItemResult(3, vid, at))
+            if count >= self.limit:  # the latest voucher, if the caller's channel issued it
+                mine = self.reqs[(user, rids[-1])][2] == chan
+                out.append(ItemResult(3, vid, at) if mine else ItemResult(3, "", 0))
             elif closed:
                 out.append(ItemResult(closed, "", 0))
             elif self.stock <= 0:

@@ -92,8 +92,11 @@ class Snapshot:
             return None  # not checked recently enough to rule out a grant of this request
         held = self.users.get(item.user_id)
         if held is not None:
-            count, voucher, at, _ = held.split("|", 3)
+            count, voucher, at, rids = held.split("|", 3)
             if int(count) >= config.per_user_limit:
+                last = self.reqs.get(f"{item.user_id}|{rids.rsplit(',', 1)[-1]}", "")
+                if last.split("|", 2)[-1] != item.channel_id:  # another channel's voucher: not shown
+                    return ItemResult(Code.ALREADY_CLAIMED, "", 0)
                 return ItemResult(Code.ALREADY_CLAIMED, voucher, int(at))
         if self.checks_eligibility:
             # The eligibility records are not loaded: a deny or allow list can be as large as the

@@ -25,7 +25,7 @@
 --                  at the node's (newer) epoch (or not yet made): retry shortly;
 --   { -4 }         the node's category holds are no longer trusted: hold again.
 -- Codes: 1 GRANTED now, 2 GRANTED earlier to this request_id (replay),
--- 3 ALREADY_CLAIMED (user at limit; voucher = latest), 4 EMPTY (this shard has
+-- 3 ALREADY_CLAIMED (user at limit; voucher = latest, if the caller's channel issued it), 4 EMPTY (this shard has
 -- no stock; the node may borrow from other shards), 5 NOT_STARTED, 6 ENDED,
 -- 7 PAUSED, 8 NOT_ELIGIBLE, 9 OTHER_CHANNEL (a replay of a request granted through another
 -- channel: answered without that grant, as a channel never learns another's). The idempotency key is (user, request_id): request ids are made by
@@ -114,6 +114,10 @@ for i = 5, #ARGV, 3 do
       count = tonumber(count)
     end
     if count >= limit then
+      -- the latest voucher, unless another channel issued it (a channel never learns that)
+      local last = new_reqs[user .. '|' .. string.match(rids, '([^,]*)$')] or
+        redis.call('HGET', KEYS[3], user .. '|' .. string.match(rids, '([^,]*)$'))
+      if last and string.match(last, '^[^|]*|[^|]*|(.*)$') ~= chan then lvid, lat = '', 0 end
       out[#out + 1] = 3; out[#out + 1] = lvid; out[#out + 1] = lat
     elseif check_elig and not eligible(user) then
       out[#out + 1] = 8; out[#out + 1] = ''; out[#out + 1] = 0

@@ -57,7 +57,7 @@ fields[#fields + 1] = okey; fields[#fields + 1] = 'V' .. rec:sub(2)
 fields[#fields + 1] = rkey; fields[#fields + 1] = now_s .. '|' .. back .. '|' .. gone
 redis.call('HSET', KEYS[4], unpack(fields))
 redis.call('HINCRBY', KEYS[1], 'redeemed', -n)
-redis.call('HINCRBY', KEYS[1], 'subsidy', -tonumber(subsidy))
+redis.call('HINCRBY', KEYS[1], 'subsidy', 0 - tonumber(subsidy))  -- not -0: HINCRBY refuses '-0'
 redis.call('XADD', KEYS[5], '*', 'e', 'reverse', 't', now_s, 'u', user, 'o', order,
   'v', back, 'x', gone)
 local lines = {}
