@@ -44,6 +44,34 @@ class Violation:
     keys: set[str] = field(default_factory=set)
 
 
+def figures(ws: WorldState) -> dict[str, int]:
+    """What the run left in Redis, over every campaign: for the report, not judged."""
+    out = {
+        "grants": 0,
+        "returned to stock": 0,
+        "vouchers redeemed": 0,
+        "reversals": 0,
+        "stacked parts prepared, decided": 0,
+        "stacked parts prepared, undecided": 0,
+        "reshards": 0,
+    }
+    for cs in ws.campaigns.values():
+        out["grants"] += cs.total("granted")
+        out["returned to stock"] += sum(1 for e in cs.events if e.kind in ("expire", "release"))
+        out["reshards"] += cs.epoch
+        for redeem in cs.redeem:
+            for fld, record in redeem.items():
+                if fld.startswith("v:") and record.startswith("R|"):
+                    out["vouchers redeemed"] += 1
+                elif fld.startswith("r:"):
+                    out["reversals"] += 1
+                elif fld.startswith("o:") and record.startswith("P|"):
+                    user, order = fld[2:].split("|", 1)
+                    kind = "decided" if decided(ws, user, order, record) else "undecided"
+                    out[f"stacked parts prepared, {kind}"] += 1
+    return out
+
+
 def _return_events(cs: CampaignState) -> dict[str, list[str]]:
     out: dict[str, list[str]] = defaultdict(list)
     for e in cs.events:

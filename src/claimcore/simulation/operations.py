@@ -706,16 +706,18 @@ async def sold_out_probe(ctx: Ctx, op: str, node: int, campaign: str, tag: str) 
     """A fresh user claims through `node` while Redis holds stock; SOLD_OUT is asked again after
     PROBE_AGAIN_S, and if the node still says SOLD_OUT while the stock stayed, it is a violation:
     a sold-out decision must cover the campaign's current map and reopen within its check."""
-    answers = []
+    answers, stock = [], []
     for attempt in range(2):
-        if await asyncio.to_thread(ctx.world.claimable, campaign) < 2:
+        stock.append(await asyncio.to_thread(ctx.world.claimable, campaign))
+        if stock[-1] < 2:
             return None
         user = f"probe-{tag}-{attempt}"
         call = await claim(ctx, op, node, campaign, user, f"p{attempt}", CHANNELS[0])
         if call.outcome != "SOLD_OUT":
             return None
         answers.append(call)
-        if await asyncio.to_thread(ctx.world.claimable, campaign) < 1:
+        stock.append(await asyncio.to_thread(ctx.world.claimable, campaign))
+        if stock[-1] < 1:
             return None  # taken meanwhile by others: the answer may have been right
         if attempt == 0:
             await asyncio.sleep(PROBE_AGAIN_S)
@@ -726,9 +728,9 @@ async def sold_out_probe(ctx: Ctx, op: str, node: int, campaign: str, tag: str) 
         (
             f"node {node} answered SOLD_OUT to fresh users twice, {PROBE_AGAIN_S:.0f} s apart "
             f"(calls #{first.call_id}, #{last.call_id}), while the campaign held claimable stock before "
-            f"and after each"
+            f"and after each ({', '.join(map(str, stock))})"
         ),
-        {f"user:{first.user}", f"user:{last.user}"},
+        {f"user:{first.user}", f"user:{last.user}", f"campaign:{campaign}", f"node:{node}"},
     )
 
 

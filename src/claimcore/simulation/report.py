@@ -25,6 +25,7 @@ class SeedResult:
     violations: list[Violation] = field(default_factory=list)
     driver_errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    figures: dict[str, int] = field(default_factory=dict)  # what the run left in Redis (checks.figures)
     text: str = ""  # the printed report, with the minimal histories
 
     def by_check(self) -> Counter[str]:
@@ -38,6 +39,7 @@ class SeedResult:
             "operations": dict(sorted(self.operations.items())),
             "calls": self.calls,
             "outcomes": dict(sorted(self.outcomes.items())),
+            "figures": self.figures,
             "calls_by_operation": {op: dict(sorted(c.items())) for op, c in sorted(self.by_op.items())},
             "violations": dict(sorted(self.by_check().items())),
             "examples": [
@@ -110,6 +112,8 @@ def describe(result: SeedResult, log: CallLog | None, ws: WorldState | None) -> 
         f"{dict(sorted(result.by_check().items())) or 'none'}"
     )
     lines = [head]
+    if result.figures:
+        lines.append("  in Redis: " + ", ".join(f"{k} {v}" for k, v in result.figures.items()))
     for v in _shown(result.violations):
         lines.append(
             f"VIOLATION seed={result.seed} check={v.check} campaign={v.campaign or '-'}: {v.message}"

@@ -195,6 +195,7 @@ async def run_seed(
             client_.close()
         opc = {p.campaign_id: p.campaign.category for p in plans if p.campaign.one_per_category}
         result.violations = checks.check(log.calls, ws, opc) + result.violations
+        result.figures = checks.figures(ws)
         await client.close()
         if keep is not None:
             keep.update(world=world, log=log, plans=plans, state=ws, one_per_category=opc)
