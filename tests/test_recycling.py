@@ -75,6 +75,25 @@ def test_a_voucher_given_up_goes_back_once_and_reopens_a_sold_out_campaign(admin
     assert figures["vouchers recycled (expired or released)"] == 1 and figures["granted"] == 4
 
 
+def test_stock_keeps_coming_back_while_vouchers_keep_being_given_up(admin, claims, redeem):
+    """Recycled stock waits 2 s (RETURN_DELAY_MS); a voucher given up every 0.4 s must not keep
+    pushing back the stock that came back before it (it waits in two parts: lua/_returning.lua)."""
+    cid = campaign(admin, inventory=12)
+    vouchers = {f"u{i}": claim(claims, cid, f"u{i}").voucher.voucher_id for i in range(12)}
+    first_back = time.monotonic()
+    granted_at, user, i = None, 0, 0
+    while time.monotonic() - first_back < 6 and granted_at is None:
+        if i < 12:  # one more voucher given up every 0.4 s, all along
+            assert give_up(redeem, cid, f"u{i}", vouchers[f"u{i}"]).released
+            i += 1
+        if claim(claims, cid, f"late{user}").outcome == pb.GRANTED:
+            granted_at = time.monotonic() - first_back
+        user += 1
+        time.sleep(0.4)
+    assert granted_at is not None and i < 12, "the first voucher given up never came back while others were"
+    assert granted_at >= 1.9  # not before its 2 s delay (by Redis's clock; the node's may differ a little)
+
+
 def granted_when_back(claims, cid: str, users: list[str], wait_s: float = 8.0) -> int:
     """Claim for each user in turn until one is not granted once recycled stock is claimable (it
     waits inventory.RETURN_DELAY_MS, then the nodes' sold-out snapshots reopen); how many got one."""

@@ -133,6 +133,7 @@ class Figures:
 # Recycled stock waits this long (by the shard's Redis clock) before a claim may take it, so every
 # node's sold-out snapshot has seen it first (soldout.py): lua/_vouchers.lua's RETURN_DELAY_MS.
 RETURN_DELAY_MS = 2000
+RETURNING = ("returning", "returning_at", "returning_next", "returning_next_at")  # all, and its parts
 BORROW_CHUNK = 64        # a donor gives at least min(this, half its stock)
 EMPTY_CHECK_ROUNDS = 2   # full scans that must agree before "sold out"
 MAX_BORROW_ROUNDS = 50   # then give up with BorrowContention (a retryable error)
@@ -397,23 +398,26 @@ class RedisInventory:
         pipe = self.redis.pipeline(transaction=False)
         for s in range(config.shard_slots):
             keys = shard_keys(cid, s)
-            pipe.hmget(keys.state, "stock", "granted", "returning", "returning_at")
+            pipe.hmget(keys.state, "stock", "granted", *RETURNING)
             pipe.hgetall(keys.leases)
         replies = await pipe.execute()
         remaining, granted, returning, leases = [], [], [], []
         redis_now = None
         for s in range(config.shard_slots):
-            stock, grants, back, back_at = replies[2 * s]
+            stock, grants, *slots = replies[2 * s]
             remaining.append(int(stock or 0))
             granted.append(int(grants or 0))
-            returning.append(int(back or 0))
-            if returning[s]:
-                # Claimable already if its delay is over by Redis's clock (claim.lua and lend.lua
-                # fold it in when they next run there): a borrower may take it now.
-                redis_now = redis_now or await self.redis_time_ms()
-                if redis_now >= int(back_at or 0):
-                    remaining[s] += returning[s]
-                    returning[s] = 0
+            returning.append(0)
+            newer = int(slots[2] or 0)  # lua/_returning.lua: the total, and its newer part
+            for amount, due_at in ((int(slots[0] or 0) - newer, slots[1]), (newer, slots[3])):
+                if amount:
+                    # Claimable already if its delay is over by Redis's clock (claim.lua and lend.lua
+                    # fold it in when they next run there): a borrower may take it now.
+                    redis_now = redis_now or await self.redis_time_ms()
+                    if redis_now >= int(due_at or 0):
+                        remaining[s] += amount
+                    else:
+                        returning[s] += amount
             for lease_id, raw in replies[2 * s + 1].items():
                 if not lease_credited(raw):
                     leases.append((lease_id, *parse_lease(raw)))

@@ -21,12 +21,12 @@ INCLUDE = "-- #include "
 
 
 def _source(name: str) -> str:
-    """A script's text, each `-- #include _helpers` line replaced by lua/_helpers.lua (shared
-    helpers travel inside every script that uses them: one EVALSHA, nothing to load first)."""
-    folder = resources.files("claimcore.lua")
-    lines = folder.joinpath(f"{name}.lua").read_text().splitlines(keepends=True)
-    return "".join(folder.joinpath(f"{line[len(INCLUDE):].strip()}.lua").read_text()
-                   if line.startswith(INCLUDE) else line for line in lines)
+    """A script's text, each `-- #include _helpers` line replaced by lua/_helpers.lua, itself
+    included the same way (shared helpers travel inside every script that uses them: one
+    EVALSHA, nothing to load first)."""
+    lines = resources.files("claimcore.lua").joinpath(f"{name}.lua").read_text().splitlines(keepends=True)
+    return "".join(_source(line[len(INCLUDE):].strip()) if line.startswith(INCLUDE) else line
+                   for line in lines)
 
 
 class LuaScript:

@@ -3,10 +3,7 @@
 -- script still runs as one EVALSHA (a shared library by Redis Functions would need FUNCTION LOAD on
 -- every master and replica after every restart; a prelude travels with the script it serves).
 
--- Recycled stock waits this long before a claim may take it (inventory.RETURN_DELAY_MS): every
--- node's sold-out snapshot sees it first (soldout.py), so no node can answer SOLD_OUT to a request
--- another node has granted from it.
-local RETURN_DELAY_MS = 2000
+-- #include _returning
 
 -- Now, by this shard's Redis clock: the one clock that judges a voucher's expiry, whichever node
 -- asks. Returned as a number and as a string (Lua prints big numbers in exponent form).
@@ -52,12 +49,15 @@ local function use_state(use, now, margin)
   return 'used'
 end
 
--- Stock of recycled vouchers back to the shard, claimable after RETURN_DELAY_MS, with its ledger
+-- Stock of recycled vouchers back to the shard, claimable after RETURN_DELAY_MS (_returning), with its ledger
 -- entry (`op` expire or release; lines "user<TAB>voucher"), all in the caller's atomic step.
 local function give_back(state_key, log_key, op, lines, now, now_s)
   if #lines == 0 then return end
-  redis.call('HINCRBY', state_key, 'returning', #lines)
-  redis.call('HSET', state_key, 'returning_at', now + RETURN_DELAY_MS)
+  local due, r1, a1, r2, a2 = due_returning(redis.call('HMGET', state_key, unpack(RETURNING)), 1, now)
+  if r1 == 0 then r1, a1 = #lines, now + RETURN_DELAY_MS
+  else r2, a2 = r2 + #lines, now + RETURN_DELAY_MS end
+  if due > 0 then redis.call('HINCRBY', state_key, 'stock', due) end
+  write_returning(state_key, r1, a1, r2, a2)
   redis.call('HINCRBY', state_key, 'recycled', #lines)
   redis.call('XADD', log_key, '*', 'e', op, 't', now_s, 'g', table.concat(lines, '\n'))
 end

@@ -37,8 +37,10 @@
 -- ledger entry comes last: one XADD per call, not per grant, to keep the hot
 -- path cheap (ledger.py expands it).
 
+-- #include _returning
+
 local st = redis.call('HMGET', KEYS[1], 'stock', 'seq', 'granted', 'limit', 'starts', 'ends', 'paused',
-  'epoch', 'moving', 'elig', 'eligdata', 'returning', 'returning_at')
+  'epoch', 'moving', 'elig', 'eligdata', 'returning', 'returning_at', 'returning_next', 'returning_next_at')
 local epoch, node_epoch = tonumber(st[8] or '0'), tonumber(ARGV[3])
 if not st[1] then
   if node_epoch > 0 then return { -3, 0 } end  -- a reshard published it; fence.lua makes it next
@@ -52,14 +54,11 @@ if trusted_until > 0 then  -- category holds are judged by Redis time, as holds.
   if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > trusted_until then return { -4 } end
 end
 local stock, seq, granted = tonumber(st[1]), tonumber(st[2]), tonumber(st[3])
--- Recycled stock joins once its delay is over, by this shard's clock (recycle.lua says why).
-local returned = 0
-if st[12] and st[12] ~= '0' then
-  local t = redis.call('TIME')
-  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) >= tonumber(st[13]) then
-    returned = tonumber(st[12])
-    stock = stock + returned
-  end
+-- Recycled stock joins once its delay is over, by this shard's clock (_returning says why).
+local returned, r1, a1, r2, a2 = 0, 0, 0, 0, 0
+if (st[12] and st[12] ~= '0') or (st[14] and st[14] ~= '0') then
+  returned, r1, a1, r2, a2 = due_returning(st, 12, redis_ms())
+  stock = stock + returned
 end
 local limit, starts, ends = tonumber(st[4]), tonumber(st[5]), tonumber(st[6])
 local now = tonumber(ARGV[1])
@@ -141,8 +140,9 @@ for i = 5, #ARGV, 3 do
   end
 end
 
-if returned > 0 then
-  redis.call('HSET', KEYS[1], 'stock', stock, 'returning', 0)  -- joined, even if nothing was granted
+if returned > 0 then  -- joined, even if nothing was granted
+  redis.call('HSET', KEYS[1], 'stock', stock)
+  write_returning(KEYS[1], r1, a1, r2, a2)
 end
 if granted ~= granted_before then
   for user, urec in pairs(new_users) do

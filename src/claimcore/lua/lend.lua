@@ -17,18 +17,21 @@
 -- destination, and only then is the lease marked credited. Recycled stock whose delay is
 -- over joins the donor's stock first, as claim.lua would.
 
-local st = redis.call('HMGET', KEYS[1], 'stock', 'epoch', 'returning', 'returning_at')
+-- #include _returning
+
+local st = redis.call('HMGET', KEYS[1], 'stock', 'epoch', unpack(RETURNING))
 local stock, epoch = tonumber(st[1] or '0'), tonumber(st[2] or '0')
 local lent = redis.call('HGET', KEYS[2], ARGV[2])
 if lent then  -- this lease was made already: a resend after a lost reply takes nothing more
   return { tonumber(string.match(lent, '^[^|]*|([^|]*)|')), stock, epoch }
 end
 if epoch ~= tonumber(ARGV[5]) then return { 0, stock, epoch } end
-if st[3] and st[3] ~= '0' then
-  local t = redis.call('TIME')
-  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) >= tonumber(st[4]) then
-    stock = stock + tonumber(st[3])
-    redis.call('HSET', KEYS[1], 'stock', stock, 'returning', 0)
+if (st[3] and st[3] ~= '0') or (st[5] and st[5] ~= '0') then
+  local due, r1, a1, r2, a2 = due_returning(st, 3, redis_ms())
+  if due > 0 then
+    stock = stock + due
+    redis.call('HSET', KEYS[1], 'stock', stock)
+    write_returning(KEYS[1], r1, a1, r2, a2)
   end
 end
 local taken = math.min(stock, tonumber(ARGV[1]))
