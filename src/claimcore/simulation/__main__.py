@@ -61,9 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
         print(result.text, flush=True)
     violations: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
     operations: Counter[str] = Counter()
     for r in results:
         violations.update(r.by_check())
+        kinds.update(r.by_kind())
         operations.update(r.operations)
     failed = [r.seed for r in results if r.violations]
     print(
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             "operations": dict(sorted(operations.items())),
             "calls": sum(r.calls for r in results),
             "violations": dict(sorted(violations.items())),
+            "violations_by_kind": dict(sorted(kinds.items())),
             "failing_seeds": failed,
             "per_seed": [r.summary() for r in results],
         }

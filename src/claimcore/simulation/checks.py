@@ -8,6 +8,7 @@ against live nodes and reported under the same names.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -42,6 +43,7 @@ class Violation:
     campaign: str
     message: str
     keys: set[str] = field(default_factory=set)
+    kind: str = ""  # which way the check failed, for the summary (classify)
 
 
 def figures(ws: WorldState) -> dict[str, int]:
@@ -112,7 +114,50 @@ def check(calls: list[Call], ws: WorldState, one_per_category: dict[str, str]) -
     out += _channels(ws, calls)
     out += _orders(ws, calls)
     out += _denied(calls)
-    return out
+    return classify(out, calls)
+
+
+def classify(violations: list[Violation], calls: list[Call]) -> list[Violation]:
+    """Name which way each violation failed (the summary counts them by check and kind)."""
+    for v in violations:
+        if v.kind:
+            continue
+        if v.check == "returned-once":
+            shards = set(re.findall(r"@shard(\d+)/", v.message))
+            v.kind = "returned on two shards" if len(shards) > 1 else "returned twice on one shard"
+        elif v.check == "replay-alike":
+            what = re.search(r"was (GRANTED|REDEEMED|REVERSED).*answered (\w+)", v.message)
+            v.kind = f"{what.group(1)} then {what.group(2)}" if what else ""
+        elif v.check == "acknowledged-present":
+            v.kind = {"GRANTED": "grant", "REDEEMED": "redemption", "REVERSED": "reversal"}.get(
+                v.message.split(" ", 1)[0], ""
+            )
+        elif v.check == "reconcile":
+            v.kind = v.message.split(":", 1)[0]
+        elif v.check == "one-per-category":
+            v.kind = _category_kind(v, calls)
+    return violations
+
+
+def _category_kind(v: Violation, calls: list[Call]) -> str:
+    """A grant answered together with a non-holding answer for the same user and campaign: in one
+    flush of one node (its last answer dropped the hold), or on two nodes (one dropped the other's)."""
+    user = next(iter(v.keys))[5:]
+    mine = [c for c in calls if c.user == user and c.campaign in v.campaign.split(",") and c.answered]
+    for g in mine:
+        if g.outcome != "GRANTED":
+            continue
+        for o in mine:
+            if (
+                o.campaign == g.campaign
+                and o.outcome not in ("GRANTED", "ALREADY_CLAIMED")
+                and o.t_invoke <= (g.t_complete or 0)
+                and g.t_invoke <= (o.t_complete or 0)
+            ):
+                return (
+                    "hold dropped by the same flush" if o.node == g.node else "hold dropped by another node"
+                )
+    return "other"
 
 
 def _conservation(cs: CampaignState) -> list[Violation]:

@@ -31,6 +31,9 @@ class SeedResult:
     def by_check(self) -> Counter[str]:
         return Counter(v.check for v in self.violations)
 
+    def by_kind(self) -> Counter[str]:
+        return Counter(f"{v.check}: {v.kind}" if v.kind else v.check for v in self.violations)
+
     def summary(self) -> dict[str, Any]:
         return {
             "seed": self.seed,
@@ -42,6 +45,7 @@ class SeedResult:
             "figures": self.figures,
             "calls_by_operation": {op: dict(sorted(c.items())) for op, c in sorted(self.by_op.items())},
             "violations": dict(sorted(self.by_check().items())),
+            "violations_by_kind": dict(sorted(self.by_kind().items())),
             "examples": [
                 {"check": v.check, "campaign": v.campaign, "message": v.message}
                 for v in _shown(self.violations)
