@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +109,14 @@ class World:
     def claimable(self, campaign_id: str) -> int:
         """Stock on the campaign's shards, with recycled stock whose return delay is over by Redis's
         clock: what a claim could be granted now (a light read of each shard's state)."""
+        for _ in range(4):  # the run's own CLIENT KILLs cut this reader's connections too
+            try:
+                return self._claimable(campaign_id)
+            except redis.RedisError:
+                time.sleep(0.05)
+        return self._claimable(campaign_id)
+
+    def _claimable(self, campaign_id: str) -> int:
         client = self.redis_client()
         try:
             meta = client.hmget(campaign_key(campaign_id), "slots", "shards")
