@@ -650,13 +650,16 @@ async def op_kill(ctx: Ctx, rng: random.Random, args: dict[str, Any]) -> None:
         return
     cut: list[asyncio.Task[Any]] = []
     if rng.random() < 0.7:
-        for k in range(rng.randint(3, 6)):
+        # Stacked orders started a few ms apart: whenever the kill lands, some are between their
+        # decision and their commits (the step a dying coordinator must not leave ambiguous).
+        for k in range(rng.randint(6, 12)):
             sub = random.Random(rng.getrandbits(32))
             cut.append(
                 asyncio.create_task(
                     op_redeem_stacked(ctx, sub, {"bad_part": k % 3 == 2}, node=node, resend=False)
                 )
             )
+            await asyncio.sleep(rng.uniform(0.0, 0.004))
         for _ in range(rng.randint(2, 6)):
             sub = random.Random(rng.getrandbits(32))
             user, plan = ctx.user(sub), ctx.campaign(sub)

@@ -194,7 +194,7 @@ async def run_seed(
         finally:
             client_.close()
         opc = {p.campaign_id: p.campaign.category for p in plans if p.campaign.one_per_category}
-        result.violations = checks.check(log.calls, ws, opc) + result.violations
+        result.violations = checks.classify(checks.check(log.calls, ws, opc) + result.violations, log.calls)
         result.figures = checks.figures(ws)
         await client.close()
         if keep is not None:
