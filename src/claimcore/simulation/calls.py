@@ -60,8 +60,10 @@ class Call:
         if self.answer.get("voucher"):
             out.add(f"voucher:{self.answer['voucher']}")
         out.update(f"voucher:{v}" for v in self.answer.get("vouchers", ()))
-        if self.rpc in ("Reshard", "kill -9", "restart"):  # what changes a campaign's map or a node
-            out.update({f"campaign:{self.campaign}", f"node:{self.node}"})
+        if self.rpc == "Reshard":  # what changes a campaign's map
+            out.add(f"campaign:{self.campaign}")
+        elif self.rpc in ("kill -9", "restart"):  # what empties a node's caches
+            out.add(f"node:{self.node}")
         return out
 
     def line(self, t0: float) -> str:
