@@ -116,9 +116,10 @@ class CallLog:
         call.outcome = REFUSED if code in DEFINITE_ERRORS else UNKNOWN
         return call
 
-    def touching(self, keys: set[str], limit: int = 40) -> list[Call]:
-        """The calls touching any of keys (the last `limit` of them)."""
-        found = [c for c in self.calls if c.keys() & keys]
+    def touching(self, keys: set[str], limit: int = 40, until: int = -1) -> list[Call]:
+        """The calls touching any of keys (the last `limit` of them, up to call id `until`)."""
+        calls = self.calls if until < 0 else self.calls[: until + 1]
+        found = [c for c in calls if c.keys() & keys]
         return found[-limit:]
 
     def __len__(self) -> int:

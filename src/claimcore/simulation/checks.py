@@ -44,6 +44,7 @@ class Violation:
     message: str
     keys: set[str] = field(default_factory=set)
     kind: str = ""  # which way the check failed, for the summary (classify)
+    until: int = -1  # the history to print ends at this call id (-1: the whole run)
 
 
 def figures(ws: WorldState) -> dict[str, int]:

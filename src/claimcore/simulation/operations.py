@@ -734,6 +734,7 @@ async def sold_out_probe(ctx: Ctx, op: str, node: int, campaign: str, tag: str) 
             f"and after each ({', '.join(map(str, stock))})"
         ),
         {f"user:{first.user}", f"user:{last.user}", f"campaign:{campaign}", f"node:{node}"},
+        until=last.call_id,
     )
 
 
