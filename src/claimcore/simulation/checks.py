@@ -121,6 +121,8 @@ def check(calls: list[Call], ws: WorldState, one_per_category: dict[str, str]) -
 def classify(violations: list[Violation], calls: list[Call]) -> list[Violation]:
     """Name which way each violation failed (the summary counts them by check and kind)."""
     for v in violations:
+        if v.check in ("returned-once", "denied-granted", "acknowledged-present", "sn-once"):
+            v.keys.add(f"campaign:{v.campaign}")  # with the campaign's reshards in its history
         if v.kind:
             continue
         if v.check == "returned-once":

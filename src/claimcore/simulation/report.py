@@ -123,7 +123,7 @@ def describe(result: SeedResult, log: CallLog | None, ws: WorldState | None) -> 
             f"VIOLATION seed={result.seed} check={v.check} campaign={v.campaign or '-'}: {v.message}"
         )
         if log is not None and v.keys:
-            calls = log.touching(v.keys, 25, v.until)
+            calls = log.touching(v.keys, 30, v.until)
             if calls:
                 lines.append(" calls touching " + ", ".join(sorted(v.keys)) + ":")
                 lines += [c.line(log.t0) for c in calls]
