@@ -38,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         "--cluster", action="store_true", help="a Redis Cluster of 3 masters, not a plain Redis"
     )
     parser.add_argument("--nodes", type=int, default=3, help="front nodes (default 3)")
+    parser.add_argument(
+        "--stacked",
+        action="store_true",
+        help="the stacked-heavy mix: bigger stackable campaigns, 4x stacked orders, kills 2x",
+    )
     parser.add_argument("--rate", type=float, default=25.0, help="client operations started per second")
     parser.add_argument(
         "--json",
@@ -57,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     results = []
     for seed in args.seeds:
-        result = asyncio.run(run_seed(seed, args.minutes, args.cluster, args.rate, args.nodes))
+        result = asyncio.run(
+            run_seed(seed, args.minutes, args.cluster, args.rate, args.nodes, stacked=args.stacked)
+        )
         results.append(result)
         print(result.text, flush=True)
     violations: Counter[str] = Counter()
@@ -80,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             "minutes": args.minutes,
             "rate": args.rate,
             "nodes": args.nodes,
+            "stacked": args.stacked,
             "operations": dict(sorted(operations.items())),
             "calls": sum(r.calls for r in results),
             "violations": dict(sorted(violations.items())),

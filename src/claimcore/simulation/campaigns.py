@@ -33,7 +33,9 @@ class Plan:
         return self.campaign.campaign_id
 
 
-def plan_campaigns(rng: random.Random, seed: int, run_s: float) -> list[Plan]:
+def plan_campaigns(rng: random.Random, seed: int, run_s: float, stacked: bool = False) -> list[Plan]:
+    """stacked: the stackable campaigns four times as big and valid 10-15 s, so users keep valid
+    vouchers of several of them and stacked orders are many (the --stacked mix)."""
     now = int(time.time() * 1000)
     plans = []
     for k in range(3):
@@ -72,13 +74,13 @@ def plan_campaigns(rng: random.Random, seed: int, run_s: float) -> list[Plan]:
                 pb.Campaign(
                     campaign_id=f"stk{k}-s{seed}",
                     name=f"3c {k}",
-                    inventory=rng.randint(50, 90) if main else rng.randint(20, 50),
+                    inventory=(rng.randint(50, 90) if main else rng.randint(20, 50)) * (4 if stacked else 1),
                     shards=4 if main else rng.randint(2, 3),
                     per_user_limit=3 if main else 2,
                     value_cents=500 + 100 * k,
                     min_spend_cents=1000,
                     category=STACK_CATEGORY,
-                    valid_for_ms=rng.randint(4000, 8000),
+                    valid_for_ms=rng.randint(10000, 15000) if stacked else rng.randint(4000, 8000),
                     max_vouchers_per_order=2,
                     stackable=True,
                 ),

@@ -19,7 +19,7 @@ from claimcore.simulation.calls import CallLog
 from claimcore.simulation.campaigns import MERCHANTS, Plan, plan_campaigns
 from claimcore.simulation.checks import Violation
 from claimcore.simulation.model import Model
-from claimcore.simulation.operations import OPERATIONS, Ctx, reshard, sold_out_probe
+from claimcore.simulation.operations import OPERATIONS, Ctx, recycle, reshard, sold_out_probe
 from claimcore.simulation.report import SeedResult, describe
 from claimcore.simulation.schedule import draw
 from claimcore.simulation.state import WorldState, read_world
@@ -27,9 +27,9 @@ from claimcore.simulation.world import World
 from claimcore.v1 import claims_pb2 as pb
 
 MAX_IN_FLIGHT = 48  # operations running at once; the schedule waits beyond that
-# After the load: holds (5 s + 1 s margin) lapse, returning stock (2 s) is due, and every
-# sold-out snapshot has checked again (1.5 s).
-SETTLE_S = 7.0
+# After the last sweep (itself at least 3 s after the load): holds (5 s + 1 s margin) have lapsed,
+# returning stock (2 s) is due, and every sold-out snapshot has checked again (1.5 s).
+SETTLE_S = 4.0
 DRAIN_S = 20.0  # the most operations in flight get once the load stops
 
 
@@ -150,9 +150,11 @@ async def run_seed(
     node_count: int = 3,
     keep: dict[str, Any] | None = None,
     settle_s: float = SETTLE_S,
+    stacked: bool = False,
 ) -> SeedResult:
     """Run one seed; `keep`, if given, receives the world (left running: the caller stops it), the log,
-    the plans and the state read, so tests can tamper with them and check again."""
+    the plans and the state read, so tests can tamper with them and check again; `stacked` runs the
+    stacked-heavy mix (bigger stackable campaigns, more stacked orders, more kills)."""
     began = time.monotonic()
     result = SeedResult(seed, cluster)
     rng = random.Random(f"world-{seed}")
@@ -162,7 +164,7 @@ async def run_seed(
     ws: WorldState | None = None
     try:
         await world.connect()
-        plans = plan_campaigns(random.Random(f"campaigns-{seed}"), seed, run_s)
+        plans = plan_campaigns(random.Random(f"campaigns-{seed}"), seed, run_s, stacked)
         await _create(world, plans)
         client = ClaimClient([s.node.address for s in world.nodes], deadline_s=3.0, max_attempts=3)
         ctx = Ctx(
@@ -175,14 +177,21 @@ async def run_seed(
             users_per_s=max(2.0, rate * 0.4),
         )
         log.t0 = ctx.started
-        await _drive(ctx, draw(seed, run_s, plans, node_count, rate), result)
-        # Quiesce: every node up, nothing in flight, holds lapsed, returning stock due.
+        await _drive(ctx, draw(seed, run_s, plans, node_count, rate, stacked), result)
+        # Quiesce: every node up, nothing in flight, holds lapsed, every voucher expired and swept
+        # (so no sweep writes while Reconcile reads the ledger and then the live counters),
+        # returning stock due. Reconcile before the probe, whose grants would expire later.
+        load_stopped = time.monotonic()
         for i in range(node_count):
             await asyncio.to_thread(world.restart, i)
         await _finish_reshards(ctx, plans, result)
+        valid_s = max(p.campaign.valid_for_ms for p in plans) / 1000
+        await asyncio.sleep(max(0.0, load_stopped + valid_s + 0.5 - time.monotonic()))
+        for plan in plans:
+            await recycle(ctx, "quiesce", 0, plan.campaign_id)
         await asyncio.sleep(settle_s)
-        result.violations += ctx.found + await _probe(ctx, plans)
         result.violations += await _reconcile(ctx, plans)
+        result.violations += ctx.found + await _probe(ctx, plans)
         client_ = world.redis_client()
         try:
             ws = await asyncio.to_thread(

@@ -43,10 +43,14 @@ class Step:
     args: dict[str, object] = field(default_factory=dict)
 
 
-def draw(seed: int, run_s: float, plans: list[Plan], nodes: int, rate: float) -> list[Step]:
+def draw(
+    seed: int, run_s: float, plans: list[Plan], nodes: int, rate: float, stacked: bool = False
+) -> list[Step]:
+    """stacked (the --stacked mix): four times the stacked redemptions, kills twice as often."""
     rng = random.Random(f"schedule-{seed}")
     steps: list[Step] = []
-    kinds, weights = zip(*LOAD_WEIGHTS.items(), strict=True)
+    mix = {**LOAD_WEIGHTS, "redeem_stacked": LOAD_WEIGHTS["redeem_stacked"] * 4} if stacked else LOAD_WEIGHTS
+    kinds, weights = zip(*mix.items(), strict=True)
     t = 0.0
     while True:
         t += rng.expovariate(rate)
@@ -91,7 +95,7 @@ def draw(seed: int, run_s: float, plans: list[Plan], nodes: int, rate: float) ->
                 {"node": rng.randrange(nodes), "down_s": rng.uniform(0.3, 2.0)},
             )
         )
-        t += rng.uniform(6.0, 15.0)
+        t += rng.uniform(3.0, 7.5) if stacked else rng.uniform(6.0, 15.0)
     # Dropped Redis connections: the nodes' clients resend what was in flight.
     t = rng.uniform(0.5, 3.0)
     while t < run_s:
