@@ -28,6 +28,7 @@ from claimcore.categories import CategoryGate
 from claimcore.embedded_redis import EmbeddedRedis
 from claimcore.inventory import RedisInventory
 from claimcore.local_node import LocalNode
+from claimcore.redemption import Redemptions
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 
@@ -102,6 +103,31 @@ def run_async(redis_server: EmbeddedRedis, fn: Callable[[HookedRedis], Awaitable
 def is_stack_registry(call: ScriptCall) -> bool:
     """A call on the stacked orders' decisions (cc:{stack:b}:orders)."""
     return any(key.startswith("cc:{stack:") for key in call.keys)
+
+
+async def dying_stacked_order(client: HookedRedis, dies_at: Callable[[ScriptCall, list[ScriptCall]], bool],
+                              step: str, parts: list[tuple[str, list[str]]], order: str,
+                              sns: tuple[str, ...] = ()) -> None:
+    """User u's stacked order over `parts` (campaign, vouchers), coordinated by this process's
+    Redemptions on a node that dies at the first script call `dies_at(call, calls so far)` names:
+    that call and every later one fail as a dropped connection, and the order raises."""
+    dead = False
+
+    async def before(call: ScriptCall) -> None:
+        nonlocal dead
+        dead = dead or dies_at(call, client.calls)
+        if dead:
+            raise node_died(step)
+
+    client.before = before
+    inventory = RedisInventory(client)
+    cache = CampaignCache(inventory)
+    configs = [(await cache.require(cid), vouchers) for cid, vouchers in parts]
+    try:
+        await Redemptions(inventory, cache).redeem_stacked(configs, "u", "m1", order, 5000, list(sns), "")
+    except RedisConnectionError:
+        return
+    raise AssertionError(f"the coordinator was to die {step}, and did not")
 
 
 class StalledInventory(RedisInventory):

@@ -14,7 +14,6 @@ import asyncio
 
 import grpc
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from claimcore import redemption, scripts, snregistry
 from claimcore._fast import shard_of
@@ -22,7 +21,6 @@ from claimcore.campaigns import CampaignCache
 from claimcore.eligibility import Eligibility
 from claimcore.eligibility import update as update_eligibility
 from claimcore.inventory import ClaimItem, Code, RedisInventory
-from claimcore.redemption import Redemptions
 from claimcore.reshard import reshard
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
@@ -36,6 +34,7 @@ from interleavings_support import (
     claim,
     clock_node,
     create,
+    dying_stacked_order,
     events,
     expire_counts,
     granted,
@@ -44,7 +43,6 @@ from interleavings_support import (
     load_config,
     mover,
     new_id,
-    node_died,
     outcome,
     recycle,
     redeem,
@@ -298,16 +296,9 @@ def test_defect_6_a_stale_sn_hold_of_a_decided_stacked_order_is_settled_as_used(
     short_holds(3000)
 
     async def coordinator(client: HookedRedis) -> None:
-        async def before(call: ScriptCall) -> None:
-            if any(is_stack_registry(done) for done in client.calls):
-                raise node_died("after the stacked order's decision, before its commits")
-
-        client.before = before
-        inventory = RedisInventory(client)
-        cache = CampaignCache(inventory)
-        parts = [(await cache.require(a), [va]), (await cache.require(b), [vb])]
-        with pytest.raises(RedisConnectionError):
-            await Redemptions(inventory, cache).redeem_stacked(parts, "u", "m1", "o1", 5000, [sn], "")
+        await dying_stacked_order(client, lambda call, done: any(is_stack_registry(d) for d in done),
+                                  "after the stacked order's decision, before its commits",
+                                  [(a, [va]), (b, [vb])], "o1", (sn,))
         assert any(is_stack_registry(done) for done in client.calls)  # it did decide
 
     run_async(redis_server, coordinator)
@@ -368,20 +359,9 @@ def test_defect_10_a_stacked_decision_commits_only_its_own_order(redis_server, n
     short_holds(1500)
 
     async def coordinator(client: HookedRedis) -> str:
-        crashed = False
-
-        async def before(call: ScriptCall) -> None:
-            nonlocal crashed
-            crashed = crashed or (call.name == "stack" and call.args[0] == "abort")
-            if crashed:
-                raise node_died("after a part was refused, before aborting the others")
-
-        client.before = before
-        inventory = RedisInventory(client)
-        cache = CampaignCache(inventory)
-        parts = [(await cache.require(a), [va]), (await cache.require(b), [vb])]
-        with pytest.raises(RedisConnectionError):
-            await Redemptions(inventory, cache).redeem_stacked(parts, "u", "m1", "o", 5000, [], "")
+        await dying_stacked_order(client, lambda call, _: call.name == "stack" and call.args[0] == "abort",
+                                  "after a part was refused, before aborting the others",
+                                  [(a, [va]), (b, [vb])], "o")
         prepared = [call for call in client.calls if call.name == "stack" and call.args[0] == "prepare"]
         return ",".join(sorted(str(call.reply[0]) for call in prepared))
 
@@ -500,16 +480,8 @@ def test_also_a_stranded_prepared_part_is_recycled_once_expired(redis_server, no
     short_holds(1500)
 
     async def coordinator(client: HookedRedis) -> None:
-        async def before(call: ScriptCall) -> None:
-            if is_stack_registry(call):
-                raise node_died("after preparing, before deciding")
-
-        client.before = before
-        inventory = RedisInventory(client)
-        cache = CampaignCache(inventory)
-        parts = [(await cache.require(a), [va]), (await cache.require(b), [vb])]
-        with pytest.raises(RedisConnectionError):
-            await Redemptions(inventory, cache).redeem_stacked(parts, "u", "m1", "o", 5000, [], "")
+        await dying_stacked_order(client, lambda call, _: is_stack_registry(call),
+                                  "after preparing, before deciding", [(a, [va]), (b, [vb])], "o")
 
     run_async(redis_server, coordinator)
     wait_past(1500 + 1000 + 300)  # the voucher has expired, and the part is stale
