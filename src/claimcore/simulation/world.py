@@ -13,6 +13,7 @@ import grpc
 import redis
 
 from claimcore.embedded_redis import EmbeddedCluster, EmbeddedRedis
+from claimcore.inventory import RETURNING
 from claimcore.keyspace import campaign_key, shard_keys
 from claimcore.local_node import LocalNode
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
@@ -112,7 +113,7 @@ class World:
         for _ in range(4):  # the run's own CLIENT KILLs cut this reader's connections too
             try:
                 return self._claimable(campaign_id)
-            except redis.RedisError:
+            except (redis.RedisError, redis.exceptions.RedisClusterException):
                 time.sleep(0.05)
         return self._claimable(campaign_id)
 
@@ -125,10 +126,12 @@ class World:
             redis_now = int(seconds) * 1000 + int(micros) // 1000
             total = 0
             for s in range(slots):
-                stock, returning, due = client.hmget(
-                    shard_keys(campaign_id, s).state, "stock", "returning", "returning_at"
-                )
-                total += int(stock or 0) + (int(returning or 0) if int(due or 0) <= redis_now else 0)
+                stock, returning, due, newer, newer_due = client.hmget(
+                    shard_keys(campaign_id, s).state, "stock", *RETURNING)
+                # recycled stock waits in two parts, each with its own due time (lua/_returning.lua)
+                older = int(returning or 0) - int(newer or 0)
+                total += int(stock or 0) + (older if int(due or 0) <= redis_now else 0) + (
+                    int(newer or 0) if int(newer_due or 0) <= redis_now else 0)
             return total
         finally:
             client.close()
