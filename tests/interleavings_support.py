@@ -31,7 +31,6 @@ from claimcore.local_node import LocalNode
 from claimcore.redemption import Redemptions
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
-from test_lua_scripts import users_on  # noqa: F401 - the tests import it from here
 
 # Every script by its SHA, so hooks can name what is being sent (read at call time: the
 # scripts change while issue 12 is fixed).
@@ -268,6 +267,17 @@ def expire_counts(admin: pb_grpc.AdminServiceStub, cid: str) -> dict[str, int]:
         if e.kind == "expire":
             counts[e.voucher_id] = counts.get(e.voucher_id, 0) + 1
     return counts
+
+
+def users_on(shard: int, shards: int, n: int, prefix: str) -> list[str]:
+    """n user ids that shard_of routes to `shard` of `shards`."""
+    out, i = [], 0
+    while len(out) < n:
+        user = f"{prefix}{i}"
+        i += 1
+        if shard_of(user, shards) == shard:
+            out.append(user)
+    return out
 
 
 def mover(prefix: str, before: int, after: int, want: Callable[[int, int], bool] | None = None) -> str:

@@ -62,24 +62,18 @@ local function give_back(state_key, log_key, op, lines, now, now_s)
   redis.call('XADD', log_key, '*', 'e', op, 't', now_s, 'g', table.concat(lines, '\n'))
 end
 
--- The refusal of an order whose vouchers include an expired one, or nil: { 3, 0, 0, the expired
--- vouchers... }. Vouchers found expired just now (free, past validity by this shard's clock) are
--- recorded as expired (E), their stock given back, in the refusing script's own step: the one
--- decision every later script follows. `states` are the vouchers' use_state.
-local function refuse_expired(state_key, redeem_key, log_key, user, vouchers, states, granted_at,
-                              valid_for, now, now_s)
-  local out, lines = { 3, 0, 0 }, {}
-  for _, v in ipairs(vouchers) do
-    local newly = states[v] == 'free' and valid_for > 0 and now >= granted_at[v] + valid_for
-    if newly then
-      redis.call('HSET', redeem_key, 'v:' .. v, 'E|-|' .. now_s)
-      lines[#lines + 1] = user .. '\t' .. v
+-- Of a user's vouchers, record those found expired just now (`newly_expired`: free and past
+-- validity by this shard's clock) as expired (E), their stock given back: the one decision
+-- every later script follows, written in the refusing script's own step.
+local function record_expiries(state_key, redeem_key, log_key, user, vouchers, newly_expired, now, now_s)
+  local lines = {}
+  for _, x in ipairs(vouchers) do
+    if newly_expired(x) then
+      redis.call('HSET', redeem_key, 'v:' .. x, 'E|-|' .. now_s)
+      lines[#lines + 1] = user .. '\t' .. x
     end
-    if newly or states[v] == 'expired' then out[#out + 1] = v end
   end
-  if #out == 3 then return nil end
   give_back(state_key, log_key, 'expire', lines, now, now_s)
-  return out
 end
 
 -- Add an order to the user's order index "i:<user>" (once): a reshard moves every order and

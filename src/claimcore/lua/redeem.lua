@@ -78,8 +78,14 @@ local used = function(v) return states[v] == 'used' or states[v] == 'released' e
 for _, v in ipairs(vouchers) do
   if used(v) then return fault(2, used) end
 end
-local expired = refuse_expired(KEYS[1], KEYS[4], KEYS[5], user, vouchers, states, granted_at, valid_for, now, now_s)
-if expired then return expired end
+local newly_expired = function(v) return states[v] == 'free' and valid_for > 0 and now >= granted_at[v] + valid_for end
+local expired = function(v) return states[v] == 'expired' or newly_expired(v) end
+for _, v in ipairs(vouchers) do
+  if expired(v) then
+    record_expiries(KEYS[1], KEYS[4], KEYS[5], user, vouchers, newly_expired, now, now_s)
+    return fault(3, expired)
+  end
+end
 if amount < min_spend * #vouchers then return fault(6, function() return true end) end
 local sn_trusted_until = tonumber(ARGV[12])
 if sn_trusted_until > 0 and now > sn_trusted_until then return { 12, 0, 0 } end

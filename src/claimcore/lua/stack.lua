@@ -102,8 +102,14 @@ for _, v in ipairs(vouchers) do
   if states[v] == 'stale' then return { 13, v, use } end
   if states[v] == 'used' or states[v] == 'released' then return fault(2, function(x) return x == v end) end
 end
-local expired = refuse_expired(KEYS[1], KEYS[4], KEYS[5], user, vouchers, states, granted_at, valid_for, now, now_s)
-if expired then return expired end
+local newly_expired = function(v) return states[v] == 'free' and valid_for > 0 and now >= granted_at[v] + valid_for end
+local expired = function(v) return states[v] == 'expired' or newly_expired(v) end
+for _, v in ipairs(vouchers) do
+  if expired(v) then
+    record_expiries(KEYS[1], KEYS[4], KEYS[5], user, vouchers, newly_expired, now, now_s)
+    return fault(3, expired)
+  end
+end
 if amount < min_spend * #vouchers then return fault(6, function() return true end) end
 
 local subsidy = math.min(amount, value * #vouchers)
