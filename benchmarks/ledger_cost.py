@@ -15,9 +15,9 @@ import statistics
 
 import redis
 
-from claimcore import scripts
-from claimcore.embedded_redis import EmbeddedRedis
-from claimcore.keyspace import shard_keys, voucher_prefix
+from claimcore.harness.embedded_redis import EmbeddedRedis
+from claimcore.store import scripts
+from claimcore.store.keyspace import shard_keys, voucher_prefix
 
 
 def without_ledger(source: str) -> str:

@@ -17,11 +17,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from claimcore import reshard as rs
 from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
-from claimcore.embedded_redis import EmbeddedRedis
-from claimcore.inventory import ClaimItem, RedisInventory
+from claimcore.harness.embedded_redis import EmbeddedRedis
+from claimcore.store import reshard as rs
+from claimcore.store.inventory import ClaimItem, RedisInventory
 
 STEPS = ("_fence", "_move_records", "_unfreeze", "_spread_stock")
 

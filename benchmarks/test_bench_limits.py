@@ -19,7 +19,7 @@ from types import ModuleType
 import pytest
 
 from claimcore._fast import NO_EXTENSIONS
-from claimcore.limits import AbuseLimits, DenyList
+from claimcore.security.abuse import AbuseLimits, DenyList
 
 CALLS = 1_000
 

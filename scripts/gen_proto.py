@@ -1,6 +1,6 @@
 """Generate the Python stubs of proto/ into a folder (default: src/).
 
-`make proto` writes them in place; tests/test_proto_stubs.py generates them
+`make proto` writes them in place; tests/node/test_proto_stubs.py generates them
 into a temporary folder and checks that the committed stubs are identical.
 """
 

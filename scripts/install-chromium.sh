@@ -1,6 +1,6 @@
 #!/bin/sh
 # Make sure headless Chromium and its ChromeDriver are on this machine, for the dashboard's browser
-# test (tests/test_dashboard.py). Uses Debian's packages (/usr/bin/chromium, /usr/bin/chromedriver);
+# test (tests/ops/test_dashboard.py). Uses Debian's packages (/usr/bin/chromium, /usr/bin/chromedriver);
 # needs root or sudo. Does nothing when both are there already.
 set -e
 if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then

@@ -14,9 +14,9 @@ import grpc
 import pytest
 import redis
 
-from claimcore.embedded_redis import EmbeddedCluster, EmbeddedRedis
-from claimcore.keyspace import CAMPAIGN_INDEX
-from claimcore.local_node import LocalNode, health_status  # noqa: F401 - tests import health_status from here
+from claimcore.harness.embedded_redis import EmbeddedCluster, EmbeddedRedis
+from claimcore.harness.local_node import LocalNode, health_status  # noqa: F401 - tests import health_status from here
+from claimcore.store.keyspace import CAMPAIGN_INDEX
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 
@@ -39,7 +39,7 @@ def node(redis_server: EmbeddedRedis) -> Iterator[LocalNode]:
     """One front node shared by the tests that only need one.
 
     It never recycles by itself: a sweep at a random moment raced tests that recycle on
-    request (test_cli_recycle once found nothing left to recycle). tests/test_recycling.py
+    request (test_cli_recycle once found nothing left to recycle). tests/lifecycle/test_recycling.py
     runs a node of its own to test the sweeper."""
     node = LocalNode(redis_server.url, "--recycle-every-s", "0").start()
     yield node
@@ -62,7 +62,7 @@ def admin(channel: grpc.Channel) -> pb_grpc.AdminServiceStub:
     return pb_grpc.AdminServiceStub(channel)
 
 
-# Failover tests (tests/test_cluster_faults.py, tests/chaos/test_failover.py): a cluster of their
+# Failover tests (tests/store/test_cluster_faults.py, tests/chaos/test_failover.py): a cluster of their
 # module's own, 3 masters with a replica each and a fast failover, and a node on it without and with
 # replica acknowledgements. Modules that need another cluster define their own `cluster`.
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """What the benchmark servers share: the gRPC server set-up of a claimcore node, and the campaign.
 
 The echo server and the naive baseline are configured like claimcore's own
-node (claimcore.server.Node), so the comparison measures the work done per
+node (claimcore.node.server.Node), so the comparison measures the work done per
 call and nothing else.
 """
 
@@ -14,7 +14,7 @@ import grpc
 
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 
-#: The options claimcore.server.Node gives its grpc.aio server.
+#: The options claimcore.node.server.Node gives its grpc.aio server.
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", 1 << 20),
     ("grpc.max_send_message_length", 4 << 20),

@@ -1,4 +1,4 @@
-"""The arithmetic of the benchmarks, as pure functions (tests/test_bench_maths.py checks them).
+"""The arithmetic of the benchmarks, as pure functions (benchmarks/tests/test_bench_maths.py checks them).
 
 Readings in, figures out: CPU seconds from /proc and from Redis INFO, figures
 per claim, the targets of issue 4 with their verdicts, the compiled/twin

@@ -1,6 +1,6 @@
 #!lua
 -- naive_claim.lua: one claim for one user, as a team would write it in an afternoon.
--- The benchmark baseline only; claimcore's own script is src/claimcore/lua/claim.lua.
+-- The benchmark baseline only; claimcore's own script is src/claimcore/store/lua/claim.lua.
 --
 -- KEYS[1]  nv:{C}:campaign  HASH stock, seq, limit, starts, ends, paused,
 --                                value_cents, min_spend_cents, category

@@ -39,8 +39,8 @@ from benchmarks.system.common import CATEGORY, MIN_SPEND_CENTS, VALUE_CENTS
 from benchmarks.system.driver import Load, run_load
 from benchmarks.system.servers import BenchServer, Probe
 
-from claimcore.embedded_redis import EmbeddedRedis
-from claimcore.local_node import LocalNode
+from claimcore.harness.embedded_redis import EmbeddedRedis
+from claimcore.harness.local_node import LocalNode
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 

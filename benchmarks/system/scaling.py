@@ -41,9 +41,9 @@ from benchmarks.system.driver import Load, run_load
 from benchmarks.system.servers import process_cpu_seconds
 from redis.crc import key_slot
 
-from claimcore.embedded_redis import EmbeddedCluster, EmbeddedRedis
-from claimcore.keyspace import shard_keys
-from claimcore.local_node import LocalNode
+from claimcore.harness.embedded_redis import EmbeddedCluster, EmbeddedRedis
+from claimcore.harness.local_node import LocalNode
+from claimcore.store.keyspace import shard_keys
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 
@@ -312,7 +312,7 @@ def cost_split_lines(splits: dict[str, sm.CostSplit | None]) -> list[str]:
 
 
 def cluster_calls_state() -> str:
-    """Whether src/claimcore/cluster_calls.py pipelines per master in the code this run used."""
+    """Whether src/claimcore/store/cluster_calls.py pipelines per master in the code this run used."""
     path = ROOT / "src" / "claimcore" / "cluster_calls.py"
     try:
         text = path.read_text()

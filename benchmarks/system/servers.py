@@ -13,7 +13,7 @@ import grpc
 import redis
 from benchmarks.system import maths
 
-from claimcore.embedded_redis import free_port, stop_child
+from claimcore.harness.embedded_redis import free_port, stop_child
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: `benchmarks` is importable from here
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -26,7 +26,7 @@ class ServerStartError(RuntimeError):
 class BenchServer:
     """`python -m <module> --port P [args]` (the echo server or the naive baseline) on 127.0.0.1.
 
-    Same surface as claimcore.local_node.LocalNode: address, pid, start(), stop().
+    Same surface as claimcore.harness.local_node.LocalNode: address, pid, start(), stop().
     """
 
     def __init__(self, module: str, *args: str) -> None:

@@ -1,3 +1,3 @@
-from claimcore.cli import main
+from claimcore.ops.cli import main
 
 raise SystemExit(main())

@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from claimcore.access import PLAINTEXT, Access
+from claimcore.security.access import PLAINTEXT, Access
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 

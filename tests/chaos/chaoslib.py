@@ -3,7 +3,7 @@
 Not a conftest.py on purpose: a second conftest module would shadow tests/conftest.py for
 `from conftest import ...` in the other test files.
 
-Every claim attempt goes into a claimcore.history.History (one Op per RPC, retries
+Every claim attempt goes into a claimcore.harness.history.History (one Op per RPC, retries
 included) and is checked at the end against Redis with check_history.
 
 The short form runs by default; CLAIMCORE_CHAOS=full runs more cycles and seeds and bigger
@@ -27,7 +27,7 @@ from typing import Any
 import grpc
 import redis
 
-from claimcore.history import History, Report, check_history
+from claimcore.harness.history import History, Report, check_history
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 

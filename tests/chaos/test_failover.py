@@ -31,9 +31,9 @@ import redis
 from chaoslib import Burst, Fault, check, pick, record, requests_for, seeds, sigcont, sigstop
 from redis.crc import key_slot
 
-from claimcore.embedded_redis import EmbeddedCluster, EmbeddedRedis
-from claimcore.history import History, read_final_state
-from claimcore.keyspace import shard_keys
+from claimcore.harness.embedded_redis import EmbeddedCluster, EmbeddedRedis
+from claimcore.harness.history import History, read_final_state
+from claimcore.store.keyspace import shard_keys
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 from conftest import LocalNode, create_campaign
 

@@ -1,4 +1,4 @@
-"""The history checker (claimcore.history) against a real Redis: it passes a true history and
+"""The history checker (claimcore.harness.history) against a real Redis: it passes a true history and
 catches each kind of broken one, so a clean report from a chaos run means something.
 
 Real claims go through a real node; then the history or the Redis state is forged one way
@@ -12,8 +12,8 @@ import threading
 import grpc
 import pytest
 
-from claimcore.history import INDETERMINATE, History, check_against, check_history, read_final_state
-from claimcore.keyspace import shard_keys
+from claimcore.harness.history import INDETERMINATE, History, check_against, check_history, read_final_state
+from claimcore.store.keyspace import shard_keys
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 from conftest import create_campaign

@@ -5,7 +5,7 @@ starts on a node picked by the seed and, after UNAVAILABLE, DEADLINE_EXCEEDED or
 RESOURCE_EXHAUSTED, goes again with the same request_ids to the next node. The victim is
 killed (SIGKILL) once KILL_AFTER requests are answered. The history checker must be clean
 (nothing acknowledged lost, nothing unexplained), and nobody may ever get a second voucher
-(tests/test_many_nodes.py has the unary version without the checker).
+(tests/node/test_many_nodes.py has the unary version without the checker).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import grpc
 import pytest
 from chaoslib import Burst, Fault, check, direct, pick, record, requests_for, seeds
 
-from claimcore.history import History
+from claimcore.harness.history import History
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 from conftest import LocalNode, create_campaign
 

@@ -17,8 +17,8 @@ import grpc
 import pytest
 from chaoslib import Burst, Fault, RssSampler, check, direct, pick, record, requests_for, seeds
 
-from claimcore.embedded_redis import EmbeddedRedis
-from claimcore.history import History
+from claimcore.harness.embedded_redis import EmbeddedRedis
+from claimcore.harness.history import History
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 from conftest import LocalNode, create_campaign
 

@@ -1,6 +1,6 @@
 """The history: every call the driver made and what it was answered, in the order they began.
 
-Unlike claimcore.history (claims only), a call here is any RPC of the public API, so the
+Unlike claimcore.harness.history (claims only), a call here is any RPC of the public API, so the
 checker can hold redemptions, reversals, releases and eligibility changes against Redis too.
 """
 

@@ -13,7 +13,6 @@ from typing import Any
 import grpc
 
 from claimcore.client import ClaimClient
-from claimcore.keyspace import campaign_key
 from claimcore.simulation import checks
 from claimcore.simulation.calls import CallLog
 from claimcore.simulation.campaigns import MERCHANTS, Plan, plan_campaigns
@@ -24,6 +23,7 @@ from claimcore.simulation.report import SeedResult, describe
 from claimcore.simulation.schedule import draw
 from claimcore.simulation.state import WorldState, read_world
 from claimcore.simulation.world import World
+from claimcore.store.keyspace import campaign_key
 from claimcore.v1 import claims_pb2 as pb
 
 MAX_IN_FLIGHT = 48  # operations running at once; the schedule waits beyond that

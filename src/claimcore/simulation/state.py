@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from claimcore._fast import shard_of
-from claimcore.keyspace import SN_BUCKETS, campaign_key, category_key, shard_keys, sn_key, stack_key
-from claimcore.ledger import Event, expand
+from claimcore.lifecycle.ledger import Event, expand
+from claimcore.store.keyspace import SN_BUCKETS, campaign_key, category_key, shard_keys, sn_key, stack_key
 
 
 def _hash(client: Any, key: str) -> dict[str, str]:

@@ -12,10 +12,10 @@ from typing import Any
 import grpc
 import redis
 
-from claimcore.embedded_redis import EmbeddedCluster, EmbeddedRedis
-from claimcore.inventory import RETURNING
-from claimcore.keyspace import campaign_key, shard_keys
-from claimcore.local_node import LocalNode
+from claimcore.harness.embedded_redis import EmbeddedCluster, EmbeddedRedis
+from claimcore.harness.local_node import LocalNode
+from claimcore.store.inventory import RETURNING
+from claimcore.store.keyspace import campaign_key, shard_keys
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 
 # Clock offsets (ms) that made defects: a node 1 ms behind redeems what a sweeper marked expired,

@@ -1,0 +1,1 @@
+"""The voucher's life after its grant (redemption, recycling, rounds) and the cross-campaign rules."""

@@ -1,0 +1,660 @@
+"""The maths over a run's collected results: percentiles, duplicates, the checks, the report.
+
+Pure functions only (no gRPC calls, no processes), so all of it is tested without a server.
+The input is what `claimcore.loadtest.burst.run_load` returns; the report is what `claimcore demo`
+and `claimcore loadgen` print and write as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from claimcore.loadtest.histogram import LatencyHistogram
+from claimcore.v1 import claims_pb2
+
+#: How many violations / examples are kept in the report.
+EXAMPLES_KEPT = 10
+#: The latency percentiles a report gives, besides max and mean.
+QUANTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9))
+#: Seconds of per-second throughput the text report shows (the JSON has all of them).
+THROUGHPUT_SHOWN_S = 12
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending sequence (q in 0..100).
+
+    percentile([1..100], 50) == 50, percentile(xs, 100) == max, q=0 gives min.
+    Returns NaN for an empty sequence.
+    """
+    if not 0 <= q <= 100:
+        raise ValueError(f"q must be within 0..100, not {q}")
+    n = len(sorted_values)
+    if n == 0:
+        return math.nan
+    rank = max(1, math.ceil(q / 100.0 * n))
+    return float(sorted_values[min(rank, n) - 1])
+
+
+def latency_summary(hist: LatencyHistogram) -> dict[str, float]:
+    """count, p50/p90/p99/p99.9, max and mean of a microsecond histogram, in milliseconds."""
+    values = hist.percentiles(q for _, q in QUANTILES)
+    summary: dict[str, float] = {"count": hist.count}
+    summary.update((name, v / 1000.0) for (name, _), v in zip(QUANTILES, values, strict=True))
+    summary["max"] = hist.max / 1000.0 if hist.count else math.nan
+    summary["mean"] = hist.mean() / 1000.0
+    return summary
+
+
+def find_duplicates(
+    pairs: Iterable[tuple[str, str]],
+) -> tuple[dict[str, set[str]], dict[str, set[str]], int]:
+    """Look for double grants in (user_id, voucher_id) pairs seen by clients.
+
+    The same pair may appear many times (a replay, an ALREADY_CLAIMED reply);
+    that is fine. Returns (users holding more than one distinct voucher,
+    vouchers seen for more than one user, number of distinct vouchers).
+    """
+    by_user: dict[str, set[str]] = {}
+    by_voucher: dict[str, set[str]] = {}
+    for user, voucher in pairs:
+        by_user.setdefault(user, set()).add(voucher)
+        by_voucher.setdefault(voucher, set()).add(user)
+    dup_users = {u: vs for u, vs in by_user.items() if len(vs) > 1}
+    dup_vouchers = {v: us for v, us in by_voucher.items() if len(us) > 1}
+    return dup_users, dup_vouchers, len(by_voucher)
+
+
+def oversell(granted: int, inventory: int) -> int:
+    """Vouchers granted beyond the inventory (0 when all is well)."""
+    return max(0, granted - inventory)
+
+
+def expected_grants(inventory: int, users: int) -> int:
+    """With per_user_limit 1 and every user claiming, exactly this many are granted."""
+    return min(inventory, users)
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def evaluate_checks(
+    *,
+    inventory: int,
+    users: int,
+    client_distinct: int,
+    server_granted: int,
+    duplicate_users: int,
+    duplicate_vouchers: int,
+    retry_violations: int,
+    lost_vouchers: int = 0,
+    verified: int = 0,
+    server_remaining: int | None = None,
+) -> list[Check]:
+    """The pass/fail verdicts of a run, from its counted figures."""
+    expected = expected_grants(inventory, users)
+    over = max(oversell(server_granted, inventory), oversell(client_distinct, inventory))
+    checks = [
+        Check(
+            "duplicates",
+            duplicate_users == 0 and duplicate_vouchers == 0,
+            f"{duplicate_users} users holding >1 voucher, "
+            f"{duplicate_vouchers} vouchers seen for >1 user",
+        ),
+        Check(
+            "oversell",
+            over == 0,
+            f"{over} beyond inventory {inventory} "
+            f"(server granted {server_granted}, client saw {client_distinct})",
+        ),
+        Check(
+            "exact",
+            client_distinct == server_granted == expected,
+            f"client {client_distinct}, server {server_granted}, "
+            f"expected min(inventory, users) = {expected}",
+        ),
+        Check(
+            "retry consistency",
+            retry_violations == 0,
+            f"{retry_violations} replays of a GRANTED request answered differently",
+        ),
+    ]
+    if server_remaining is not None:
+        checks.append(
+            Check(
+                "stock conserved",
+                server_granted + server_remaining == inventory,
+                f"server granted {server_granted} + remaining {server_remaining} "
+                f"vs inventory {inventory}",
+            )
+        )
+    if verified:
+        checks.append(
+            Check(
+                "vouchers recorded",
+                lost_vouchers == 0,
+                f"{lost_vouchers} of {verified} sampled grants missing from GetClaim",
+            )
+        )
+    return checks
+
+
+# ---------------------------------------------------------------- merging
+
+
+_SUMMED = ("sent", "calls", "settled", "unsettled", "retries", "double_taps", "rate_limited_resends",
+           "skipped_follow_ups")  # fmt: skip
+_COUNTED = ("outcomes", "transient", "errors", "redeems", "redeem_errors")
+_LISTED = ("error_examples", "pairs", "retry_violations", "double_tap_unexpected", "voucher_anomalies")
+_HISTOGRAMS = ("latency", "response", "lateness")
+_EXTREMES = (("first_sold_out", min), ("last_granted", max), ("start", min), ("end", max))
+
+
+def merge_worker_results(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Fold the compact per-worker results (as run_load returns them) into one.
+
+    Histograms become LatencyHistogram objects; `ticks` maps a tick (tick_s long, counted
+    from the common start) to [replies, granted, sold_out]; `slices` maps a slice (slice_s
+    long) to the histogram of the call latencies that ended in it.
+    """
+    merged: dict[str, Any] = {key: 0 for key in _SUMMED}
+    merged.update({key: Counter() for key in _COUNTED})
+    merged.update({key: [] for key in _LISTED})
+    merged.update({key: LatencyHistogram() for key in _HISTOGRAMS})
+    merged.update({key: None for key, _ in _EXTREMES})
+    merged.update(ticks={}, slices={}, tick_s=None, slice_s=None)
+    for r in results:
+        for key in _SUMMED:
+            merged[key] += r.get(key, 0)
+        for key in _COUNTED:
+            merged[key].update(r.get(key, {}))
+        for key in _LISTED:
+            merged[key].extend(r[key])
+        for key in _HISTOGRAMS:
+            merged[key].merge(LatencyHistogram.from_state(r[key]))
+        for key, pick in _EXTREMES:
+            value = r.get(key)
+            if value is not None:
+                merged[key] = value if merged[key] is None else pick(merged[key], value)
+        for key in ("tick_s", "slice_s"):
+            if merged[key] is not None and r[key] != merged[key]:
+                raise ValueError(f"workers disagree on {key}: {merged[key]} and {r[key]}")
+            merged[key] = r[key]
+        ticks = merged["ticks"]
+        for tick, row in r["ticks"].items():
+            into = ticks.setdefault(int(tick), [0] * len(row))
+            for n, value in enumerate(row):
+                into[n] += value
+        slices = merged["slices"]
+        for key, state in r["slices"].items():
+            hist = LatencyHistogram.from_state(state)
+            if int(key) in slices:
+                slices[int(key)].merge(hist)
+            else:
+                slices[int(key)] = hist
+    return merged
+
+
+# ---------------------------------------------------------------- time series
+
+
+def replies_before(ticks: Mapping[int, Sequence[int]], tick_s: float, at_s: float) -> float:
+    """Replies in the first at_s seconds, taking replies as spread evenly within a tick."""
+    at = at_s / tick_s
+    total = 0.0
+    for tick, row in ticks.items():
+        if tick + 1 <= at:
+            total += row[0]
+        elif tick < at:
+            total += row[0] * (at - tick)
+    return total
+
+
+def phase_rates(
+    ticks: Mapping[int, Sequence[int]],
+    tick_s: float,
+    start: float | None,
+    end: float | None,
+    sold_out: float | None,
+) -> tuple[float | None, float | None]:
+    """Replies per second before and after the sold-out moment (all times unix seconds).
+
+    None where a phase is missing or lasted no time at all.
+    """
+    if start is None or end is None or sold_out is None or not start <= sold_out <= end:
+        return None, None
+    before = replies_before(ticks, tick_s, sold_out - start)
+    after = sum(row[0] for row in ticks.values()) - before
+    first = before / (sold_out - start) if sold_out > start else None
+    second = after / (end - sold_out) if end > sold_out else None
+    return first, second
+
+
+def per_second(ticks: Mapping[int, Sequence[int]], tick_s: float) -> list[int]:
+    """Replies in each whole second of the run: [second 0, second 1, ...]."""
+    if not ticks:
+        return []
+    out = [0] * (int(max(ticks) * tick_s) + 1)
+    for tick, row in ticks.items():
+        out[int(tick * tick_s)] += row[0]
+    return out
+
+
+def throughput_series(
+    ticks: Mapping[int, Sequence[int]],
+    slices: Mapping[int, LatencyHistogram],
+    tick_s: float,
+    slice_s: float,
+) -> list[dict[str, Any]]:
+    """One row per slice_s of the run: replies, grants and sold-outs per second, p50/p99 latency."""
+    if not ticks and not slices:
+        return []
+    per = max(1, round(slice_s / tick_s))
+    last = max([t // per for t in ticks] + list(slices))
+    rows = []
+    for k in range(last + 1):
+        counts = [0, 0, 0]
+        for tick in range(k * per, (k + 1) * per):
+            row = ticks.get(tick)
+            if row:
+                for n in range(3):
+                    counts[n] += row[n]
+        hist = slices.get(k)
+        p50, p99 = hist.percentiles((50, 99)) if hist else (math.nan, math.nan)
+        rows.append(
+            {
+                "t_s": round(k * slice_s, 3),
+                "claims_per_s": counts[0] / slice_s,
+                "granted_per_s": counts[1] / slice_s,
+                "sold_out_per_s": counts[2] / slice_s,
+                "p50_ms": p50 / 1000.0,
+                "p99_ms": p99 / 1000.0,
+            }
+        )
+    return rows
+
+
+def outcome_name(value: int | str) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return claims_pb2.Outcome.Name(value)
+    except ValueError:
+        return f"OUTCOME_{value}"
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _since(moment: float | None, start: float | None) -> float | None:
+    return moment - start if moment is not None and start is not None else None
+
+
+def build_report(
+    *,
+    campaign_id: str,
+    inventory: int,
+    shards: int,
+    users: int,
+    processes: int,
+    concurrency: int,
+    merged: dict[str, Any],
+    server: dict[str, Any],
+    lost_vouchers: int = 0,
+    verified: int = 0,
+    lost_examples: Sequence[Any] = (),
+    title: str = "claimcore demo",
+    run: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Everything a run's report says, as a JSON-ready dict, with the checks.
+
+    users is the number of distinct users that claimed; run, if given, describes how the
+    load was made (targets, arrival shape, mode, ...) and is kept as it is.
+    """
+    dup_users, dup_vouchers, distinct = find_duplicates(merged["pairs"])
+    outcomes = {outcome_name(k): int(v) for k, v in sorted(merged["outcomes"].items())}
+    replies = sum(outcomes.values())
+    start = merged["start"]
+    end = merged["end"]
+    wall = (end - start) if start is not None and end is not None else math.nan
+    sold_out_ms = int(server.get("sold_out_at_ms") or 0)
+    sold_out = sold_out_ms / 1000.0 if sold_out_ms else None
+    server_granted = int(server.get("granted", 0))
+    remaining = server.get("remaining")
+    tick_s = merged["tick_s"] or 1.0
+    before_s, after_s = phase_rates(merged["ticks"], tick_s, start, end, sold_out)
+    checks = evaluate_checks(
+        inventory=inventory,
+        users=users,
+        client_distinct=distinct,
+        server_granted=server_granted,
+        duplicate_users=len(dup_users),
+        duplicate_vouchers=len(dup_vouchers),
+        retry_violations=len(merged["retry_violations"]),
+        lost_vouchers=lost_vouchers,
+        verified=verified,
+        server_remaining=None if remaining is None else int(remaining),
+    )
+    report: dict[str, Any] = {"title": title, "campaign": campaign_id}
+    if run is not None:
+        report["run"] = run
+    report.update(
+        {
+            "inventory": inventory,
+            "shards": shards,
+            "users": users,
+            "processes": processes,
+            "concurrency": concurrency,
+            "requests_sent": int(merged["sent"]),
+            "calls": int(merged["calls"]),
+            "replies": replies,
+            "outcomes": outcomes,
+            "transient_failures": {k: int(v) for k, v in sorted(merged["transient"].items())},
+            "rate_limited_resends": int(merged["rate_limited_resends"]),
+            "transport_errors": {k: int(v) for k, v in sorted(merged["errors"].items())},
+            "transport_error_examples": list(merged["error_examples"][:EXAMPLES_KEPT]),
+            "settled_by_getclaim": int(merged["settled"]),
+            "unsettled": int(merged["unsettled"]),
+            "skipped_follow_ups": int(merged["skipped_follow_ups"]),
+            "distinct_vouchers": distinct,
+            "granted": server_granted,
+            "remaining": int(remaining or 0),
+            "server_shards": list(server.get("shards", [])),
+            "expected_granted": expected_grants(inventory, users),
+            "duplicate_users": len(dup_users),
+            "duplicate_vouchers": len(dup_vouchers),
+            "duplicates": len(dup_users) + len(dup_vouchers),
+            "duplicate_examples": {
+                "users": {u: sorted(vs) for u, vs in list(dup_users.items())[:EXAMPLES_KEPT]},
+                "vouchers": {v: sorted(us) for v, us in list(dup_vouchers.items())[:EXAMPLES_KEPT]},
+            },
+            "oversell": max(oversell(server_granted, inventory), oversell(distinct, inventory)),
+            "exact": distinct == server_granted == expected_grants(inventory, users),
+            "retries": int(merged["retries"]),
+            "retry_violations": len(merged["retry_violations"]),
+            "retry_violation_examples": list(merged["retry_violations"][:EXAMPLES_KEPT]),
+            "double_taps": int(merged["double_taps"]),
+            "double_tap_unexpected": len(merged["double_tap_unexpected"]),
+            "double_tap_unexpected_examples": list(merged["double_tap_unexpected"][:EXAMPLES_KEPT]),
+            "voucher_anomalies": len(merged["voucher_anomalies"]),
+            "voucher_anomaly_examples": list(merged["voucher_anomalies"][:EXAMPLES_KEPT]),
+            "verified_sample": verified,
+            "lost_vouchers": lost_vouchers,
+            "lost_voucher_examples": list(lost_examples[:EXAMPLES_KEPT]),
+            "burst_start_unix": start,
+            "burst_wall_s": wall,
+            "time_to_sold_out_server_s": _since(sold_out, start),
+            "time_to_first_sold_out_reply_s": _since(merged["first_sold_out"], start),
+            "time_to_last_grant_reply_s": _since(merged["last_granted"], start),
+            "sold_out_at_ms": sold_out_ms,
+            "claims_per_s": replies / wall if wall and wall > 0 else math.nan,
+            "claims_per_s_before_sold_out": before_s,
+            "claims_per_s_after_sold_out": after_s,
+            "replies_per_second": per_second(merged["ticks"], tick_s),
+            "latency_ms": latency_summary(merged["latency"]),
+            "response_ms": latency_summary(merged["response"]),
+            "lateness_ms": latency_summary(merged["lateness"]),
+            "series": throughput_series(
+                merged["ticks"], merged["slices"], tick_s, merged["slice_s"] or tick_s
+            ),
+            "redeems": {k: int(v) for k, v in sorted(merged["redeems"].items())},
+            "redeem_errors": {k: int(v) for k, v in sorted(merged["redeem_errors"].items())},
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks],
+            "failed": [c.name for c in checks if not c.ok],
+            "ok": all(c.ok for c in checks),
+        }
+    )
+    return report
+
+
+def _n(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _ms(value: Any) -> str:
+    """Milliseconds with enough digits for sub-millisecond latencies."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+
+
+def _secs(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f} s"
+
+
+def _percentiles(summary: Mapping[str, Any]) -> str:
+    parts = [f"{name} {_ms(summary.get(name))}" for name, _ in QUANTILES]
+    return " · ".join([*parts, f"max {_ms(summary.get('max'))}"])
+
+
+def _run_rows(run: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    arrival = ", ".join(f"{k} {v}" for k, v in run.get("arrival", {}).items())
+    mode = run.get("mode", "")
+    if mode == "batch":
+        mode += f" ({run.get('batch_size')} per call)"
+    rows = [
+        ("targets", ", ".join(run.get("targets", [])), ""),
+        ("arrivals", arrival + (f"; planned span {_secs(run.get('planned_span_s'))}"), ""),
+        ("mode", f"{mode}; deadline {run.get('deadline_s')} s, up to {run.get('max_attempts')} sends", ""),
+    ]
+    for step in run.get("reshards") or []:
+        if "error" in step:
+            rows.append((f"reshard to {step['to_shards']}",
+                         f"at {step['at_s']:.1f} s failed: {step['error']}", "FAIL"))
+        else:
+            rows.append((
+                f"reshard {step['from_shards']} -> {step['to_shards']}",
+                f"at {step['at_s']:.1f} s; {_n(step['moved_users'])} users moved, "
+                f"frozen {step['frozen_ms']} ms, done in {step['took_ms']} ms "
+                "(longest claim: latency max)", ""))
+    if run.get("replayed_from"):
+        rows.append(("replayed from", str(run["replayed_from"]), ""))
+    if run.get("recorded_to"):
+        rows.append(("recorded to", str(run["recorded_to"]), ""))
+    return rows
+
+
+def _redemption_rows(report: dict[str, Any], verdict: Callable[[str], str]) -> list[tuple[str, str, str]]:
+    """Rows for the vouchers redeemed during the run and the reconcile after it, if any."""
+    rows = []
+    if report.get("redeems") or report.get("redeem_errors"):
+        done = ", ".join(f"{k} {_n(v)}" for k, v in report["redeems"].items())
+        failed = ", ".join(f"{k} {_n(v)}" for k, v in report["redeem_errors"].items())
+        rows.append(("redeemed during the run", done + (f"; gave up: {failed}" if failed else ""), ""))
+    if "reconcile" in report:
+        wrong = [f"{f['name']}: ledger {f['from_ledger']} live {f['live']}"
+                 for f in report["reconcile"]["figures"] if not f["ok"]]
+        rows.append(("reconcile (ledger vs live)", "; ".join(wrong) or "no difference", verdict("reconcile")))
+    return rows
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The human-readable report: a short two-column table with verdicts."""
+    checks = {c["name"]: c for c in report["checks"]}
+
+    def verdict(name: str) -> str:
+        c = checks.get(name)
+        return "" if c is None else ("PASS" if c["ok"] else "FAIL")
+
+    outcomes = report["outcomes"]
+    main = ("GRANTED", "ALREADY_CLAIMED", "SOLD_OUT")
+    others = sum(v for k, v in outcomes.items() if k not in main)
+    other_detail = ", ".join(f"{k} {v:,}" for k, v in outcomes.items() if k not in main)
+    transient = sum(report["transient_failures"].values()) + report.get("rate_limited_resends", 0)
+    errors = sum(report["transport_errors"].values())
+    rows: list[tuple[str, str, str]] = [
+        ("campaign", report["campaign"], ""),
+        ("inventory / shards", f"{_n(report['inventory'])} / {report['shards']}", ""),
+    ]
+    if report.get("run"):
+        rows += _run_rows(report["run"])
+    rows += [
+        (
+            "users",
+            f"{_n(report['users'])}  ({report['processes']} processes x "
+            f"{report['concurrency']} concurrent)",
+            "",
+        ),
+        (
+            "requests sent",
+            f"{_n(report['requests_sent'])}  (in {_n(report.get('calls', 0))} calls; "
+            f"replies {_n(report['replies'])}, "
+            f"resent {_n(transient)}, transport errors {_n(errors)})",
+            "",
+        ),
+        ("GRANTED", _n(outcomes.get("GRANTED", 0)), ""),
+        ("ALREADY_CLAIMED", _n(outcomes.get("ALREADY_CLAIMED", 0)), ""),
+        ("SOLD_OUT", _n(outcomes.get("SOLD_OUT", 0)), ""),
+        ("other outcomes", _n(others) + (f"  ({other_detail})" if other_detail else ""), ""),
+        ("distinct vouchers (client)", _n(report["distinct_vouchers"]), ""),
+        (
+            "granted (server)",
+            f"{_n(report['granted'])}  (remaining {_n(report['remaining'])})",
+            verdict("stock conserved"),
+        ),
+        (
+            "duplicates",
+            f"{report['duplicates']}  ({report['duplicate_users']} users >1 voucher, "
+            f"{report['duplicate_vouchers']} vouchers >1 user)",
+            verdict("duplicates"),
+        ),
+        ("oversell", _n(report["oversell"]), verdict("oversell")),
+        *_redemption_rows(report, verdict),
+        (
+            "exact",
+            f"{_n(report['distinct_vouchers'])} client == {_n(report['granted'])} server == "
+            f"{_n(report['expected_granted'])} min(inventory, users)",
+            verdict("exact"),
+        ),
+        (
+            "retry consistency",
+            f"{report['retry_violations']} violations in {_n(report['retries'])} replays",
+            verdict("retry consistency"),
+        ),
+    ]
+    if "vouchers recorded" in checks:
+        rows.append(
+            (
+                "vouchers recorded",
+                f"{report['lost_vouchers']} missing of {_n(report['verified_sample'])} "
+                "sampled (GetClaim by user)",
+                verdict("vouchers recorded"),
+            )
+        )
+    rows += [
+        (
+            "double taps",
+            f"{_n(report['double_taps'])}  ({report['double_tap_unexpected']} answered "
+            "other than ALREADY_CLAIMED same voucher / SOLD_OUT)",
+            "",
+        ),
+        (
+            "time to sold out",
+            f"server {_secs(report['time_to_sold_out_server_s'])}, first SOLD_OUT reply "
+            f"{_secs(report['time_to_first_sold_out_reply_s'])}, last GRANTED reply (replays excluded) "
+            f"{_secs(report['time_to_last_grant_reply_s'])}",
+            "",
+        ),
+        (
+            "claims/s",
+            f"{_n(report['claims_per_s'])}  (wall {_secs(report['burst_wall_s'])}; "
+            f"before sold out {_n(report['claims_per_s_before_sold_out'])}, "
+            f"after {_n(report['claims_per_s_after_sold_out'])})",
+            "",
+        ),
+    ]
+    per_s = report.get("replies_per_second") or []
+    if len(per_s) > 1:
+        shown = " · ".join(f"{s}s {v:,}" for s, v in enumerate(per_s[:THROUGHPUT_SHOWN_S]))
+        more = f" · ... ({len(per_s)} s)" if len(per_s) > THROUGHPUT_SHOWN_S else ""
+        rows.append(("replies per second", shown + more, ""))
+    rows.append(("latency ms (per call)", _percentiles(report["latency_ms"]), ""))
+    if report["response_ms"].get("count"):
+        rows.append(("response ms (from arrival)", _percentiles(report["response_ms"]), ""))
+    if report.get("run") and report["lateness_ms"].get("count"):
+        late = report["lateness_ms"]
+        rows.append(
+            (
+                "send lateness ms",
+                f"p50 {_ms(late['p50'])} · p99 {_ms(late['p99'])} · max {_ms(late['max'])}",
+                "",
+            )
+        )
+    if report["settled_by_getclaim"] or report["unsettled"]:
+        rows.append(
+            (
+                "unknown outcomes",
+                f"{report['settled_by_getclaim']} settled as granted by GetClaim, "
+                f"{report['unsettled']} could not be settled",
+                "",
+            )
+        )
+    width = max(len(r[0]) for r in rows)
+    value_width = min(100, max(len(r[1]) for r in rows))
+    bar = "-" * (width + value_width + 10)
+    lines = [f"{report.get('title', 'claimcore demo')}: {report['campaign']}", bar]
+    for label, value, mark in rows:
+        lines.append(f" {label:<{width}}  {value:<{value_width}}  {mark}".rstrip())
+    lines.append(bar)
+    for key, title in (
+        ("retry_violation_examples", "retry violations"),
+        ("double_tap_unexpected_examples", "unexpected double-tap replies"),
+        ("voucher_anomaly_examples", "voucher anomalies"),
+        ("lost_voucher_examples", "vouchers missing from GetClaim"),
+        ("transport_error_examples", "transport errors"),
+    ):
+        if report.get(key):
+            lines.append(f" {title} (first {len(report[key])}):")
+            lines.extend(f"   {example}" for example in report[key])
+    dup = report["duplicate_examples"]
+    if dup["users"]:
+        lines.append(f" users holding >1 voucher (first {len(dup['users'])}):")
+        lines.extend(f"   {u}: {', '.join(vs)}" for u, vs in dup["users"].items())
+    if dup["vouchers"]:
+        lines.append(f" vouchers seen for >1 user (first {len(dup['vouchers'])}):")
+        lines.extend(f"   {v}: {', '.join(us)}" for v, us in dup["vouchers"].items())
+    if report["ok"]:
+        lines.append(" RESULT: PASS (all checks passed)")
+    else:
+        for c in report["checks"]:
+            if not c["ok"]:
+                lines.append(f" FAILED {c['name']}: {c['detail']}")
+        lines.append(f" RESULT: FAIL ({', '.join(report['failed'])})")
+    return "\n".join(lines)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    return str(value)
+
+
+def report_json(report: dict[str, Any]) -> str:
+    """JSON text of the report (NaN becomes null)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+            return None
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(report), indent=2, default=_json_default)

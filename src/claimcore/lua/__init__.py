@@ -1,1 +1,0 @@
-"""Package data: the Lua scripts (loaded by claimcore.scripts)."""

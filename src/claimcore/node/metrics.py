@@ -1,0 +1,312 @@
+"""Prometheus metrics of one front node (docs/metrics.md lists them and what to watch).
+
+The hot path only bumps plain dict entries and list slots (a claim costs a
+dict lookup and an add, tens of nanoseconds); the Prometheus families are
+built from those at scrape time by `NodeMetrics.collect`, in a per-node
+CollectorRegistry served by prometheus_client's HTTP server on its own thread.
+The scrape reads copies (`dict(d)` is atomic under the GIL), so it never sees
+a table changing under it.
+
+Label sets stay bounded: outcomes, reasons, methods and codes are fixed
+lists; campaign ids are labels for the first `CAMPAIGN_LABELS` distinct
+campaigns the node counts, "other" after that; no user id, request id or key
+is ever a label. Only campaigns that exist reach a campaign label (claims are
+counted after the campaign was found).
+
+The stock gauges are sampled about once a second by `sample_forever`, for
+the campaigns the node has in its cache: one pipelined read of every such
+campaign's shard states and sold-out time per round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from bisect import bisect_left
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from claimcore import __version__
+from claimcore.campaign import CampaignConfig
+from claimcore.node.interceptors import rewrapped
+from claimcore.store.keyspace import campaign_key, shard_keys
+from claimcore.v1 import claims_pb2 as pb
+
+CAMPAIGN_LABELS = 1_000  # distinct campaign label values, at most; then "other"
+OTHER = "other"
+
+CLAIM_OUTCOMES = {number: name.lower() for name, number in pb.Outcome.items()}
+REDEEM_OUTCOMES = {number: name.lower() for name, number in pb.RedeemOutcome.items()}
+TIMED_METHODS = ("Claim", "ClaimBatch")
+DROP_REASONS = ("admission_rate", "abuse", "overloaded")
+
+# Seconds per call: a claim waits ~linger + one Redis round trip; a stalled Redis shows up to 10 s.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # claims per claim.lua call
+
+
+class Histogram:
+    """A Prometheus histogram without locks: the node's event loop is its only writer."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # le is inclusive
+        self.total += value
+
+    def buckets(self) -> tuple[list[tuple[str, float]], float]:
+        """Cumulative (le, count) pairs ending with +Inf, and the sum."""
+        counts, total = list(self.counts), self.total
+        out, running = [], 0
+        for bound, n in zip((*self.bounds, float("inf")), counts, strict=True):
+            running += n
+            out.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))
+        return out, total
+
+
+class NodeMetrics:
+    """Everything a node counts, and the collector that turns it into Prometheus families."""
+
+    def __init__(self, version: str = __version__, max_campaigns: int = CAMPAIGN_LABELS) -> None:
+        self.version = version
+        self.max_campaigns = max_campaigns
+        self._campaigns: set[str] = set()
+        self.claims: dict[tuple[str, int], int] = {}          # (campaign label, Outcome number)
+        self.drops: dict[tuple[str, str], int] = {}           # (campaign label, reason)
+        self.redemptions: dict[tuple[str, int], int] = {}     # (campaign label, RedeemOutcome number)
+        self.rpc_errors: dict[tuple[str, str], int] = {}      # (method, status code name)
+        self.claim_seconds = {method: Histogram(LATENCY_BUCKETS) for method in TIMED_METHODS}
+        self.batch_size = Histogram(BATCH_BUCKETS)
+        self.round_trips = 0
+        self.redis_up = 0
+        # Sampled gauges, each replaced whole by the sampler.
+        self.stock: dict[tuple[str, int], int] = {}
+        self.granted: dict[str, int] = {}
+        self.sold_out_seconds: dict[str, float] = {}
+        self._slots: dict[str, int] = {}  # shard slots last seen per campaign (a reshard adds some)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+        self._http: Any = None
+
+    # ------------------------------------------------------------------ counting (hot path)
+
+    def campaign(self, campaign_id: str) -> str:
+        """The campaign's label value: itself among the first max_campaigns, else "other"."""
+        if campaign_id in self._campaigns:
+            return campaign_id
+        if len(self._campaigns) < self.max_campaigns:
+            self._campaigns.add(campaign_id)
+            return campaign_id
+        return OTHER
+
+    def claimed(self, campaign_id: str, outcome: int) -> None:
+        counts = self.claims
+        key = (campaign_id, outcome)
+        n = counts.get(key)
+        if n is None:
+            key = (self.campaign(campaign_id), outcome)
+            n = counts.get(key, 0)
+        counts[key] = n + 1
+
+    def dropped(self, campaign_id: str, reason: str) -> None:
+        key = (self.campaign(campaign_id), reason)
+        self.drops[key] = self.drops.get(key, 0) + 1
+
+    def redeemed(self, campaign_id: str, outcome: int) -> None:
+        key = (self.campaign(campaign_id), outcome)
+        self.redemptions[key] = self.redemptions.get(key, 0) + 1
+
+    def rpc_failed(self, method: str, code: str) -> None:
+        key = (method, code)
+        self.rpc_errors[key] = self.rpc_errors.get(key, 0) + 1
+
+    def flushed(self, sizes: list[int]) -> None:
+        """One round trip of the batcher carrying claim.lua calls of these sizes."""
+        self.round_trips += 1
+        for size in sizes:
+            self.batch_size.observe(size)
+
+    # ------------------------------------------------------------------ scrape
+
+    def collect(self) -> Iterator[Metric]:
+        claims = CounterMetricFamily("claimcore_claims", "Claims answered, by campaign and outcome "
+                                     "(unary calls and each item of a batch)", labels=["campaign", "outcome"])
+        for (campaign, outcome), n in sorted(dict(self.claims).items()):
+            claims.add_metric([campaign, CLAIM_OUTCOMES.get(outcome, "unknown")], n)
+        yield claims
+        seconds = HistogramMetricFamily("claimcore_claim_seconds", "Latency of Claim and ClaimBatch calls "
+                                        "in the node, failed ones included", labels=["method"])
+        for method, histogram in self.claim_seconds.items():
+            buckets, total = histogram.buckets()
+            seconds.add_metric([method], buckets, total)
+        yield seconds
+        drops = CounterMetricFamily("claimcore_admission_drops", "Claims refused before Redis: the "
+                                    "campaign's admission rate, the anti-scalper limits, or node overload",
+                                    labels=["campaign", "reason"])
+        for (campaign, reason), n in sorted(dict(self.drops).items()):
+            drops.add_metric([campaign, reason], n)
+        yield drops
+        yield from self._sampled()
+        yield CounterMetricFamily("claimcore_redis_round_trips", "Round trips of the claim batcher to "
+                                  "Redis (one per flush)", value=self.round_trips)
+        batch_buckets, batch_total = self.batch_size.buckets()
+        batch = HistogramMetricFamily("claimcore_redis_batch_size", "Claims per claim.lua call")
+        batch.add_metric([], batch_buckets, batch_total)
+        yield batch
+        redeemed = CounterMetricFamily("claimcore_redemptions", "Redeem calls answered, by campaign and "
+                                       "outcome", labels=["campaign", "outcome"])
+        for (campaign, outcome), n in sorted(dict(self.redemptions).items()):
+            redeemed.add_metric([campaign, REDEEM_OUTCOMES.get(outcome, "unknown")], n)
+        yield redeemed
+        errors = CounterMetricFamily("claimcore_rpc_errors", "Calls that ended with a non-OK gRPC status, "
+                                     "by method and status code", labels=["method", "code"])
+        for (method, code), n in sorted(dict(self.rpc_errors).items()):
+            errors.add_metric([method, code], n)
+        yield errors
+        yield GaugeMetricFamily("claimcore_redis_up", "1 while Redis answers the node's PING, else 0",
+                                value=self.redis_up)
+        info = GaugeMetricFamily("claimcore_info", "The node's claimcore version", labels=["version"])
+        info.add_metric([self.version], 1)
+        yield info
+
+    def _sampled(self) -> Iterator[Metric]:
+        stock = GaugeMetricFamily("claimcore_stock_remaining", "Stock left per shard (sampled every ~1 s)",
+                                  labels=["campaign", "shard"])
+        for (campaign, shard), n in sorted(self.stock.items()):
+            stock.add_metric([campaign, str(shard)], n)
+        yield stock
+        granted = GaugeMetricFamily("claimcore_granted", "Vouchers granted (sampled every ~1 s)",
+                                    labels=["campaign"])
+        for campaign, n in sorted(self.granted.items()):
+            granted.add_metric([campaign], n)
+        yield granted
+        sold_out = GaugeMetricFamily("claimcore_sold_out_seconds", "Seconds from the campaign's start to "
+                                     "its first sell-out; absent until it sells out", labels=["campaign"])
+        for campaign, s in sorted(self.sold_out_seconds.items()):
+            sold_out.add_metric([campaign], s)
+        yield sold_out
+
+    # ------------------------------------------------------------------ sampling
+
+    async def sample(self, redis: Any, configs: list[CampaignConfig]) -> None:
+        """Read the stock, grants and sold-out time of these campaigns in one pipelined round trip."""
+        configs = [c for c in configs if self.campaign(c.campaign_id) != OTHER]
+        if not configs:
+            self.stock, self.granted, self.sold_out_seconds = {}, {}, {}
+            return
+        pipe = redis.pipeline(transaction=False)
+        plan: list[tuple[CampaignConfig, int]] = []
+        for config in configs:
+            slots = max(config.shard_slots, self._slots.get(config.campaign_id, 0))
+            plan.append((config, slots))
+            pipe.hmget(campaign_key(config.campaign_id), "created_at", "sold_out_at", "slots")
+            for s in range(slots):
+                pipe.hmget(shard_keys(config.campaign_id, s).state, "stock", "granted")
+        replies = iter(await pipe.execute())
+        stock: dict[tuple[str, int], int] = {}
+        granted: dict[str, int] = {}
+        sold_out: dict[str, float] = {}
+        for config, slots in plan:
+            cid = config.campaign_id
+            created, sold_out_at, seen_slots = next(replies)
+            if seen_slots and int(seen_slots) > slots:
+                self._slots[cid] = int(seen_slots)  # resharded: read the new shards next time
+            total = 0
+            for s in range(slots):
+                left, grants = next(replies)
+                if left is not None or s < config.shards:
+                    stock[(cid, s)] = int(left or 0)
+                total += int(grants or 0)
+            granted[cid] = total
+            if sold_out_at:
+                start = config.starts_at_ms or int(created or 0)
+                sold_out[cid] = max(0.0, (int(sold_out_at) - start) / 1000)
+        self.stock, self.granted, self.sold_out_seconds = stock, granted, sold_out
+
+    async def sample_forever(self, redis: Any, cached: Callable[[], list[CampaignConfig]],
+                             every_s: float = 1.0) -> None:
+        """Background task: sample the cached campaigns every `every_s` (Redis away: keep the last)."""
+        while True:
+            with contextlib.suppress(Exception):  # Redis away: redis_up says so, the watcher logs it
+                await self.sample(redis, cached())
+            await asyncio.sleep(every_s)
+
+    # ------------------------------------------------------------------ serving
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve /metrics over HTTP on host:port (0 = a free port); returns the port."""
+        try:
+            server, _ = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            raise OSError(f"cannot serve metrics on {host}:{port}: {exc}") from None
+        self._http = server
+        return int(server.server_port)
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+
+class RpcMetrics(grpc.aio.ServerInterceptor):
+    """The outermost interceptor: times Claim and ClaimBatch, counts every non-OK unary call.
+
+    It wraps whatever the other interceptors made of the handler (DecodeErrors'
+    refusals of undecodable bytes, AuthInterceptor's refusals), so their
+    statuses are counted too. Streaming methods (health Watch, reflection)
+    pass through uncounted; an unknown method is counted as method "unknown",
+    code UNIMPLEMENTED (grpc answers it without a handler).
+    """
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self.metrics = metrics
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            self.metrics.rpc_failed("unknown", "UNIMPLEMENTED")
+            return handler
+        if handler.unary_unary is None:
+            return handler
+        method = (details.method or "").rpartition("/")[2]
+        behaviour, timed, failed = handler.unary_unary, self.metrics.claim_seconds.get(method), \
+            self.metrics.rpc_failed
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            try:
+                reply = await behaviour(request, context)
+            except asyncio.CancelledError:  # the caller's deadline passed, or it cancelled
+                remaining = context.time_remaining()
+                failed(method, "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0
+                       else "CANCELLED")
+                raise
+            except BaseException:
+                code = context.code()
+                failed(method, code.name if isinstance(code, grpc.StatusCode) and code is not
+                       grpc.StatusCode.OK else "UNKNOWN")
+                raise
+            else:
+                code = context.code()
+                if isinstance(code, grpc.StatusCode) and code is not grpc.StatusCode.OK:
+                    failed(method, code.name)
+                return reply
+            finally:
+                if timed is not None:
+                    timed.observe(time.perf_counter() - started)
+
+        return rewrapped(handler, unary_unary)

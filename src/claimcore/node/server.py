@@ -1,0 +1,275 @@
+"""The front node: the only place that wires the parts together.
+
+uvloop + grpc.aio; ClaimService and AdminService; gRPC health (NOT_SERVING
+while Redis does not answer) and server reflection; SIGTERM/SIGINT drain:
+health goes NOT_SERVING, new calls are refused, in-flight calls finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import redis.asyncio as aioredis
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from claimcore.lifecycle import recycling, rounds
+from claimcore.lifecycle.categories import CategoryGate
+from claimcore.lifecycle.redemption import Redemptions
+from claimcore.lifecycle.verifier import HttpVerifier
+from claimcore.node import tracing
+from claimcore.node.admin_service import AdminService
+from claimcore.node.admission import Admission
+from claimcore.node.batcher import ClaimBatcher
+from claimcore.node.claim_service import ClaimService
+from claimcore.node.interceptors import AuthInterceptor, DecodeErrors
+from claimcore.node.metrics import NodeMetrics, RpcMetrics
+from claimcore.node.redeem_service import RedeemService
+from claimcore.node.soldout import SoldOutCache
+from claimcore.security.abuse import AbuseLimits, LimitSettings
+from claimcore.security.auth import Credentials
+from claimcore.store.campaign_cache import CampaignCache
+from claimcore.store.cluster_calls import require_replica_acks
+from claimcore.store.inventory import RedisInventory
+from claimcore.v1 import claims_pb2 as pb
+from claimcore.v1 import claims_pb2_grpc as pb_grpc
+
+log = logging.getLogger("claimcore.node.server")
+
+SERVICES = [
+    "",
+    pb.DESCRIPTOR.services_by_name["ClaimService"].full_name,
+    pb.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    pb.DESCRIPTOR.services_by_name["RedeemService"].full_name,
+]
+
+
+@dataclass
+class NodeOptions:
+    redis_url: str  # one Redis; or "" with redis_cluster set
+    host: str = "127.0.0.1"
+    port: int = 50051
+    max_batch: int = 256
+    max_queued: int = 50_000
+    linger_s: float = 0.002
+    max_concurrent_rpcs: int = 20_000
+    redis_timeout_s: float = 2.0
+    redis_connections: int = 64
+    grace_s: float = 5.0
+    redis_cluster: str = ""  # host:port,... of a Redis Cluster's nodes (any few suffice)
+    replica_acks: int = 0  # cluster: WAIT for this many replicas after each master's scripts (0 = off)
+    replica_timeout_ms: int = 200  # how long that WAIT may take; fewer acks: UNAVAILABLE, outcome unknown
+    verifier_url: str = ""  # external verifier asked before each redemption (verifier.py); "" = none
+    verifier_timeout_ms: int = 300
+    recycle_every_s: float = 60.0  # sweep for expired vouchers to recycle (0 = never; recycling.py)
+    tls_cert: str = ""       # PEM certificate chain and key: serve TLS (else plaintext, if allowed)
+    tls_key: str = ""
+    tls_client_ca: str = ""  # PEM roots: mutual TLS, callers must show a certificate they signed
+    credentials: Credentials | None = None  # who may call (auth.py); None = an open node
+    limits: LimitSettings | None = None     # anti-scalper limits (limits.py); None = none
+    metrics_port: int = -1  # serve Prometheus /metrics on host:this (0 = a free port, -1 = off; metrics.py)
+    trace_file: str = ""  # OpenTelemetry spans as JSON lines to this file ("" = no tracing; tracing.py)
+
+
+def redis_cluster_client(addresses: str, timeout_s: float = 2.0) -> aioredis.RedisCluster:
+    """A Redis Cluster client: every claimcore call touches one slot, routed by its keys."""
+    nodes = []
+    for address in addresses.split(","):
+        host, _, port = address.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--redis-cluster takes host:port,host:port,... not {addresses!r}")
+        nodes.append(ClusterNode(host, int(port)))
+    return aioredis.RedisCluster(
+        startup_nodes=nodes, decode_responses=True, socket_timeout=timeout_s,
+        socket_connect_timeout=min(1.0, timeout_s),
+    )
+
+
+def redis_client(url: str, timeout_s: float = 2.0, connections: int = 64) -> aioredis.Redis:
+    """A pooled asyncio client with short timeouts: fail fast, let callers retry."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=connections, timeout=timeout_s, decode_responses=True,
+        socket_timeout=timeout_s, socket_connect_timeout=min(1.0, timeout_s),
+        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+def server_tls(options: NodeOptions) -> grpc.ServerCredentials | None:
+    """TLS from the certificate files; mutual TLS when a client CA is given; None = plaintext."""
+    if not (options.tls_cert or options.tls_key):
+        if options.tls_client_ca:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if not (options.tls_cert and options.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    try:
+        chain, key = Path(options.tls_cert).read_bytes(), Path(options.tls_key).read_bytes()
+        roots = Path(options.tls_client_ca).read_bytes() if options.tls_client_ca else None
+    except OSError as exc:
+        raise ValueError(f"TLS files: {exc}") from None
+    return grpc.ssl_server_credentials([(key, chain)], root_certificates=roots,
+                                       require_client_auth=roots is not None)
+
+
+def abuse_limits(options: NodeOptions) -> AbuseLimits | None:
+    """The anti-scalper limits: the flags' settings, with the credentials file's channel quotas."""
+    settings = options.limits or LimitSettings()
+    quotas = dict(settings.channel_quotas)
+    if options.credentials:
+        quotas.update({name: (q.claims_per_s, q.burst) for name, q in options.credentials.quotas.items()})
+    limits = AbuseLimits.from_settings(dataclasses.replace(settings, channel_quotas=quotas))
+    return limits if limits.enabled else None
+
+
+class Node:
+    def __init__(self, options: NodeOptions) -> None:
+        self.options = options
+        self.redis = (
+            redis_cluster_client(options.redis_cluster, options.redis_timeout_s) if options.redis_cluster
+            else redis_client(options.redis_url, options.redis_timeout_s, options.redis_connections)
+        )
+        if options.redis_cluster and options.replica_acks:
+            require_replica_acks(self.redis, options.replica_acks, options.replica_timeout_ms)
+        self.inventory = RedisInventory(self.redis)
+        self.campaigns = CampaignCache(self.inventory)
+        self.soldout = SoldOutCache(self.inventory)
+        self.metrics = NodeMetrics()
+        self.batcher = ClaimBatcher(
+            self.inventory, self.soldout.is_sold_out, self.soldout.mark, self.campaigns.reload,
+            max_batch=options.max_batch, max_queued=options.max_queued, linger_s=options.linger_s,
+            gate=CategoryGate(self.inventory), metrics=self.metrics,
+        )
+        self.health = health.aio.HealthServicer()
+        creds = options.credentials
+        if options.trace_file:
+            tracing.setup(options.trace_file)
+        self.server = grpc.aio.server(
+            # Metrics (when served) outermost: they see every status, the others' refusals included.
+            # Decoding next: undecodable bytes get INVALID_ARGUMENT whoever sends them.
+            # Tracing (when on) after decoding: its spans read the decoded requests.
+            interceptors=[*([RpcMetrics(self.metrics)] if options.metrics_port >= 0 else []),
+                          DecodeErrors(), *([tracing.TracingInterceptor()] if options.trace_file else []),
+                          *([AuthInterceptor(creds)] if creds else [])],
+            maximum_concurrent_rpcs=options.max_concurrent_rpcs,
+            options=[
+                ("grpc.max_receive_message_length", 1 << 20),
+                ("grpc.max_send_message_length", 4 << 20),
+                ("grpc.so_reuseport", 0),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ],
+        )
+        pb_grpc.add_ClaimServiceServicer_to_server(
+            ClaimService(self.inventory, self.campaigns, Admission(), self.soldout, self.batcher,
+                         abuse_limits(options), self.metrics),
+            self.server,
+        )
+        verifier = (HttpVerifier(options.verifier_url, options.verifier_timeout_ms / 1000)
+                    if options.verifier_url else None)
+        redemptions = Redemptions(self.inventory, self.campaigns, verifier)
+        pb_grpc.add_AdminServiceServicer_to_server(
+            AdminService(self.inventory, self.campaigns, redemptions), self.server)
+        pb_grpc.add_RedeemServiceServicer_to_server(
+            RedeemService(redemptions, self.campaigns, self.metrics), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*SERVICES[1:], health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME],
+            self.server,
+        )
+        self.port = 0
+        self.metrics_port = -1  # the port /metrics is served on, once started; -1 = not served
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> int:
+        address = f"{self.options.host}:{self.options.port}"
+        tls = server_tls(self.options)
+        self.port = (self.server.add_secure_port(address, tls) if tls
+                     else self.server.add_insecure_port(address))
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.options.host}:{self.options.port}")
+        if self.options.metrics_port >= 0:
+            self.metrics_port = self.metrics.serve(self.options.host, self.options.metrics_port)
+        await self._set_health(False)
+        await self.server.start()
+        self._tasks = [asyncio.create_task(self._watch_redis()),
+                       asyncio.create_task(self.soldout.run())]
+        if self.metrics_port >= 0:
+            self._tasks.append(asyncio.create_task(
+                self.metrics.sample_forever(self.redis, self.campaigns.cached)))
+        self._tasks.append(asyncio.create_task(rounds.release_forever(self.inventory, self.campaigns)))
+        if self.options.recycle_every_s > 0:
+            self._tasks.append(asyncio.create_task(
+                recycling.sweep_forever(self.inventory, self.campaigns, self.options.recycle_every_s)))
+        return self.port
+
+    async def _set_health(self, serving: bool) -> None:
+        codes = health_pb2.HealthCheckResponse
+        status = codes.SERVING if serving else codes.NOT_SERVING
+        for name in SERVICES:
+            await self.health.set(name, status)
+
+    async def _watch_redis(self) -> None:
+        """Health follows Redis: SERVING only while it answers PING."""
+        serving: bool | None = None
+        while True:
+            try:
+                ok = bool(await asyncio.wait_for(self.redis.ping(), 1.0))
+            except Exception:  # noqa: BLE001 - any failure means not serving
+                ok = False
+            if ok != serving:
+                serving = ok
+                self.metrics.redis_up = int(ok)
+                await self._set_health(ok)
+                log.log(logging.INFO if ok else logging.WARNING,
+                        "redis %s: health %s", "reachable" if ok else "unreachable",
+                        "SERVING" if ok else "NOT_SERVING",
+                        extra={"event": "redis_up" if ok else "redis_down"})
+            await asyncio.sleep(0.5 if ok else 0.2)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Drain: NOT_SERVING first, then refuse new calls and let in-flight ones finish."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.options.grace_s if grace_s is None else grace_s)
+        self.metrics.close()
+        await self.redis.aclose()
+        if self.options.trace_file:
+            tracing.shutdown()  # writes the spans still buffered
+
+
+async def run_node(options: NodeOptions, ready: asyncio.Event | None = None) -> None:
+    node = Node(options)
+    port = await node.start()
+    log.info("claimcore node listening on %s:%d", options.host, port)
+    print(f"claimcore: serving on {options.host}:{port}", flush=True)
+    if node.metrics_port >= 0:
+        print(f"claimcore: metrics on http://{options.host}:{node.metrics_port}/metrics", flush=True)
+    if ready is not None:
+        ready.set()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # Draining: a second signal must not cut the drain or the clean-up short
+        # (an embedded redis-server would be orphaned).
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
+    log.info("draining (grace %.1fs)", options.grace_s)
+    await node.stop()

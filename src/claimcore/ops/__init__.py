@@ -1,0 +1,1 @@
+"""The operator's tools: the `claimcore` command line and the wall display."""

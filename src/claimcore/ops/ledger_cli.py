@@ -1,0 +1,128 @@
+"""`claimcore export` and `claimcore reconcile`: the ledger for the central platform.
+
+export writes a campaign's events (docs/ledger.md) as CSV or JSON lines,
+page by page through AdminService.ExportEvents. With --cursor-file it
+resumes from the saved cursor and saves the new one after every page, so
+an export run every minute hands over each event once. If it is stopped
+between writing a page and saving the cursor, that page comes again on the
+next run: event_id is unique and stable, so the receiver can drop repeats.
+
+reconcile asks a node to recompute the figures from the ledger and compare
+them with the live counters; it prints them and exits 1 on any difference.
+Failed calls exit as every command does (docs/cli.md): 1 refused, 3 no node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import IO
+
+import grpc
+from google.protobuf import json_format
+
+from claimcore.ops import cli_output
+from claimcore.ops.cli_output import CliError
+from claimcore.security import access
+from claimcore.v1 import claims_pb2 as pb
+from claimcore.v1 import claims_pb2_grpc as pb_grpc
+
+COLUMNS = [f.name for f in pb.Event.DESCRIPTOR.fields]
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("campaign_id")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--since", default="", metavar="CURSOR", help="continue after this cursor")
+    start.add_argument("--cursor-file", metavar="PATH",
+                       help="resume from the cursor saved here, and save the new one after each page")
+    parser.add_argument("--format", choices=["csv", "jsonl"], default="jsonl")
+    parser.add_argument("--out", metavar="PATH", help="append to this file (default: standard output)")
+    parser.add_argument("--page", type=int, default=1000, help="ledger entries per call, 1..10000")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    cursor = args.since
+    try:
+        if args.cursor_file and Path(args.cursor_file).exists():
+            cursor = Path(args.cursor_file).read_text().strip()
+        out: IO[str] = open(args.out, "a", newline="") if args.out else sys.stdout  # noqa: SIM115
+    except OSError as exc:
+        raise CliError("FILE", f"{exc.strerror or exc}: {exc.filename}", cli_output.EXIT_USAGE) from None
+    exported = pages = 0
+    try:
+        writer = csv.DictWriter(out, COLUMNS) if args.format == "csv" else None
+        if writer is not None and (not args.out or out.tell() == 0):
+            writer.writeheader()
+        with cli_output.connect(access.dial, args.target, args.connect_timeout,
+                                getattr(args, "sources", {}).get("target", "")) as channel, \
+                cli_output.Progress() as progress:
+            admin = pb_grpc.AdminServiceStub(channel)
+            while True:
+                reply = admin.ExportEvents(pb.ExportEventsRequest(
+                    campaign_id=args.campaign_id, cursor=cursor, limit=args.page), timeout=60)
+                for event in reply.events:
+                    row = json_format.MessageToDict(event, preserving_proto_field_name=True,
+                                                    always_print_fields_with_no_presence=True)
+                    row["at_ms"], row["shard"] = event.at_ms, event.shard  # numbers, not strings
+                    if writer is not None:
+                        writer.writerow(row)
+                    else:
+                        out.write(json.dumps(row, separators=(",", ":")) + "\n")
+                out.flush()
+                exported += len(reply.events)
+                pages += 1
+                cursor = reply.next_cursor
+                if args.cursor_file:
+                    _save(Path(args.cursor_file), cursor)
+                progress.update(f"export of {args.campaign_id}: {exported:,} events, {pages:,} pages")
+                if not reply.more:
+                    break
+    except grpc.RpcError as err:
+        raise cli_output.from_rpc(err, f" (after {exported} events)") from None
+    except OSError as exc:
+        raise CliError("FILE", f"{exc.strerror or exc}: {exc.filename or args.out or 'standard output'}",
+                       cli_output.EXIT_USAGE) from None
+    finally:
+        if args.out:
+            out.close()
+    print(f"claimcore export: {exported} events; next cursor {cursor}", file=sys.stderr)
+    return 0
+
+
+def _save(path: Path, cursor: str) -> None:
+    """Write the cursor so that a crash leaves the old one or the new one, never half of one."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(cursor + "\n")
+    os.replace(tmp, path)
+
+
+def add_reconcile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("campaign_id")
+
+
+def run_reconcile(args: argparse.Namespace) -> int:
+    with cli_output.connect(access.dial, args.target, args.connect_timeout,
+                            getattr(args, "sources", {}).get("target", "")) as channel, \
+            cli_output.Progress() as progress:
+        reply = progress.wait(pb_grpc.AdminServiceStub(channel).Reconcile.future(
+            pb.GetCampaignRequest(campaign_id=args.campaign_id), timeout=300),
+            f"reconciling {args.campaign_id} against its ledger")
+    if args.output == "json":
+        print(json_format.MessageToJson(reply, preserving_proto_field_name=True))
+    else:
+        width = max((len(f.name) for f in reply.figures), default=6)
+        print(f"{'figure':{width}}  {'ledger':>12}  {'live':>12}")
+        for f in reply.figures:
+            print(f"{f.name:{width}}  {f.from_ledger:12,}  {f.live:12,}  {'ok' if f.ok else 'DIFFERENT'}")
+        print(f"{reply.events:,} events read; {'no difference' if reply.ok else 'DIFFERENCES FOUND'}")
+    if reply.ok:
+        return cli_output.EXIT_OK
+    differ = [f.name for f in reply.figures if not f.ok]
+    cli_output.report("reconcile", "DIFFERENCES", f"{len(differ)} figures of {args.campaign_id} differ from "
+                      f"the ledger: {', '.join(differ)}", cli_output.EXIT_REFUSED)
+    return cli_output.EXIT_REFUSED

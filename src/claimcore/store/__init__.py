@@ -1,0 +1,1 @@
+"""The store: everything Redis holds and every script that changes it (keys, Lua, calls, the inventory)."""

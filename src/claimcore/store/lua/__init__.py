@@ -1,0 +1,1 @@
+"""Package data: the Lua scripts (loaded by claimcore.store.scripts)."""

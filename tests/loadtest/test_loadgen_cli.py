@@ -1,0 +1,111 @@
+"""Tests of `claimcore loadgen` flags: every mistake exits 2 with a message naming the flag."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import pytest
+
+from claimcore.harness.embedded_redis import free_port
+from claimcore.loadtest import loadgen
+from claimcore.loadtest.arrivals import ArrivalShape
+from claimcore.loadtest.recording import HEADER
+from claimcore.ops import cli
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="claimcore loadgen")
+    loadgen.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    code = cli.main(["loadgen", *argv])
+    return code, capsys.readouterr().err
+
+
+def test_defaults():
+    args = parse(["--target", "h:1", "--campaign", "c"])
+    assert args.processes == (os.cpu_count() or 1) and args.concurrency == 128
+    assert (args.mode, args.deadline, args.max_attempts) == ("unary", 5.0, 5)
+    assert loadgen.shape_of(args) == ArrivalShape("launch", 10.0, 10_000.0, 0.3, 1.0)
+    assert loadgen.check_arguments(args) == []
+    poisson = parse(["--target", "h:1", "--campaign", "c", "--arrival", "poisson", "--users", "500",
+                     "--duration", "5"])  # fmt: skip
+    assert loadgen.shape_of(poisson).rate == 100.0  # users / duration unless --rate
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],  # --target is required
+        ["--target", "h:1", "--campaign", "c", "--mode", "stream"],
+        ["--target", "h:1", "--campaign", "c", "--arrival", "wave"],
+        ["--target", "h:1", "--campaign", "c", "--record", "a", "--replay", "b"],
+        ["--target", "h:1", "--campaign", "c", "--users", "many"],
+    ],
+)
+def test_malformed_flags_exit_2_from_argparse(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["loadgen", *argv])
+    assert exc.value.code == 2
+    assert "claimcore loadgen: USAGE: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--target", "h:1"], "--campaign ID is required"),
+        (["--target", "h:1", "--campaign", "bad id"], "--campaign 'bad id' must match"),
+        (["--target", "h:1", "--campaign", "c", "--inventory", "5"], "--inventory only applies"),
+        (["--target", "h:1", "--create-campaign"], "--create-campaign needs --inventory"),
+        (["--target", "h:1", "--create-campaign", "--inventory", "4", "--shards", "8"],
+         "--shards must not exceed"),
+        (["--target", "h:1", "--campaign", "c", "--users", "0"], "--users must be >= 1"),
+        (["--target", "h:1", "--campaign", "c", "--retry-share", "1.5"], "--retry-share must be within"),
+        (["--target", "h:1", "--campaign", "c", "--arrival", "ramp", "--duration", "0"], "ramp needs"),
+        (["--target", "h:1", "--campaign", "c", "--arrival", "launch", "--duration", "1"],
+         "--duration > --launch-window"),
+        (["--target", "h:1", "--campaign", "c", "--batch-size", "10"], "--batch-size needs --mode batch"),
+        (["--target", "h:1", "--campaign", "c", "--mode", "batch", "--batch-size", "1001"],
+         "--batch-size must be within"),
+        (["--target", "h:1", "--campaign", "c", "--replay", "t.csv", "--users", "10"],
+         "--replay takes users and timing from the trace; drop --users"),
+        (["--target", "h:1", "--campaign", "c", "--processes", "0"], "--processes must be >= 1"),
+        (["--target", "h:1", "--campaign", "c", "--deadline", "0"], "--deadline must be > 0"),
+        (["--target", "h:1", "--campaign", "c", "--reshard", "16"], "--reshard takes SHARDS@SECONDS"),
+        (["--target", "h:1", "--campaign", "c", "--reshard", "0@1"], "shards must be 1..1024"),
+        (["--target", "nohost", "--campaign", "c"], "'nohost' is not HOST:PORT"),
+        (["--target", "h:1,h:99999", "--campaign", "c"], "'h:99999' is not HOST:PORT"),
+    ],
+)  # fmt: skip
+def test_bad_flags_exit_2_naming_the_flag(argv, message, capsys):
+    code, err = run_cli(argv, capsys)
+    assert code == loadgen.EXIT_ERROR
+    assert message in err
+
+
+def test_unreachable_target_exits_2(capsys):
+    target = f"127.0.0.1:{free_port()}"
+    code, err = run_cli(["--target", target, "--campaign", "c", "--connect-timeout", "0.3"], capsys)
+    assert code == loadgen.EXIT_ERROR
+    assert f"cannot reach front node {target}" in err
+
+
+def test_unknown_campaign_exits_2(node, capsys):
+    code, err = run_cli(["--target", node.address, "--campaign", "no-such-campaign"], capsys)
+    assert code == loadgen.EXIT_ERROR
+    assert "NOT_FOUND" in err
+
+
+def test_bad_trace_exits_2(node, tmp_path, capsys):
+    trace = tmp_path / "t.csv"
+    trace.write_text(HEADER + "\n1,u,r,replay\n")
+    code, err = run_cli(
+        ["--target", node.address, "--create-campaign", "--inventory", "5", "--shards", "1",
+         "--replay", str(trace)],
+        capsys,
+    )  # fmt: skip
+    assert code == loadgen.EXIT_ERROR
+    assert "before its first claim" in err

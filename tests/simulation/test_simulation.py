@@ -1,0 +1,163 @@
+"""The seeded simulation of everything at once (claimcore.simulation), in its short form.
+
+A few seeds of real nodes on a real Redis (and one on a Redis Cluster) must pass every check;
+`make simulate` runs the long form. The checker is also shown able to fail: a run's Redis state
+and history are tampered with one way at a time, and the right check must name the tampering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from claimcore.simulation.__main__ import parse_seeds
+from claimcore.simulation.calls import Call
+from claimcore.simulation.checks import Violation
+from claimcore.simulation.runner import recheck, run_seed
+from claimcore.store.keyspace import shard_keys
+
+SHORT_MINUTES = 0.25
+
+
+def _assert_clean(seed: int, cluster: bool) -> None:
+    result = asyncio.run(run_seed(seed, SHORT_MINUTES, cluster=cluster))
+    assert sum(result.operations.values()) > 100, result.text
+    assert result.outcomes["GRANTED"] > 50, result.text
+    assert not result.violations, result.text
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_short_run_on_a_plain_redis_breaks_no_promise(seed: int) -> None:
+    _assert_clean(seed, cluster=False)
+
+
+def test_a_short_run_on_a_redis_cluster_breaks_no_promise() -> None:
+    _assert_clean(3, cluster=True)
+
+
+def test_seeds_are_read_as_ranges_and_lists() -> None:
+    assert parse_seeds("1-3,7,9-10") == [1, 2, 3, 7, 9, 10]
+
+
+# ------------------------------------------------------------------ the checker can fail
+
+
+@pytest.fixture(scope="module")
+def kept() -> Iterator[dict[str, Any]]:
+    """A tiny run whose world stays up, so its state can be tampered with and checked again."""
+    kept: dict[str, Any] = {}
+    asyncio.run(run_seed(11, 0.1, keep=kept, settle_s=1.0))
+    yield kept
+    kept["world"].stop()
+
+
+def _new(before: list[Violation], after: list[Violation], check: str) -> list[Violation]:
+    seen = {(v.check, v.message) for v in before}
+    return [v for v in after if v.check == check and (v.check, v.message) not in seen]
+
+
+def _stored_grant(kept: dict[str, Any], min_per_user: int = 1) -> tuple[str, Any]:
+    """A campaign and one of its grant records (of a user holding at least min_per_user)."""
+    for cid, cs in kept["state"].campaigns.items():
+        by_user: dict[str, int] = {}
+        for g in cs.home_grants():
+            by_user[g.user] = by_user.get(g.user, 0) + 1
+        for g in cs.home_grants():
+            if by_user[g.user] >= min_per_user:
+                return cid, g
+    raise AssertionError("the run stored no grant")
+
+
+def test_a_voucher_returned_twice_in_the_ledger_is_named(kept: dict[str, Any]) -> None:
+    before = recheck(kept)
+    cid, grant = _stored_grant(kept)
+    client = kept["world"].redis_client()
+    try:
+        keys = shard_keys(cid, grant.shard)
+        for _ in range(2):  # recycled twice, each with its stock, so only the ledger tells
+            client.xadd(keys.log, {"e": "expire", "t": "1", "g": f"{grant.user}\t{grant.voucher}"})
+        client.hincrby(keys.state, "stock", 2)
+        client.hincrby(keys.state, "recycled", 2)
+    finally:
+        client.close()
+    found = _new(before, recheck(kept), "returned-once")
+    assert any(grant.voucher in v.message for v in found), found
+
+
+def test_stock_out_of_nowhere_breaks_conservation(kept: dict[str, Any]) -> None:
+    before = recheck(kept)
+    cid, grant = _stored_grant(kept)
+    client = kept["world"].redis_client()
+    try:
+        client.hincrby(shard_keys(cid, 0).state, "stock", 1)
+    finally:
+        client.close()
+    found = _new(before, recheck(kept), "conservation")
+    assert any(v.campaign == cid for v in found), found
+
+
+def _forge(kept: dict[str, Any], template: Call, **fields: Any) -> Call:
+    calls = kept["log"].calls
+    forged = Call(
+        len(calls),
+        "forged",
+        template.rpc,
+        template.node,
+        template.campaign,
+        user=template.user,
+        request_id=template.request_id,
+        channel=template.channel,
+        t_invoke=(template.t_complete or template.t_invoke) + 1000.0,
+        t_complete=(template.t_complete or template.t_invoke) + 1000.1,
+        outcome="GRANTED",
+    )
+    for name, value in fields.items():
+        setattr(forged, name, value)
+    calls.append(forged)
+    return forged
+
+
+def _granted_call(kept: dict[str, Any]) -> Call:
+    cs_by_id = kept["state"].campaigns
+    for call in kept["log"].calls:
+        if call.rpc.startswith("Claim") and call.outcome == "GRANTED" and call.campaign in cs_by_id:
+            return call
+    raise AssertionError("no GRANTED call in the run")
+
+
+def test_a_grant_over_the_limit_is_named(kept: dict[str, Any]) -> None:
+    before = recheck(kept)
+    template = _granted_call(kept)
+    limit = kept["state"].campaigns[template.campaign].limit
+    for k in range(limit):  # told of `limit` more vouchers than it holds
+        _forge(kept, template, request_id=f"forged{k}", answer={"voucher": f"{template.campaign}-0-99999{k}"})
+    found = _new(before, recheck(kept), "per-user-limit")
+    assert any(template.user in v.message for v in found), found
+    found = _new(before, recheck(kept), "acknowledged-present")
+    assert any("forged0" in v.message for v in found), found
+
+
+def test_a_resend_answered_otherwise_is_named(kept: dict[str, Any]) -> None:
+    before = recheck(kept)
+    template = _granted_call(kept)
+    _forge(kept, template, outcome="SOLD_OUT", answer={})
+    found = _new(before, recheck(kept), "replay-alike")
+    assert any(template.request_id in v.message for v in found), found
+
+
+def test_an_sn_code_on_two_orders_is_named(kept: dict[str, Any]) -> None:
+    before = recheck(kept)
+    cid, grant = _stored_grant(kept)
+    cs = kept["state"].campaigns[cid]
+    client = kept["world"].redis_client()
+    try:
+        redeem = shard_keys(cid, cs.home(grant.user)).redeem
+        for order in ("forged-a", "forged-b"):  # two un-reversed orders subsidising SN-X
+            client.hset(redeem, f"o:{grant.user}|{order}", f"R|{grant.voucher}|m|5000|100|1|app-a|SN-X,SN-Y")
+    finally:
+        client.close()
+    found = _new(before, recheck(kept), "sn-once")
+    assert any("SN-X" in v.message for v in found), found
