@@ -21,7 +21,8 @@ from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
 from claimcore.harness.embedded_redis import EmbeddedRedis
 from claimcore.store import reshard as rs
-from claimcore.store.inventory import ClaimItem, RedisInventory
+from claimcore.store.inventory import RedisInventory
+from claimcore.store.replies import ClaimItem
 
 STEPS = ("_fence", "_move_records", "_unfreeze", "_spread_stock")
 

@@ -89,7 +89,7 @@ REPLY = [17] + [x for i in range(256) for x in (1, f"launch-3-{i}", "17954400000
 @pytest.mark.benchmark(group="claim_reply")
 @pytest.mark.parametrize("impl", ["c", "py"])
 def test_bench_unpack_claim_reply(benchmark, impl: str) -> None:
-    from claimcore.store.inventory import ItemResult
+    from claimcore.store.replies import ItemResult
 
     unpack = _load("claim_codec", impl).unpack_claim_reply
     stock, results = benchmark(unpack, REPLY, ItemResult)

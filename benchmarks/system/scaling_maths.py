@@ -1,4 +1,5 @@
-"""The arithmetic of the scaling benchmark, as pure functions (benchmarks/tests/test_bench_scaling.py checks them).
+"""The arithmetic of the scaling benchmark, as pure functions (benchmarks/tests/test_bench_scaling.py
+checks them).
 
 Readings of each Redis master in, figures out: the work each master did in a
 measured phase, how evenly the masters shared it, the split of a master's CPU

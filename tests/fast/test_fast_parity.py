@@ -504,7 +504,7 @@ def test_pack_claims_matches_redis_py_byte_for_byte(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", range(5))
 def test_unpack_claim_reply_twins_agree(seed: int) -> None:
-    from claimcore.store.inventory import ItemResult
+    from claimcore.store.replies import ItemResult
 
     rng = random.Random(seed)
     py, c = _mod(CODEC_PY), _mod(CODEC_C)

@@ -36,11 +36,11 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from proto_strategies import messages, one_hostile_field
 
 from claimcore.harness.embedded_redis import EmbeddedRedis
 from claimcore.v1 import claims_pb2 as pb
 from conftest import LocalNode, health_status, redis_dump
-from proto_strategies import messages, one_hostile_field
 
 EXAMPLES = int(os.environ.get("CLAIMCORE_FUZZ_EXAMPLES", "25"))
 MAX_RECEIVE = 1 << 20  # server.py: grpc.max_receive_message_length

@@ -21,16 +21,16 @@ from collections import Counter
 import grpc
 import pytest
 import redis
+import test_fuzz_rpcs as rpcs
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-
-import test_fuzz_rpcs as rpcs
-from conftest import LocalNode, health_status, redis_dump
 from test_fuzz_rpcs import ALLOWED, MAX_RECEIVE, METHODS, TARGETS, VALID, C, method_path, names_a_field
+
+from conftest import LocalNode, health_status, redis_dump
 
 # This module's own redis-server, node and targets: the same fixtures, a fresh instance (module scope).
 fuzz_redis = rpcs.fuzz_redis

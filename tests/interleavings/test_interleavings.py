@@ -14,17 +14,6 @@ import asyncio
 
 import grpc
 import pytest
-
-from claimcore._fast import shard_of
-from claimcore.lifecycle import redemption, snregistry
-from claimcore.lifecycle.eligibility import Eligibility
-from claimcore.lifecycle.eligibility import update as update_eligibility
-from claimcore.store import scripts
-from claimcore.store.campaign_cache import CampaignCache
-from claimcore.store.inventory import ClaimItem, Code, RedisInventory
-from claimcore.store.reshard import reshard
-from claimcore.v1 import claims_pb2 as pb
-from claimcore.v1 import claims_pb2_grpc as pb_grpc
 from interleavings_support import (
     Gate,
     HookedRedis,
@@ -52,6 +41,18 @@ from interleavings_support import (
     users_on,
     wait_past,
 )
+
+from claimcore._fast import shard_of
+from claimcore.lifecycle import redemption, snregistry
+from claimcore.lifecycle.eligibility import Eligibility
+from claimcore.lifecycle.eligibility import update as update_eligibility
+from claimcore.store import scripts
+from claimcore.store.campaign_cache import CampaignCache
+from claimcore.store.inventory import RedisInventory
+from claimcore.store.replies import ClaimItem, Code
+from claimcore.store.reshard import reshard
+from claimcore.v1 import claims_pb2 as pb
+from claimcore.v1 import claims_pb2_grpc as pb_grpc
 
 
 @pytest.fixture(scope="module")

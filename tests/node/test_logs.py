@@ -16,7 +16,7 @@ import pytest
 from claimcore.harness.embedded_redis import EmbeddedRedis
 from claimcore.harness.local_node import PACKAGE_ROOT
 from claimcore.node import logs
-from claimcore.node.claim_service import log_unexpected
+from claimcore.node.errors import log_unexpected
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 from conftest import LocalNode, create_campaign

@@ -2,8 +2,8 @@
 NOSCRIPT, WAIT for replica acknowledgements, a dead master; and, through real nodes, the
 pipelined path side by side with the old one-EVALSHA-per-call path.
 
-The side-by-side figures in docs/cluster.md come from
-`CLAIMCORE_CLUSTER_BENCH_CLAIMS=20000 .venv/bin/pytest -q -s tests/store/test_cluster_calls.py -k side_by_side`.
+The side-by-side figures in docs/cluster.md come from `CLAIMCORE_CLUSTER_BENCH_CLAIMS=20000
+.venv/bin/pytest -q -s tests/store/test_cluster_calls.py -k side_by_side`.
 """
 
 from __future__ import annotations

@@ -31,24 +31,22 @@ from redis.crc import key_slot
 
 from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
+from claimcore.clock import now_ms
 from claimcore.harness.embedded_redis import EmbeddedRedis, free_port
 from claimcore.store import scripts
-from claimcore.store.inventory import (
-    BORROW_CHUNK,
+from claimcore.store.inventory import BORROW_CHUNK, Figures, RedisInventory
+from claimcore.store.keyspace import CAMPAIGN_INDEX, campaign_key, shard_keys, voucher_prefix
+from claimcore.store.replies import (
     BorrowContention,
     CampaignConflict,
     ClaimItem,
     Code,
-    Figures,
     ItemResult,
     Record,
-    RedisInventory,
     ShardMissing,
-    now_ms,
     parse_record,
     request_field,
 )
-from claimcore.store.keyspace import CAMPAIGN_INDEX, campaign_key, shard_keys, voucher_prefix
 from conftest import new_campaign_id, redis_dump
 from support import run, users_on
 

@@ -26,8 +26,9 @@ from claimcore.campaign import CampaignConfig
 from claimcore.harness.embedded_redis import EmbeddedCluster, EmbeddedRedis
 from claimcore.store import reshard as rs
 from claimcore.store import scripts
-from claimcore.store.inventory import ClaimItem, Code, RedisInventory, ShardMoving, StaleMap
+from claimcore.store.inventory import RedisInventory
 from claimcore.store.keyspace import campaign_key, shard_keys
+from claimcore.store.replies import ClaimItem, Code, ShardMoving, StaleMap
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 from conftest import LocalNode, create_campaign, new_campaign_id, redis_dump

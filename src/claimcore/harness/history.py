@@ -50,8 +50,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from claimcore.campaign import CampaignConfig
-from claimcore.store.inventory import lease_credited, parse_lease, round_lease
-from claimcore.store.keyspace import campaign_key, shard_keys
+from claimcore.store.keyspace import campaign_key, round_lease, shard_keys
+from claimcore.store.replies import lease_credited, parse_lease
 
 #: Outcomes that tell the client it holds a voucher.
 ACKNOWLEDGED = frozenset({"GRANTED", "ALREADY_CLAIMED"})

@@ -33,8 +33,9 @@ from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
 from claimcore.lifecycle.snregistry import HOLD_MS, MARGIN_MS, run_holds
 from claimcore.store import scripts
-from claimcore.store.inventory import Code, ItemResult, RedisInventory
+from claimcore.store.inventory import RedisInventory
 from claimcore.store.keyspace import SN_BUCKETS, category_key
+from claimcore.store.replies import Code, ItemResult
 
 BUCKETS = SN_BUCKETS
 # the user holds a voucher of the campaign

@@ -20,8 +20,9 @@ from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
 from claimcore.store import scripts
 from claimcore.store.campaign_cache import CampaignCache
-from claimcore.store.inventory import RedisInventory, refusal
+from claimcore.store.inventory import RedisInventory
 from claimcore.store.keyspace import shard_keys
+from claimcore.store.replies import refusal
 
 MAX_RECORDS = 10_000  # per call
 

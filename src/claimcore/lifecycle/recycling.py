@@ -30,8 +30,9 @@ from claimcore.clock import now_ms
 from claimcore.lifecycle.redemption import settle_prepared
 from claimcore.store import scripts
 from claimcore.store.campaign_cache import CampaignCache
-from claimcore.store.inventory import RedisInventory, refusal
+from claimcore.store.inventory import RedisInventory
 from claimcore.store.keyspace import shard_keys
+from claimcore.store.replies import refusal
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,9 @@ from claimcore.lifecycle.snregistry import (
 from claimcore.lifecycle.verifier import Verifier, VerifierUnavailable, VerifyRequest
 from claimcore.store import scripts
 from claimcore.store.campaign_cache import CampaignCache
-from claimcore.store.inventory import RedisInventory, refusal
+from claimcore.store.inventory import RedisInventory
 from claimcore.store.keyspace import SN_BUCKETS, merchants_key, shard_keys, stack_key
+from claimcore.store.replies import refusal
 
 MERCHANT_TTL_S = 1.0
 

@@ -11,9 +11,10 @@ from claimcore import validation as v
 from claimcore.campaign import CampaignConfig
 from claimcore.lifecycle import eligibility, ledger, recycling
 from claimcore.lifecycle.redemption import Merchant, Redemptions
-from claimcore.node.claim_service import grpc_errors
+from claimcore.node.errors import grpc_errors
 from claimcore.store.campaign_cache import CampaignCache, CampaignNotFound
-from claimcore.store.inventory import CampaignConflict, CampaignStatus, RedisInventory
+from claimcore.store.inventory import CampaignStatus, RedisInventory
+from claimcore.store.replies import CampaignConflict
 from claimcore.store.reshard import reshard
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc

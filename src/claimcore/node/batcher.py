@@ -38,13 +38,14 @@ from claimcore.clock import now_ms
 from claimcore.lifecycle.categories import NOT_ELIGIBLE, CategoryGate, Holds
 from claimcore.node import tracing
 from claimcore.node.metrics import NodeMetrics
-from claimcore.store.campaign_cache import MAX_MOVING_S, MOVING_RETRY_S
-from claimcore.store.inventory import (
+from claimcore.store.inventory import RedisInventory
+from claimcore.store.replies import (
+    MAX_MOVING_S,
+    MOVING_RETRY_S,
     ClaimItem,
     Code,
     HoldsLost,
     ItemResult,
-    RedisInventory,
     ShardMoving,
     StaleMap,
 )

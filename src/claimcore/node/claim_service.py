@@ -2,7 +2,7 @@
 
 Business outcomes travel in the reply; gRPC status codes are for calls that
 failed (see the proto header). Errors from below are mapped in one place,
-`status_for`.
+errors.py (`abort_for`, `grpc_errors`).
 
 Deadlines need no code here: grpc.aio cancels the handler when the caller's
 deadline passes and answers DEADLINE_EXCEEDED itself. Only the waiting is
@@ -13,39 +13,29 @@ unknown to that caller), and one still queued is dropped by the batcher.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import NoReturn
 
 import grpc
-import redis.exceptions
 
 from claimcore import validation as v
 from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
 from claimcore.clock import now_ms
-from claimcore.lifecycle.snregistry import SnHoldLost
 from claimcore.node.admission import Admission
 from claimcore.node.batcher import ClaimBatcher, Overloaded
+from claimcore.node.errors import abort_for, grpc_errors
 from claimcore.node.metrics import NodeMetrics
 from claimcore.node.soldout import SoldOutCache
 from claimcore.security import auth, scope
 from claimcore.security.abuse import RATE_LIMITED, AbuseLimits
-from claimcore.store.campaign_cache import CampaignCache, CampaignNotFound
-from claimcore.store.cluster_calls import ReplicaAckTimeout
-from claimcore.store.inventory import (
-    BorrowContention,
+from claimcore.store.campaign_cache import CampaignCache
+from claimcore.store.inventory import RedisInventory
+from claimcore.store.replies import (
     ClaimItem,
     Code,
     ItemResult,
-    RedisInventory,
-    ShardMissing,
-    ShardMoving,
-    StaleMap,
 )
-from claimcore.store.reshard import ReshardBusy, ReshardRefused
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 
@@ -63,80 +53,6 @@ OUTCOMES = {
     # A replay of a request another channel was granted: not this channel's grant, so no voucher.
     Code.OTHER_CHANNEL: pb.ALREADY_CLAIMED,
 }
-UNKNOWN_OUTCOME = "outcome unknown, retry with the same request_id or call GetClaim"
-UNEXPECTED_LOG_EVERY_S = 10.0  # an unexpected error is logged once per this, per kind, with a count
-_unexpected: dict[str, tuple[float, int]] = {}  # error type -> (monotonic time last logged, since then)
-
-
-def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
-    """The gRPC status for an error raised below the service, or None if unexpected."""
-    if isinstance(exc, v.InvalidInput):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    if isinstance(exc, auth.PermissionDenied):
-        return grpc.StatusCode.PERMISSION_DENIED, str(exc)
-    if isinstance(exc, CampaignNotFound):
-        return grpc.StatusCode.NOT_FOUND, f"no campaign {exc}"
-    if isinstance(exc, ReshardBusy):
-        return grpc.StatusCode.ABORTED, str(exc)
-    if isinstance(exc, ReshardRefused):
-        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
-    if isinstance(exc, Overloaded):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, f"node overloaded, retry later: {exc}"
-    if isinstance(exc, SnHoldLost):
-        return grpc.StatusCode.UNAVAILABLE, f"{exc}"
-    if isinstance(exc, (BorrowContention, StaleMap, ShardMoving)):
-        return grpc.StatusCode.UNAVAILABLE, f"{exc}; {UNKNOWN_OUTCOME}"
-    if isinstance(exc, ShardMissing):
-        return grpc.StatusCode.FAILED_PRECONDITION, f"campaign state incomplete: {exc}"
-    if isinstance(exc, ReplicaAckTimeout):
-        return grpc.StatusCode.UNAVAILABLE, f"grant not yet safe from a failover; {UNKNOWN_OUTCOME}: {exc}"
-    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                        redis.exceptions.BusyLoadingError, OSError)):
-        return grpc.StatusCode.UNAVAILABLE, f"redis unavailable; {UNKNOWN_OUTCOME}: {exc}"
-    if isinstance(exc, redis.exceptions.ResponseError):
-        return grpc.StatusCode.UNAVAILABLE, f"redis refused: {exc}"
-    return None
-
-
-def log_unexpected(exc: BaseException, campaign: str = "", request_id: str = "") -> None:
-    """One line (with its traceback) per kind of unexpected error and `UNEXPECTED_LOG_EVERY_S`,
-    counting the ones not logged: a bug hit by every claim must not log every claim."""
-    kind = type(exc).__name__
-    now = time.monotonic()
-    last, skipped = _unexpected.get(kind, (-UNEXPECTED_LOG_EVERY_S, 0))
-    if now - last < UNEXPECTED_LOG_EVERY_S:
-        _unexpected[kind] = (last, skipped + 1)
-        return
-    _unexpected[kind] = (now, 0)
-    fields = {"code": "INTERNAL", "error": kind, "not_logged_before": skipped}
-    if campaign:
-        fields["campaign"] = campaign
-    if request_id:
-        fields["request_id"] = request_id
-    log.error("unexpected error: answered INTERNAL", exc_info=exc, extra=fields)
-
-
-async def abort_for(context: grpc.aio.ServicerContext, exc: Exception, campaign: str = "",
-                    request_id: str = "") -> NoReturn:
-    """End the call with the status for `exc`; anything unexpected is INTERNAL, never UNKNOWN
-    (and logged, with the campaign and request_id when the caller names them)."""
-    if isinstance(exc, grpc.aio.AbortError):
-        raise exc
-    mapped = status_for(exc)
-    if mapped is None:
-        log_unexpected(exc, campaign, request_id)
-        mapped = (grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
-    await context.abort(*mapped)
-    raise AssertionError("context.abort returned")
-
-
-@contextlib.asynccontextmanager
-async def grpc_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-    """`abort_for` as a context manager, for the calls off the hot path."""
-    try:
-        yield
-    except Exception as exc:
-        await abort_for(context, exc)
 
 
 def voucher_of(config: CampaignConfig, user_id: str, request_id: str, channel_id: str,

@@ -16,7 +16,7 @@ from claimcore import validation as v
 from claimcore.campaign import CampaignConfig
 from claimcore.lifecycle import recycling
 from claimcore.lifecycle.redemption import DETAILS, RedeemCode, Redeemed, Redemptions
-from claimcore.node.claim_service import grpc_errors
+from claimcore.node.errors import grpc_errors
 from claimcore.node.metrics import NodeMetrics
 from claimcore.security import auth, scope
 from claimcore.store.campaign_cache import CampaignCache

@@ -37,15 +37,9 @@ from redis.asyncio.cluster import RedisCluster
 
 from claimcore.campaign import CampaignConfig
 from claimcore.clock import now_ms
-from claimcore.store.inventory import (
-    RETURN_DELAY_MS,
-    ClaimItem,
-    Code,
-    ItemResult,
-    RedisInventory,
-    round_lease,
-)
-from claimcore.store.keyspace import shard_keys
+from claimcore.store.inventory import RETURN_DELAY_MS, RedisInventory
+from claimcore.store.keyspace import round_lease, shard_keys
+from claimcore.store.replies import ClaimItem, Code, ItemResult
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
 from claimcore.security.auth import Caller, PermissionDenied
 from claimcore.store.campaign_cache import CampaignCache
-from claimcore.store.inventory import Record, RedisInventory
+from claimcore.store.inventory import RedisInventory
+from claimcore.store.replies import Record
 
 ORDER_CHANNEL_FIELD = 6  # "R|vouchers|merchant|amount|subsidy|at|channel|sns" (keyspace.py)
 

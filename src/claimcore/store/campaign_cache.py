@@ -18,14 +18,13 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from claimcore.campaign import CampaignConfig
-from claimcore.store.inventory import RedisInventory, ShardMoving, StaleMap
+from claimcore.store.inventory import RedisInventory
+from claimcore.store.replies import MAX_MOVING_S, MOVING_RETRY_S, ShardMoving, StaleMap
 
 T = TypeVar("T")
 
 RELOAD_TRIES = 50
 RELOAD_PAUSE_S = 0.01
-MOVING_RETRY_S = 0.005   # how often a call to a shard frozen by a reshard is tried again
-MAX_MOVING_S = 10.0      # ... and for how long, before the caller hears UNAVAILABLE
 
 
 class CampaignNotFound(LookupError):

@@ -48,7 +48,7 @@ import os
 import weakref
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import (
@@ -63,7 +63,13 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from claimcore.store.scripts import LuaScript
+
+class Script(Protocol):
+    """What a call here needs of a script (scripts.LuaScript is one): its SHA and its source."""
+
+    sha: str
+    source: str
+
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +115,7 @@ def pipelining_enabled() -> bool:
 
 
 async def eval_on_cluster(
-    client: RedisCluster, script: LuaScript, calls: list[ScriptCall], *,
+    client: RedisCluster, script: Script, calls: list[ScriptCall], *,
     replica_acks: int | None = None, replica_timeout_ms: int | None = None,
 ) -> list[Any]:
     """One reply per call, in order; a call that failed has its exception in its place.
@@ -134,7 +140,7 @@ async def eval_on_cluster(
 class _Flush:
     """One eval_on_cluster: rounds of per-node pipelines until every call has its final reply."""
 
-    def __init__(self, client: RedisCluster, script: LuaScript, calls: list[ScriptCall],
+    def __init__(self, client: RedisCluster, script: Script, calls: list[ScriptCall],
                  acks: int, timeout_ms: int) -> None:
         self.client = client
         self.script = script

@@ -18,8 +18,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass, field
-from enum import IntEnum
-from typing import Any, NamedTuple
+from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
@@ -29,78 +28,20 @@ from claimcore.campaign import CampaignConfig
 from claimcore.clock import now_ms
 from claimcore.store import scripts
 from claimcore.store.cluster_calls import eval_on_cluster
-from claimcore.store.keyspace import CAMPAIGN_INDEX, campaign_key, shard_keys, voucher_prefix
-
-
-class Code(IntEnum):
-    """Per-claim results of claim.lua (see its header)."""
-
-    GRANTED = 1
-    REPLAY = 2
-    ALREADY_CLAIMED = 3
-    EMPTY = 4
-    NOT_STARTED = 5
-    ENDED = 6
-    PAUSED = 7
-    NOT_ELIGIBLE = 8
-    OTHER_CHANNEL = 9  # a replay of a request granted through another channel: not its grant
-    SOLD_OUT = 100  # decided by the node: EMPTY here and nothing left to borrow
-
-
-class ClaimItem(NamedTuple):
-    user_id: str
-    request_id: str
-    channel_id: str
-
-
-class ItemResult(NamedTuple):
-    code: int
-    voucher_id: str
-    granted_at_ms: int
-
-
-class Record(NamedTuple):
-    """A granted claim, as stored in the reqs hash under "user|request_id"."""
-
-    user_id: str
-    request_id: str
-    voucher_id: str
-    granted_at_ms: int
-    channel_id: str
-
-
-class CampaignConflict(Exception):
-    """A different campaign config already holds this id."""
-
-
-class BorrowContention(Exception):
-    """Stock kept moving between shards while this node tried to borrow; retry."""
-
-
-class ShardMissing(Exception):
-    """A shard's state is missing: the campaign was not (fully) created."""
-
-
-class StaleMap(Exception):
-    """The caller's shard map is older than the shard's: reload the campaign, route again."""
-
-    def __init__(self, campaign_id: str, epoch: int) -> None:
-        super().__init__(f"{campaign_id}: shard map is now at epoch {epoch}")
-        self.campaign_id = campaign_id
-        self.epoch = epoch
-
-
-class HoldsLost(Exception):
-    """The node's category holds expired before its claims ran: hold again (categories.py)."""
-
-
-class ShardMoving(Exception):
-    """The shard is frozen while a reshard moves users into it: retry shortly."""
-
-    def __init__(self, campaign_id: str, epoch: int) -> None:
-        super().__init__(f"{campaign_id}: being resharded (epoch {epoch}), retry shortly")
-        self.campaign_id = campaign_id
-        self.epoch = epoch
+from claimcore.store.keyspace import CAMPAIGN_INDEX, campaign_key, round_lease, shard_keys, voucher_prefix
+from claimcore.store.replies import (
+    BorrowContention,
+    CampaignConflict,
+    ClaimItem,
+    ItemResult,
+    Record,
+    ShardMoving,
+    StaleMap,
+    lease_credited,
+    parse_lease,
+    parse_record,
+    refusal,
+)
 
 
 @dataclass
@@ -150,44 +91,6 @@ def _claim_result(call: ClaimCall, reply: Any) -> tuple[int, list[ItemResult]] |
     if status < 0:
         return refusal(call[0], call[1], reply)
     return unpack_claim_reply(reply, ItemResult)
-
-
-def refusal(campaign_id: str, shard: int, reply: list[Any]) -> Exception:
-    """The error for a script's refusal: { -1 } missing, { -2, epoch } stale, { -3, epoch } moving."""
-    status = int(reply[0])
-    if status == -2:
-        return StaleMap(campaign_id, int(reply[1]))
-    if status == -3:
-        return ShardMoving(campaign_id, int(reply[1]))
-    if status == -4:
-        return HoldsLost(campaign_id)
-    return ShardMissing(f"{campaign_id} shard {shard}")
-
-
-def round_lease(index: int) -> str:
-    """The credit id of a campaign's later round `index`: credited into shard 0 once."""
-    return f"round-{index}"
-
-
-def parse_lease(raw: str) -> tuple[int, int]:
-    """(destination shard, amount) of a lease record "dest|amount|at" (or "dest|amount|at|C")."""
-    dest, amount, _ = raw.split("|", 2)
-    return int(dest), int(amount)
-
-
-def lease_credited(raw: str) -> bool:
-    """A lease record kept after its credit: lend.lua finds it if the LEND is ever sent again."""
-    return raw.endswith("|C")
-
-
-def request_field(user_id: str, request_id: str) -> str:
-    return f"{user_id}|{request_id}"
-
-
-def parse_record(field: str, raw: str) -> Record:
-    user, request_id = field.split("|", 1)
-    voucher, at, channel = raw.split("|", 2)
-    return Record(user, request_id, voucher, int(at), channel)
 
 
 class RedisInventory:

@@ -122,3 +122,8 @@ def shard_keys(campaign_id: str, shard: int) -> ShardKeys:
 def voucher_prefix(campaign_id: str, shard: int) -> str:
     """Voucher ids are '<campaign>-<shard>-<seq>': unique without coordination."""
     return f"{campaign_id}-{shard}-"
+
+
+def round_lease(index: int) -> str:
+    """The credit id of a campaign's later round `index`: credited into shard 0 once."""
+    return f"round-{index}"

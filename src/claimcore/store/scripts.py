@@ -17,6 +17,8 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
+from claimcore.store.cluster_calls import eval_on_cluster
+
 INCLUDE = "-- #include "
 
 
@@ -48,8 +50,6 @@ class LuaScript:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         # The cluster path follows MOVED/ASK/TRYAGAIN, reloads on NOSCRIPT itself (but for
         # CLAIMCORE_CLUSTER_PIPELINING=0), and WAITs for replicas when the node asks for it.
-        from claimcore.store.cluster_calls import eval_on_cluster  # it imports this module
-
         (reply,) = await eval_on_cluster(client, self, [(keys, args)])
         if isinstance(reply, Exception):
             raise reply

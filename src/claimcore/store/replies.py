@@ -1,0 +1,126 @@
+"""The scripts' vocabulary: what the Lua scripts answer, and the records they keep, as Python.
+
+Every script replies with numbers and "|"-joined records (their headers in lua/ say which);
+this file is the one place that names those numbers and parses those records, so the store's
+API (inventory.py), the life after the grant (lifecycle/) and the node read them alike.
+A refusal a script makes of the whole call ({ -1 } shard missing, { -2, epoch } stale map,
+{ -3, epoch } shard moving, { -4 } holds lost) becomes one of the exceptions here.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any, NamedTuple
+
+
+class Code(IntEnum):
+    """Per-claim results of claim.lua (see its header)."""
+
+    GRANTED = 1
+    REPLAY = 2
+    ALREADY_CLAIMED = 3
+    EMPTY = 4
+    NOT_STARTED = 5
+    ENDED = 6
+    PAUSED = 7
+    NOT_ELIGIBLE = 8
+    OTHER_CHANNEL = 9  # a replay of a request granted through another channel: not its grant
+    SOLD_OUT = 100  # decided by the node: EMPTY here and nothing left to borrow
+
+
+class ClaimItem(NamedTuple):
+    user_id: str
+    request_id: str
+    channel_id: str
+
+
+class ItemResult(NamedTuple):
+    code: int
+    voucher_id: str
+    granted_at_ms: int
+
+
+class Record(NamedTuple):
+    """A granted claim, as stored in the reqs hash under "user|request_id"."""
+
+    user_id: str
+    request_id: str
+    voucher_id: str
+    granted_at_ms: int
+    channel_id: str
+
+
+class CampaignConflict(Exception):
+    """A different campaign config already holds this id."""
+
+
+class BorrowContention(Exception):
+    """Stock kept moving between shards while this node tried to borrow; retry."""
+
+
+class ShardMissing(Exception):
+    """A shard's state is missing: the campaign was not (fully) created."""
+
+
+class EpochRefusal(Exception):
+    """A shard refused the call because of its map epoch (the reply's second field)."""
+
+    def __init__(self, campaign_id: str, epoch: int, why: str) -> None:
+        super().__init__(f"{campaign_id}: {why}")
+        self.campaign_id = campaign_id
+        self.epoch = epoch
+
+
+class StaleMap(EpochRefusal):
+    """The caller's shard map is older than the shard's: reload the campaign, route again."""
+
+    def __init__(self, campaign_id: str, epoch: int) -> None:
+        super().__init__(campaign_id, epoch, f"shard map is now at epoch {epoch}")
+
+
+class HoldsLost(Exception):
+    """The node's category holds expired before its claims ran: hold again (categories.py)."""
+
+
+class ShardMoving(EpochRefusal):
+    """The shard is frozen while a reshard moves users into it: retry shortly."""
+
+    def __init__(self, campaign_id: str, epoch: int) -> None:
+        super().__init__(campaign_id, epoch, f"being resharded (epoch {epoch}), retry shortly")
+
+
+MOVING_RETRY_S = 0.005   # how often a call to a shard frozen by a reshard is tried again
+MAX_MOVING_S = 10.0      # ... and for how long, before the caller hears UNAVAILABLE
+
+
+def refusal(campaign_id: str, shard: int, reply: list[Any]) -> Exception:
+    """The error for a script's refusal: { -1 } missing, { -2, epoch } stale, { -3, epoch } moving."""
+    status = int(reply[0])
+    if status == -2:
+        return StaleMap(campaign_id, int(reply[1]))
+    if status == -3:
+        return ShardMoving(campaign_id, int(reply[1]))
+    if status == -4:
+        return HoldsLost(campaign_id)
+    return ShardMissing(f"{campaign_id} shard {shard}")
+
+
+def parse_lease(raw: str) -> tuple[int, int]:
+    """(destination shard, amount) of a lease record "dest|amount|at" (or "dest|amount|at|C")."""
+    dest, amount, _ = raw.split("|", 2)
+    return int(dest), int(amount)
+
+
+def lease_credited(raw: str) -> bool:
+    """A lease record kept after its credit: lend.lua finds it if the LEND is ever sent again."""
+    return raw.endswith("|C")
+
+
+def request_field(user_id: str, request_id: str) -> str:
+    return f"{user_id}|{request_id}"
+
+
+def parse_record(field: str, raw: str) -> Record:
+    user, request_id = field.split("|", 1)
+    voucher, at, channel = raw.split("|", 2)
+    return Record(user, request_id, voucher, int(at), channel)
