@@ -31,8 +31,9 @@ import grpc
 
 from claimcore import validation
 from claimcore.loadtest.arrivals import SHAPES, ArrivalShape, Plan, plan_claims
-from claimcore.loadtest.burst import MAX_ATTEMPTS, MODES, BurstError, Progress, run_load
+from claimcore.loadtest.burst import BurstError, run_load
 from claimcore.loadtest.charts import render_html
+from claimcore.loadtest.driver import MAX_ATTEMPTS, MODES, Progress
 from claimcore.loadtest.recording import TraceError, read_trace, write_trace
 from claimcore.loadtest.report import format_report, report_json
 from claimcore.loadtest.reshard_schedule import ReshardSchedule, parse_schedule
