@@ -13,7 +13,6 @@ from claimcore.loadtest.report import (
     build_report,
     evaluate_checks,
     find_duplicates,
-    format_report,
     latency_summary,
     merge_worker_results,
     oversell,
@@ -21,9 +20,9 @@ from claimcore.loadtest.report import (
     percentile,
     phase_rates,
     replies_before,
-    report_json,
     throughput_series,
 )
+from claimcore.loadtest.report_text import format_report, report_json
 from claimcore.v1 import claims_pb2
 
 # ------------------------------------------------------------------- helpers

@@ -31,7 +31,7 @@ import grpc
 from claimcore.harness.embedded_redis import EmbeddedRedis
 from claimcore.harness.local_node import LocalNode, NodeStartError
 from claimcore.loadtest.burst import BurstError, run_burst
-from claimcore.loadtest.report import format_report, report_json
+from claimcore.loadtest.report_text import format_report, report_json
 from claimcore.loadtest.server_check import ServerCheckError, check_against_server
 from claimcore.security import access
 from claimcore.v1 import claims_pb2, claims_pb2_grpc

@@ -35,7 +35,7 @@ from claimcore.loadtest.burst import BurstError, run_load
 from claimcore.loadtest.charts import render_html
 from claimcore.loadtest.driver import MAX_ATTEMPTS, MODES, Progress
 from claimcore.loadtest.recording import TraceError, read_trace, write_trace
-from claimcore.loadtest.report import format_report, report_json
+from claimcore.loadtest.report_text import format_report, report_json
 from claimcore.loadtest.reshard_schedule import ReshardSchedule, parse_schedule
 from claimcore.loadtest.server_check import ServerCheckError, check_against_server
 from claimcore.security import access

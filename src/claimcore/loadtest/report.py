@@ -1,16 +1,16 @@
 """The maths over a run's collected results: percentiles, duplicates, the checks, the report.
 
 Pure functions only (no gRPC calls, no processes), so all of it is tested without a server.
-The input is what `claimcore.loadtest.burst.run_load` returns; the report is what `claimcore demo`
-and `claimcore loadgen` print and write as JSON.
+The input is what `claimcore.loadtest.burst.run_load` returns; the report is the dict that
+claimcore.loadtest.report_text renders as the text `claimcore demo` and `claimcore loadgen`
+print and the JSON they write.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +21,6 @@ from claimcore.v1 import claims_pb2
 EXAMPLES_KEPT = 10
 #: The latency percentiles a report gives, besides max and mean.
 QUANTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9))
-#: Seconds of per-second throughput the text report shows (the JSON has all of them).
-THROUGHPUT_SHOWN_S = 12
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -413,248 +411,3 @@ def build_report(
         }
     )
     return report
-
-
-def _n(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "n/a"
-        return f"{value:,.1f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def _ms(value: Any) -> str:
-    """Milliseconds with enough digits for sub-millisecond latencies."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
-
-
-def _secs(value: float | None) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value:.3f} s"
-
-
-def _percentiles(summary: Mapping[str, Any]) -> str:
-    parts = [f"{name} {_ms(summary.get(name))}" for name, _ in QUANTILES]
-    return " · ".join([*parts, f"max {_ms(summary.get('max'))}"])
-
-
-def _run_rows(run: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    arrival = ", ".join(f"{k} {v}" for k, v in run.get("arrival", {}).items())
-    mode = run.get("mode", "")
-    if mode == "batch":
-        mode += f" ({run.get('batch_size')} per call)"
-    rows = [
-        ("targets", ", ".join(run.get("targets", [])), ""),
-        ("arrivals", arrival + (f"; planned span {_secs(run.get('planned_span_s'))}"), ""),
-        ("mode", f"{mode}; deadline {run.get('deadline_s')} s, up to {run.get('max_attempts')} sends", ""),
-    ]
-    for step in run.get("reshards") or []:
-        if "error" in step:
-            rows.append((f"reshard to {step['to_shards']}",
-                         f"at {step['at_s']:.1f} s failed: {step['error']}", "FAIL"))
-        else:
-            rows.append((
-                f"reshard {step['from_shards']} -> {step['to_shards']}",
-                f"at {step['at_s']:.1f} s; {_n(step['moved_users'])} users moved, "
-                f"frozen {step['frozen_ms']} ms, done in {step['took_ms']} ms "
-                "(longest claim: latency max)", ""))
-    if run.get("replayed_from"):
-        rows.append(("replayed from", str(run["replayed_from"]), ""))
-    if run.get("recorded_to"):
-        rows.append(("recorded to", str(run["recorded_to"]), ""))
-    return rows
-
-
-def _redemption_rows(report: dict[str, Any], verdict: Callable[[str], str]) -> list[tuple[str, str, str]]:
-    """Rows for the vouchers redeemed during the run and the reconcile after it, if any."""
-    rows = []
-    if report.get("redeems") or report.get("redeem_errors"):
-        done = ", ".join(f"{k} {_n(v)}" for k, v in report["redeems"].items())
-        failed = ", ".join(f"{k} {_n(v)}" for k, v in report["redeem_errors"].items())
-        rows.append(("redeemed during the run", done + (f"; gave up: {failed}" if failed else ""), ""))
-    if "reconcile" in report:
-        wrong = [f"{f['name']}: ledger {f['from_ledger']} live {f['live']}"
-                 for f in report["reconcile"]["figures"] if not f["ok"]]
-        rows.append(("reconcile (ledger vs live)", "; ".join(wrong) or "no difference", verdict("reconcile")))
-    return rows
-
-
-def format_report(report: dict[str, Any]) -> str:
-    """The human-readable report: a short two-column table with verdicts."""
-    checks = {c["name"]: c for c in report["checks"]}
-
-    def verdict(name: str) -> str:
-        c = checks.get(name)
-        return "" if c is None else ("PASS" if c["ok"] else "FAIL")
-
-    outcomes = report["outcomes"]
-    main = ("GRANTED", "ALREADY_CLAIMED", "SOLD_OUT")
-    others = sum(v for k, v in outcomes.items() if k not in main)
-    other_detail = ", ".join(f"{k} {v:,}" for k, v in outcomes.items() if k not in main)
-    transient = sum(report["transient_failures"].values()) + report.get("rate_limited_resends", 0)
-    errors = sum(report["transport_errors"].values())
-    rows: list[tuple[str, str, str]] = [
-        ("campaign", report["campaign"], ""),
-        ("inventory / shards", f"{_n(report['inventory'])} / {report['shards']}", ""),
-    ]
-    if report.get("run"):
-        rows += _run_rows(report["run"])
-    rows += [
-        (
-            "users",
-            f"{_n(report['users'])}  ({report['processes']} processes x "
-            f"{report['concurrency']} concurrent)",
-            "",
-        ),
-        (
-            "requests sent",
-            f"{_n(report['requests_sent'])}  (in {_n(report.get('calls', 0))} calls; "
-            f"replies {_n(report['replies'])}, "
-            f"resent {_n(transient)}, transport errors {_n(errors)})",
-            "",
-        ),
-        ("GRANTED", _n(outcomes.get("GRANTED", 0)), ""),
-        ("ALREADY_CLAIMED", _n(outcomes.get("ALREADY_CLAIMED", 0)), ""),
-        ("SOLD_OUT", _n(outcomes.get("SOLD_OUT", 0)), ""),
-        ("other outcomes", _n(others) + (f"  ({other_detail})" if other_detail else ""), ""),
-        ("distinct vouchers (client)", _n(report["distinct_vouchers"]), ""),
-        (
-            "granted (server)",
-            f"{_n(report['granted'])}  (remaining {_n(report['remaining'])})",
-            verdict("stock conserved"),
-        ),
-        (
-            "duplicates",
-            f"{report['duplicates']}  ({report['duplicate_users']} users >1 voucher, "
-            f"{report['duplicate_vouchers']} vouchers >1 user)",
-            verdict("duplicates"),
-        ),
-        ("oversell", _n(report["oversell"]), verdict("oversell")),
-        *_redemption_rows(report, verdict),
-        (
-            "exact",
-            f"{_n(report['distinct_vouchers'])} client == {_n(report['granted'])} server == "
-            f"{_n(report['expected_granted'])} min(inventory, users)",
-            verdict("exact"),
-        ),
-        (
-            "retry consistency",
-            f"{report['retry_violations']} violations in {_n(report['retries'])} replays",
-            verdict("retry consistency"),
-        ),
-    ]
-    if "vouchers recorded" in checks:
-        rows.append(
-            (
-                "vouchers recorded",
-                f"{report['lost_vouchers']} missing of {_n(report['verified_sample'])} "
-                "sampled (GetClaim by user)",
-                verdict("vouchers recorded"),
-            )
-        )
-    rows += [
-        (
-            "double taps",
-            f"{_n(report['double_taps'])}  ({report['double_tap_unexpected']} answered "
-            "other than ALREADY_CLAIMED same voucher / SOLD_OUT)",
-            "",
-        ),
-        (
-            "time to sold out",
-            f"server {_secs(report['time_to_sold_out_server_s'])}, first SOLD_OUT reply "
-            f"{_secs(report['time_to_first_sold_out_reply_s'])}, last GRANTED reply (replays excluded) "
-            f"{_secs(report['time_to_last_grant_reply_s'])}",
-            "",
-        ),
-        (
-            "claims/s",
-            f"{_n(report['claims_per_s'])}  (wall {_secs(report['burst_wall_s'])}; "
-            f"before sold out {_n(report['claims_per_s_before_sold_out'])}, "
-            f"after {_n(report['claims_per_s_after_sold_out'])})",
-            "",
-        ),
-    ]
-    per_s = report.get("replies_per_second") or []
-    if len(per_s) > 1:
-        shown = " · ".join(f"{s}s {v:,}" for s, v in enumerate(per_s[:THROUGHPUT_SHOWN_S]))
-        more = f" · ... ({len(per_s)} s)" if len(per_s) > THROUGHPUT_SHOWN_S else ""
-        rows.append(("replies per second", shown + more, ""))
-    rows.append(("latency ms (per call)", _percentiles(report["latency_ms"]), ""))
-    if report["response_ms"].get("count"):
-        rows.append(("response ms (from arrival)", _percentiles(report["response_ms"]), ""))
-    if report.get("run") and report["lateness_ms"].get("count"):
-        late = report["lateness_ms"]
-        rows.append(
-            (
-                "send lateness ms",
-                f"p50 {_ms(late['p50'])} · p99 {_ms(late['p99'])} · max {_ms(late['max'])}",
-                "",
-            )
-        )
-    if report["settled_by_getclaim"] or report["unsettled"]:
-        rows.append(
-            (
-                "unknown outcomes",
-                f"{report['settled_by_getclaim']} settled as granted by GetClaim, "
-                f"{report['unsettled']} could not be settled",
-                "",
-            )
-        )
-    width = max(len(r[0]) for r in rows)
-    value_width = min(100, max(len(r[1]) for r in rows))
-    bar = "-" * (width + value_width + 10)
-    lines = [f"{report.get('title', 'claimcore demo')}: {report['campaign']}", bar]
-    for label, value, mark in rows:
-        lines.append(f" {label:<{width}}  {value:<{value_width}}  {mark}".rstrip())
-    lines.append(bar)
-    for key, title in (
-        ("retry_violation_examples", "retry violations"),
-        ("double_tap_unexpected_examples", "unexpected double-tap replies"),
-        ("voucher_anomaly_examples", "voucher anomalies"),
-        ("lost_voucher_examples", "vouchers missing from GetClaim"),
-        ("transport_error_examples", "transport errors"),
-    ):
-        if report.get(key):
-            lines.append(f" {title} (first {len(report[key])}):")
-            lines.extend(f"   {example}" for example in report[key])
-    dup = report["duplicate_examples"]
-    if dup["users"]:
-        lines.append(f" users holding >1 voucher (first {len(dup['users'])}):")
-        lines.extend(f"   {u}: {', '.join(vs)}" for u, vs in dup["users"].items())
-    if dup["vouchers"]:
-        lines.append(f" vouchers seen for >1 user (first {len(dup['vouchers'])}):")
-        lines.extend(f"   {v}: {', '.join(us)}" for v, us in dup["vouchers"].items())
-    if report["ok"]:
-        lines.append(" RESULT: PASS (all checks passed)")
-    else:
-        for c in report["checks"]:
-            if not c["ok"]:
-                lines.append(f" FAILED {c['name']}: {c['detail']}")
-        lines.append(f" RESULT: FAIL ({', '.join(report['failed'])})")
-    return "\n".join(lines)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, set | frozenset):
-        return sorted(value)
-    return str(value)
-
-
-def report_json(report: dict[str, Any]) -> str:
-    """JSON text of the report (NaN becomes null)."""
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-            return None
-        if isinstance(value, dict):
-            return {str(k): clean(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [clean(v) for v in value]
-        return value
-
-    return json.dumps(clean(report), indent=2, default=_json_default)
