@@ -12,7 +12,7 @@ import time
 import pytest
 
 from claimcore.loadtest import demo
-from claimcore.loadtest.burst import user_id
+from claimcore.loadtest.arrivals import user_id
 
 # ------------------------------------------------------------------- helpers
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import uvloop
 
-from claimcore.loadtest.arrivals import ArrivalShape, Plan, plan_claims, user_id
+from claimcore.loadtest.arrivals import ArrivalShape, Plan, plan_claims
 from claimcore.loadtest.driver import (
     CHANNEL_OPTIONS,
     MAX_ATTEMPTS,
@@ -38,7 +38,7 @@ from claimcore.loadtest.driver import (
 from claimcore.security import access
 from claimcore.v1 import claims_pb2_grpc
 
-__all__ = ["BurstError", "run_burst", "run_load", "user_id"]
+__all__ = ["BurstError", "run_burst", "run_load"]
 
 
 CHANNEL_READY_TIMEOUT_S = 30.0

@@ -34,7 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from claimcore import __version__
 from claimcore.campaign import CampaignConfig
 from claimcore.node.interceptors import rewrapped
-from claimcore.store.keyspace import campaign_key, shard_keys
+from claimcore.store.inventory import RedisInventory
 from claimcore.v1 import claims_pb2 as pb
 
 CAMPAIGN_LABELS = 1_000  # distinct campaign label values, at most; then "other"
@@ -198,47 +198,35 @@ class NodeMetrics:
 
     # ------------------------------------------------------------------ sampling
 
-    async def sample(self, redis: Any, configs: list[CampaignConfig]) -> None:
-        """Read the stock, grants and sold-out time of these campaigns in one pipelined round trip."""
+    async def sample(self, inventory: RedisInventory, configs: list[CampaignConfig]) -> None:
+        """Read the stock, grants and sold-out time of these campaigns in one round trip."""
         configs = [c for c in configs if self.campaign(c.campaign_id) != OTHER]
         if not configs:
             self.stock, self.granted, self.sold_out_seconds = {}, {}, {}
             return
-        pipe = redis.pipeline(transaction=False)
-        plan: list[tuple[CampaignConfig, int]] = []
-        for config in configs:
-            slots = max(config.shard_slots, self._slots.get(config.campaign_id, 0))
-            plan.append((config, slots))
-            pipe.hmget(campaign_key(config.campaign_id), "created_at", "sold_out_at", "slots")
-            for s in range(slots):
-                pipe.hmget(shard_keys(config.campaign_id, s).state, "stock", "granted")
-        replies = iter(await pipe.execute())
+        plan = [(c, max(c.shard_slots, self._slots.get(c.campaign_id, 0))) for c in configs]
         stock: dict[tuple[str, int], int] = {}
         granted: dict[str, int] = {}
         sold_out: dict[str, float] = {}
-        for config, slots in plan:
+        for (config, slots), seen in zip(plan, await inventory.gauges(plan), strict=True):
             cid = config.campaign_id
-            created, sold_out_at, seen_slots = next(replies)
-            if seen_slots and int(seen_slots) > slots:
-                self._slots[cid] = int(seen_slots)  # resharded: read the new shards next time
-            total = 0
-            for s in range(slots):
-                left, grants = next(replies)
+            if seen.slots > slots:
+                self._slots[cid] = seen.slots  # resharded: read the new shards next time
+            for s, left in enumerate(seen.stock):
                 if left is not None or s < config.shards:
-                    stock[(cid, s)] = int(left or 0)
-                total += int(grants or 0)
-            granted[cid] = total
-            if sold_out_at:
-                start = config.starts_at_ms or int(created or 0)
-                sold_out[cid] = max(0.0, (int(sold_out_at) - start) / 1000)
+                    stock[(cid, s)] = left or 0
+            granted[cid] = seen.granted
+            if seen.sold_out_at_ms:
+                start = config.starts_at_ms or seen.created_at_ms
+                sold_out[cid] = max(0.0, (seen.sold_out_at_ms - start) / 1000)
         self.stock, self.granted, self.sold_out_seconds = stock, granted, sold_out
 
-    async def sample_forever(self, redis: Any, cached: Callable[[], list[CampaignConfig]],
+    async def sample_forever(self, inventory: RedisInventory, cached: Callable[[], list[CampaignConfig]],
                              every_s: float = 1.0) -> None:
         """Background task: sample the cached campaigns every `every_s` (Redis away: keep the last)."""
         while True:
             with contextlib.suppress(Exception):  # Redis away: redis_up says so, the watcher logs it
-                await self.sample(redis, cached())
+                await self.sample(inventory, cached())
             await asyncio.sleep(every_s)
 
     # ------------------------------------------------------------------ serving

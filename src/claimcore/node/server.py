@@ -206,7 +206,7 @@ class Node:
                        asyncio.create_task(self.soldout.run())]
         if self.metrics_port >= 0:
             self._tasks.append(asyncio.create_task(
-                self.metrics.sample_forever(self.redis, self.campaigns.cached)))
+                self.metrics.sample_forever(self.inventory, self.campaigns.cached)))
         self._tasks.append(asyncio.create_task(rounds.release_forever(self.inventory, self.campaigns)))
         if self.options.recycle_every_s > 0:
             self._tasks.append(asyncio.create_task(

@@ -33,12 +33,9 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from redis.asyncio.cluster import RedisCluster
-
 from claimcore.campaign import CampaignConfig
 from claimcore.clock import now_ms
 from claimcore.store.inventory import RETURN_DELAY_MS, RedisInventory
-from claimcore.store.keyspace import round_lease, shard_keys
 from claimcore.store.replies import ClaimItem, Code, ItemResult
 
 log = logging.getLogger(__name__)
@@ -179,7 +176,8 @@ class SoldOutCache:
             await self.inventory.release_due_rounds(config)  # no claim may reach Redis to do it
         round_due_at = await self._next_round_due(config)
         figures = await self.inventory.figures(config)
-        checks_eligibility = bool(config.eligibility_rule()) or await self._has_eligibility_data(config)
+        checks_eligibility = (bool(config.eligibility_rule())
+                              or await self.inventory.has_eligibility_data(config))
         # total_remaining counts recycled stock still waiting out its delay: reopen now, before
         # any node can grant it. An uncredited lease is stock on its way somewhere.
         if figures.total_remaining > 0 or figures.lease_records:
@@ -230,24 +228,12 @@ class SoldOutCache:
     async def _next_round_due(self, config: CampaignConfig) -> float:
         """The monotonic time from which the next uncredited round may be credited, by shard 0's
         Redis clock (credit.lua's judge) less ROUND_MARGIN_MS; inf without one."""
-        if not config.rounds:
-            return math.inf
-        keys = shard_keys(config.campaign_id, 0)
-        credited = await self.inventory.redis.smismember(
-            keys.credited, [round_lease(k) for k in range(len(config.rounds))])
-        pending = [at for (at, _), done in zip(config.rounds, credited, strict=True) if not done]
+        pending = await self.inventory.uncredited_rounds(config)
         if not pending:
             return math.inf
         sent = time.monotonic()
-        redis_now = await redis_time_ms(self.inventory.redis, keys.state)
+        redis_now = await self.inventory.shard_clock_ms(config.campaign_id, 0)
         return sent + (min(pending) - redis_now - ROUND_MARGIN_MS) / 1000
-
-    async def _has_eligibility_data(self, config: CampaignConfig) -> bool:
-        """Whether any shard holds eligibility records (then claim.lua checks every user)."""
-        pipe = self.inventory.redis.pipeline(transaction=False)
-        for shard in range(config.shard_slots):
-            pipe.hget(shard_keys(config.campaign_id, shard).state, "eligdata")
-        return any(flag == "1" for flag in await pipe.execute())
 
     async def run(self) -> None:
         """Background task: re-check every sold-out campaign every refresh_s, all at once and on a
@@ -265,15 +251,3 @@ class SoldOutCache:
             log.warning("sold-out refresh of %s failed: %s", entry.config.campaign_id, exc,
                         extra={"campaign": entry.config.campaign_id})
 
-
-async def redis_time_ms(redis: object, key: str) -> int:
-    """Now by the Redis clock of the server holding `key` (in a cluster, its master's), in ms."""
-    if isinstance(redis, RedisCluster):
-        await redis.initialize()  # the slot map (a no-op once read)
-        reply = await redis.time(target_nodes=redis.get_node_from_key(key))
-    else:
-        reply = await redis.time()  # type: ignore[attr-defined]
-    if isinstance(reply, dict):
-        reply = next(iter(reply.values()))
-    seconds, micros = reply
-    return int(seconds) * 1000 + int(micros) // 1000

@@ -54,6 +54,17 @@ class CampaignStatus:
 
 
 @dataclass
+class Gauges:
+    """One campaign as the node's gauges show it (`RedisInventory.gauges`)."""
+
+    created_at_ms: int
+    sold_out_at_ms: int          # 0 while not sold out
+    slots: int                   # shard slots Redis holds (a reshard may have added some)
+    stock: list[int | None]      # per shard read; None: that shard holds no state
+    granted: int
+
+
+@dataclass
 class Figures:
     remaining: list[int]   # per shard: claimable now (stock, and recycled stock whose delay is over)
     granted: list[int]     # per shard
@@ -346,6 +357,53 @@ class RedisInventory:
             reply = next(iter(reply.values()))
         seconds, micros = reply
         return int(seconds) * 1000 + int(micros) // 1000
+
+    async def shard_clock_ms(self, campaign_id: str, shard: int) -> int:
+        """Now by the Redis clock of the server holding this shard (in a cluster, its master's):
+        the clock that judges what happens on that shard (credit.lua's rounds), in ms."""
+        key = shard_keys(campaign_id, shard).state
+        if isinstance(self.redis, RedisCluster):
+            await self.redis.initialize()  # the slot map (a no-op once read)
+            reply = await self.redis.time(target_nodes=self.redis.get_node_from_key(key))
+        else:
+            reply = await self.redis.time()
+        if isinstance(reply, dict):
+            reply = next(iter(reply.values()))
+        seconds, micros = reply
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    async def uncredited_rounds(self, config: CampaignConfig) -> list[int]:
+        """The release times (ms) of the campaign's later rounds not yet credited into shard 0."""
+        if not config.rounds:
+            return []
+        credited = await self.redis.smismember(
+            shard_keys(config.campaign_id, 0).credited, [round_lease(k) for k in range(len(config.rounds))])
+        return [at for (at, _), done in zip(config.rounds, credited, strict=True) if not done]
+
+    async def has_eligibility_data(self, config: CampaignConfig) -> bool:
+        """Whether any shard holds eligibility records (then claim.lua checks every user)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(config.shard_slots):
+            pipe.hget(shard_keys(config.campaign_id, shard).state, "eligdata")
+        return any(flag == "1" for flag in await pipe.execute())
+
+    async def gauges(self, wanted: list[tuple[CampaignConfig, int]]) -> list[Gauges]:
+        """For each (campaign, shard slots to read): what the node's gauges show, in one pipelined
+        round trip (node/metrics.py samples this about once a second)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for config, slots in wanted:
+            pipe.hmget(campaign_key(config.campaign_id), "created_at", "sold_out_at", "slots")
+            for s in range(slots):
+                pipe.hmget(shard_keys(config.campaign_id, s).state, "stock", "granted")
+        replies = iter(await pipe.execute())
+        out = []
+        for _, slots in wanted:
+            created, sold_out_at, seen_slots = next(replies)
+            shards = [next(replies) for _ in range(slots)]
+            out.append(Gauges(int(created or 0), int(sold_out_at or 0), int(seen_slots or 0),
+                              [None if left is None else int(left) for left, _ in shards],
+                              sum(int(grants or 0) for _, grants in shards)))
+        return out
 
     # ------------------------------------------------------------ lookups
 
