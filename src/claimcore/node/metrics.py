@@ -45,6 +45,16 @@ REDEEM_OUTCOMES = {number: name.lower() for name, number in pb.RedeemOutcome.ite
 TIMED_METHODS = ("Claim", "ClaimBatch")
 DROP_REASONS = ("admission_rate", "abuse", "overloaded")
 
+# The families the dashboard reads (ops/dashboard/prometheus.py imports these, so a rename here is a
+# rename there). A counter's samples add "_total" to its name; a histogram's add "_bucket" and so on.
+CLAIMS = "claimcore_claims"
+CLAIM_SECONDS = "claimcore_claim_seconds"
+ADMISSION_DROPS = "claimcore_admission_drops"
+REDEMPTIONS = "claimcore_redemptions"
+RPC_ERRORS = "claimcore_rpc_errors"
+REDIS_UP = "claimcore_redis_up"
+INFO = "claimcore_info"
+
 # Seconds per call: a claim waits ~linger + one Redis round trip; a stalled Redis shows up to 10 s.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # claims per claim.lua call
@@ -139,18 +149,18 @@ class NodeMetrics:
     # ------------------------------------------------------------------ scrape
 
     def collect(self) -> Iterator[Metric]:
-        claims = CounterMetricFamily("claimcore_claims", "Claims answered, by campaign and outcome "
+        claims = CounterMetricFamily(CLAIMS, "Claims answered, by campaign and outcome "
                                      "(unary calls and each item of a batch)", labels=["campaign", "outcome"])
         for (campaign, outcome), n in sorted(dict(self.claims).items()):
             claims.add_metric([campaign, CLAIM_OUTCOMES.get(outcome, "unknown")], n)
         yield claims
-        seconds = HistogramMetricFamily("claimcore_claim_seconds", "Latency of Claim and ClaimBatch calls "
+        seconds = HistogramMetricFamily(CLAIM_SECONDS, "Latency of Claim and ClaimBatch calls "
                                         "in the node, failed ones included", labels=["method"])
         for method, histogram in self.claim_seconds.items():
             buckets, total = histogram.buckets()
             seconds.add_metric([method], buckets, total)
         yield seconds
-        drops = CounterMetricFamily("claimcore_admission_drops", "Claims refused before Redis: the "
+        drops = CounterMetricFamily(ADMISSION_DROPS, "Claims refused before Redis: the "
                                     "campaign's admission rate, the anti-scalper limits, or node overload",
                                     labels=["campaign", "reason"])
         for (campaign, reason), n in sorted(dict(self.drops).items()):
@@ -163,19 +173,19 @@ class NodeMetrics:
         batch = HistogramMetricFamily("claimcore_redis_batch_size", "Claims per claim.lua call")
         batch.add_metric([], batch_buckets, batch_total)
         yield batch
-        redeemed = CounterMetricFamily("claimcore_redemptions", "Redeem calls answered, by campaign and "
+        redeemed = CounterMetricFamily(REDEMPTIONS, "Redeem calls answered, by campaign and "
                                        "outcome", labels=["campaign", "outcome"])
         for (campaign, outcome), n in sorted(dict(self.redemptions).items()):
             redeemed.add_metric([campaign, REDEEM_OUTCOMES.get(outcome, "unknown")], n)
         yield redeemed
-        errors = CounterMetricFamily("claimcore_rpc_errors", "Calls that ended with a non-OK gRPC status, "
+        errors = CounterMetricFamily(RPC_ERRORS, "Calls that ended with a non-OK gRPC status, "
                                      "by method and status code", labels=["method", "code"])
         for (method, code), n in sorted(dict(self.rpc_errors).items()):
             errors.add_metric([method, code], n)
         yield errors
-        yield GaugeMetricFamily("claimcore_redis_up", "1 while Redis answers the node's PING, else 0",
+        yield GaugeMetricFamily(REDIS_UP, "1 while Redis answers the node's PING, else 0",
                                 value=self.redis_up)
-        info = GaugeMetricFamily("claimcore_info", "The node's claimcore version", labels=["version"])
+        info = GaugeMetricFamily(INFO, "The node's claimcore version", labels=["version"])
         info.add_metric([self.version], 1)
         yield info
 
