@@ -116,7 +116,7 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
         return found["x-device-id"], found["x-client-ip"]
 
     def _limited(self, req: pb.ClaimRequest, channel: str, hints: tuple[str, str]) -> pb.ClaimReply | None:
-        """The anti-scalper verdict (limits.py): None to go on, else the reply refusing the claim."""
+        """The anti-scalper verdict (security/abuse.py): None to go on, else the reply refusing the claim."""
         if self.limits is None:
             return None
         device, ip = req.device_id or hints[0], req.client_ip or hints[1]

@@ -76,7 +76,7 @@ class NodeOptions:
     tls_key: str = ""
     tls_client_ca: str = ""  # PEM roots: mutual TLS, callers must show a certificate they signed
     credentials: Credentials | None = None  # who may call (auth.py); None = an open node
-    limits: LimitSettings | None = None     # anti-scalper limits (limits.py); None = none
+    limits: LimitSettings | None = None     # anti-scalper limits (security/abuse.py); None = none
     metrics_port: int = -1  # serve Prometheus /metrics on host:this (0 = a free port, -1 = off; metrics.py)
     trace_file: str = ""  # OpenTelemetry spans as JSON lines to this file ("" = no tracing; tracing.py)
 

@@ -8,7 +8,7 @@ callers by API key, sent as metadata `authorization: Bearer <key>`:
 
     [channels.alipay]
     keys = ["sha256:2c26b4...", "sha256:..."]   # several: rotate without downtime
-    claims_per_s = 5000                          # quota per node (limits.py); 0 = none
+    claims_per_s = 5000                          # quota per node (security/abuse.py); 0 = none
     burst = 5000
 
 The file holds SHA-256 digests, never keys, so it is no secret itself
