@@ -16,12 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from redis.asyncio.cluster import ClusterNode
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from claimcore.lifecycle import recycling, rounds
 from claimcore.lifecycle.categories import CategoryGate
@@ -39,6 +35,7 @@ from claimcore.node.soldout import SoldOutCache
 from claimcore.security.abuse import AbuseLimits, LimitSettings
 from claimcore.security.auth import Credentials
 from claimcore.store.campaign_cache import CampaignCache
+from claimcore.store.clients import redis_client, redis_cluster_client
 from claimcore.store.cluster_calls import require_replica_acks
 from claimcore.store.inventory import RedisInventory
 from claimcore.v1 import claims_pb2 as pb
@@ -79,30 +76,6 @@ class NodeOptions:
     limits: LimitSettings | None = None     # anti-scalper limits (security/abuse.py); None = none
     metrics_port: int = -1  # serve Prometheus /metrics on host:this (0 = a free port, -1 = off; metrics.py)
     trace_file: str = ""  # OpenTelemetry spans as JSON lines to this file ("" = no tracing; tracing.py)
-
-
-def redis_cluster_client(addresses: str, timeout_s: float = 2.0) -> aioredis.RedisCluster:
-    """A Redis Cluster client: every claimcore call touches one slot, routed by its keys."""
-    nodes = []
-    for address in addresses.split(","):
-        host, _, port = address.strip().rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"--redis-cluster takes host:port,host:port,... not {addresses!r}")
-        nodes.append(ClusterNode(host, int(port)))
-    return aioredis.RedisCluster(
-        startup_nodes=nodes, decode_responses=True, socket_timeout=timeout_s,
-        socket_connect_timeout=min(1.0, timeout_s),
-    )
-
-
-def redis_client(url: str, timeout_s: float = 2.0, connections: int = 64) -> aioredis.Redis:
-    """A pooled asyncio client with short timeouts: fail fast, let callers retry."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=connections, timeout=timeout_s, decode_responses=True,
-        socket_timeout=timeout_s, socket_connect_timeout=min(1.0, timeout_s),
-        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
-    )
-    return aioredis.Redis(connection_pool=pool)
 
 
 def server_tls(options: NodeOptions) -> grpc.ServerCredentials | None:

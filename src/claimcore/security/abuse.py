@@ -1,4 +1,4 @@
-"""Anti-scalper and abuse limits (issue 7): deny list, channel quotas, per-user, per-device, per-IP rates.
+"""Anti-scalper and abuse limits: deny list, channel quotas, per-user, per-device, per-IP rates.
 
 ``AbuseLimits.check(channel, user, device, ip, now_ns)`` is the one entry point of a
 claim: None when the claim may go on, else a ``Verdict``. The checks, in order:

@@ -1,4 +1,4 @@
-"""A seeded simulation of everything at once (issue 12): the tool that finds the next interleaving defect.
+"""A seeded simulation of everything at once: the tool that finds the next interleaving defect.
 
 One run per seed: real redis-server processes (a plain Redis or a Redis Cluster), several real
 front nodes (LocalNode child processes) with clocks that disagree and sweepers of their own, and

@@ -86,7 +86,7 @@ def _return_events(cs: CampaignState) -> dict[str, list[str]]:
 def decided(ws: WorldState, user: str, order_id: str, record: str) -> bool:
     """Whether a prepared (P) part of a stacked order belongs to a decided order instance: such a
     part counts as redeemed (whoever meets it later commits it). The decision is keyed by
-    user|order; the instance token (issue 12) is the P record's last field where there is one."""
+    user|order; the instance token is the P record's last field where there is one."""
     fields = record.split("|")
     token = fields[9] if len(fields) >= 10 else ""
     for key in (f"{user}|{order_id}", f"{user}|{order_id}|{token}"):

@@ -112,7 +112,7 @@ def read_campaign(client: Any, campaign_id: str) -> CampaignState:
         out.elig.append(_hash(client, keys.elig))
         for lease_id, raw in _hash(client, keys.leases).items():
             parts = raw.split("|")
-            # A record kept after its credit ends in "C" (issue 12); older code deletes it instead.
+            # A record kept after its credit ends in "C"; older code deletes it instead.
             leases.append((lease_id, int(parts[0]), int(parts[1]), len(parts) > 3 and parts[3] == "C"))
         start = "-"
         while True:
