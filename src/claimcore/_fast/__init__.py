@@ -1,12 +1,17 @@
 """Hot path: Cython modules, each with a pure-Python twin giving identical results.
 
-Set CLAIMCORE_NO_EXTENSIONS to a non-empty value other than "0" to force the twins.
-COMPILED maps each selector module to True when its Cython module is in use.
+Set CLAIMCORE_NO_EXTENSIONS to a non-empty value other than "0" to force the twins;
+any Python but CPython uses the twins too (as propcache and yarl do: the Cython
+modules target CPython's C API). COMPILED maps each selector module to True when
+its Cython module is in use.
 """
 
 import os
+import sys
 
-NO_EXTENSIONS: bool = os.environ.get("CLAIMCORE_NO_EXTENSIONS", "") not in ("", "0")
+NO_EXTENSIONS: bool = (
+    sys.implementation.name != "cpython" or os.environ.get("CLAIMCORE_NO_EXTENSIONS", "") not in ("", "0")
+)
 
 from . import claim_codec, keyed_limiter, shard_hash, token_bucket  # noqa: E402  (the selectors read NO_EXTENSIONS)
 from .claim_codec import pack_claims, unpack_claim_reply  # noqa: E402

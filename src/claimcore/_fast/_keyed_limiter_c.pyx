@@ -3,10 +3,11 @@
 
 A table of GCRA buckets keyed by str, all with one rate and burst, in bounded memory.
 
-Per key, the arithmetic is exactly TokenBucket's (``_token_bucket_c``, read its
-docstring): emission interval T = max(1, round(1e9 / rate_per_s)) ns (rate <= 0:
-unlimited, take() always returns 0 and nothing is stored), burst = max(1, burst)
-capped so that burst * T <= SPAN_MAX, and a theoretical arrival time (tat) per key.
+Per key, the arithmetic is exactly TokenBucket's: both call the one GCRA core,
+``_gcra.pxd`` (read ``_token_bucket_c``'s docstring for its rules): emission
+interval T = max(1, round(1e9 / rate_per_s)) ns (rate <= 0: unlimited, take()
+always returns 0 and nothing is stored), burst = max(1, burst) capped so that
+burst * T <= SPAN_MAX, and a theoretical arrival time (tat) per key.
 A key not in the table is a fresh, full bucket (tat = -NOW_LIMIT). So for a key
 that has stayed in the table, take(key, now, n) returns exactly what
 TokenBucket.take(now, n) returns on a bucket of its own, and peek() returns the
@@ -41,30 +42,23 @@ range of now_ns); nothing changes on an error.
 from cpython.dict cimport PyDict_DelItem, PyDict_GetItemWithError, PyDict_SetItem
 from cpython.long cimport PyLong_AsSsize_t, PyLong_FromSsize_t
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
-from cpython.number cimport PyNumber_Index
 from cpython.ref cimport PyObject
-from libc.math cimport isnan, rint
 from libc.stdint cimport INT64_MAX as C_INT64_MAX
 from libc.stdint cimport INT64_MIN as C_INT64_MIN
 from libc.stdint cimport int64_t
 
+cimport claimcore._fast._gcra as gcra
+
 __all__ = ["INT64_MAX", "NOW_LIMIT", "SAMPLE", "SPAN_MAX", "KeyedLimiter"]
 
-cdef int64_t _NOW_LIMIT = 4611686018427387904  # 2**62
-cdef int64_t _SPAN_MAX = 4611686018427387903  # 2**62 - 1
 cdef int64_t _FREE = C_INT64_MIN
 cdef Py_ssize_t _SAMPLE = 8
 cdef Py_ssize_t _INITIAL = 64
 
 INT64_MAX = C_INT64_MAX
-NOW_LIMIT = _NOW_LIMIT
-SPAN_MAX = _SPAN_MAX
+NOW_LIMIT = gcra.NOW_LIMIT
+SPAN_MAX = gcra.SPAN_MAX
 SAMPLE = _SAMPLE
-
-
-cdef inline object _index(object value):
-    # Integers only, like the twin's operator.index(); out of int64 -> OverflowError.
-    return value if isinstance(value, int) else PyNumber_Index(value)
 
 
 cdef class KeyedLimiter:
@@ -89,32 +83,15 @@ cdef class KeyedLimiter:
         self._free = NULL
 
     def __init__(self, double rate_per_s, burst, capacity):
-        cdef int64_t cap = _index(burst)
-        cdef int64_t size = _index(capacity)
-        cdef int64_t interval
-        cdef double x
-        if isnan(rate_per_s):
-            raise ValueError("rate_per_s must not be NaN")
+        cdef int64_t cap = gcra.as_index(burst)
+        cdef int64_t size = gcra.as_index(capacity)
+        cdef int64_t interval = gcra.interval_for(rate_per_s)
         if size < 1:
             raise ValueError("capacity must be >= 1")
         if size > <int64_t>(2**62):
             raise ValueError("capacity must be <= 2**62")
-        if cap < 1:
-            cap = 1
-        if rate_per_s <= 0.0:
-            interval = 0
-        else:
-            x = 1e9 / rate_per_s
-            if x >= 4611686018427387904.0:  # 2.0 ** 62
-                interval = _SPAN_MAX
-            else:
-                interval = <int64_t>rint(x)
-                if interval < 1:
-                    interval = 1
-            if cap > _SPAN_MAX // interval:
-                cap = _SPAN_MAX // interval
         self._rate = rate_per_s
-        self._burst = cap
+        self._burst = gcra.burst_for(cap, interval)
         self._interval = interval
         self._capacity = <Py_ssize_t>size
         self._used = 0
@@ -233,43 +210,25 @@ cdef class KeyedLimiter:
         return 0
 
     cdef inline int64_t _wait(self, object key, now_ns, n, bint consume) except -1:
-        cdef int64_t now, count, base, limit, tat
-        cdef int64_t interval = self._interval
+        cdef int64_t now, count, tat, tat_after, wait
         cdef PyObject *found
         cdef Py_ssize_t slot = -1
         if not isinstance(key, str):
             raise TypeError("key must be a str, not " + type(key).__name__)
-        now = _index(now_ns)
-        count = _index(n)
-        if count < 1:
-            raise ValueError("n must be >= 1")
-        if now < -_NOW_LIMIT or now > _NOW_LIMIT:
-            raise ValueError("now_ns out of range [-2**62, 2**62]")
-        if interval == 0:
-            return 0
-        if count > self._burst:
-            if count > C_INT64_MAX // interval:
-                return C_INT64_MAX
-            return count * interval
+        gcra.request(now_ns, n, &now, &count)
         found = PyDict_GetItemWithError(self._slots, key)
         if found == NULL:
-            tat = -_NOW_LIMIT
+            tat = -gcra.NOW_LIMIT
         else:
             slot = PyLong_AsSsize_t(<object>found)
             tat = self._tat[slot]
-        base = tat if tat > now else now
-        limit = now + (self._burst - count) * interval
-        if base <= limit:
-            if consume:
-                if slot >= 0:
-                    self._tat[slot] = base + count * interval
-                else:
-                    self._insert(key, now, base + count * interval)
-            return 0
-        # base - limit would overflow only when limit < 0: saturate.
-        if limit < 0 and base > C_INT64_MAX + limit:
-            return C_INT64_MAX
-        return base - limit
+        wait = gcra.wait(tat, now, count, self._burst, self._interval, &tat_after)
+        if consume and tat_after != tat:  # admitted: tokens consumed
+            if slot >= 0:
+                self._tat[slot] = tat_after
+            else:
+                self._insert(key, now, tat_after)
+        return wait
 
     def take(self, key, now_ns, n=1):
         """0 if n of key's tokens were admitted (and consumed), else the ns to wait (nothing consumed)."""

@@ -2,10 +2,11 @@
 
 A table of GCRA buckets keyed by str, all with one rate and burst, in bounded memory.
 
-Per key, the arithmetic is exactly TokenBucket's (``_token_bucket_py``, read its
-docstring): emission interval T = max(1, round(1e9 / rate_per_s)) ns (rate <= 0:
-unlimited, take() always returns 0 and nothing is stored), burst = max(1, burst)
-capped so that burst * T <= SPAN_MAX, and a theoretical arrival time (tat) per key.
+Per key, the arithmetic is exactly TokenBucket's: both call the one GCRA core,
+``_gcra_py`` (read ``_token_bucket_py``'s docstring for its rules): emission
+interval T = max(1, round(1e9 / rate_per_s)) ns (rate <= 0: unlimited, take()
+always returns 0 and nothing is stored), burst = max(1, burst) capped so that
+burst * T <= SPAN_MAX, and a theoretical arrival time (tat) per key.
 A key not in the table is a fresh, full bucket (tat = -NOW_LIMIT). So for a key
 that has stayed in the table, take(key, now, n) returns exactly what
 TokenBucket.take(now, n) returns on a bucket of its own, and peek() returns the
@@ -39,9 +40,8 @@ range of now_ns); nothing changes on an error.
 
 from __future__ import annotations
 
-import math
-
-from ._token_bucket_py import INT64_MAX, NOW_LIMIT, SPAN_MAX, _as_double, _as_int64
+from . import _gcra_py as gcra
+from ._gcra_py import INT64_MAX, NOW_LIMIT, SPAN_MAX
 
 __all__ = ["INT64_MAX", "NOW_LIMIT", "SAMPLE", "SPAN_MAX", "KeyedLimiter"]
 
@@ -56,28 +56,16 @@ class KeyedLimiter:
                  "_slots", "_keys")
 
     def __init__(self, rate_per_s: float, burst: int, capacity: int) -> None:
-        rate = _as_double(rate_per_s)
-        burst = _as_int64(burst)
-        size = _as_int64(capacity)
-        if math.isnan(rate):
-            raise ValueError("rate_per_s must not be NaN")
+        rate = gcra.as_double(rate_per_s)
+        burst = gcra.as_int64(burst)
+        size = gcra.as_int64(capacity)
+        interval = gcra.interval_for(rate)
         if size < 1:
             raise ValueError("capacity must be >= 1")
         if size > 2**62:
             raise ValueError("capacity must be <= 2**62")
-        if burst < 1:
-            burst = 1
-        if rate <= 0.0:
-            interval = 0
-        else:
-            x = 1e9 / rate
-            if x >= 4611686018427387904.0:  # 2.0 ** 62
-                interval = SPAN_MAX
-            else:
-                interval = max(1, round(x))
-            burst = min(burst, SPAN_MAX // interval)
         self._rate = rate
-        self._burst = burst
+        self._burst = gcra.burst_for(burst, interval)
         self._interval = interval
         self._capacity = size
         self._hand = 0
@@ -163,31 +151,16 @@ class KeyedLimiter:
     def _wait(self, key: str, now_ns: int, n: int, consume: bool) -> int:
         if not isinstance(key, str):
             raise TypeError("key must be a str, not " + type(key).__name__)
-        now = _as_int64(now_ns)
-        n = _as_int64(n)
-        if n < 1:
-            raise ValueError("n must be >= 1")
-        if not -NOW_LIMIT <= now <= NOW_LIMIT:
-            raise ValueError("now_ns out of range [-2**62, 2**62]")
-        interval = self._interval
-        if interval == 0:
-            return 0
-        if n > self._burst:
-            if n > INT64_MAX // interval:
-                return INT64_MAX
-            return n * interval
+        now, n = gcra.request(now_ns, n)
         slot = self._slots.get(key)
         tat = -NOW_LIMIT if slot is None else self._tat[slot]
-        base = tat if tat > now else now
-        limit = now + (self._burst - n) * interval
-        if base <= limit:
-            if consume:
-                if slot is not None:
-                    self._tat[slot] = base + n * interval
-                else:
-                    self._insert(key, now, base + n * interval)
-            return 0
-        return min(base - limit, INT64_MAX)
+        wait, tat_after = gcra.wait(tat, now, n, self._burst, self._interval)
+        if consume and tat_after != tat:  # admitted: tokens consumed
+            if slot is not None:
+                self._tat[slot] = tat_after
+            else:
+                self._insert(key, now, tat_after)
+        return wait
 
     def take(self, key: str, now_ns: int, n: int = 1) -> int:
         """0 if n of key's tokens were admitted (and consumed), else the ns to wait (nothing consumed)."""

@@ -1,6 +1,9 @@
 # cython: language_level=3
 """Compiled GCRA token bucket; the twin is ``_token_bucket_py`` (same results, same errors).
 
+The arithmetic is the GCRA core's (``_gcra.pxd``, shared with ``_keyed_limiter_c``);
+this file holds the bucket around it. The rules:
+
 GCRA (generic cell rate algorithm), all times in integer nanoseconds, passed in
 by the caller (the bucket never reads a clock):
 
@@ -34,25 +37,16 @@ conversion. With these bounds every intermediate value fits in int64, so the
 debug build's overflowcheck never fires.
 """
 
-from cpython.number cimport PyNumber_Index
-from libc.math cimport isnan, rint
 from libc.stdint cimport INT64_MAX as C_INT64_MAX
 from libc.stdint cimport int64_t
 
+cimport claimcore._fast._gcra as gcra
+
 __all__ = ["INT64_MAX", "NOW_LIMIT", "SPAN_MAX", "TokenBucket"]
 
-cdef int64_t _NOW_LIMIT = 4611686018427387904  # 2**62
-cdef int64_t _SPAN_MAX = 4611686018427387903  # 2**62 - 1
-
 INT64_MAX = C_INT64_MAX
-NOW_LIMIT = _NOW_LIMIT
-SPAN_MAX = _SPAN_MAX
-
-
-cdef inline object _index(object value):
-    # Integers only, like the twin's operator.index(): Cython's own int64_t argument
-    # conversion would silently truncate floats. Out of int64 -> OverflowError.
-    return value if isinstance(value, int) else PyNumber_Index(value)
+NOW_LIMIT = gcra.NOW_LIMIT
+SPAN_MAX = gcra.SPAN_MAX
 
 
 cdef class TokenBucket:
@@ -64,29 +58,12 @@ cdef class TokenBucket:
     cdef int64_t _tat
 
     def __init__(self, double rate_per_s, burst):
-        cdef int64_t cap = _index(burst)
-        cdef int64_t interval
-        cdef double x
-        if isnan(rate_per_s):
-            raise ValueError("rate_per_s must not be NaN")
-        if cap < 1:
-            cap = 1
-        if rate_per_s <= 0.0:
-            interval = 0
-        else:
-            x = 1e9 / rate_per_s
-            if x >= 4611686018427387904.0:  # 2.0 ** 62
-                interval = _SPAN_MAX
-            else:
-                interval = <int64_t>rint(x)
-                if interval < 1:
-                    interval = 1
-            if cap > _SPAN_MAX // interval:
-                cap = _SPAN_MAX // interval
+        cdef int64_t cap = gcra.as_index(burst)
+        cdef int64_t interval = gcra.interval_for(rate_per_s)
         self._rate = rate_per_s
-        self._burst = cap
+        self._burst = gcra.burst_for(cap, interval)
         self._interval = interval
-        self._tat = -_NOW_LIMIT
+        self._tat = -gcra.NOW_LIMIT
 
     @property
     def rate_per_s(self):
@@ -106,26 +83,6 @@ cdef class TokenBucket:
 
     def take(self, now_ns, n=1):
         """0 if n tokens were admitted (and consumed), else the ns to wait (nothing consumed)."""
-        cdef int64_t now = _index(now_ns)
-        cdef int64_t count = _index(n)
-        cdef int64_t interval = self._interval
-        cdef int64_t base, limit
-        if count < 1:
-            raise ValueError("n must be >= 1")
-        if now < -_NOW_LIMIT or now > _NOW_LIMIT:
-            raise ValueError("now_ns out of range [-2**62, 2**62]")
-        if interval == 0:
-            return 0
-        if count > self._burst:
-            if count > C_INT64_MAX // interval:
-                return C_INT64_MAX
-            return count * interval
-        base = self._tat if self._tat > now else now
-        limit = now + (self._burst - count) * interval
-        if base <= limit:
-            self._tat = base + count * interval
-            return 0
-        # base - limit would overflow only when limit < 0: saturate.
-        if limit < 0 and base > C_INT64_MAX + limit:
-            return C_INT64_MAX
-        return base - limit
+        cdef int64_t now, count
+        gcra.request(now_ns, n, &now, &count)
+        return gcra.wait(self._tat, now, count, self._burst, self._interval, &self._tat)

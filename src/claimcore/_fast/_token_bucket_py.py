@@ -1,5 +1,8 @@
 """Pure-Python twin of ``_token_bucket_c``: same integer maths, same results, same errors.
 
+The arithmetic is the GCRA core's (``_gcra_py``, shared with ``_keyed_limiter_py``);
+this file holds the bucket around it. The rules:
+
 GCRA (generic cell rate algorithm), all times in integer nanoseconds, passed in
 by the caller (the bucket never reads a clock):
 
@@ -34,28 +37,10 @@ value fits in int64.
 
 from __future__ import annotations
 
-import math
-import operator
+from . import _gcra_py as gcra
+from ._gcra_py import INT64_MAX, NOW_LIMIT, SPAN_MAX
 
 __all__ = ["INT64_MAX", "NOW_LIMIT", "SPAN_MAX", "TokenBucket"]
-
-INT64_MAX = 2**63 - 1
-INT64_MIN = -(2**63)
-NOW_LIMIT = 2**62
-SPAN_MAX = 2**62 - 1
-
-
-def _as_int64(value: object) -> int:
-    value = operator.index(value)
-    if not INT64_MIN <= value <= INT64_MAX:
-        raise OverflowError("value does not fit in int64")
-    return value
-
-
-def _as_double(value: object) -> float:
-    if isinstance(value, str | bytes | bytearray):
-        raise TypeError("must be a real number, not " + type(value).__name__)
-    return float(value)  # type: ignore[arg-type]
 
 
 class TokenBucket:
@@ -64,23 +49,11 @@ class TokenBucket:
     __slots__ = ("_rate", "_burst", "_interval", "_tat")
 
     def __init__(self, rate_per_s: float, burst: int) -> None:
-        rate = _as_double(rate_per_s)
-        burst = _as_int64(burst)
-        if math.isnan(rate):
-            raise ValueError("rate_per_s must not be NaN")
-        if burst < 1:
-            burst = 1
-        if rate <= 0.0:
-            interval = 0
-        else:
-            x = 1e9 / rate
-            if x >= 4611686018427387904.0:  # 2.0 ** 62
-                interval = SPAN_MAX
-            else:
-                interval = max(1, round(x))
-            burst = min(burst, SPAN_MAX // interval)
+        rate = gcra.as_double(rate_per_s)
+        burst = gcra.as_int64(burst)
+        interval = gcra.interval_for(rate)
         self._rate = rate
-        self._burst = burst
+        self._burst = gcra.burst_for(burst, interval)
         self._interval = interval
         self._tat = -NOW_LIMIT
 
@@ -102,23 +75,6 @@ class TokenBucket:
 
     def take(self, now_ns: int, n: int = 1) -> int:
         """0 if n tokens were admitted (and consumed), else the ns to wait (nothing consumed)."""
-        now = _as_int64(now_ns)
-        n = _as_int64(n)
-        if n < 1:
-            raise ValueError("n must be >= 1")
-        if not -NOW_LIMIT <= now <= NOW_LIMIT:
-            raise ValueError("now_ns out of range [-2**62, 2**62]")
-        interval = self._interval
-        if interval == 0:
-            return 0
-        if n > self._burst:
-            if n > INT64_MAX // interval:
-                return INT64_MAX
-            return n * interval
-        tat = self._tat
-        base = tat if tat > now else now
-        limit = now + (self._burst - n) * interval
-        if base <= limit:
-            self._tat = base + n * interval
-            return 0
-        return min(base - limit, INT64_MAX)
+        now, n = gcra.request(now_ns, n)
+        wait, self._tat = gcra.wait(self._tat, now, n, self._burst, self._interval)
+        return wait
