@@ -18,11 +18,11 @@ $(STAMP): pyproject.toml setup.py $(wildcard src/claimcore/_fast/*.pyx)
 demo: setup
 	$(BIN)/claimcore demo
 
-# The whole suite, compiled hot path; then the same _fast tests on the pure-Python twins.
+# The whole suite, compiled hot path; then the tests marked `twins` (those that exercise _fast) on the
+# pure-Python twins.
 test: setup
 	$(BIN)/pytest -q
-	CLAIMCORE_NO_EXTENSIONS=1 $(BIN)/pytest -q tests/fast/test_fast_parity.py tests/node/test_grpc_claims.py \
-		tests/fast/test_keyed_limiter_parity.py tests/security/test_abuse.py tests/security/test_abuse_limits_grpc.py
+	CLAIMCORE_NO_EXTENSIONS=1 $(BIN)/pytest -q -m twins
 
 # Microbenchmarks (compiled vs twin), then the system benchmarks of issue 4 side by side: one table
 # with the targets (reported, never failing the run). Results in artifacts/. See benchmarks/README.md.

@@ -2,7 +2,10 @@
 
 Both sides are imported directly, whatever CLAIMCORE_NO_EXTENSIONS says (the
 switch only changes which side claimcore._fast selects), so a missing extension
-is a failure, never a skip.
+is a failure, never a skip. Parity tests run both twins side by side; behaviour
+tests take one of them from a fixture (token_bucket, shard_hash, claim_codec)
+over both implementations, as propcache does: ids c-extension-module and
+pure-python-module.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from hypothesis import strategies as st
 import claimcore._fast as fast
 from claimcore._fast import NO_EXTENSIONS
 
+pytestmark = pytest.mark.twins
+
 TB_PY, TB_C = "claimcore._fast._token_bucket_py", "claimcore._fast._token_bucket_c"
 SH_PY, SH_C = "claimcore._fast._shard_hash_py", "claimcore._fast._shard_hash_c"
 
@@ -30,13 +35,30 @@ INT64_MAX = 2**63 - 1
 NOW_LIMIT = 2**62
 
 
-def _impls(py: str, c: str) -> list:
-    return [pytest.param(py, id="py"), pytest.param(c, id="c")]
-
-
 def _mod(name: str) -> ModuleType:
     # Deliberately not guarded: an unbuilt extension is an error, not a skip.
     return importlib.import_module(name)
+
+
+@pytest.fixture(scope="module", params=["c", "py"], ids=["c-extension-module", "pure-python-module"])
+def impl(request: pytest.FixtureRequest) -> str:
+    """The suffix of one implementation: "c" (the Cython module) or "py" (its twin)."""
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def token_bucket(impl: str) -> ModuleType:
+    return _mod(f"claimcore._fast._token_bucket_{impl}")
+
+
+@pytest.fixture(scope="module")
+def shard_hash(impl: str) -> ModuleType:
+    return _mod(f"claimcore._fast._shard_hash_{impl}")
+
+
+@pytest.fixture(scope="module")
+def claim_codec(impl: str) -> ModuleType:
+    return _mod(f"claimcore._fast._claim_codec_{impl}")
 
 
 def _outcome(fn: Callable[..., object], *args: object) -> object:
@@ -189,9 +211,8 @@ def test_token_bucket_take_errors_match(bad: tuple) -> None:
 # --------------------------------------------------------------------------- token bucket behaviour
 
 
-@pytest.mark.parametrize("name", _impls(TB_PY, TB_C))
-def test_full_burst_then_wait_exactly_t(name: str) -> None:
-    tb = _mod(name).TokenBucket(10.0, 5)
+def test_full_burst_then_wait_exactly_t(token_bucket: ModuleType) -> None:
+    tb = token_bucket.TokenBucket(10.0, 5)
     interval = 100_000_000
     assert (tb.rate_per_s, tb.burst, tb.interval_ns) == (10.0, 5, interval)
     t0 = 1_000_000_000
@@ -203,9 +224,8 @@ def test_full_burst_then_wait_exactly_t(name: str) -> None:
     assert tb.take(t0 + wait) == interval
 
 
-@pytest.mark.parametrize("name", _impls(TB_PY, TB_C))
-def test_multi_token_take(name: str) -> None:
-    tb = _mod(name).TokenBucket(1000.0, 10)  # T = 1 ms
+def test_multi_token_take(token_bucket: ModuleType) -> None:
+    tb = token_bucket.TokenBucket(1000.0, 10)  # T = 1 ms
     ms = 1_000_000
     assert tb.take(0, 7) == 0
     assert tb.take(0, 4) == 1 * ms  # 3 left, one more needed
@@ -214,28 +234,25 @@ def test_multi_token_take(name: str) -> None:
     assert tb.take(6 * ms, 6) == 0
 
 
-@pytest.mark.parametrize("name", _impls(TB_PY, TB_C))
-def test_n_above_burst_never_admitted_and_consumes_nothing(name: str) -> None:
-    tb = _mod(name).TokenBucket(2.0, 4)  # T = 0.5 s
+def test_n_above_burst_never_admitted_and_consumes_nothing(token_bucket: ModuleType) -> None:
+    tb = token_bucket.TokenBucket(2.0, 4)  # T = 0.5 s
     assert tb.take(0, 5) == 5 * 500_000_000
     assert tb.take(10**12, 5) > 0
     assert [tb.take(0) for _ in range(4)] == [0, 0, 0, 0]
 
 
-@pytest.mark.parametrize("name", _impls(TB_PY, TB_C))
-def test_fixed_overload_for_ten_seconds(name: str) -> None:
+def test_fixed_overload_for_ten_seconds(token_bucket: ModuleType) -> None:
     rate, burst = 100.0, 20
-    tb = _mod(name).TokenBucket(rate, burst)
+    tb = token_bucket.TokenBucket(rate, burst)
     step = round(1e9 / (3 * rate))  # arrivals at 3x the bucket rate
     admitted = sum(tb.take(t) == 0 for t in range(0, 10_000_000_001, step))
     assert admitted <= burst + 10 * rate + 1
     assert admitted >= 10 * rate  # and it is not over-restrictive either
 
 
-@pytest.mark.parametrize("name", _impls(TB_PY, TB_C))
 @pytest.mark.parametrize("rate", [0.0, -1.0, -math.inf])
-def test_unlimited_always_admits(name: str, rate: float) -> None:
-    tb = _mod(name).TokenBucket(rate, 0)
+def test_unlimited_always_admits(token_bucket: ModuleType, rate: float) -> None:
+    tb = token_bucket.TokenBucket(rate, 0)
     assert tb.interval_ns == 0 and tb.burst == 1
     assert all(tb.take(0, n) == 0 for n in (1, 2, 10**6, INT64_MAX))
     assert all(tb.take(t) == 0 for t in range(1000))
@@ -243,9 +260,8 @@ def test_unlimited_always_admits(name: str, rate: float) -> None:
         tb.take(0, 0)
 
 
-@pytest.mark.parametrize("name", _impls(TB_PY, TB_C))
-def test_take_validation(name: str) -> None:
-    tb = _mod(name).TokenBucket(5.0, 3)
+def test_take_validation(token_bucket: ModuleType) -> None:
+    tb = token_bucket.TokenBucket(5.0, 3)
     for n in (0, -1, -(2**63)):
         with pytest.raises(ValueError):
             tb.take(0, n)
@@ -259,17 +275,15 @@ def test_take_validation(name: str) -> None:
     assert tb.take(NOW_LIMIT) == 0 and tb.take(-NOW_LIMIT) > 0
 
 
-@pytest.mark.parametrize("name", _impls(TB_PY, TB_C))
-def test_burst_below_one_is_one(name: str) -> None:
-    tb = _mod(name).TokenBucket(1.0, 0)
+def test_burst_below_one_is_one(token_bucket: ModuleType) -> None:
+    tb = token_bucket.TokenBucket(1.0, 0)
     assert tb.burst == 1
     assert tb.take(5) == 0
     assert tb.take(5) == 1_000_000_000
 
 
-@pytest.mark.parametrize("name", _impls(TB_PY, TB_C))
-def test_properties_are_read_only(name: str) -> None:
-    tb = _mod(name).TokenBucket(1.0, 2)
+def test_properties_are_read_only(token_bucket: ModuleType) -> None:
+    tb = token_bucket.TokenBucket(1.0, 2)
     for attr in ("rate_per_s", "burst", "interval_ns"):
         with pytest.raises(AttributeError):
             setattr(tb, attr, 3)
@@ -278,14 +292,13 @@ def test_properties_are_read_only(name: str) -> None:
 _ARRIVALS = st.lists(st.tuples(st.integers(0, 3_000_000_000), st.integers(1, 12)), min_size=1, max_size=150)
 
 
-@pytest.mark.parametrize("name", _impls(TB_PY, TB_C))
 @settings(max_examples=150, deadline=None)
 @given(rate=st.floats(0.5, 1e6), burst=st.integers(1, 10), arrivals=_ARRIVALS)
 def test_property_admitted_bound_over_every_window(
-    name: str, rate: float, burst: int, arrivals: list[tuple[int, int]]
+    token_bucket: ModuleType, rate: float, burst: int, arrivals: list[tuple[int, int]]
 ) -> None:
     """Admitted tokens in any window [t0, t1] <= burst + (t1 - t0) / T."""
-    tb = _mod(name).TokenBucket(rate, burst)
+    tb = token_bucket.TokenBucket(rate, burst)
     interval = tb.interval_ns
     scale = max(1, interval // 4)  # make gaps comparable to T whatever the rate
     now, log = 0, []
@@ -300,16 +313,17 @@ def test_property_admitted_bound_over_every_window(
             assert total * interval <= burst * interval + (t1 - t0)
 
 
-@pytest.mark.parametrize("name", _impls(TB_PY, TB_C))
 @settings(max_examples=150, deadline=None)
 @given(
     rate=st.floats(0.5, 1e7),
     burst=st.integers(1, 20),
     ops=st.lists(st.tuples(st.integers(0, 10**10), st.integers(1, 20)), max_size=60),
 )
-def test_property_wait_is_exact(name: str, rate: float, burst: int, ops: list[tuple[int, int]]) -> None:
+def test_property_wait_is_exact(
+    token_bucket: ModuleType, rate: float, burst: int, ops: list[tuple[int, int]]
+) -> None:
     """A refusal's wait w is exact: still refused at now + w - 1, admitted at now + w."""
-    tb = _mod(name).TokenBucket(rate, burst)
+    tb = token_bucket.TokenBucket(rate, burst)
     now = 0
     for gap, n in ops:
         now += gap
@@ -324,9 +338,8 @@ def test_property_wait_is_exact(name: str, rate: float, burst: int, ops: list[tu
 # --------------------------------------------------------------------------- shard hash
 
 
-@pytest.mark.parametrize("name", _impls(SH_PY, SH_C))
-def test_fnv1a64_known_values(name: str) -> None:
-    fnv = _mod(name).fnv1a64
+def test_fnv1a64_known_values(shard_hash: ModuleType) -> None:
+    fnv = shard_hash.fnv1a64
     assert fnv(b"") == 0xCBF29CE484222325
     assert fnv(b"a") == 0xAF63DC4C8601EC8C
     assert fnv(b"foobar") == 0x85944171F73967E8
@@ -334,28 +347,25 @@ def test_fnv1a64_known_values(name: str) -> None:
         fnv("a")
 
 
-@pytest.mark.parametrize("name", _impls(SH_PY, SH_C))
-def test_jump_hash_basics(name: str) -> None:
-    mod = _mod(name)
+def test_jump_hash_basics(shard_hash: ModuleType) -> None:
     rng = random.Random(3)
     for _ in range(500):
         key, buckets = rng.getrandbits(64), rng.randint(1, 5000)
-        assert 0 <= mod.jump_hash(key, buckets) < buckets
-        assert mod.jump_hash(key, 1) == 0
+        assert 0 <= shard_hash.jump_hash(key, buckets) < buckets
+        assert shard_hash.jump_hash(key, 1) == 0
     # key 0 -> first step gives key 1, j = 2**31 >= any allowed bucket count.
-    assert mod.jump_hash(0, mod.MAX_BUCKETS) == 0
-    assert mod.jump_hash(2**64 - 1, mod.MAX_BUCKETS) < mod.MAX_BUCKETS
-    for buckets in (0, -1, mod.MAX_BUCKETS + 1):
+    assert shard_hash.jump_hash(0, shard_hash.MAX_BUCKETS) == 0
+    assert shard_hash.jump_hash(2**64 - 1, shard_hash.MAX_BUCKETS) < shard_hash.MAX_BUCKETS
+    for buckets in (0, -1, shard_hash.MAX_BUCKETS + 1):
         with pytest.raises(ValueError):
-            mod.jump_hash(1, buckets)
+            shard_hash.jump_hash(1, buckets)
         with pytest.raises(ValueError):
-            mod.shard_of("u", buckets)
+            shard_hash.shard_of("u", buckets)
     for key in (-1, 2**64):
         with pytest.raises(OverflowError):
-            mod.jump_hash(key, 3)
+            shard_hash.jump_hash(key, 3)
 
 
-@pytest.mark.parametrize("name", _impls(SH_PY, SH_C))
 @pytest.mark.parametrize(
     ("key", "buckets", "expected"),
     [
@@ -364,10 +374,12 @@ def test_jump_hash_basics(name: str) -> None:
         (1339926149601007325, 234881024, 234881023),
     ],
 )
-def test_jump_hash_float_expression_pinned(name: str, key: int, buckets: int, expected: int) -> None:
+def test_jump_hash_float_expression_pinned(
+    shard_hash: ModuleType, key: int, buckets: int, expected: int
+) -> None:
     """Cases where j lands on the bucket count and (b+1) * (2**31 / d) differs from
     (b+1) * 2**31 / d by one: they pin the exact float expression (and evaluation order)."""
-    assert _mod(name).jump_hash(key, buckets) == expected
+    assert shard_hash.jump_hash(key, buckets) == expected
 
 
 # Golden values: changing any of these reshuffles every user; don't.
@@ -375,19 +387,16 @@ PINNED_16 = [11, 12, 7, 5, 1, 3, 3, 8]
 PINNED_1024 = [961, 749, 2, 423, 84]
 
 
-@pytest.mark.parametrize("name", _impls(SH_PY, SH_C))
-def test_shard_of_pinned_values(name: str) -> None:
-    mod = _mod(name)
-    assert mod.shard_of("", 1) == 0
-    assert mod.shard_of("user-1", 16) == mod.jump_hash(mod.fnv1a64(b"user-1"), 16)
-    assert [mod.shard_of(f"user-{i}", 16) for i in range(8)] == PINNED_16
-    assert [mod.shard_of(k, 1024) for k in ("alice", "bob", "Zoë", "用户", "😀")] == PINNED_1024
+def test_shard_of_pinned_values(shard_hash: ModuleType) -> None:
+    assert shard_hash.shard_of("", 1) == 0
+    assert shard_hash.shard_of("user-1", 16) == shard_hash.jump_hash(shard_hash.fnv1a64(b"user-1"), 16)
+    assert [shard_hash.shard_of(f"user-{i}", 16) for i in range(8)] == PINNED_16
+    assert [shard_hash.shard_of(k, 1024) for k in ("alice", "bob", "Zoë", "用户", "😀")] == PINNED_1024
 
 
-@pytest.mark.parametrize("name", _impls(SH_PY, SH_C))
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 10, 31, 100])
-def test_growing_buckets_moves_about_one_over_n_plus_one(name: str, n: int) -> None:
-    jump = _mod(name).jump_hash
+def test_growing_buckets_moves_about_one_over_n_plus_one(shard_hash: ModuleType, n: int) -> None:
+    jump = shard_hash.jump_hash
     rng = random.Random(n)
     keys = [rng.getrandbits(64) for _ in range(10_000)]
     moved = 0
@@ -401,9 +410,8 @@ def test_growing_buckets_moves_about_one_over_n_plus_one(name: str, n: int) -> N
     assert abs(moved - expected) <= 6 * sd + 5, (moved, expected)
 
 
-@pytest.mark.parametrize("name", _impls(SH_PY, SH_C))
-def test_shard_of_is_balanced(name: str) -> None:
-    shard_of = _mod(name).shard_of
+def test_shard_of_is_balanced(shard_hash: ModuleType) -> None:
+    shard_of = shard_hash.shard_of
     counts = [0] * 16
     for i in range(16_000):
         counts[shard_of(f"user-{i}", 16)] += 1
@@ -522,8 +530,7 @@ def test_unpack_claim_reply_twins_agree(seed: int) -> None:
             assert results[-1].voucher_id == reply[-2] and results[-1].code == reply[-3]
 
 
-@pytest.mark.parametrize("name", [CODEC_PY, CODEC_C])
 @pytest.mark.parametrize("bad", ["ü", "snow\u2603", "\U0001f600"])
-def test_pack_claims_refuses_non_ascii(name: str, bad: str) -> None:
+def test_pack_claims_refuses_non_ascii(claim_codec: ModuleType, bad: str) -> None:
     with pytest.raises(ValueError):
-        _mod(name).pack_claims("e" * 40, [("s", "u", "r", "l", "e", "p", "0", "0", [("user", bad, "")])], 1)
+        claim_codec.pack_claims("e" * 40, [("s", "u", "r", "l", "e", "p", "0", "0", [("user", bad, "")])], 1)

@@ -4,6 +4,8 @@ Both sides are imported directly, whatever CLAIMCORE_NO_EXTENSIONS says (the swi
 only changes which side claimcore._fast selects), so a missing extension is a
 failure, never a skip. Agreement covers every return value, len(), evictions,
 membership (so which key was evicted) and the exception type of every error.
+The one behaviour test takes each implementation from the keyed_limiter fixture
+(ids c-extension-module and pure-python-module, as in test_fast_parity).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import claimcore._fast as fast
-from claimcore._fast import NO_EXTENSIONS, keyed_limiter
+from claimcore._fast import NO_EXTENSIONS
+
+pytestmark = pytest.mark.twins
 
 KL_PY, KL_C = "claimcore._fast._keyed_limiter_py", "claimcore._fast._keyed_limiter_c"
 TB_PY = "claimcore._fast._token_bucket_py"
@@ -30,6 +34,11 @@ NOW_LIMIT = 2**62
 
 def _mod(name: str) -> ModuleType:
     return importlib.import_module(name)  # deliberately not guarded: unbuilt is an error
+
+
+@pytest.fixture(scope="module", params=[KL_C, KL_PY], ids=["c-extension-module", "pure-python-module"])
+def keyed_limiter(request: pytest.FixtureRequest) -> ModuleType:
+    return _mod(request.param)
 
 
 def _outcome(fn: Callable[..., object], *args: object) -> object:
@@ -45,8 +54,8 @@ def _state(kl: object, keys: list[str]) -> tuple:
 
 def test_selector_follows_the_switch() -> None:
     expected = _mod(KL_PY if NO_EXTENSIONS else KL_C).KeyedLimiter
-    assert keyed_limiter.COMPILED is (not NO_EXTENSIONS)
-    assert keyed_limiter.KeyedLimiter is expected
+    assert fast.keyed_limiter.COMPILED is (not NO_EXTENSIONS)
+    assert fast.keyed_limiter.KeyedLimiter is expected
     assert fast.KeyedLimiter is expected
 
 
@@ -205,9 +214,8 @@ def test_take_errors_match_and_change_nothing(bad: tuple, method: str) -> None:
     assert results[0] is results[1]
 
 
-@pytest.mark.parametrize("name", [KL_PY, KL_C])
-def test_properties_are_read_only(name: str) -> None:
-    kl = _mod(name).KeyedLimiter(1.0, 2, 3)
+def test_properties_are_read_only(keyed_limiter: ModuleType) -> None:
+    kl = keyed_limiter.KeyedLimiter(1.0, 2, 3)
     for attr in ("rate_per_s", "burst", "interval_ns", "capacity", "evictions"):
         with pytest.raises(AttributeError):
             setattr(kl, attr, 3)

@@ -23,6 +23,8 @@ from claimcore.v1 import claims_pb2_grpc as pb_grpc
 from conftest import LocalNode, create_campaign, new_campaign_id, redis_dump
 from support import burst, check_burst
 
+pytestmark = pytest.mark.twins
+
 
 def claim(stub: pb_grpc.ClaimServiceStub, cid: str, user: str, rid: str | None = None,
           timeout: float = 10) -> pb.ClaimReply:

@@ -26,6 +26,8 @@ from claimcore.security.abuse import (
     parse_channel_quota,
 )
 
+pytestmark = pytest.mark.twins
+
 KL_PY, KL_C = "claimcore._fast._keyed_limiter_py", "claimcore._fast._keyed_limiter_c"
 IMPLS = [pytest.param(KL_PY, id="py"), pytest.param(KL_C, id="c")]
 NOW_LIMIT = 2**62

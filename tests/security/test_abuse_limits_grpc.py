@@ -13,6 +13,8 @@ from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 from conftest import LocalNode, create_campaign, redis_dump
 
+pytestmark = pytest.mark.twins
+
 
 @pytest.fixture(scope="module")
 def limited(redis_server, tmp_path_factory):  # type: ignore[no-untyped-def]
