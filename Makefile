@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py $(wildcard src/claimcore/_fast/*.pyx)
+$(STAMP): pyproject.toml setup.py $(wildcard src/claimcore/_fast/*.pyx src/claimcore/_fast/*.pxd)
 	./scripts/install-redis.sh && ./scripts/install-chromium.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel cython==3.3.1

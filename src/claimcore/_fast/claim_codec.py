@@ -3,7 +3,7 @@ else the twin."""
 
 from typing import TYPE_CHECKING
 
-from . import NO_EXTENSIONS
+from ._switch import NO_EXTENSIONS
 
 COMPILED = False
 if TYPE_CHECKING or NO_EXTENSIONS:
