@@ -16,6 +16,7 @@ BAD_INPUT, FILE, CONFIG, DIFFERENCES.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,6 +24,8 @@ from datetime import UTC, datetime
 from typing import IO, Any, TypeVar
 
 import grpc
+
+from claimcore.security import access
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -72,6 +75,12 @@ def connect(dial: Callable[[str], grpc.Channel], target: str, timeout: float,
         raise CliError("UNAVAILABLE", f"no node answers at {target}{where} within {timeout:g} s: is it "
                        "running, and do --tls-ca/--tls-cert match how it serves?", EXIT_UNREACHABLE) from None
     return channel
+
+
+def reach(args: argparse.Namespace) -> grpc.Channel:
+    """A connected channel to --target (exit 3 if nothing answers within --connect-timeout)."""
+    return connect(access.dial, args.target, args.connect_timeout,
+                   getattr(args, "sources", {}).get("target", ""))
 
 
 # ---------------------------------------------------------------- text

@@ -27,7 +27,6 @@ from google.protobuf import json_format
 
 from claimcore.ops import cli_output
 from claimcore.ops.cli_output import CliError
-from claimcore.security import access
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 
@@ -58,9 +57,7 @@ def run_export(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(out, COLUMNS) if args.format == "csv" else None
         if writer is not None and (not args.out or out.tell() == 0):
             writer.writeheader()
-        with cli_output.connect(access.dial, args.target, args.connect_timeout,
-                                getattr(args, "sources", {}).get("target", "")) as channel, \
-                cli_output.Progress() as progress:
+        with cli_output.reach(args) as channel, cli_output.Progress() as progress:
             admin = pb_grpc.AdminServiceStub(channel)
             while True:
                 reply = admin.ExportEvents(pb.ExportEventsRequest(
@@ -106,9 +103,7 @@ def add_reconcile_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_reconcile(args: argparse.Namespace) -> int:
-    with cli_output.connect(access.dial, args.target, args.connect_timeout,
-                            getattr(args, "sources", {}).get("target", "")) as channel, \
-            cli_output.Progress() as progress:
+    with cli_output.reach(args) as channel, cli_output.Progress() as progress:
         reply = progress.wait(pb_grpc.AdminServiceStub(channel).Reconcile.future(
             pb.GetCampaignRequest(campaign_id=args.campaign_id), timeout=300),
             f"reconciling {args.campaign_id} against its ledger")

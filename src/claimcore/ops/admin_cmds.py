@@ -1,0 +1,379 @@
+"""The administration commands: `claimcore campaign`, `merchant` and `eligibility` (calls to a node's
+AdminService), and `keygen` (a new API key; no node needed).
+
+Each command is a pair, add_<command>_arguments(parser, ...) and run_<command>(args), which cli.py puts
+in its table of commands (as ledger_cli.py does for export and reconcile). Replies print as text for
+people, or with --json as the reply message in JSON; output and exit codes: docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from collections.abc import Callable, Sequence
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from claimcore import validation
+from claimcore.ops import cli_output
+from claimcore.security.auth import digest_line, new_key
+from claimcore.v1 import claims_pb2 as pb
+from claimcore.v1 import claims_pb2_grpc as pb_grpc
+
+Parents = Sequence[argparse.ArgumentParser]  # the node's settings and --json, known after each action too
+
+
+# ---------------------------------------------------------------- shared
+
+
+def _admin(args: argparse.Namespace) -> pb_grpc.AdminServiceStub:
+    return pb_grpc.AdminServiceStub(cli_output.reach(args))
+
+
+def _print(message: Message) -> None:
+    """The --json output: the reply as JSON, as the CLI has always printed it."""
+    print(json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True), indent=2))
+
+
+def _emit(args: argparse.Namespace, message: Message, text: Callable[[], str]) -> None:
+    """The reply as JSON with --json, else the human-readable text."""
+    if args.output == "json":
+        _print(message)
+    else:
+        print(text())
+
+
+def _channel_id(text: str) -> str:
+    if not text or validation.CHANNEL_ID.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(f"a channel id is 1 to 64 of [A-Za-z0-9._-], not {text!r}")
+    return text
+
+
+# ---------------------------------------------------------------- keygen
+
+
+def add_keygen_arguments(parser: argparse.ArgumentParser) -> None:
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--channel", type=_channel_id, help="the channel id the key is for")
+    who.add_argument("--admin", action="store_true", help="an admin key")
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    """A new API key, and the line that lets it in (the file keeps only its digest)."""
+    key = new_key()
+    section = "[admin]" if args.admin else f"[channels.{args.channel}]"
+    line = f"keys = [\"{digest_line(key)}\"]"
+    if args.output == "json":
+        print(json.dumps({"key": key, "section": section, "credentials_line": line}, indent=2))
+        return 0
+    print(f"# the key: give it to its holder, keep it secret (CLAIMCORE_API_KEY or --api-key)\n{key}\n"
+          f"# for the credentials file, under {section}:\n{line}")
+    return 0
+
+
+# ---------------------------------------------------------------- campaign
+
+
+def add_campaign_arguments(parser: argparse.ArgumentParser, parents: Parents) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", parents=parents, help="create a campaign (idempotent)")
+    create.add_argument("campaign_id")
+    create.add_argument("--inventory", type=int, required=True)
+    create.add_argument("--shards", type=int, default=0)
+    create.add_argument("--per-user-limit", type=int, default=1)
+    create.add_argument("--starts-at-ms", type=int, default=0)
+    create.add_argument("--ends-at-ms", type=int, default=0)
+    create.add_argument("--admission-rate", type=int, default=0)
+    create.add_argument("--value-cents", type=int, default=0)
+    create.add_argument("--min-spend-cents", type=int, default=0)
+    create.add_argument("--category", default="")
+    create.add_argument("--name", default="")
+    create.add_argument("--valid-for-ms", type=int, default=0, help="voucher validity from grant; 0 = none")
+    create.add_argument("--max-vouchers-per-order", type=int, default=1, help="stacking within the campaign")
+    create.add_argument("--region", action="append", default=[],
+                        help="a region whose merchants may redeem (repeat; none = all)")
+    create.add_argument("--round", action="append", default=[], metavar="RELEASE_AT_MS:AMOUNT", type=_round,
+                        help="a later round holding back AMOUNT until RELEASE_AT_MS (repeat)")
+    create.add_argument("--allow-list", action="store_true", help="only users on the allow list may claim")
+    create.add_argument("--stackable", action="store_true",
+                        help="its vouchers may share an order with other stackable campaigns' vouchers")
+    create.add_argument("--one-per-category", action="store_true",
+                        help="a user may hold vouchers of one such campaign of the category")
+    create.add_argument("--resident-region", action="append", default=[],
+                        help="users must reside in one of these regions (repeat)")
+    create.add_argument("--channel", action="append", default=[], type=_channel_id,
+                        help="a channel that may claim it (repeat; none = every channel)")
+    create.add_argument("--required-tag", action="append", default=[], help="users must carry it (repeat)")
+    for action, what in (("show", "its figures and per-shard table"), ("pause", "stop grants at once"),
+                         ("resume", "restart grants"),
+                         ("recycle", "give expired unused vouchers' stock back")):
+        actions.add_parser(action, parents=parents, help=what).add_argument("campaign_id")
+    reshard = actions.add_parser("reshard", parents=parents,
+                                 help="change a live campaign's shard count (docs/resharding.md)")
+    reshard.add_argument("campaign_id")
+    reshard.add_argument("--shards", type=int, required=True, help="the new shard count")
+    reshard.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for it to finish")
+    actions.add_parser("list", parents=parents, help="one row per campaign")
+
+
+def _round(text: str) -> tuple[int, int]:
+    at, _, amount = text.partition(":")
+    if not (at.isdigit() and amount.isdigit()):
+        raise argparse.ArgumentTypeError(f"a round is RELEASE_AT_MS:AMOUNT, not {text!r}")
+    return int(at), int(amount)
+
+
+def _status(info: pb.CampaignInfo, now_ms: int) -> str:
+    c = info.campaign
+    if info.resharding:
+        return "resharding"
+    if info.paused:
+        return "paused"
+    if info.sold_out_at_ms:
+        return "sold out"
+    if c.ends_at_ms and now_ms >= c.ends_at_ms:
+        return "ended"
+    if c.starts_at_ms and now_ms < c.starts_at_ms:
+        return "not started"
+    return "live"
+
+
+def _duration(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("min", 60_000), ("s", 1000)):
+        if ms >= size and ms % size == 0:
+            return f"{ms // size:,} {unit}"
+    return f"{ms:,} ms"
+
+
+def _campaign_text(info: pb.CampaignInfo) -> str:
+    """A campaign as a key/value block and its per-shard table."""
+    c = info.campaign
+    yes = {True: "yes", False: "no"}
+    pairs: list[tuple[str, object]] = [
+        ("campaign", c.campaign_id), ("name", c.name), ("status", _status(info, int(time.time() * 1000))),
+        ("inventory", cli_output.number(c.inventory)), ("granted", cli_output.number(info.granted)),
+        ("remaining", cli_output.number(info.remaining)),
+    ]
+    if c.rounds or info.held_for_rounds:
+        pairs.append(("held for rounds", cli_output.number(info.held_for_rounds)))
+    pairs += [
+        ("shards", f"{c.shards} (epoch {info.shard_epoch})"),
+        ("per-user limit", c.per_user_limit or 1),
+        ("starts", cli_output.when(c.starts_at_ms, "at once")),
+        ("ends", cli_output.when(c.ends_at_ms, "never")),
+        ("sold out at", cli_output.when(info.sold_out_at_ms)),
+        ("created", cli_output.when(info.created_at_ms)),
+        ("admission rate", f"{c.admission_rate:,} claims/s per node" if c.admission_rate else "unlimited"),
+        ("value", f"{c.value_cents:,} cents"),
+        ("min spend", f"{c.min_spend_cents:,} cents"),
+        ("category", c.category),
+        ("valid for", _duration(c.valid_for_ms) if c.valid_for_ms else "no limit"),
+        ("vouchers per order", c.max_vouchers_per_order or 1),
+        ("stackable", yes[c.stackable]),
+        ("one per category", yes[c.one_per_category]),
+        ("regions", ", ".join(c.regions) or "all"),
+        ("channels", ", ".join(c.channels) or "all"),
+        ("allow list only", yes[c.allow_list]),
+        ("resident regions", ", ".join(c.resident_regions) or "any"),
+        ("required tags", ", ".join(c.required_tags) or "none"),
+    ]
+    if c.rounds:
+        pairs.append(("rounds", "; ".join(
+            f"{cli_output.number(r.amount)} at {cli_output.when(r.release_at_ms)}" for r in c.rounds)))
+    shards = cli_output.table(
+        ["SHARD", "REMAINING", "GRANTED", "STATE"],
+        [(s.shard, cli_output.number(s.remaining), cli_output.number(s.granted),
+          "retired" if s.retired else "live") for s in info.shards],
+        right=(0, 1, 2))
+    return cli_output.block(pairs) + "\n\n" + shards
+
+
+def _campaign_table(admin: pb_grpc.AdminServiceStub, ids: list[str]) -> str:
+    """One row per campaign: its figures read with GetCampaign, many calls in flight at once."""
+    if not ids:
+        return "no campaigns"
+    infos = []
+    for start in range(0, len(ids), 64):
+        futures = [admin.GetCampaign.future(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
+                   for cid in ids[start:start + 64]]
+        for future in futures:
+            try:
+                infos.append(future.result())
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                    raise  # NOT_FOUND: deleted since the list was read
+    now = int(time.time() * 1000)
+    n = cli_output.number
+    return cli_output.table(
+        ["CAMPAIGN", "STATUS", "INVENTORY", "GRANTED", "REMAINING", "SHARDS", "SOLD OUT AT"],
+        [(i.campaign.campaign_id, _status(i, now), n(i.campaign.inventory), n(i.granted), n(i.remaining),
+          i.campaign.shards, cli_output.when(i.sold_out_at_ms)) for i in infos],
+        right=(2, 3, 4, 5))
+
+
+def _reshard_text(reply: pb.ReshardReply) -> str:
+    n = cli_output.number
+    pairs: list[tuple[str, object]] = [
+        ("campaign", reply.campaign.campaign.campaign_id),
+        ("shards", f"{reply.from_shards} -> {reply.to_shards} (epoch {reply.shard_epoch})"),
+        ("moved users", n(reply.moved_users)),
+        ("moved grant records", n(reply.moved_records)),
+        ("moved stock", n(reply.moved_stock)),
+        ("moving users waited", f"{reply.frozen_ms:,} ms"),
+        ("took", f"{reply.took_ms:,} ms"),
+        ("granted", n(reply.campaign.granted)),
+        ("remaining", n(reply.campaign.remaining)),
+    ]
+    if reply.resumed:
+        pairs.append(("resumed", "yes: finished a reshard an earlier call left half-done"))
+    return cli_output.block(pairs)
+
+
+def run_campaign(args: argparse.Namespace) -> int:
+    admin = _admin(args)
+    if args.action == "create":
+        campaign = pb.Campaign(
+            campaign_id=args.campaign_id, name=args.name, inventory=args.inventory,
+            shards=args.shards, per_user_limit=args.per_user_limit,
+            starts_at_ms=args.starts_at_ms, ends_at_ms=args.ends_at_ms,
+            admission_rate=args.admission_rate, value_cents=args.value_cents,
+            min_spend_cents=args.min_spend_cents, category=args.category,
+            valid_for_ms=args.valid_for_ms, max_vouchers_per_order=args.max_vouchers_per_order,
+            regions=args.region, allow_list=args.allow_list,
+            resident_regions=args.resident_region, required_tags=args.required_tag,
+            rounds=[pb.Round(release_at_ms=at, amount=amount) for at, amount in args.round],
+            one_per_category=args.one_per_category, stackable=args.stackable,
+            channels=args.channel,
+        )
+        info = admin.CreateCampaign(pb.CreateCampaignRequest(campaign=campaign), timeout=10)
+        _emit(args, info, lambda: _campaign_text(info))
+    elif args.action == "list":
+        listed = admin.ListCampaigns(pb.ListCampaignsRequest(), timeout=10)
+        _emit(args, listed, lambda: _campaign_table(admin, list(listed.campaign_ids)))
+    elif args.action == "recycle":
+        with cli_output.Progress() as progress:
+            recycled = progress.wait(admin.RecycleExpired.future(
+                pb.GetCampaignRequest(campaign_id=args.campaign_id), timeout=300),
+                f"recycling the expired vouchers of {args.campaign_id}")
+        _emit(args, recycled, lambda: cli_output.block(
+            [("campaign", args.campaign_id), ("recycled", cli_output.number(recycled.recycled))]))
+    elif args.action == "reshard":
+        with cli_output.Progress() as progress:
+            done = progress.wait(admin.Reshard.future(
+                pb.ReshardRequest(campaign_id=args.campaign_id, shards=args.shards), timeout=args.timeout),
+                f"resharding {args.campaign_id} to {args.shards} shards")
+        _emit(args, done, lambda: _reshard_text(done))
+    else:
+        call = {"show": admin.GetCampaign, "pause": admin.PauseCampaign,
+                "resume": admin.ResumeCampaign}[args.action]
+        info = call(pb.GetCampaignRequest(campaign_id=args.campaign_id), timeout=10)
+        _emit(args, info, lambda: _campaign_text(info))
+    return 0
+
+
+# ---------------------------------------------------------------- merchant
+
+
+def add_merchant_arguments(parser: argparse.ArgumentParser, parents: Parents) -> None:
+    merchant_actions = parser.add_subparsers(dest="action", required=True)
+    register = merchant_actions.add_parser("register", parents=parents, help="let a merchant redeem")
+    register.add_argument("campaign_id")
+    register.add_argument("merchant_id")
+    register.add_argument("--name", default="")
+    register.add_argument("--category", default="")
+    register.add_argument("--region", default="")
+    merchant_actions.add_parser("list", parents=parents, help="a table of the campaign's merchants"
+                                ).add_argument("campaign_id")
+
+
+def run_merchant(args: argparse.Namespace) -> int:
+    admin = _admin(args)
+    if args.action == "register":
+        merchant = admin.RegisterMerchant(pb.Merchant(
+            campaign_id=args.campaign_id, merchant_id=args.merchant_id, name=args.name,
+            category=args.category, region=args.region), timeout=10)
+        if args.output == "json":
+            _print(merchant)
+        else:
+            print(cli_output.block([("registered", merchant.merchant_id), ("campaign", merchant.campaign_id),
+                                    ("name", merchant.name), ("category", merchant.category),
+                                    ("region", merchant.region)]))
+    else:
+        listed = admin.ListMerchants(pb.GetCampaignRequest(campaign_id=args.campaign_id), timeout=10)
+        if args.output == "json":
+            _print(listed)
+        elif not listed.merchants:
+            print(f"no merchants registered for {args.campaign_id}")
+        else:
+            print(cli_output.table(["MERCHANT", "NAME", "CATEGORY", "REGION"],
+                                   [(m.merchant_id, m.name, m.category, m.region) for m in listed.merchants]))
+    return 0
+
+
+# ---------------------------------------------------------------- eligibility
+
+
+def add_eligibility_arguments(parser: argparse.ArgumentParser, parents: Parents) -> None:
+    elig_actions = parser.add_subparsers(dest="action", required=True)
+    load = elig_actions.add_parser("load", parents=parents,
+                                   help="CSV columns: user_id,allowed,denied,region,tags,remove "
+                                        "(tags separated by ';'; flags 1/0)")
+    load.add_argument("campaign_id")
+    load.add_argument("file")
+
+
+def _flag(text: str) -> bool:
+    if text.strip().lower() in ("1", "true", "yes", "y"):
+        return True
+    if text.strip().lower() in ("", "0", "false", "no", "n"):
+        return False
+    raise ValueError(f"not a yes/no value: {text!r}")
+
+
+ELIGIBILITY_BATCH = 10_000
+
+
+def run_eligibility(args: argparse.Namespace) -> int:
+    """Load a CSV of user_id,allowed,denied,region,tags(;-separated),remove in calls of 10,000."""
+    records = []
+    try:
+        with open(args.file, newline="") as handle:
+            for line, row in enumerate(csv.DictReader(handle), start=2):
+                try:
+                    if row.get("user_id") is None:
+                        raise ValueError("no user_id column")
+                    records.append(pb.EligibilityRecord(
+                        user_id=row["user_id"], allowed=_flag(row.get("allowed") or ""),
+                        denied=_flag(row.get("denied") or ""), region=row.get("region") or "",
+                        tags=[t for t in (row.get("tags") or "").split(";") if t],
+                        remove=_flag(row.get("remove") or "")))
+                except ValueError as exc:
+                    raise ValueError(f"{args.file} line {line}: {exc}") from None
+    except OSError as exc:
+        raise cli_output.CliError("FILE", f"{exc.strerror or exc}: {args.file}",
+                                  cli_output.EXIT_USAGE) from None
+    except (ValueError, csv.Error) as exc:
+        raise cli_output.CliError("BAD_INPUT", str(exc), cli_output.EXIT_USAGE) from None
+    admin = _admin(args)
+    updated = 0
+    calls = -(-len(records) // ELIGIBILITY_BATCH)
+    with cli_output.Progress() as progress:
+        for number, start in enumerate(range(0, len(records), ELIGIBILITY_BATCH), start=1):
+            progress.update(f"eligibility of {args.campaign_id}: call {number}/{calls}, "
+                            f"{start:,} of {len(records):,} records sent")
+            try:
+                updated += admin.UpdateEligibility(pb.UpdateEligibilityRequest(
+                    campaign_id=args.campaign_id, records=records[start:start + ELIGIBILITY_BATCH]),
+                    timeout=60).updated
+            except grpc.RpcError as err:
+                raise cli_output.from_rpc(err, f" (after {updated} records)") from None
+    if args.output == "json":
+        print(json.dumps({"campaign_id": args.campaign_id, "records": len(records), "updated": updated},
+                         indent=2))
+    else:
+        print(f"claimcore eligibility load: {updated} records of {args.campaign_id} updated")
+    return 0

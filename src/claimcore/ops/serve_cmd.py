@@ -1,0 +1,153 @@
+"""`claimcore serve`: run a front node; its flags and the checks made before it starts.
+
+It refuses to start (exit 2) unless given TLS (--tls-cert, --tls-key) or --plaintext, and --credentials
+or --no-auth (docs/security.md). Without --redis or --redis-cluster it starts a private redis-server
+(harness/embedded_redis.py) and cleans it up on the way out. The node itself is node/server.py's run_node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis",
+                        help="Redis URL (redis://host:port/db); default: start a private redis-server")
+    parser.add_argument("--redis-cluster", metavar="HOST:PORT,...",
+                        help="run on a Redis Cluster, given a few of its nodes")
+    parser.add_argument("--replica-acks", type=int, default=0, metavar="N",
+                        help="with --redis-cluster: a grant is answered only once N replicas have it "
+                             "(WAIT); else UNAVAILABLE, outcome unknown (see docs/cluster.md)")
+    parser.add_argument("--replica-timeout-ms", type=int, default=200, metavar="T",
+                        help="how long each master's WAIT for --replica-acks may take")
+    parser.add_argument("--verifier-url", default="", metavar="URL",
+                        help="ask this external verifier (HTTP POST, JSON) before each redemption "
+                             "(docs/redemption.md)")
+    parser.add_argument("--verifier-timeout-ms", type=int, default=300,
+                        help="past it, the redemption is answered VERIFICATION_UNAVAILABLE")
+    parser.add_argument("--recycle-every-s", type=float, default=60.0,
+                        help="give expired unused vouchers' stock back this often (0 = never)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=50051, help="0 picks a free port")
+    parser.add_argument("--appendfsync", choices=["everysec", "always"], default="everysec",
+                        help="durability of the private redis-server (see docs/architecture.md)")
+    parser.add_argument("--max-batch", type=int, default=256, help="claims per Lua call, at most")
+    parser.add_argument("--max-queued", type=int, default=50_000,
+                        help="claims queued on the node before it sheds with RESOURCE_EXHAUSTED")
+    parser.add_argument("--linger-ms", type=float, default=2.0,
+                        help="wait before each Redis round trip so claims share it (latency for CPU)")
+    parser.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on SIGTERM")
+    parser.add_argument("--metrics-port", type=int, default=-1, metavar="N",
+                        help="serve Prometheus metrics at http://HOST:N/metrics (0 picks a free port; "
+                             "default -1: off; docs/metrics.md)")
+    parser.add_argument("--trace-file", metavar="PATH", default=None,
+                        help="OpenTelemetry tracing: append claim and Redis flush spans to PATH as JSON "
+                             "lines (env CLAIMCORE_TRACE_FILE; needs claimcore[tracing]; docs/metrics.md)")
+    security = parser.add_argument_group("security (docs/security.md): TLS, or --plaintext; "
+                                         "--credentials, or --no-auth")
+    security.add_argument("--tls-cert", help="PEM certificate chain: serve TLS")
+    security.add_argument("--tls-key", help="its PEM private key")
+    security.add_argument("--tls-client-ca", help="PEM roots: mutual TLS, callers show a certificate "
+                                                  "signed by them")
+    security.add_argument("--plaintext", action="store_true", help="serve without TLS (loopback, tests)")
+    security.add_argument("--credentials", metavar="FILE",
+                          help="TOML file of the admin's and the channels' API key digests and quotas")
+    security.add_argument("--no-auth", action="store_true",
+                          help="no credentials: anyone may call anything (loopback, tests, the demo)")
+
+    abuse = parser.add_argument_group("anti-scalper limits (docs/abuse-limits.md): claims per second "
+                                      "per node, 0 = off; burst 0 = one second's worth")
+    for kind in ("user", "device", "ip"):
+        abuse.add_argument(f"--{kind}-rate", type=float, default=0.0, help=f"claims/s per {kind}")
+        abuse.add_argument(f"--{kind}-burst", type=int, default=0)
+    abuse.add_argument("--limit-capacity", type=int, default=300_000,
+                       help="keys each table (users, devices, IPs) holds at most: bounds memory")
+    abuse.add_argument("--deny-file", help="deny list: lines user:ID, device:ID, ip:ADDR or ip:CIDR")
+    abuse.add_argument("--channel-quota", action="append", default=[], metavar="CHANNEL=RATE[:BURST]",
+                       help="a channel's claims/s on this node (repeat); the credentials file's "
+                            "claims_per_s win")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until stopped: 0 then, 1 if the node fails, 2 for bad settings (docs/cli.md)."""
+    import uvloop  # here, not at the top: the other commands do not load the node
+
+    from claimcore.harness.embedded_redis import EmbeddedRedis, RedisServerMissing
+    from claimcore.node import logs
+    from claimcore.node.server import NodeOptions, run_node
+
+    log_format = os.environ.get(logs.ENV, "")
+    if log_format and not getattr(args, "log_format", None):  # a --log-format flag wins
+        try:
+            logs.configure(log_format, logging.getLogger().getEffectiveLevel())
+        except ValueError as exc:
+            print(f"claimcore serve: {logs.ENV}: {exc}", file=sys.stderr)
+            return 2
+    embedded = None
+    url = args.redis
+    if args.redis_cluster and url:
+        print("claimcore serve: give --redis or --redis-cluster, not both", file=sys.stderr)
+        return 2
+    if args.replica_acks and not args.redis_cluster:
+        print("claimcore serve: --replica-acks needs --redis-cluster", file=sys.stderr)
+        return 2
+    if not (args.tls_cert or args.plaintext):
+        print("claimcore serve: give --tls-cert and --tls-key (TLS), or --plaintext to serve without TLS",
+              file=sys.stderr)
+        return 2
+    if not (args.credentials or args.no_auth):
+        print("claimcore serve: give --credentials FILE (docs/security.md), or --no-auth to let anyone "
+              "call anything", file=sys.stderr)
+        return 2
+    credentials = None
+    if args.credentials:
+        from claimcore.security.auth import CredentialsError, load_credentials
+
+        try:
+            credentials = load_credentials(args.credentials)
+        except CredentialsError as exc:
+            print(f"claimcore serve: {exc}", file=sys.stderr)
+            return 2
+    from claimcore.security.abuse import LimitSettings, parse_channel_quota
+
+    try:
+        limits = LimitSettings(
+            user_rate=args.user_rate, user_burst=args.user_burst, device_rate=args.device_rate,
+            device_burst=args.device_burst, ip_rate=args.ip_rate, ip_burst=args.ip_burst,
+            capacity=args.limit_capacity, deny_file=args.deny_file,
+            channel_quotas=dict(parse_channel_quota(q) for q in args.channel_quota))
+    except ValueError as exc:
+        print(f"claimcore serve: {exc}", file=sys.stderr)
+        return 2
+    if not url and not args.redis_cluster:
+        try:
+            embedded = EmbeddedRedis(appendfsync=args.appendfsync).start()
+        except RedisServerMissing as exc:
+            print(f"claimcore serve: {exc}", file=sys.stderr)
+            return 2
+        url = embedded.url
+        print(f"claimcore: started its own redis-server at {url} (appendfsync {args.appendfsync})",
+              flush=True)
+    options = NodeOptions(
+        redis_url=url or "", host=args.host, port=args.port, max_batch=args.max_batch,
+        max_queued=args.max_queued, grace_s=args.grace, linger_s=args.linger_ms / 1000,
+        redis_cluster=args.redis_cluster or "",
+        replica_acks=args.replica_acks, replica_timeout_ms=args.replica_timeout_ms,
+        verifier_url=args.verifier_url, verifier_timeout_ms=args.verifier_timeout_ms,
+        recycle_every_s=args.recycle_every_s,
+        tls_cert=args.tls_cert or "", tls_key=args.tls_key or "", tls_client_ca=args.tls_client_ca or "",
+        credentials=credentials, limits=limits, metrics_port=args.metrics_port,
+        trace_file=args.trace_file or os.environ.get("CLAIMCORE_TRACE_FILE", ""),
+    )
+    try:
+        uvloop.run(run_node(options))
+    except (OSError, ValueError) as exc:
+        print(f"claimcore serve: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if embedded:
+            embedded.cleanup()
+    return 0
