@@ -1,8 +1,10 @@
-"""The nodes' Prometheus figures for the dashboard: a small text-format parser, running sums, percentiles.
+"""The nodes' Prometheus figures for the dashboard: the samples of a scrape, running sums, percentiles.
 
-Only the text exposition format (version 0.0.4, also what an OpenMetrics endpoint mostly sends) is read:
-`name{label="value",...} value [timestamp]` lines; comments and `# TYPE`/`# HELP` are skipped. No
-dependency: the dashboard must run wherever the nodes' clients run.
+A scrape is the text exposition format (version 0.0.4: what the nodes' /metrics answers a client that
+asks for text/plain), read with prometheus_client's parser one line at a time, so that a malformed
+line is skipped and the rest still counts (given the whole text, the parser stops at the first bad
+line). The names read are the node's own (claimcore.node.metrics): renaming a family there renames
+what the dashboard looks for.
 
 Counters (and histogram buckets, which are counters) are followed per source: each scrape's increase over
 the previous one (a counter that went down restarted: its whole value is the increase), so a node
@@ -15,68 +17,26 @@ import math
 from collections import deque
 from collections.abc import Iterable
 
+from prometheus_client.parser import text_string_to_metric_families
+
+from claimcore.node import metrics as node_metrics
+
 Labels = tuple[tuple[str, str], ...]
 Sample = tuple[str, Labels, float]
 SeriesKey = tuple[str, Labels]
 
-#: The names the nodes' /metrics serves (`claimcore serve --metrics-port N`).
-CLAIMS = "claimcore_claims_total"
-CLAIM_SECONDS = "claimcore_claim_seconds"
-ADMISSION_DROPS = "claimcore_admission_drops_total"
-STOCK_REMAINING = "claimcore_stock_remaining"
-GRANTED = "claimcore_granted"
-SOLD_OUT_SECONDS = "claimcore_sold_out_seconds"
-REDEMPTIONS = "claimcore_redemptions_total"
-RPC_ERRORS = "claimcore_rpc_errors_total"
-REDIS_UP = "claimcore_redis_up"
-INFO = "claimcore_info"
+#: The samples the dashboard reads, by the names of the node's families (`claimcore serve
+#: --metrics-port N`): a counter's samples add "_total", a histogram's "_bucket", "_count" and "_sum".
+CLAIMS = node_metrics.CLAIMS + "_total"
+CLAIM_SECONDS = node_metrics.CLAIM_SECONDS
+ADMISSION_DROPS = node_metrics.ADMISSION_DROPS + "_total"
+REDEMPTIONS = node_metrics.REDEMPTIONS + "_total"
+RPC_ERRORS = node_metrics.RPC_ERRORS + "_total"
+REDIS_UP = node_metrics.REDIS_UP
+INFO = node_metrics.INFO
 COUNTERS = frozenset((CLAIMS, ADMISSION_DROPS, REDEMPTIONS, RPC_ERRORS, CLAIM_SECONDS + "_bucket",
                       CLAIM_SECONDS + "_count", CLAIM_SECONDS + "_sum"))  # fmt: skip
 QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999))
-
-
-class ParseError(ValueError):
-    pass
-
-
-def _labels(line: str, i: int) -> tuple[Labels, int]:
-    """The labels of `{...}` starting at line[i] == '{'; returns them and the index after '}'."""
-    out: list[tuple[str, str]] = []
-    i += 1
-    n = len(line)
-    while True:
-        while i < n and line[i] in " ,":
-            i += 1
-        if i >= n:
-            raise ParseError("unterminated labels")
-        if line[i] == "}":
-            return tuple(out), i + 1
-        eq = line.find("=", i)
-        if eq < 0:
-            raise ParseError("label without '='")
-        name = line[i:eq].strip()
-        i = eq + 1
-        while i < n and line[i] == " ":
-            i += 1
-        if i >= n or line[i] != '"':
-            raise ParseError("label value not quoted")
-        i += 1
-        value: list[str] = []
-        while True:
-            if i >= n:
-                raise ParseError("unterminated label value")
-            c = line[i]
-            if c == "\\" and i + 1 < n:
-                nxt = line[i + 1]
-                value.append("\n" if nxt == "n" else nxt)
-                i += 2
-            elif c == '"':
-                i += 1
-                break
-            else:
-                value.append(c)
-                i += 1
-        out.append((name, "".join(value)))
 
 
 def parse_text(text: str) -> list[Sample]:
@@ -87,22 +47,11 @@ def parse_text(text: str) -> list[Sample]:
         if not line or line.startswith("#"):
             continue
         try:
-            brace = line.find("{")
-            space = line.find(" ")
-            if brace >= 0 and (space < 0 or brace < space):
-                name = line[:brace]
-                labels, end = _labels(line, brace)
-                rest = line[end:]
-            else:
-                if space < 0:
-                    continue
-                name, labels, rest = line[:space], (), line[space:]
-            fields = rest.split()
-            if not fields or not name:
-                continue
-            samples.append((name, tuple(sorted(labels)), float(fields[0])))
-        except (ParseError, ValueError):
+            families = list(text_string_to_metric_families(line))
+        except ValueError:
             continue
+        for family in families:
+            samples += [(s.name, tuple(sorted(s.labels.items())), float(s.value)) for s in family.samples]
     return samples
 
 
