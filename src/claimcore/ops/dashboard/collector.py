@@ -1,0 +1,399 @@
+"""What the dashboard shows, asked of the nodes: one snapshot per tick (docs/dashboard.md).
+
+Each snapshot is collected from the nodes (--target) through `claimcore.security.access` (TLS, API key):
+AdminService.ListCampaigns/GetCampaign for the figures (granted, remaining, per shard, sold-out time;
+grants per second are the granted deltas), the gRPC health service for node and Redis health (a node
+answers NOT_SERVING while its Redis is unreachable), and, with --metrics, the nodes' Prometheus
+endpoints (prometheus.py) for latency percentiles, the outcome mix and the rejection reasons. Without
+--metrics those panels say so and everything else works. A snapshot is plain JSON (no NaN or Infinity)
+for web.py to serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import ssl
+import time
+import urllib.request
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from claimcore.ops.dashboard import prometheus as m
+from claimcore.security import access
+from claimcore.v1 import claims_pb2, claims_pb2_grpc
+
+RATE_WINDOW_S = 2.0  # grants/s and calls/s: over the last 2 s
+RECENT_WINDOW_S = 10.0  # latency percentiles and outcome rates: over the last 10 s
+SERIES_S = 120.0  # the sparklines' history
+LIST_EVERY_S = 3.0  # how often the campaign list is asked again (without --campaign)
+RPC_TIMEOUT_S = 2.0
+HEALTH_TIMEOUT_S = 1.0
+SCRAPE_TIMEOUT_S = 2.0
+#: Codes after which another node is asked: the call may succeed there.
+RETRY_ELSEWHERE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                   grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED,
+                   grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}  # fmt: skip
+HEALTH_NAMES = {
+    health_pb2.HealthCheckResponse.SERVING: "SERVING",
+    health_pb2.HealthCheckResponse.NOT_SERVING: "NOT_SERVING",
+    health_pb2.HealthCheckResponse.SERVICE_UNKNOWN: "SERVICE_UNKNOWN",
+    health_pb2.HealthCheckResponse.UNKNOWN: "UNKNOWN",
+}
+OUTCOMES = ("granted", "already_claimed", "sold_out", "not_started", "ended", "not_eligible",
+            "rate_limited", "paused")  # fmt: skip
+REDEEMED = "redeemed"
+
+
+def _finite(value: Any) -> Any:
+    """JSON without NaN or Infinity (the page's JSON.parse refuses them)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _ms(value: int) -> int | None:
+    return int(value) if value else None
+
+
+def _rpc_text(exc: grpc.RpcError) -> str:
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    name = code.name if code else "ERROR"
+    hint = ""
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        hint = " (give the admin API key: --api-key or CLAIMCORE_API_KEY)"
+    elif code == grpc.StatusCode.PERMISSION_DENIED:
+        hint = " (this API key is not the admin's)"
+    return f"{name}: {details}{hint}"
+
+
+class RateTracker:
+    """A counter's rate over the last RATE_WINDOW_S, its peak, and a short history for the sparkline."""
+
+    def __init__(self) -> None:
+        self.points: deque[tuple[float, float]] = deque()
+        self.series: deque[tuple[int, float]] = deque()
+        self.peak = 0.0
+
+    def add(self, t: float, value: float) -> float | None:
+        self.points.append((t, value))
+        while len(self.points) > 2 and self.points[1][0] <= t - RATE_WINDOW_S:
+            self.points.popleft()
+        t0, v0 = self.points[0]
+        if t - t0 <= 0:
+            return None
+        rate = max(0.0, (value - v0) / (t - t0))
+        self.peak = max(self.peak, rate)
+        self.series.append((int(t * 1000), round(rate, 2)))
+        while self.series and self.series[0][0] < (t - SERIES_S) * 1000:
+            self.series.popleft()
+        return rate
+
+
+class Collector:
+    """Asks the nodes for one snapshot at a time (tick)."""
+
+    def __init__(self, targets: Sequence[str], metrics_urls: Sequence[str], campaigns: Sequence[str],
+                 reach: access.Access, every_s: float, max_campaigns: int = 24) -> None:
+        self.targets = list(targets)
+        self.metrics_urls = list(metrics_urls)
+        self.fixed = list(dict.fromkeys(campaigns))
+        self.reach = reach
+        self.every_s = every_s
+        self.max_campaigns = max_campaigns
+        self.channels: dict[str, grpc.aio.Channel] = {}
+        self.admin: dict[str, claims_pb2_grpc.AdminServiceStub] = {}
+        self.health: dict[str, health_pb2_grpc.HealthStub] = {}
+        self.node_state: dict[str, dict[str, Any]] = {t: {"status": "UNKNOWN", "since_ms": None}
+                                                      for t in self.targets}
+        self.ids: list[str] = list(self.fixed)
+        self.listed = len(self.fixed)
+        self.listed_at = -math.inf
+        self.infos: dict[str, claims_pb2.CampaignInfo] = {}
+        self.info_errors: dict[str, str] = {}
+        self.stale_since: dict[str, float] = {}
+        self.grant_rates: dict[str, RateTracker] = {}
+        self.call_rates: dict[str, RateTracker] = {}
+        self.total_rate = RateTracker()
+        self.total_calls = RateTracker()
+        self.errors: list[str] = []
+        self.state = m.MetricsState(keep_s=max(SERIES_S, RECENT_WINDOW_S * 2))
+        self.sources: dict[str, dict[str, Any]] = {u: {"url": u, "ok": None, "error": None}
+                                                   for u in self.metrics_urls}
+        self.first_redemption: dict[str, dict[str, Any]] = {}
+        self.metrics_ssl = ssl.create_default_context(cafile=reach.ca or None)
+
+    def open(self) -> None:
+        for target in self.targets:
+            channel = self.reach.aio_channel(target)
+            self.channels[target] = channel
+            self.admin[target] = claims_pb2_grpc.AdminServiceStub(channel)
+            self.health[target] = health_pb2_grpc.HealthStub(channel)
+
+    async def close(self) -> None:
+        for channel in self.channels.values():
+            await channel.close()
+
+    # -- the nodes
+
+    def _order(self) -> list[str]:
+        rank = {"SERVING": 0, "UNKNOWN": 1, "SERVICE_UNKNOWN": 1, "NOT_SERVING": 2, "UNREACHABLE": 3}
+        return sorted(self.targets, key=lambda t: rank.get(self.node_state[t]["status"], 1))
+
+    async def _admin_call(self, method: str, request: Any) -> Any:
+        last: grpc.RpcError | None = None
+        for target in self._order():
+            try:
+                return await getattr(self.admin[target], method)(request, timeout=RPC_TIMEOUT_S)
+            except grpc.RpcError as exc:
+                if exc.code() not in RETRY_ELSEWHERE:
+                    raise
+                last = exc
+        assert last is not None
+        raise last
+
+    async def _check_health(self, target: str, now: float) -> None:
+        started = time.perf_counter()
+        detail = ""
+        try:
+            reply = await self.health[target].Check(health_pb2.HealthCheckRequest(service=""),
+                                                    timeout=HEALTH_TIMEOUT_S)
+            status = HEALTH_NAMES.get(reply.status, "UNKNOWN")
+        except grpc.RpcError as exc:
+            status, detail = "UNREACHABLE", _rpc_text(exc)
+        state = self.node_state[target]
+        if state["status"] != status:
+            state["status"], state["since_ms"] = status, int(now * 1000)
+        state["rtt_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        state["detail"] = detail
+
+    async def _list(self, now: float) -> None:
+        if self.fixed or now - self.listed_at < LIST_EVERY_S:
+            return
+        try:
+            reply = await self._admin_call("ListCampaigns", claims_pb2.ListCampaignsRequest())
+        except grpc.RpcError as exc:
+            self.errors.append(f"ListCampaigns: {_rpc_text(exc)}")
+            return
+        self.listed_at = now
+        ids = sorted(reply.campaign_ids)
+        self.listed = len(ids)
+        if len(ids) > self.max_campaigns:
+            unknown = [i for i in ids if i not in self.infos]
+            await self._fetch(unknown)
+            ids.sort(key=lambda i: self.infos[i].created_at_ms if i in self.infos else 0, reverse=True)
+            ids = sorted(ids[: self.max_campaigns])
+        self.ids = ids
+
+    async def _fetch(self, ids: Sequence[str]) -> None:
+        limit = asyncio.Semaphore(16)
+
+        async def one(campaign_id: str) -> None:
+            async with limit:
+                try:
+                    info = await self._admin_call(
+                        "GetCampaign", claims_pb2.GetCampaignRequest(campaign_id=campaign_id))
+                except grpc.RpcError as exc:
+                    self.info_errors[campaign_id] = _rpc_text(exc)
+                    self.stale_since.setdefault(campaign_id, time.time())
+                    return
+                self.infos[campaign_id] = info
+                self.info_errors.pop(campaign_id, None)
+                self.stale_since.pop(campaign_id, None)
+
+        await asyncio.gather(*(one(i) for i in ids))
+
+    async def _scrape(self, url: str, now: float) -> None:
+        source = self.sources[url]
+
+        def fetch() -> str:
+            ctx = self.metrics_ssl if url.startswith("https:") else None
+            req = urllib.request.Request(url, headers={"Accept": "text/plain"})
+            with urllib.request.urlopen(req, timeout=SCRAPE_TIMEOUT_S, context=ctx) as resp:
+                return resp.read(64 << 20).decode("utf-8", errors="replace")
+
+        try:
+            text = await asyncio.to_thread(fetch)
+        except Exception as exc:  # noqa: BLE001 - any failure is "this source is down", shown as such
+            source.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+            return
+        samples = m.parse_text(text)
+        self.state.observe(url, samples, now)
+        redis_up = self.state.gauges(url, m.REDIS_UP)
+        info = self.state.gauges(url, m.INFO)
+        source.update(ok=True, error=None, scraped_at_ms=int(now * 1000), samples=len(samples),
+                      redis_up=(redis_up[0][1] >= 1) if redis_up else None,
+                      version=m.label(info[0][0], "version") if info else None)
+
+    async def tick(self) -> dict[str, Any]:
+        now = time.time()
+        self.errors = []
+        await asyncio.gather(
+            *(self._check_health(t, now) for t in self.targets),
+            *(self._scrape(u, now) for u in self.metrics_urls),
+            self._list(now),
+        )
+        await self._fetch(self.ids)
+        return self.snapshot(now)
+
+    # -- the snapshot
+
+    def _campaign(self, campaign_id: str, now: float) -> dict[str, Any]:
+        info = self.infos.get(campaign_id)
+        error = self.info_errors.get(campaign_id)
+        if info is None:
+            return {"id": campaign_id, "error": error or "no figures yet", "status": "UNKNOWN"}
+        c = info.campaign
+        now_ms = int(now * 1000)
+        opened = max(c.starts_at_ms, info.created_at_ms) or None
+        if info.paused:
+            status = "PAUSED"
+        elif c.ends_at_ms and now_ms >= c.ends_at_ms:
+            status = "ENDED"
+        elif info.remaining == 0 and info.sold_out_at_ms:
+            status = "SOLD_OUT"
+        elif c.starts_at_ms and now_ms < c.starts_at_ms:
+            status = "NOT_STARTED"
+        else:
+            status = "OPEN"
+        grants = self.grant_rates.setdefault(campaign_id, RateTracker())
+        rate = grants.add(now, float(info.granted)) if campaign_id not in self.stale_since else None
+        ttso = None
+        if info.sold_out_at_ms and opened:
+            ttso = max(0.0, (info.sold_out_at_ms - opened) / 1000)
+        out: dict[str, Any] = {
+            "id": campaign_id, "name": c.name, "status": status, "error": error,
+            "stale": campaign_id in self.stale_since,
+            "inventory": c.inventory, "granted": info.granted, "remaining": info.remaining,
+            "held_for_rounds": info.held_for_rounds, "paused": info.paused,
+            "shards_live": c.shards, "shard_epoch": info.shard_epoch, "resharding": info.resharding,
+            "per_user_limit": c.per_user_limit or 1,
+            "starts_at_ms": _ms(c.starts_at_ms), "ends_at_ms": _ms(c.ends_at_ms),
+            "created_at_ms": _ms(info.created_at_ms), "opened_at_ms": opened,
+            "sold_out_at_ms": _ms(info.sold_out_at_ms), "time_to_sold_out_s": ttso,
+            "since_open_s": (now_ms - opened) / 1000 if opened and now_ms >= opened else None,
+            "starts_in_s": (c.starts_at_ms - now_ms) / 1000 if c.starts_at_ms > now_ms else None,
+            "claims_per_s": rate, "peak_claims_per_s": grants.peak, "series": list(grants.series),
+            "shards": [{"shard": s.shard, "remaining": s.remaining, "granted": s.granted,
+                        "retired": s.retired} for s in info.shards],
+            "first_redemption": self._first_redemption(campaign_id, now),
+            "calls_per_s": None, "outcomes": None,
+        }
+        if self.state.last:
+            where = {"campaign": {campaign_id}}
+            totals = self.state.totals()
+            calls = sum(m.by_label(totals, m.CLAIMS, "outcome", where).values())
+            tracker = self.call_rates.setdefault(campaign_id, RateTracker())
+            out["calls_per_s"] = tracker.add(now, calls)
+            out["outcomes"] = m.by_label(totals, m.CLAIMS, "outcome", where)
+        return out
+
+    def _first_redemption(self, campaign_id: str, now: float) -> dict[str, Any]:
+        """AdminService's figures have no redemption time: the first redemption is when the nodes'
+        claimcore_redemptions_total{outcome="redeemed"} first counts one (seen by this dashboard)."""
+        if not self.metrics_urls:
+            return {"state": "no_metrics"}
+        if not self.state.last:
+            return {"state": "metrics_down"}
+        known = self.first_redemption.get(campaign_id)
+        redeemed = m.by_label(self.state.totals(), m.REDEMPTIONS, "outcome",
+                              {"campaign": {campaign_id}}).get(REDEEMED, 0.0)
+        if known is None:
+            # The first look: redemptions already counted happened before the dashboard started.
+            known = {"state": "before_start", "count": redeemed} if redeemed else {"state": "none_yet"}
+        elif known["state"] == "none_yet" and redeemed:
+            known = {"state": "seen", "at_ms": int(now * 1000), "within_s": self.every_s}
+        if known["state"] in ("before_start", "seen"):
+            known["count"] = redeemed
+        self.first_redemption[campaign_id] = known
+        return known
+
+    def _metrics(self, now: float, watched: set[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {"configured": bool(self.metrics_urls), "available": bool(self.state.last),
+                               "sources": list(self.sources.values()), "window_s": RECENT_WINDOW_S}
+        if not self.state.last:
+            return out
+        where = None if not self.fixed else {"campaign": watched}
+        totals = self.state.totals()
+        recent, span = self.state.window(RECENT_WINDOW_S, now)
+
+        def per_s(value: float) -> float | None:
+            return value / span if span > 0 else None
+
+        outcome_totals = m.by_label(totals, m.CLAIMS, "outcome", where)
+        outcome_recent = m.by_label(recent, m.CLAIMS, "outcome", where)
+        all_calls = sum(outcome_totals.values())
+        names = list(OUTCOMES) + sorted(set(outcome_totals) - set(OUTCOMES))
+        out["outcomes"] = [{"outcome": o, "total": outcome_totals.get(o, 0.0),
+                            "per_s": per_s(outcome_recent.get(o, 0.0)),
+                            "share": outcome_totals.get(o, 0.0) / all_calls if all_calls else None}
+                           for o in names]
+        out["calls_total"] = all_calls
+        out["calls_per_s"] = self.total_calls.add(now, all_calls)
+        reasons: list[dict[str, Any]] = []
+        for o in names:
+            if o != "granted" and outcome_totals.get(o):
+                reasons.append({"kind": "outcome", "reason": o, "total": outcome_totals[o],
+                                "per_s": per_s(outcome_recent.get(o, 0.0))})
+        drops, drops_recent = (m.by_label(s, m.ADMISSION_DROPS, "reason", where) for s in (totals, recent))
+        for reason, total in drops.items():
+            if total:
+                reasons.append({"kind": "admission", "reason": reason, "total": total,
+                                "per_s": per_s(drops_recent.get(reason, 0.0))})
+        errors, errors_recent = (m.by_label(s, m.RPC_ERRORS, "code") for s in (totals, recent))
+        for code, total in errors.items():
+            if total:
+                reasons.append({"kind": "rpc_error", "reason": code, "total": total,
+                                "per_s": per_s(errors_recent.get(code, 0.0))})
+        reasons.sort(key=lambda r: (-(r["per_s"] or 0), -r["total"]))
+        out["rejections"] = reasons[:10]
+        hist_total = m.histograms(totals, m.CLAIM_SECONDS, "method")
+        hist_recent = m.histograms(recent, m.CLAIM_SECONDS, "method")
+        latency = []
+        for method, buckets in hist_total.items():
+            count = buckets[-1][1] if buckets else 0.0
+            latency.append({"method": method, "count": count,
+                            "recent": m.percentiles(hist_recent.get(method, [])),
+                            "total": m.percentiles(buckets)})
+        latency.sort(key=lambda r: -r["count"])
+        out["latency"] = latency
+        return out
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        watched = set(self.ids)
+        campaigns = [self._campaign(i, now) for i in self.ids]
+        rates = [c["claims_per_s"] for c in campaigns if c.get("claims_per_s") is not None]
+        total_granted = sum(c.get("granted", 0) for c in campaigns)
+        self.total_rate.add(now, float(total_granted))
+        nodes = []
+        for target in self.targets:
+            st = self.node_state[target]
+            redis = {"SERVING": "up", "NOT_SERVING": "down"}.get(st["status"], "unknown")
+            nodes.append({"target": target, "status": st["status"], "redis": redis,
+                          "since_ms": st["since_ms"], "rtt_ms": st.get("rtt_ms"), "detail": st.get("detail")})
+        errors = list(self.errors)
+        errors += [f"{i}: {e}" for i, e in self.info_errors.items() if i in watched]
+        snap = {
+            "at_ms": int(now * 1000), "every_s": self.every_s,
+            "watching": {"campaigns": len(self.ids), "listed": self.listed, "fixed": bool(self.fixed),
+                         "max": self.max_campaigns},
+            "totals": {"inventory": sum(c.get("inventory", 0) for c in campaigns),
+                       "granted": total_granted,
+                       "remaining": sum(c.get("remaining", 0) for c in campaigns),
+                       "claims_per_s": sum(rates) if rates else None,
+                       "peak_claims_per_s": self.total_rate.peak, "series": list(self.total_rate.series)},
+            "campaigns": campaigns,
+            "nodes": nodes,
+            "metrics": self._metrics(now, watched),
+            "errors": errors[:20],
+        }
+        return _finite(snap)
