@@ -43,7 +43,7 @@ from interleavings_support import (
 )
 
 from claimcore._fast import shard_of
-from claimcore.lifecycle import redemption, snregistry
+from claimcore.lifecycle import snregistry, stacking
 from claimcore.lifecycle.eligibility import Eligibility
 from claimcore.lifecycle.eligibility import update as update_eligibility
 from claimcore.store import scripts
@@ -69,7 +69,7 @@ def short_holds(monkeypatch):
 
     def hold_for(ms: int) -> None:
         monkeypatch.setattr(snregistry, "HOLD_MS", ms)
-        monkeypatch.setattr(redemption, "HOLD_MS", ms)
+        monkeypatch.setattr(stacking, "HOLD_MS", ms)
 
     return hold_for
 

@@ -17,6 +17,7 @@ from claimcore._fast import shard_of
 from claimcore.clock import now_ms
 from claimcore.store import scripts
 from claimcore.store.keyspace import SN_BUCKETS, shard_keys, stack_key
+from claimcore.store.replies import StackCode
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 from conftest import create_campaign
@@ -112,7 +113,7 @@ def test_parts_left_by_a_dead_coordinator_are_settled_from_its_decision(redis_se
                 reply = await scripts.STACK(client, keys, [
                     "prepare", 0, now_ms(), user, order, "i1", "m1", 5000, 1000, 500, 0, "", "", stale, 1000,
                     voucher])
-                assert int(reply[0]) == 1
+                assert int(reply[0]) == StackCode.PREPARED
         key = "decided|od|i1"  # only the first coordinator got as far as its decision (of instance i1)
         await client.hset(stack_key(shard_of(key, SN_BUCKETS)), key, f"U|0||{key}")
 

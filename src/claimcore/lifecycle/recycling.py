@@ -27,7 +27,7 @@ import logging
 from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
 from claimcore.clock import now_ms
-from claimcore.lifecycle.redemption import settle_prepared
+from claimcore.lifecycle.stacking import settle_prepared
 from claimcore.store import scripts
 from claimcore.store.campaign_cache import CampaignCache
 from claimcore.store.inventory import RedisInventory

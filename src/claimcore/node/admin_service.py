@@ -10,7 +10,8 @@ import grpc
 from claimcore import validation as v
 from claimcore.campaign import CampaignConfig
 from claimcore.lifecycle import eligibility, ledger, recycling
-from claimcore.lifecycle.redemption import Merchant, Redemptions
+from claimcore.lifecycle.merchants import Merchant
+from claimcore.lifecycle.redemption import Redemptions
 from claimcore.node.errors import grpc_errors
 from claimcore.store.campaign_cache import CampaignCache, CampaignNotFound
 from claimcore.store.inventory import CampaignStatus, RedisInventory
@@ -135,7 +136,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
                                 request.region)
             merchant.check()
             config = (await self.status(request.campaign_id)).config
-            await self.redemptions.register_merchant(config, merchant)
+            await self.redemptions.merchants.register(config, merchant)
             return request
         raise AssertionError("unreachable")
 
@@ -143,7 +144,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
                             context: grpc.aio.ServicerContext) -> pb.ListMerchantsReply:
         async with grpc_errors(context):
             await self.status(request.campaign_id)
-            found = await self.redemptions.merchants(request.campaign_id, fresh=True)
+            found = await self.redemptions.merchants.of_campaign(request.campaign_id, fresh=True)
             return pb.ListMerchantsReply(merchants=[
                 pb.Merchant(**dataclasses.asdict(m)) for _, m in sorted(found.items())])
         raise AssertionError("unreachable")

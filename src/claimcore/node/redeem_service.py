@@ -15,7 +15,7 @@ import grpc
 from claimcore import validation as v
 from claimcore.campaign import CampaignConfig
 from claimcore.lifecycle import recycling
-from claimcore.lifecycle.redemption import DETAILS, RedeemCode, Redeemed, Redemptions
+from claimcore.lifecycle.redemption import DETAILS, Redeemed, Redemptions
 from claimcore.node.errors import grpc_errors
 from claimcore.node.metrics import NodeMetrics
 from claimcore.security import auth, scope
@@ -60,7 +60,7 @@ class RedeemService(pb_grpc.RedeemServiceServicer):
                     request.order_amount_cents, list(request.sn_codes), channel)
             self.metrics.redeemed(config.campaign_id, done.code)
             detail = done.detail or DETAILS.get(done.code, "")
-            if done.vouchers and done.code != RedeemCode.REDEEMED:
+            if done.vouchers and done.code != pb.RedeemOutcome.REDEEMED:
                 detail = f"{', '.join(done.vouchers)}: {detail}"
             return pb.RedeemReply(outcome=done.code, voucher_ids=done.vouchers,
                                   subsidy_cents=done.subsidy_cents, redeemed_at_ms=done.at_ms, detail=detail)

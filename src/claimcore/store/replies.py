@@ -124,3 +124,44 @@ def parse_record(field: str, raw: str) -> Record:
     user, request_id = field.split("|", 1)
     voucher, at, channel = raw.split("|", 2)
     return Record(user, request_id, voucher, int(at), channel)
+
+
+# ------------------------------------------------------------ the redemption scripts' codes
+# One class per script, each exactly its header's. Their numbers overlap on purpose: each
+# script's are RedeemOutcome / ReverseOutcome numbers of claims.proto where a node passes them
+# on (the outcomes the node decides itself fill the gaps: lifecycle/redemption.py).
+
+
+class RedeemCode(IntEnum):
+    """redeem.lua's first reply field (see its header); STALE / MOVING are refusal()'s."""
+
+    REDEEMED = 1             # now, or earlier for this order (a replay)
+    ALREADY_REDEEMED = 2
+    EXPIRED = 3
+    NOT_OWNER = 4
+    BELOW_MINIMUM_SPEND = 6
+    ORDER_ID_REUSED = 8
+    SN_HOLD_LOST = 12        # the SN holds are no longer to be trusted (snregistry.py)
+    STALE_PREPARE = 13       # a voucher is held by a stacked order's stale preparation: settle, retry
+
+
+class ReverseCode(IntEnum):
+    """reverse.lua's first reply field (see its header); STALE / MOVING are refusal()'s."""
+
+    REVERSED = 1             # now, or earlier (a replay)
+    ORDER_NOT_FOUND = 2
+
+
+class StackCode(IntEnum):
+    """stack.lua's first reply field to `prepare` (see its header); STALE / MOVING are refusal()'s.
+    `commit` and `abort` answer 1 done (now or before), or 2: for commit, nothing of this
+    instance is prepared (it was aborted); for abort, the part was committed already."""
+
+    PREPARED = 1             # now, or before (a replay)
+    ALREADY_REDEEMED = 2     # 2 to 8 as redeem.lua
+    EXPIRED = 3
+    NOT_OWNER = 4
+    BELOW_MINIMUM_SPEND = 6
+    ORDER_ID_REUSED = 8
+    COMMITTED_BEFORE = 9     # this part was committed already (a replay of a decided order)
+    STALE_PREPARE = 13       # a voucher is held by another order's stale preparation: settle, retry
