@@ -9,14 +9,19 @@ reshard, the ledger's events and a reconcile to zero difference.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import re
 import subprocess
 import sys
 import time
+from enum import IntEnum
+from importlib import resources
 
 import grpc
 import pytest
 
+from claimcore.store.replies import RedeemCode, ReverseCode, StackCode
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 from conftest import create_campaign, redis_dump
@@ -253,3 +258,19 @@ def test_merchants_must_fit_the_campaign_and_the_cli_registers_them(node, admin)
     assert wrong_category.value.code() == wrong_region.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert added.returncode == 0, added.stderr
     assert [m["merchant_id"] for m in json.loads(listed.stdout)["merchants"]] == ["m1", "m4"]
+
+
+def test_each_redemption_scripts_codes_are_its_headers() -> None:
+    """RedeemCode, ReverseCode and StackCode name exactly the codes ("<n> <NAME>") of redeem.lua's,
+    reverse.lua's and stack.lua's headers, and a code that is also an outcome of claims.proto has
+    that outcome's number (the node passes it on as it is)."""
+    scripts: tuple[tuple[str, type[IntEnum], dict[str, int]], ...] = (
+        ("redeem", RedeemCode, dict(pb.RedeemOutcome.items())),
+        ("reverse", ReverseCode, dict(pb.ReverseOutcome.items())),
+        ("stack", StackCode, dict(pb.RedeemOutcome.items())))
+    for name, codes, outcomes in scripts:
+        text = resources.files("claimcore.store.lua").joinpath(f"{name}.lua").read_text()
+        header = "\n".join(itertools.takewhile(lambda line: line.startswith(("#!", "--")), text.splitlines()))
+        named = {code: int(n) for n, code in re.findall(r"\b(\d+) ([A-Z][A-Z_]+)\b", header)}
+        assert {c.name: c.value for c in codes} == named, name
+        assert all(outcomes[c.name] == c.value for c in codes if c.name in outcomes), name

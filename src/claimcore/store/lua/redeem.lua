@@ -10,13 +10,17 @@
 --          user, order_id, merchant_id, order_amount, min_spend, value,
 --          valid_for_ms, channel, sn_codes (comma-joined), the SN holds' trusted-until time
 --          (Redis time; 0 = no SN codes; holds.lua), then the voucher ids (sorted)
--- Returns  { 1, subsidy, at, vouchers... }        REDEEMED (now, or earlier for this order)
+-- Returns  { 1, subsidy, at, vouchers... }        1 REDEEMED (now, or earlier for this order)
 --          { code, 0, 0, vouchers at fault... }  2 ALREADY_REDEEMED, 3 EXPIRED, 4 NOT_OWNER,
 --                                                6 BELOW_MINIMUM_SPEND, 8 ORDER_ID_REUSED,
---                                                12 the SN holds are no longer to be trusted
---          { 13, voucher, record }               a voucher is held by a stacked order's stale
---                                                preparation (stack.lua): settle it, try again
+--                                                12 SN_HOLD_LOST: the SN holds are no longer
+--                                                to be trusted
+--          { 13, voucher, record }               13 STALE_PREPARE: a voucher is held by a
+--                                                stacked order's stale preparation (stack.lua):
+--                                                settle it, try again
 --          { -2, epoch } / { -3, epoch }         STALE / MOVING, as claim.lua
+-- The codes (store/replies.py RedeemCode) are RedeemOutcome numbers of claims.proto where they
+-- are one; the node decides 5, 7, 9, 10 and 11 itself (lifecycle/redemption.py).
 --
 -- The user's shard holds their grants, so ownership, use and validity are one
 -- slot, checked and changed in one step: two redemptions of one voucher cannot

@@ -7,10 +7,10 @@
 -- KEYS[4]  cc:{C:s}:redeem   HASH redemption records (keyspace.py)
 -- KEYS[5]  cc:{C:s}:log      STREAM the shard's ledger
 -- ARGV     epoch, now_ms, user, order_id, valid_for_ms
--- Returns  { 1, at, returned, expired, sns }  REVERSED now or earlier (replay): comma-joined
+-- Returns  { 1, at, returned, expired, sns }  1 REVERSED now or earlier (replay): comma-joined
 --                                        vouchers given back / past validity, kept used,
 --                                        and the order's SN codes (free to subsidise again)
---          { 2 }                         ORDER_NOT_FOUND
+--          { 2 }                         2 ORDER_NOT_FOUND (store/replies.py ReverseCode)
 --          { -2, epoch } / { -3, epoch } STALE / MOVING, as claim.lua
 --
 -- A voucher goes back to its user only if still valid, by this shard's Redis clock. One past

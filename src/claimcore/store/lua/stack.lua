@@ -10,15 +10,18 @@
 --                            committed "R|...|sns|instance"
 -- KEYS[5]  cc:{C:s}:log      STREAM the shard's ledger (an entry at commit only)
 -- ARGV     op, epoch, now_ms (the node's clock; unused), user, order_id,
---          instance (the stacked order's identity: a digest of its content, redemption.py), then by op:
+--          instance (the stacked order's identity: a digest of its content, stacking.py), then by op:
 --   prepare  merchant, amount, min_spend, value, valid_for_ms, channel, sns, deadline (Redis time),
 --            margin, vouchers...
---            -> { 1, subsidy } prepared (now or before); { 9, subsidy, at } committed before;
---               { code, 0, 0, vouchers... } refused as redeem.lua (2, 3, 4, 6, 8);
---               { 13, voucher, record } a voucher is held by another order's stale preparation
+--            -> { 1, subsidy } 1 PREPARED (now or before);
+--               { 9, subsidy, at } 9 COMMITTED_BEFORE;
+--               { code, 0, 0, vouchers... } refused as redeem.lua: 2 ALREADY_REDEEMED, 3 EXPIRED,
+--               4 NOT_OWNER, 6 BELOW_MINIMUM_SPEND, 8 ORDER_ID_REUSED;
+--               { 13, voucher, record } 13 STALE_PREPARE: a voucher is held by another order's
+--               stale preparation (store/replies.py StackCode names these)
 --   commit   -> { 1 } committed (now or before); { 2 } nothing prepared by this instance (aborted)
 --   abort    -> { 1 } aborted (or nothing of this instance there); { 2 } committed already
--- and { -2, epoch } / { -3, epoch } as claim.lua. redemption.py runs the protocol: prepare every
+-- and { -2, epoch } / { -3, epoch } as claim.lua. stacking.py runs the protocol: prepare every
 -- part, decide once (holds.lua, the decision naming the instance), commit every part; or abort
 -- them. A part is committed or aborted only by its own instance: an order of another content
 -- that reuses the order id can neither take nor settle it. Expiry is judged at prepare, by this
