@@ -7,13 +7,11 @@
 -- it waits in two parts: the older (returning - returning_next, due at returning_at) and
 -- `returning_next`, all that came back since (due at returning_next_at). A later return pushes
 -- back only the newer part: vouchers recycled every second still come back.
+
+-- #include _clock
+
 local RETURN_DELAY_MS = 2000
 local RETURNING = { 'returning', 'returning_at', 'returning_next', 'returning_next_at' }
-
-local function redis_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
 
 -- The stock due by `now` out of the two parts (read by HMGET of RETURNING at st[i..i+3]), and the
 -- parts left: due, older amount, its time, newer amount, its time.

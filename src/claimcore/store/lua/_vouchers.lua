@@ -1,33 +1,12 @@
--- _vouchers.lua: the voucher helpers that redeem, stack, reverse and recycle share. Not a script
--- of its own: scripts.py puts it in place of a script's `-- #include _vouchers` line, so each
--- script still runs as one EVALSHA (a shared library by Redis Functions would need FUNCTION LOAD on
--- every master and replica after every restart; a prelude travels with the script it serves).
+-- _vouchers.lua: the voucher helpers that redeem, stack, reverse and recycle share: a voucher's
+-- use, its validity, the checks of an order's vouchers, and the stock of recycled ones. Not a
+-- script of its own: scripts.py puts it in place of a script's `-- #include _vouchers` line (why
+-- includes, and not a Redis Functions library: scripts.py's header).
 
 -- #include _returning
+-- #include _grants
 
--- Now, by this shard's Redis clock: the one clock that judges a voucher's expiry, whichever node
--- asks. Returned as a number and as a string (Lua prints big numbers in exponent form).
-local function redis_now()
-  local t = redis.call('TIME')
-  local ms = string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-  return tonumber(t[1] .. ms), t[1] .. ms
-end
-
--- The user's vouchers and when each was granted, from their grant records.
-local function grants_of(users_key, reqs_key, user)
-  local granted_at = {}
-  local urec = redis.call('HGET', users_key, user)
-  if urec then
-    for rid in string.gmatch(string.match(urec, '^[^|]*|[^|]*|[^|]*|(.*)$'), '[^,]+') do
-      local rec = redis.call('HGET', reqs_key, user .. '|' .. rid)
-      if rec then
-        local vid, at = string.match(rec, '^([^|]*)|([^|]*)|')
-        granted_at[vid] = tonumber(at)
-      end
-    end
-  end
-  return granted_at
-end
+local STALE_MARGIN_MS = 1000  -- the clock margin of every hold (snregistry.MARGIN_MS)
 
 -- What a voucher's use record (its "v:" field) says, for a script about to use or recycle it:
 --   'free'     no record, or F (given back by a reversal): usable while valid
@@ -47,6 +26,12 @@ local function use_state(use, now, margin)
     if now > deadline + margin then return 'stale' end  -- deadlines are Redis time (holds.lua)
   end
   return 'used'
+end
+
+-- Whether a voucher granted at `granted_at` is past its validity `valid_for` (0: none) at `now`,
+-- by this shard's Redis clock.
+local function past_validity(granted_at, valid_for, now)
+  return valid_for > 0 and now >= granted_at + valid_for
 end
 
 -- Stock of recycled vouchers back to the shard, claimable after RETURN_DELAY_MS (_returning), with its ledger
@@ -76,13 +61,52 @@ local function record_expiries(state_key, redeem_key, log_key, user, vouchers, n
   give_back(state_key, log_key, 'expire', lines, now, now_s)
 end
 
--- Add an order to the user's order index "i:<user>" (once): a reshard moves every order and
--- reversal record of a moving user by it (export.lua), not only those their vouchers point at.
-local function index_order(redeem_key, user, order)
-  local index = redis.call('HGET', redeem_key, 'i:' .. user)
-  if not index then
-    redis.call('HSET', redeem_key, 'i:' .. user, order)
-  elseif not string.find(',' .. index .. ',', ',' .. order .. ',', 1, true) then
-    redis.call('HSET', redeem_key, 'i:' .. user, index .. ',' .. order)
+-- An order's refusal (redeem.lua, stack.lua prepare): { code, 0, 0, the vouchers at_fault(v) names }.
+local function refusal(code, vouchers, at_fault)
+  local out = { code, 0, 0 }
+  for _, v in ipairs(vouchers) do
+    if at_fault(v) then out[#out + 1] = v end
   end
+  return out
+end
+
+-- The checks redeem.lua and stack.lua's prepare make of an order (`keys`: their KEYS),
+-- in this order; the first that fails gives the reply, nil if none does:
+--   4 NOT_OWNER          naming the vouchers the user was not granted
+--   { 13, voucher, use } a voucher held by a stacked order's stale preparation: settle, try again
+--   2 ALREADY_REDEEMED   naming the vouchers in use or released; with `first_in_use` (stack.lua)
+--                        the first one met, before any later voucher is looked at
+--   3 EXPIRED            naming the vouchers expired or past validity; those found past it just now
+--                        are recorded (record_expiries)
+--   6 BELOW_MINIMUM_SPEND  naming them all: `amount` is under `min_spend` for each voucher
+local function refuse_vouchers(keys, user, vouchers, amount, min_spend, valid_for, now, now_s, margin,
+                               first_in_use)
+  local granted_at = grants_of(keys[2], keys[3], user)
+  local not_owned = function(v) return granted_at[v] == nil end
+  for _, v in ipairs(vouchers) do
+    if not_owned(v) then return refusal(4, vouchers, not_owned) end
+  end
+  local states = {}
+  local in_use = function(v) return states[v] == 'used' or states[v] == 'released' end
+  for _, v in ipairs(vouchers) do
+    local use = redis.call('HGET', keys[4], 'v:' .. v)
+    states[v] = use_state(use, now, margin)
+    if states[v] == 'stale' then return { 13, v, use } end
+    if first_in_use and in_use(v) then return refusal(2, vouchers, function(x) return x == v end) end
+  end
+  for _, v in ipairs(vouchers) do
+    if in_use(v) then return refusal(2, vouchers, in_use) end
+  end
+  local newly_expired = function(v)
+    return states[v] == 'free' and past_validity(granted_at[v], valid_for, now)
+  end
+  local expired = function(v) return states[v] == 'expired' or newly_expired(v) end
+  for _, v in ipairs(vouchers) do
+    if expired(v) then
+      record_expiries(keys[1], keys[4], keys[5], user, vouchers, newly_expired, now, now_s)
+      return refusal(3, vouchers, expired)
+    end
+  end
+  if amount < min_spend * #vouchers then return refusal(6, vouchers, function() return true end) end
+  return nil
 end

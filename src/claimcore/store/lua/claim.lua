@@ -38,6 +38,7 @@
 -- path cheap (ledger.py expands it).
 
 -- #include _returning
+-- #include _grants
 
 local st = redis.call('HMGET', KEYS[1], 'stock', 'seq', 'granted', 'limit', 'starts', 'ends', 'paused',
   'epoch', 'moving', 'elig', 'eligdata', 'returning', 'returning_at', 'returning_next', 'returning_next_at')
@@ -50,8 +51,7 @@ if node_epoch < epoch then return { -2, epoch } end
 if node_epoch > epoch or st[9] == '1' then return { -3, epoch } end
 local trusted_until = tonumber(ARGV[4])
 if trusted_until > 0 then  -- category holds are judged by Redis time, as holds.lua set them
-  local t = redis.call('TIME')
-  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > trusted_until then return { -4 } end
+  if redis_ms() > trusted_until then return { -4 } end
 end
 local stock, seq, granted = tonumber(st[1]), tonumber(st[2]), tonumber(st[3])
 -- Recycled stock joins once its delay is over, by this shard's clock (_returning says why).
@@ -99,7 +99,7 @@ for i = 5, #ARGV, 3 do
   local rkey = user .. '|' .. rid
   local rec = new_reqs[rkey] or redis.call('HGET', KEYS[3], rkey)
   if rec then
-    local rvid, rat, rchan = string.match(rec, '^([^|]*)|([^|]*)|(.*)$')
+    local rvid, rat, rchan = parse_grant(rec)
     if rchan == chan then
       out[#out + 1] = 2; out[#out + 1] = rvid; out[#out + 1] = rat
     else
@@ -116,7 +116,7 @@ for i = 5, #ARGV, 3 do
       -- the latest voucher, unless another channel issued it (a channel never learns that)
       local last = new_reqs[user .. '|' .. string.match(rids, '([^,]*)$')] or
         redis.call('HGET', KEYS[3], user .. '|' .. string.match(rids, '([^,]*)$'))
-      if last and string.match(last, '^[^|]*|[^|]*|(.*)$') ~= chan then lvid, lat = '', 0 end
+      if last and select(3, parse_grant(last)) ~= chan then lvid, lat = '', 0 end
       out[#out + 1] = 3; out[#out + 1] = lvid; out[#out + 1] = lat
     elseif check_elig and not eligible(user) then
       out[#out + 1] = 8; out[#out + 1] = ''; out[#out + 1] = 0

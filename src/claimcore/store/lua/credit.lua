@@ -11,11 +11,12 @@
 -- The lease id is recorded before the stock is added: if the second write
 -- could fail, stock would be lost (undersell), never created (oversell).
 
+-- #include _clock
+
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('credit: destination shard missing') end
 local not_before = tonumber(ARGV[3] or '0')
 if not_before > 0 then
-  local t = redis.call('TIME')
-  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) < not_before then
+  if redis_ms() < not_before then
     return { 0, tonumber(redis.call('HGET', KEYS[1], 'stock')) }
   end
 end

@@ -17,10 +17,10 @@
 -- the new one. Once any record is here, claim.lua reads them for every claim
 -- (eligdata), so a deny list works on a campaign without any other rule.
 
-local st = redis.call('HMGET', KEYS[1], 'epoch', 'moving')
-local epoch, node_epoch = tonumber(st[1] or '0'), tonumber(ARGV[1])
-if node_epoch < epoch then return { -2, epoch } end
-if node_epoch > epoch or st[2] == '1' then return { -3, epoch } end
+-- #include _epoch
+
+local refused = epoch_refusal(KEYS[1], ARGV[1])
+if refused then return refused end
 if redis.call('SADD', KEYS[3], ARGV[3]) == 0 then return { 0 } end
 local n = 0
 for user, record in string.gmatch(ARGV[2], '([^\t\n]+)\t([^\n]*)') do

@@ -16,6 +16,9 @@
 -- argument costs the node microseconds to pack. Ids and records never hold
 -- tabs or newlines (claimcore.validation), so the lines need no escaping.
 
+-- #include _grants
+-- #include _orders
+
 local users, reqs, redeem, elig = {}, {}, {}, {}
 local function take(field)
   local value = redis.call('HGET', KEYS[3], field)
@@ -29,13 +32,13 @@ for user in string.gmatch(ARGV[1], '[^\n]+') do
   local orders = {}
   if urec then
     users[#users + 1] = user .. '\t' .. urec
-    for rid in string.gmatch(string.match(urec, '^[^|]*|[^|]*|[^|]*|(.*)$'), '[^,]+') do
+    for rid in request_ids(urec) do
       local field = user .. '|' .. rid
       local rec = redis.call('HGET', KEYS[2], field)
       if rec then
         reqs[#reqs + 1] = field .. '\t' .. rec
-        local use = take('v:' .. string.match(rec, '^([^|]*)|'))
-        if use then orders[string.match(use, '^%a|([^|]*)|')] = true end
+        local use = take('v:' .. parse_grant(rec))
+        if use then orders[use_order(use)] = true end
       end
     end
   end
@@ -44,8 +47,8 @@ for user in string.gmatch(ARGV[1], '[^\n]+') do
     for order in string.gmatch(index, '[^,]+') do orders[order] = true end
   end
   for order in pairs(orders) do
-    take('o:' .. user .. '|' .. order)
-    take('r:' .. user .. '|' .. order)
+    take(order_field(user, order))
+    take(reversal_field(user, order))
   end
 end
 return { table.concat(users, '\n'), table.concat(reqs, '\n'), table.concat(redeem, '\n'),

@@ -9,12 +9,14 @@
 -- ARGV[2]  the redemption fields export.lua returned for them, one per line
 -- Returns  the number of user records deleted
 
+-- #include _grants
+
 local gone = 0
 for user in string.gmatch(ARGV[1], '[^\n]+') do
   redis.call('HDEL', KEYS[4], user)
   local urec = redis.call('HGET', KEYS[1], user)
   if urec then
-    for rid in string.gmatch(string.match(urec, '^[^|]*|[^|]*|[^|]*|(.*)$'), '[^,]+') do
+    for rid in request_ids(urec) do
       redis.call('HDEL', KEYS[2], user .. '|' .. rid)
     end
     gone = gone + redis.call('HDEL', KEYS[1], user)

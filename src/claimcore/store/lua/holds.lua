@@ -1,7 +1,7 @@
 #!lua
 -- holds.lua: things one owner at a time may have, across hash slots: SN codes (each
 -- subsidised by one order, snregistry.py), categories (a person holds vouchers of one
--- campaign per category, categories.py) and stacked orders' decisions (redemption.py).
+-- campaign per category, categories.py) and stacked orders' decisions (stacking.py).
 --
 -- KEYS[1]  cc:{sn:b}:sns (or cc:{cat:<category>:b}:users, cc:{stack:b}:orders)  a registry HASH
 --          thing -> "H|deadline_ms|tokens|owner"  held while the owner is decided, by the
@@ -32,7 +32,7 @@
 -- are let go only by the holder that took them (its token): one node's flush ending cannot free
 -- a user another node's flush still holds for the same campaign.
 
--- #include _vouchers
+-- #include _clock
 
 local op, owner, token = ARGV[1], ARGV[2], ARGV[3]
 local now, now_s = redis_now()

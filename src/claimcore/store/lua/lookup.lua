@@ -12,13 +12,15 @@
 -- The epoch check and the read are one atomic step: a node on an old map
 -- cannot read "no record" from a shard the user has moved away from.
 
-local st = redis.call('HMGET', KEYS[1], 'epoch', 'moving')
-local epoch, node_epoch = tonumber(st[1] or '0'), tonumber(ARGV[1])
-if node_epoch < epoch then return { -2, epoch } end
-if node_epoch > epoch or st[2] == '1' then return { -3, epoch } end
+-- #include _epoch
+-- #include _grants
+-- #include _orders
+
+local refused = epoch_refusal(KEYS[1], ARGV[1])
+if refused then return refused end
 local user, rid = ARGV[2], ARGV[3]
 if ARGV[4] then
-  return { 0, redis.call('HGET', KEYS[4], 'o:' .. user .. '|' .. ARGV[4]) or '' }
+  return { 0, redis.call('HGET', KEYS[4], order_field(user, ARGV[4])) or '' }
 end
 local fields = {}
 if rid ~= '' then
@@ -26,7 +28,7 @@ if rid ~= '' then
 else
   local urec = redis.call('HGET', KEYS[2], user)
   if not urec then return { 0 } end
-  for r in string.gmatch(string.match(urec, '^[^|]*|[^|]*|[^|]*|(.*)$'), '[^,]+') do
+  for r in request_ids(urec) do
     fields[#fields + 1] = user .. '|' .. r
   end
 end

@@ -22,14 +22,12 @@
 -- Redis clock, never by a node's. Recycled stock is claimable RETURN_DELAY_MS later (_vouchers).
 -- The user keeps their count: the per-user limit still counts a voucher they let expire or gave up.
 
+-- #include _epoch
 -- #include _vouchers
 
-local st = redis.call('HMGET', KEYS[1], 'epoch', 'moving')
-local epoch, node_epoch = tonumber(st[1] or '0'), tonumber(ARGV[1])
-if node_epoch < epoch then return { -2, epoch } end
-if node_epoch > epoch or st[2] == '1' then return { -3, epoch } end
+local refused = epoch_refusal(KEYS[1], ARGV[1])
+if refused then return refused end
 
-local STALE_MARGIN_MS = 1000  -- the clock margin of every hold (snregistry.MARGIN_MS)
 local now, now_s = redis_now()
 local op, valid_for = ARGV[3], tonumber(ARGV[4])
 local out, fields = { 0 }, {}
@@ -41,7 +39,7 @@ for i = 5, #ARGV, 2 do
   local granted_at = grants[user][voucher]
   local use = fields['v:' .. voucher] or redis.call('HGET', KEYS[4], 'v:' .. voucher)
   local state = use_state(use, now, STALE_MARGIN_MS)
-  local expired = valid_for > 0 and granted_at ~= nil and now >= granted_at + valid_for
+  local expired = granted_at ~= nil and past_validity(granted_at, valid_for, now)
   local code = 0
   if granted_at == nil then
     code = 0

@@ -31,14 +31,13 @@
 -- The order id joins the user's order index "i:<user>" (the user's orders move with them in
 -- a reshard: export.lua).
 
+-- #include _epoch
 -- #include _vouchers
+-- #include _orders
 
-local st = redis.call('HMGET', KEYS[1], 'epoch', 'moving')
-local epoch, node_epoch = tonumber(st[1] or '0'), tonumber(ARGV[1])
-if node_epoch < epoch then return { -2, epoch } end
-if node_epoch > epoch or st[2] == '1' then return { -3, epoch } end
+local refused = epoch_refusal(KEYS[1], ARGV[1])
+if refused then return refused end
 
-local STALE_MARGIN_MS = 1000  -- the clock margin of every hold (snregistry.MARGIN_MS)
 local user, order = ARGV[3], ARGV[4]
 local now, now_s = redis_now()
 local amount, min_spend, value = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -47,10 +46,9 @@ local vouchers = {}
 for i = 13, #ARGV do vouchers[#vouchers + 1] = ARGV[i] end
 local wanted = table.concat(vouchers, ',')
 
-local okey = 'o:' .. user .. '|' .. order
-local prior = redis.call('HGET', KEYS[4], okey)
+local prior = redis.call('HGET', KEYS[4], order_field(user, order))
 if prior then
-  local state, used, _, _, subsidy, at = string.match(prior, '^(%a)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
+  local state, used, _, _, subsidy, at = parse_order(prior)
   if state == 'R' and used == wanted then
     local out = { 1, tonumber(subsidy), tonumber(at) }
     for _, v in ipairs(vouchers) do out[#out + 1] = v end
@@ -59,55 +57,16 @@ if prior then
   return { 8, 0, 0 }
 end
 
-local granted_at = grants_of(KEYS[2], KEYS[3], user)
-local function fault(code, pick)
-  local out = { code, 0, 0 }
-  for _, v in ipairs(vouchers) do
-    if pick(v) then out[#out + 1] = v end
-  end
-  return out
-end
-
-local not_owned = function(v) return granted_at[v] == nil end
-for _, v in ipairs(vouchers) do
-  if not_owned(v) then return fault(4, not_owned) end
-end
-local states = {}
-for _, v in ipairs(vouchers) do
-  local use = redis.call('HGET', KEYS[4], 'v:' .. v)
-  states[v] = use_state(use, now, STALE_MARGIN_MS)
-  if states[v] == 'stale' then return { 13, v, use } end
-end
-local used = function(v) return states[v] == 'used' or states[v] == 'released' end
-for _, v in ipairs(vouchers) do
-  if used(v) then return fault(2, used) end
-end
-local newly_expired = function(v) return states[v] == 'free' and valid_for > 0 and now >= granted_at[v] + valid_for end
-local expired = function(v) return states[v] == 'expired' or newly_expired(v) end
-for _, v in ipairs(vouchers) do
-  if expired(v) then
-    record_expiries(KEYS[1], KEYS[4], KEYS[5], user, vouchers, newly_expired, now, now_s)
-    return fault(3, expired)
-  end
-end
-if amount < min_spend * #vouchers then return fault(6, function() return true end) end
+refused = refuse_vouchers(KEYS, user, vouchers, amount, min_spend, valid_for, now, now_s, STALE_MARGIN_MS,
+  false)
+if refused then return refused end
 local sn_trusted_until = tonumber(ARGV[12])
 if sn_trusted_until > 0 and now > sn_trusted_until then return { 12, 0, 0 } end
 
 local subsidy = math.min(amount, value * #vouchers)
-local fields = {}
-for _, v in ipairs(vouchers) do
-  fields[#fields + 1] = 'v:' .. v; fields[#fields + 1] = 'R|' .. order .. '|' .. now_s
-end
-fields[#fields + 1] = okey
-fields[#fields + 1] = 'R|' .. wanted .. '|' .. ARGV[5] .. '|' .. ARGV[6] .. '|' .. subsidy .. '|' .. now_s
-  .. '|' .. ARGV[10] .. '|' .. ARGV[11]
-redis.call('HSET', KEYS[4], unpack(fields))
+record_redemption(KEYS[1], KEYS[4], KEYS[5], user, order, wanted, ARGV[5], ARGV[6], subsidy, ARGV[10],
+  ARGV[11], '', now_s)
 index_order(KEYS[4], user, order)
-redis.call('HINCRBY', KEYS[1], 'redeemed', #vouchers)
-redis.call('HINCRBY', KEYS[1], 'subsidy', subsidy)
-redis.call('XADD', KEYS[5], '*', 'e', 'redeem', 't', now_s, 'u', user, 'o', order, 'm', ARGV[5],
-  'a', ARGV[6], 's', subsidy, 'v', wanted, 'c', ARGV[10], 'n', ARGV[11])
 local out = { 1, subsidy, now }
 for _, v in ipairs(vouchers) do out[#out + 1] = v end
 return out

@@ -18,25 +18,25 @@
 -- `expire` ledger event), exactly once: the mark is final (no script uses or recycles an X
 -- voucher again), and it is written with the stock (docs/recycling.md).
 
+-- #include _epoch
 -- #include _vouchers
+-- #include _orders
 
-local st = redis.call('HMGET', KEYS[1], 'epoch', 'moving')
-local epoch, node_epoch = tonumber(st[1] or '0'), tonumber(ARGV[1])
-if node_epoch < epoch then return { -2, epoch } end
-if node_epoch > epoch or st[2] == '1' then return { -3, epoch } end
+local refused = epoch_refusal(KEYS[1], ARGV[1])
+if refused then return refused end
 
 local user, order = ARGV[3], ARGV[4]
 local now, now_s = redis_now()
 local valid_for = tonumber(ARGV[5])
-local okey, rkey = 'o:' .. user .. '|' .. order, 'r:' .. user .. '|' .. order
+local okey, rkey = order_field(user, order), reversal_field(user, order)
 local rec = redis.call('HGET', KEYS[4], okey)
 if not rec or rec:sub(1, 1) == 'P' then return { 2 } end  -- P: a stacked order not yet decided
-local sns = string.match(rec, '^%a|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|([^|]*)') or ''  -- then a stacked instance
+local _, used, _, _, subsidy, _, _, sns = parse_order(rec)  -- then maybe a stacked instance
+sns = sns or ''
 if rec:sub(1, 1) == 'V' then
   local at, returned, expired = string.match(redis.call('HGET', KEYS[4], rkey), '^([^|]*)|([^|]*)|(.*)$')
   return { 1, tonumber(at), returned, expired, sns }
 end
-local used, subsidy = string.match(rec, '^R|([^|]*)|[^|]*|[^|]*|([^|]*)|')
 
 local granted_at = grants_of(KEYS[2], KEYS[3], user)
 
@@ -44,7 +44,7 @@ local returned, expired, fields = {}, {}, {}
 local n = 0
 for v in string.gmatch(used, '[^,]+') do
   n = n + 1
-  if valid_for == 0 or now < (granted_at[v] or 0) + valid_for then
+  if not past_validity(granted_at[v] or 0, valid_for, now) then
     returned[#returned + 1] = v
     fields[#fields + 1] = 'v:' .. v; fields[#fields + 1] = 'F|' .. order .. '|' .. now_s
   else

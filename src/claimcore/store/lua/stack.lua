@@ -27,36 +27,24 @@
 -- that reuses the order id can neither take nor settle it. Expiry is judged at prepare, by this
 -- shard's Redis clock, as redeem.lua does (and recorded the same way when found).
 
+-- #include _epoch
 -- #include _vouchers
+-- #include _orders
 
-local st = redis.call('HMGET', KEYS[1], 'epoch', 'moving')
-local epoch, node_epoch = tonumber(st[1] or '0'), tonumber(ARGV[2])
-if node_epoch < epoch then return { -2, epoch } end
-if node_epoch > epoch or st[2] == '1' then return { -3, epoch } end
+local refused = epoch_refusal(KEYS[1], ARGV[2])
+if refused then return refused end
 local op, user, order, instance = ARGV[1], ARGV[4], ARGV[5], ARGV[6]
 local now, now_s = redis_now()
-local okey = 'o:' .. user .. '|' .. order
+local okey = order_field(user, order)
 local rec = redis.call('HGET', KEYS[4], okey)
-local function instance_of(record) return string.match(record, '|([^|]*)$') end
 
 if op == 'commit' then
   if not rec then return { 2 } end
   if rec:sub(1, 1) == 'R' then return { 1 } end
   if rec:sub(1, 1) ~= 'P' or instance_of(rec) ~= instance then return { 2 } end
-  local used, merchant, amount, subsidy, _, channel, sns =
-    string.match(rec, '^P|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
-  local fields = {}
-  for v in string.gmatch(used, '[^,]+') do
-    fields[#fields + 1] = 'v:' .. v; fields[#fields + 1] = 'R|' .. order .. '|' .. now_s
-  end
-  fields[#fields + 1] = okey
-  fields[#fields + 1] = 'R|' .. used .. '|' .. merchant .. '|' .. amount .. '|' .. subsidy .. '|' .. now_s
-    .. '|' .. channel .. '|' .. sns .. '|' .. instance
-  redis.call('HSET', KEYS[4], unpack(fields))
-  redis.call('HINCRBY', KEYS[1], 'redeemed', #fields / 2 - 1)
-  redis.call('HINCRBY', KEYS[1], 'subsidy', tonumber(subsidy))
-  redis.call('XADD', KEYS[5], '*', 'e', 'redeem', 't', now_s, 'u', user, 'o', order, 'm', merchant,
-    'a', amount, 's', subsidy, 'v', used, 'c', channel, 'n', sns)
+  local _, used, merchant, amount, subsidy, _, channel, sns = parse_order(rec)
+  record_redemption(KEYS[1], KEYS[4], KEYS[5], user, order, used, merchant, amount, subsidy, channel, sns,
+    '|' .. instance, now_s)
   return { 1 }
 end
 
@@ -64,10 +52,10 @@ if op == 'abort' then
   if not rec then return { 1 } end
   if rec:sub(1, 1) ~= 'P' then return { 2 } end
   if instance_of(rec) ~= instance then return { 1 } end
-  local used = string.match(rec, '^P|([^|]*)|')
+  local _, used = parse_order(rec)
   for v in string.gmatch(used, '[^,]+') do
     local use = redis.call('HGET', KEYS[4], 'v:' .. v)
-    if use and use:sub(1, 2) == 'P|' and string.match(use, '^P|([^|]*)|') == order then
+    if use and use:sub(1, 2) == 'P|' and use_order(use) == order then
       redis.call('HDEL', KEYS[4], 'v:' .. v)
     end
   end
@@ -82,7 +70,7 @@ local vouchers = {}
 for i = 16, #ARGV do vouchers[#vouchers + 1] = ARGV[i] end
 local wanted = table.concat(vouchers, ',')
 if rec then
-  local state, used, _, _, subsidy, at = string.match(rec, '^(%a)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
+  local state, used, _, _, subsidy, at = parse_order(rec)
   if used == wanted and state == 'P' and instance_of(rec) == instance then return { 1, tonumber(subsidy) } end
   if used == wanted and state == 'R' and instance_of(rec) == instance then
     return { 9, tonumber(subsidy), tonumber(at) }
@@ -90,30 +78,8 @@ if rec then
   return { 8, 0, 0 }
 end
 
-local granted_at = grants_of(KEYS[2], KEYS[3], user)
-local function fault(code, pick)
-  local out = { code, 0, 0 }
-  for _, v in ipairs(vouchers) do if pick(v) then out[#out + 1] = v end end
-  return out
-end
-local not_owned = function(v) return granted_at[v] == nil end
-for _, v in ipairs(vouchers) do if not_owned(v) then return fault(4, not_owned) end end
-local states = {}
-for _, v in ipairs(vouchers) do
-  local use = redis.call('HGET', KEYS[4], 'v:' .. v)
-  states[v] = use_state(use, now, margin)
-  if states[v] == 'stale' then return { 13, v, use } end
-  if states[v] == 'used' or states[v] == 'released' then return fault(2, function(x) return x == v end) end
-end
-local newly_expired = function(v) return states[v] == 'free' and valid_for > 0 and now >= granted_at[v] + valid_for end
-local expired = function(v) return states[v] == 'expired' or newly_expired(v) end
-for _, v in ipairs(vouchers) do
-  if expired(v) then
-    record_expiries(KEYS[1], KEYS[4], KEYS[5], user, vouchers, newly_expired, now, now_s)
-    return fault(3, expired)
-  end
-end
-if amount < min_spend * #vouchers then return fault(6, function() return true end) end
+refused = refuse_vouchers(KEYS, user, vouchers, amount, min_spend, valid_for, now, now_s, margin, true)
+if refused then return refused end
 
 local subsidy = math.min(amount, value * #vouchers)
 local fields = {}
@@ -121,8 +87,8 @@ for _, v in ipairs(vouchers) do
   fields[#fields + 1] = 'v:' .. v; fields[#fields + 1] = 'P|' .. order .. '|' .. deadline .. '|' .. instance
 end
 fields[#fields + 1] = okey
-fields[#fields + 1] = 'P|' .. wanted .. '|' .. merchant .. '|' .. ARGV[8] .. '|' .. subsidy .. '|' .. now_s
-  .. '|' .. channel .. '|' .. sns .. '|' .. deadline .. '|' .. instance
+fields[#fields + 1] = order_record('P', wanted, merchant, ARGV[8], subsidy, now_s, channel, sns)
+  .. '|' .. deadline .. '|' .. instance
 redis.call('HSET', KEYS[4], unpack(fields))
 index_order(KEYS[4], user, order)
 return { 1, subsidy }
