@@ -127,7 +127,8 @@ def without_otel(code: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_node_runs_without_opentelemetry_unless_tracing_is_asked_for(redis_server, tmp_path):
-    out = without_otel("from claimcore.node.server import Node, NodeOptions; from claimcore.node import tracing\n"
+    out = without_otel("from claimcore.node.server import Node, NodeOptions\n"
+                       "from claimcore.node import tracing\n"
                        "Node(NodeOptions(redis_url='redis://127.0.0.1:1'))\n"
                        "assert not tracing.enabled\n"
                        "try:\n    tracing.setup(sys.argv[1])\n"

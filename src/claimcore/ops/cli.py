@@ -136,13 +136,8 @@ def _output_options() -> argparse.ArgumentParser:
 
 
 def _configure_logging(fmt: str, level: int) -> None:
-    try:
-        from claimcore.node import logs
-    except ModuleNotFoundError as exc:  # claimcore.node.logs not there yet: plain text logs
-        if exc.name != "claimcore.node.logs":
-            raise
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        return
+    from claimcore.node import logs  # here, not at the top: the other commands need no node
+
     logs.configure(fmt, level)
 
 
