@@ -85,13 +85,20 @@ class StackedOrder:
 
     async def prepare(self, merchant_id: str, amount_cents: int, channel_id: str, sn_codes: list[str],
                       deadline: int) -> tuple[list[list[Any]], tuple[CampaignConfig, list[Any]] | None]:
-        """Prepare every part at once: their replies, and the first part refused with its reply
-        (None when every part is prepared, or was committed before: a replay)."""
+        """Prepare the parts one after another, by campaign id: their replies, and the first part
+        refused with its reply (None when every part is prepared, or was committed before: a
+        replay). Every order takes its parts in the same order, so of several orders racing for
+        the same vouchers the one that prepares the first part is the only one that can reach
+        the next: prepared all at once, two orders could each take one part, refuse each other
+        and both abort, and nobody would be redeemed."""
         args = [merchant_id, amount_cents, "", "", "", channel_id, ",".join(sn_codes), deadline, MARGIN_MS]
-        replies = await asyncio.gather(*(self._prepare(c, sorted(v), args) for c, v in self.parts))
-        refused = next(((c, r) for (c, _), r in zip(self.parts, replies, strict=True)
-                        if int(r[0]) not in (StackCode.PREPARED, StackCode.COMMITTED_BEFORE)), None)
-        return replies, refused
+        replies: list[list[Any]] = []
+        for config, vouchers in sorted(self.parts, key=lambda part: part[0].campaign_id):
+            reply = await self._prepare(config, sorted(vouchers), args)
+            replies.append(reply)
+            if int(reply[0]) not in (StackCode.PREPARED, StackCode.COMMITTED_BEFORE):
+                return replies, (config, reply)
+        return replies, None
 
     async def _prepare(self, config: CampaignConfig, vouchers: list[str], args: list[Any]) -> list[Any]:
         args = list(args)
