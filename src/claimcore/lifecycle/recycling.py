@@ -32,7 +32,7 @@ from claimcore.store import scripts
 from claimcore.store.campaign_cache import CampaignCache
 from claimcore.store.inventory import RedisInventory
 from claimcore.store.keyspace import shard_keys
-from claimcore.store.replies import refusal
+from claimcore.store.replies import RecycleCode, refusal
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,6 @@ async def _recycle(inventory: RedisInventory, config: CampaignConfig, shard: int
     return [int(x) for x in reply]
 
 
-RECYCLED, DONE_BEFORE, EXPIRED, STALE_PREPARED = 1, 2, 3, 4  # recycle.lua's per-voucher codes
-
-
 async def release(inventory: RedisInventory, campaigns: CampaignCache, config: CampaignConfig,
                   user_id: str, voucher_id: str) -> bool:
     """The user gives up a valid, unused voucher; True if it is released (now, or by this same
@@ -60,7 +57,7 @@ async def release(inventory: RedisInventory, campaigns: CampaignCache, config: C
     async def call(c: CampaignConfig) -> list[int]:
         return await _recycle(inventory, c, shard_of(user_id, c.shards), "release", [(user_id, voucher_id)])
 
-    return (await campaigns.on_live_map(config, call))[1] in (RECYCLED, DONE_BEFORE)
+    return (await campaigns.on_live_map(config, call))[1] in (RecycleCode.RECYCLED, RecycleCode.DONE_BEFORE)
 
 
 async def recycle_expired(inventory: RedisInventory, campaigns: CampaignCache,
@@ -103,7 +100,7 @@ async def _expire(inventory: RedisInventory, campaigns: CampaignCache, config: C
     """recycle.lua 'expire' on pairs; vouchers left prepared by a stacked order that nobody will
     finish are settled (committed if decided, else aborted) and swept once more."""
     reply = await _recycle(inventory, config, shard, "expire", pairs)
-    stale = [pair for pair, code in zip(pairs, reply[1:], strict=True) if code == STALE_PREPARED]
+    stale = [pair for pair, code in zip(pairs, reply[1:], strict=True) if code == RecycleCode.STALE_PREPARED]
     if not stale:
         return reply[0]
     redeem_key = shard_keys(config.campaign_id, shard).redeem

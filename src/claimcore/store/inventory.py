@@ -83,7 +83,7 @@ class Figures:
 
 
 # Recycled stock waits this long (by the shard's Redis clock) before a claim may take it, so every
-# node's sold-out snapshot has seen it first (soldout.py): lua/_vouchers.lua's RETURN_DELAY_MS.
+# node's sold-out snapshot has seen it first (soldout.py): lua/_returning.lua's RETURN_DELAY_MS.
 RETURN_DELAY_MS = 2000
 RETURNING = ("returning", "returning_at", "returning_next", "returning_next_at")  # all, and its parts
 BORROW_CHUNK = 64        # a donor gives at least min(this, half its stock)

@@ -23,7 +23,7 @@ counters and grant figures but no stock and no users):
   cc:{C:s}:eligcalls      SET    ids of the eligibility calls applied here (a resend is ignored)
   cc:{cat:K:b}:users      HASH   user -> the one campaign of category K they hold (categories.py)
   cc:{stack:b}:orders     HASH   decisions of orders stacking several campaigns' vouchers, by
-                                 "user|order|instance" (redemption.py)
+                                 "user|order|instance" (stacking.py)
   cc:{sn:b}:sns           HASH   SN code -> hold or use, across all campaigns (snregistry.py); 64 buckets b
   cc:{C}:merchants        HASH   merchant_id -> "category|region|name" (tag C)
   cc:{C:s}:log            STREAM the shard's ledger: one entry per script call that changed

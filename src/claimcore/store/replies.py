@@ -165,3 +165,13 @@ class StackCode(IntEnum):
     ORDER_ID_REUSED = 8
     COMMITTED_BEFORE = 9     # this part was committed already (a replay of a decided order)
     STALE_PREPARE = 13       # a voucher is held by another order's stale preparation: settle, retry
+
+
+class RecycleCode(IntEnum):
+    """recycle.lua's per-voucher reply fields (see its header); STALE / MOVING are refusal()'s."""
+
+    NOT_RECYCLED = 0         # in use, not the user's, released, or not expired / expired
+    RECYCLED = 1             # now
+    DONE_BEFORE = 2          # by the same op (L for release, E or X for expire): a resend
+    EXPIRED = 3              # (release) found expired: recycled as such
+    STALE_PREPARED = 4       # (expire) held by a stacked order's stale preparation: settle, sweep again
