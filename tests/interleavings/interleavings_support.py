@@ -269,17 +269,6 @@ def expire_counts(admin: pb_grpc.AdminServiceStub, cid: str) -> dict[str, int]:
     return counts
 
 
-def users_on(shard: int, shards: int, n: int, prefix: str) -> list[str]:
-    """n user ids that shard_of routes to `shard` of `shards`."""
-    out, i = [], 0
-    while len(out) < n:
-        user = f"{prefix}{i}"
-        i += 1
-        if shard_of(user, shards) == shard:
-            out.append(user)
-    return out
-
-
 def mover(prefix: str, before: int, after: int, want: Callable[[int, int], bool] | None = None) -> str:
     """A user whose shard changes from the `before`-shard map to the `after`-shard one
     (and, if given, with want(old_shard, new_shard))."""

@@ -38,7 +38,6 @@ from interleavings_support import (
     redeem,
     reverse,
     run_async,
-    users_on,
     wait_past,
 )
 
@@ -53,6 +52,7 @@ from claimcore.store.replies import ClaimItem, Code
 from claimcore.store.reshard import reshard
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
+from support import users_on
 
 
 @pytest.fixture(scope="module")
@@ -356,6 +356,7 @@ def test_defect_10_a_stacked_decision_commits_only_its_own_order(redis_server, n
     s = stubs_of(node)
     a, b, c, d = (create(s.admin, inventory=10, shards=2, stackable=True, value_cents=300,
                          min_spend_cents=1000) for _ in range(4))
+    a, b = sorted((a, b))  # parts are prepared in campaign id order: a's first
     va, vb, vc, vd = (granted(s.claims, cid, "u") for cid in (a, b, c, d))
     assert redeem(s.redeem, b, "u", [vb], "elsewhere").outcome == pb.REDEEMED  # so b's part is refused
     short_holds(1500)
