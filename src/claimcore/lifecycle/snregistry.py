@@ -28,6 +28,7 @@ from claimcore._fast import shard_of
 from claimcore.store import scripts
 from claimcore.store.inventory import RedisInventory
 from claimcore.store.keyspace import SN_BUCKETS, sn_key, stack_key
+from claimcore.store.replies import HoldCode
 
 HOLD_MS = 5_000
 MARGIN_MS = 1_000
@@ -70,8 +71,9 @@ class SnRegistry:
         token = uuid.uuid4().hex[:16]
         for _ in range(3):
             replies = await self._each("hold", owner, sns, token, HOLD_MS)
-            taken = [sn for r in replies if r[0] == "1" for sn in r[1:]]
-            stale = [(r[i], r[i + 1]) for r in replies if r[0] == "2" for i in range(1, len(r), 2)]
+            taken = [sn for r in replies if int(r[0]) == HoldCode.TAKEN for sn in r[1:]]
+            stale = [(r[i], r[i + 1]) for r in replies if int(r[0]) == HoldCode.STALE
+                     for i in range(1, len(r), 2)]
             if not taken and not stale:  # trusted until the earliest bucket's deadline - margin
                 return min(int(r[1]) for r in replies) - MARGIN_MS, [], token
             await self.drop(owner, token, sns)  # other buckets may have held for us

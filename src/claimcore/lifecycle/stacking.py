@@ -27,7 +27,7 @@ from claimcore.store import scripts
 from claimcore.store.campaign_cache import CampaignCache
 from claimcore.store.inventory import RedisInventory
 from claimcore.store.keyspace import SN_BUCKETS, shard_keys, stack_key
-from claimcore.store.replies import StackCode, refusal
+from claimcore.store.replies import HoldCode, StackCode, refusal
 
 Part = tuple[CampaignConfig, list[str]]  # a campaign, and the order's vouchers of it
 
@@ -116,7 +116,7 @@ class StackedOrder:
         decision = stack_owner(self.user_id, self.order_id, self.instance)
         decided = await scripts.HOLDS(self.inventory.redis, [stack_key(shard_of(decision, SN_BUCKETS))],
                                       ["decide", decision, "", deadline, MARGIN_MS, decision])
-        return int(decided[0]) == 0
+        return int(decided[0]) == HoldCode.HELD
 
     async def commit(self) -> None:
         await asyncio.gather(*(self._op(c, "commit", []) for c, _ in self.parts))

@@ -175,3 +175,12 @@ class RecycleCode(IntEnum):
     DONE_BEFORE = 2          # by the same op (L for release, E or X for expire): a resend
     EXPIRED = 3              # (release) found expired: recycled as such
     STALE_PREPARED = 4       # (expire) held by a stacked order's stale preparation: settle, sweep again
+
+
+class HoldCode(IntEnum):
+    """holds.lua's first reply field to `hold` and `decide` (see its header); its other ops
+    answer { 0 }, and `hold_each` the count of things it could not hold."""
+
+    HELD = 0                 # hold: every thing is held (or was ours); decide: decided (now or before)
+    TAKEN = 1                # hold: used or held by other owners; decide: too late, or taken
+    STALE = 2                # hold: held by owners past their deadline: settle them, hold again
