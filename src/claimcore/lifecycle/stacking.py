@@ -2,10 +2,10 @@
 
 The parts live in different hash slots, so no one script can take them all. Two phases
 across the campaigns' hash slots: prepare every part, one after another in campaign id order
-(stack.lua marks its vouchers P until a deadline), decide once (holds.lua in the stack registry, only before deadline - margin),
-then commit every part; on any refusal abort the prepared ones. A part left prepared by a
-node that died is settled by whoever meets it after deadline + margin, from the decision:
-committed if decided, else aborted (settle_prepared).
+(stack.lua marks its vouchers P until a deadline), decide once (holds.lua in the stack
+registry, only before deadline - margin), then commit every part; on any refusal abort the
+prepared ones. A part left prepared by a node that died is settled by whoever meets it after
+deadline + margin, from the decision: committed if decided, else aborted (settle_prepared).
 
 What the order must pass first (each campaign's rules, its merchants, the verifier, the SN
 holds) is checked by Redemptions.redeem_stacked (redemption.py), which then runs the order
