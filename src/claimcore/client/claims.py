@@ -44,16 +44,28 @@ class ClaimOutcomeUnknown(Exception):
 
 class ClaimClient:
     def __init__(self, targets: Sequence[str], *, deadline_s: float = 5.0, max_attempts: int = 5,
-                 backoff_s: float = 0.05, reach: Access = PLAINTEXT) -> None:
-        """reach: TLS and the channel's API key (access.py); plaintext without a key by default."""
+                 backoff_s: float = 0.05, reach: Access = PLAINTEXT, connections_per_node: int = 1) -> None:
+        """reach: TLS and the channel's API key (access.py); plaintext without a key by default.
+
+        connections_per_node: TCP connections (gRPC channels) opened to each node, calls going round
+        robin over all of them. A node run with `serve --workers N` shares one port between N
+        processes, and the kernel spreads connections, not calls, over them: give at least N.
+        """
         if not targets:
             raise ValueError("ClaimClient needs at least one node's host:port")
         if max_attempts < 1 or deadline_s <= 0 or backoff_s < 0:
             raise ValueError("max_attempts must be >= 1, deadline_s > 0 and backoff_s >= 0")
+        if connections_per_node < 1:
+            raise ValueError("connections_per_node must be >= 1")
         self.deadline_s = deadline_s
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
-        self._channels = [reach.aio_channel(t) for t in targets]
+        # Ordered connection-major (every node's first connection, then every node's second, ...) so
+        # that the round robin and a retry's "next" both move to another node. A local subchannel
+        # pool keeps gRPC from sharing one connection between channels to the same target.
+        own_connection = [("grpc.use_local_subchannel_pool", 1)] if connections_per_node > 1 else []
+        self._channels = [reach.aio_channel(t, own_connection)
+                          for _ in range(connections_per_node) for t in targets]
         self._stubs = [pb_grpc.ClaimServiceStub(ch) for ch in self._channels]
         self._next = itertools.cycle(range(len(self._stubs)))
         self.retries = 0  # calls sent again, over the client's life
