@@ -222,3 +222,7 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
                 for r in records
             ])
         raise AssertionError("unreachable")
+
+    async def WatchCampaigns(self, request: pb.WatchCampaignsRequest,
+                             context: grpc.aio.ServicerContext) -> None:
+        await self.watches.serve(request, context)  # node/watch.py (CampaignStates), set by server.py
