@@ -16,6 +16,15 @@ counted after the campaign was found).
 The stock gauges are sampled about once a second by `sample_forever`, for
 the campaigns the node has in its cache: one pipelined read of every such
 campaign's shard states and sold-out time per round.
+
+Under `serve --workers N` (workers.py) each worker keeps its NodeMetrics and
+serves them on a loopback port of its own; the parent's one /metrics is
+`WorkersMetrics`, which scrapes the workers and merges them: counters and
+histograms summed, gauges (sampled from the shared Redis, so alike up to
+a second's lag) by `GAUGE_MERGE`, plus per-worker families that show the spread.
+prometheus_client's multiprocess mode was the other way: it merges only its
+own mmap-backed metrics, not a custom collector's families, and would put a
+file write with a lock on every claim.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import urllib.request
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -30,6 +40,7 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from claimcore import __version__
 from claimcore.campaign import CampaignConfig
@@ -54,6 +65,9 @@ REDEMPTIONS = "claimcore_redemptions"
 RPC_ERRORS = "claimcore_rpc_errors"
 REDIS_UP = "claimcore_redis_up"
 INFO = "claimcore_info"
+STOCK = "claimcore_stock_remaining"
+WORKER_CLAIMS = "claimcore_worker_claims"  # serve --workers only: claims answered by each worker
+WORKER_INFO = "claimcore_worker_info"      # serve --workers only: each worker's index and pid
 
 # Seconds per call: a claim waits ~linger + one Redis round trip; a stalled Redis shows up to 10 s.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -190,7 +204,7 @@ class NodeMetrics:
         yield info
 
     def _sampled(self) -> Iterator[Metric]:
-        stock = GaugeMetricFamily("claimcore_stock_remaining", "Stock left per shard (sampled every ~1 s)",
+        stock = GaugeMetricFamily(STOCK, "Stock left per shard (sampled every ~1 s)",
                                   labels=["campaign", "shard"])
         for (campaign, shard), n in sorted(self.stock.items()):
             stock.add_metric([campaign, str(shard)], n)
@@ -308,3 +322,84 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
                     timed.observe(time.perf_counter() - started)
 
         return rewrapped(handler, unary_unary)
+
+
+# How workers' gauges merge (they sample the same Redis about once a second, so they differ only by lag):
+# Redis is up if every worker reaches it; stock left is the latest (lowest) sample; anything else
+# (granted, sold-out seconds, info) the highest.
+GAUGE_MERGE: dict[str, Callable[[float, float], float]] = {REDIS_UP: min, STOCK: min}
+SCRAPE_TIMEOUT_S = 2.0
+
+
+def merge_families(scrapes: list[list[Metric]]) -> list[Metric]:
+    """Several processes' families as one: counters and histograms summed, gauges by GAUGE_MERGE."""
+    merged: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for families in scrapes:
+        for family in families:
+            if family.name not in merged:
+                merged[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+                values[family.name] = {}
+            table = values[family.name]
+            combine = GAUGE_MERGE.get(family.name, max) if family.type == "gauge" else _add
+            for sample in family.samples:
+                key = (sample.name, tuple(sample.labels.items()))
+                table[key] = combine(table[key], sample.value) if key in table else sample.value
+    for name, family in merged.items():
+        for (sample_name, labels), value in values[name].items():
+            family.add_sample(sample_name, dict(labels), value)
+    return list(merged.values())
+
+
+def _add(a: float, b: float) -> float:
+    return a + b
+
+
+class WorkersMetrics:
+    """The one /metrics of `serve --workers N`: every worker's /metrics, merged (merge_families)."""
+
+    def __init__(self, workers: list[tuple[int, str]]) -> None:
+        """workers: each worker's pid and the URL of its own /metrics (loopback), by index."""
+        self.workers = workers
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+        self._http: Any = None
+
+    def scrape(self, url: str) -> list[Metric]:
+        with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S) as reply:  # noqa: S310 - our own http URL
+            return list(text_string_to_metric_families(reply.read().decode()))
+
+    def collect(self) -> Iterator[Metric]:
+        scrapes: list[list[Metric]] = []
+        claims = CounterMetricFamily(WORKER_CLAIMS, "Claims answered by each worker process "
+                                     "(serve --workers): how evenly the connections spread",
+                                     labels=["worker"])
+        info = GaugeMetricFamily(WORKER_INFO, "One per worker process that answered this scrape",
+                                 labels=["worker", "pid"])
+        for index, (pid, url) in enumerate(self.workers):
+            try:
+                families = self.scrape(url)
+            except OSError:
+                continue  # a worker gone: the parent is stopping the others (workers.py)
+            scrapes.append(families)
+            answered = sum(s.value for f in families if f.name == CLAIMS for s in f.samples)
+            claims.add_metric([str(index)], answered)
+            info.add_metric([str(index), str(pid)], 1)
+        yield from merge_families(scrapes)
+        yield claims
+        yield info
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve the merged /metrics on host:port (0 = a free port); returns the port."""
+        try:
+            server, _ = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            raise OSError(f"cannot serve metrics on {host}:{port}: {exc}") from None
+        self._http = server
+        return int(server.server_port)
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None

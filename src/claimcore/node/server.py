@@ -76,6 +76,8 @@ class NodeOptions:
     limits: LimitSettings | None = None     # anti-scalper limits (security/abuse.py); None = none
     metrics_port: int = -1  # serve Prometheus /metrics on host:this (0 = a free port, -1 = off; metrics.py)
     trace_file: str = ""  # OpenTelemetry spans as JSON lines to this file ("" = no tracing; tracing.py)
+    reuse_port: bool = False  # SO_REUSEPORT: several processes share host:port (serve --workers; workers.py)
+    metrics_host: str = ""    # where /metrics listens ("" = host); a worker's is loopback only
 
 
 def server_tls(options: NodeOptions) -> grpc.ServerCredentials | None:
@@ -138,7 +140,8 @@ class Node:
             options=[
                 ("grpc.max_receive_message_length", 1 << 20),
                 ("grpc.max_send_message_length", 4 << 20),
-                ("grpc.so_reuseport", 0),
+                # Off for one process, so that a port already taken is an error, not a silent share.
+                ("grpc.so_reuseport", int(options.reuse_port)),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ],
         )
@@ -172,7 +175,8 @@ class Node:
         if self.port == 0:
             raise OSError(f"cannot listen on {self.options.host}:{self.options.port}")
         if self.options.metrics_port >= 0:
-            self.metrics_port = self.metrics.serve(self.options.host, self.options.metrics_port)
+            self.metrics_port = self.metrics.serve(self.options.metrics_host or self.options.host,
+                                                   self.options.metrics_port)
         await self._set_health(False)
         await self.server.start()
         self._tasks = [asyncio.create_task(self._watch_redis()),
@@ -234,7 +238,13 @@ async def run_node(options: NodeOptions, ready: asyncio.Event | None = None) -> 
         print(f"claimcore: metrics on http://{options.host}:{node.metrics_port}/metrics", flush=True)
     if ready is not None:
         ready.set()
-    stop = asyncio.Event()
+    await drain_on_signal(node)
+
+
+async def drain_on_signal(node: Node, stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM or SIGINT (or `stop` is set), then drain the node."""
+    if stop is None:
+        stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -244,5 +254,5 @@ async def run_node(options: NodeOptions, ready: asyncio.Event | None = None) -> 
         # (an embedded redis-server would be orphaned).
         loop.remove_signal_handler(sig)
         signal.signal(sig, signal.SIG_IGN)
-    log.info("draining (grace %.1fs)", options.grace_s)
+    log.info("draining (grace %.1fs)", node.options.grace_s)
     await node.stop()

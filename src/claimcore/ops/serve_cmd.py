@@ -2,7 +2,8 @@
 
 It refuses to start (exit 2) unless given TLS (--tls-cert, --tls-key) or --plaintext, and --credentials
 or --no-auth (docs/security.md). Without --redis or --redis-cluster it starts a private redis-server
-(harness/embedded_redis.py) and cleans it up on the way out. The node itself is node/server.py's run_node.
+(harness/embedded_redis.py) and cleans it up on the way out. The node itself is node/server.py's run_node;
+with --workers N (N > 1) it is node/workers.py's N processes on one port, sharing that Redis.
 """
 
 from __future__ import annotations
@@ -11,6 +12,30 @@ import argparse
 import logging
 import os
 import sys
+
+
+def cpu_count() -> int:
+    """The cores this process may run on (os.process_cpu_count, Python 3.13+; else the affinity mask)."""
+    counted = getattr(os, "process_cpu_count", None)
+    if counted is not None:
+        return max(1, counted() or 1)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def workers_count(text: str) -> int:
+    """--workers: a count >= 1, or "auto" (one per core)."""
+    if text.strip().lower() == "auto":
+        return cpu_count()
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"a number >= 1 or auto, not {text!r}")
+    return n
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="give expired unused vouchers' stock back this often (0 = never)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=50051, help="0 picks a free port")
+    parser.add_argument("--workers", type=workers_count, default=1, metavar="N",
+                        help="front processes sharing the port and the Redis, one core each "
+                             "(auto: one per core; default 1; docs/operations.md)")
     parser.add_argument("--appendfsync", choices=["everysec", "always"], default="everysec",
                         help="durability of the private redis-server (see docs/architecture.md)")
     parser.add_argument("--max-batch", type=int, default=256, help="claims per Lua call, at most")
@@ -143,6 +171,10 @@ def run(args: argparse.Namespace) -> int:
         trace_file=args.trace_file or os.environ.get("CLAIMCORE_TRACE_FILE", ""),
     )
     try:
+        if args.workers > 1:
+            from claimcore.node.workers import run_workers
+
+            return run_workers(options, args.workers)
         uvloop.run(run_node(options))
     except (OSError, ValueError) as exc:
         print(f"claimcore serve: {exc}", file=sys.stderr)
