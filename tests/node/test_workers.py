@@ -172,3 +172,37 @@ def test_a_free_port_is_checked_alone(workers):
     with socket.socket() as s:  # port 0: a free port, free for the workers to take
         picked = claim_port("127.0.0.1", 0)
         s.bind(("127.0.0.1", picked))
+
+
+def test_merging_sums_counters_and_histograms_and_keeps_the_latest_gauges():
+    from claimcore.node.metrics import merge_families
+
+    def parse(text: str) -> list:  # type: ignore[type-arg]
+        return list(text_string_to_metric_families(text))
+
+    a = parse('# TYPE claimcore_claims counter\nclaimcore_claims_total{campaign="c",outcome="granted"} 3\n'
+              '# TYPE claimcore_claim_seconds histogram\nclaimcore_claim_seconds_bucket{le="0.1"} 2\n'
+              'claimcore_claim_seconds_bucket{le="+Inf"} 3\nclaimcore_claim_seconds_count 3\n'
+              'claimcore_claim_seconds_sum 0.5\n# TYPE claimcore_stock_remaining gauge\n'
+              'claimcore_stock_remaining{campaign="c",shard="0"} 7\n# TYPE claimcore_granted gauge\n'
+              'claimcore_granted{campaign="c"} 3\n# TYPE claimcore_redis_up gauge\nclaimcore_redis_up 1\n')
+    b = parse('# TYPE claimcore_claims counter\nclaimcore_claims_total{campaign="c",outcome="granted"} 4\n'
+              'claimcore_claims_total{campaign="c",outcome="sold_out"} 1\n'
+              '# TYPE claimcore_claim_seconds histogram\nclaimcore_claim_seconds_bucket{le="0.1"} 1\n'
+              'claimcore_claim_seconds_bucket{le="+Inf"} 5\nclaimcore_claim_seconds_count 5\n'
+              'claimcore_claim_seconds_sum 2.0\n# TYPE claimcore_stock_remaining gauge\n'
+              'claimcore_stock_remaining{campaign="c",shard="0"} 5\n# TYPE claimcore_granted gauge\n'
+              'claimcore_granted{campaign="c"} 5\n# TYPE claimcore_redis_up gauge\nclaimcore_redis_up 0\n')
+    merged = {(s.name, frozenset(s.labels.items())): s.value
+              for f in merge_families([a, b]) for s in f.samples}
+    assert merged == {
+        ("claimcore_claims_total", frozenset({("campaign", "c"), ("outcome", "granted")})): 7,
+        ("claimcore_claims_total", frozenset({("campaign", "c"), ("outcome", "sold_out")})): 1,
+        ("claimcore_claim_seconds_bucket", frozenset({("le", "0.1")})): 3,
+        ("claimcore_claim_seconds_bucket", frozenset({("le", "+Inf")})): 8,
+        ("claimcore_claim_seconds_count", frozenset()): 8,
+        ("claimcore_claim_seconds_sum", frozenset()): 2.5,
+        ("claimcore_stock_remaining", frozenset({("campaign", "c"), ("shard", "0")})): 5,  # latest: lowest
+        ("claimcore_granted", frozenset({("campaign", "c")})): 5,  # latest: highest
+        ("claimcore_redis_up", frozenset()): 0,  # up only if every worker reaches Redis
+    }

@@ -361,6 +361,7 @@ class WorkersMetrics:
     def __init__(self, workers: list[tuple[int, str]]) -> None:
         """workers: each worker's pid and the URL of its own /metrics (loopback), by index."""
         self.workers = workers
+        self._last: dict[int, list[Metric]] = {}  # each worker's last scrape that answered
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         self._http: Any = None
@@ -374,17 +375,18 @@ class WorkersMetrics:
         claims = CounterMetricFamily(WORKER_CLAIMS, "Claims answered by each worker process "
                                      "(serve --workers): how evenly the connections spread",
                                      labels=["worker"])
-        info = GaugeMetricFamily(WORKER_INFO, "One per worker process that answered this scrape",
+        info = GaugeMetricFamily(WORKER_INFO, "One per worker process that answered this scrape "
+                                 "(one that did not counts with its last figures)",
                                  labels=["worker", "pid"])
         for index, (pid, url) in enumerate(self.workers):
             try:
-                families = self.scrape(url)
-            except OSError:
-                continue  # a worker gone: the parent is stopping the others (workers.py)
+                families = self._last[index] = self.scrape(url)
+                info.add_metric([str(index), str(pid)], 1)
+            except OSError:  # slow or gone (then the parent is stopping the others; workers.py)
+                families = self._last.get(index, [])  # its last figures: a sum must not go down
             scrapes.append(families)
             answered = sum(s.value for f in families if f.name == CLAIMS for s in f.samples)
             claims.add_metric([str(index)], answered)
-            info.add_metric([str(index), str(pid)], 1)
         yield from merge_families(scrapes)
         yield claims
         yield info

@@ -40,7 +40,7 @@ from types import FrameType
 
 from claimcore.node import logs
 from claimcore.node.metrics import WorkersMetrics
-from claimcore.node.server import Node, NodeOptions, drain_on_signal
+from claimcore.node.server import Node, NodeOptions, drain_on_signal, server_tls
 
 log = logging.getLogger("claimcore.node.workers")
 
@@ -70,6 +70,7 @@ def claim_port(host: str, port: int) -> int:
 
 def run_workers(options: NodeOptions, count: int) -> int:
     """Run `count` workers of `options` on one port until signalled; the exit code (docs/cli.md)."""
+    server_tls(options)  # unreadable TLS files: one error here, not one per worker
     port = claim_port(options.host, options.port)
     metered = options.metrics_port >= 0
     worker_options = dataclasses.replace(options, port=port, reuse_port=True,
