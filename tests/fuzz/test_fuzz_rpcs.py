@@ -75,6 +75,7 @@ ALLOWED: dict[str, set[grpc.StatusCode]] = {
     "Redeem": BAD,
     "Reverse": BAD,
     "Release": BAD,
+    "WatchCampaigns": BAD,
 }
 
 # Documented maximum counts of repeated fields (docs/limits.md): the strategies try them and one more.
@@ -89,6 +90,7 @@ LIMITS = {
     "claimcore.v1.Campaign.required_tags": 100,
     "claimcore.v1.Campaign.rounds": 100,
     "claimcore.v1.EligibilityRecord.tags": 100,
+    "claimcore.v1.WatchCampaignsRequest.campaign_ids": 100,
 }
 
 TARGETS = ("fz-main", "fz-stack", "fz-elig")
@@ -135,8 +137,17 @@ def method_path(method: MethodDescriptor) -> str:
 
 def call(channel: grpc.Channel, rpc: str, request: Message, timeout: float = CALL_TIMEOUT_S) -> Message:
     method = METHODS[rpc]
-    stub = channel.unary_unary(method_path(method), request_serializer=lambda m: m.SerializeToString(),
-                               response_deserializer=GetMessageClass(method.output_type).FromString)
+    serialize, parse = (lambda m: m.SerializeToString()), GetMessageClass(method.output_type).FromString
+    if method.server_streaming:
+        # A watch never ends by itself: its answer is its first message (or its status), then it is
+        # cancelled. The first message comes at once (the current state of a watched campaign).
+        stream = channel.unary_stream(method_path(method), request_serializer=serialize,
+                                      response_deserializer=parse)(request, timeout=timeout)
+        try:
+            return next(stream)
+        finally:
+            stream.cancel()
+    stub = channel.unary_unary(method_path(method), request_serializer=serialize, response_deserializer=parse)
     return stub(request, timeout=timeout)
 
 
@@ -269,7 +280,7 @@ def test_every_rpc_is_covered() -> None:
     """Every RPC the proto declares has an oracle and a valid base, so none is left out of the fuzzing."""
     assert {s.name for s in SERVICES} == {"ClaimService", "AdminService", "RedeemService"}
     declared = {(s.full_name, m.name) for s in SERVICES for m in s.methods}
-    assert len(declared) == len(METHODS) == 18  # no RPC name in two services
+    assert len(declared) == len(METHODS) == 19  # no RPC name in two services
     assert set(ALLOWED) == set(VALID) == set(METHODS)
     fuzzed = {name for name, _ in PARAMS}
     assert fuzzed == set(METHODS)
@@ -366,6 +377,8 @@ VALID: dict[str, st.SearchStrategy[Message]] = {
                          user_id=holders, order_id=st.sampled_from(["o-h0", "o-none"])),
     "Release": holder_voucher().map(
         lambda t: pb.ReleaseRequest(campaign_id=t[0], user_id=t[1], voucher_id=t[2])),
+    "WatchCampaigns": st.lists(targets, min_size=1, max_size=3).map(
+        lambda c: pb.WatchCampaignsRequest(campaign_ids=c)),
 }
 
 FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=False, database=None,
@@ -500,6 +513,10 @@ def rdm(what: str, expect: grpc.StatusCode, field: str = "", **fields: Any) -> L
 
 def stacked(cid: str, vouchers: list[str]) -> list[pb.StackedVouchers]:
     return [pb.StackedVouchers(campaign_id=cid, voucher_ids=vouchers)]
+
+
+def wat(what: str, expect: grpc.StatusCode, field: str, ids: list[str]) -> Limit:
+    return Limit(what, "WatchCampaigns", lambda w: pb.WatchCampaignsRequest(campaign_ids=ids), expect, field)
 
 
 def many(prefix: str, n: int) -> list[str]:
@@ -674,6 +691,12 @@ LIMIT_TABLE = [
         campaign_id="fz-main", user_id="h1", voucher_id="v" * 101), INVALID, "voucher_id"),
     Limit("Release user_id empty", "Release",
           lambda w: pb.ReleaseRequest(campaign_id="fz-main", voucher_id="v1"), INVALID, "user_id"),
+    # watches: 1 .. 100 campaign ids (one given twice is watched once), each known
+    wat("watch 0 campaign_ids", INVALID, "campaign_ids", []),
+    wat("watch 100 campaign_ids", OK, "", ["fz-main"] * 99 + ["fz-stack"]),
+    wat("watch 101 campaign_ids", INVALID, "campaign_ids", ["fz-main"] * 101),
+    wat("watch a bad campaign_id", INVALID, "campaign_ids", ["fz-main", "a{b}"]),
+    wat("watch an unknown campaign", NOT_FOUND, "", ["fz-main", "nx"]),
 ]
 
 

@@ -32,6 +32,7 @@ from claimcore.node.interceptors import AuthInterceptor, DecodeErrors
 from claimcore.node.metrics import NodeMetrics, RpcMetrics
 from claimcore.node.redeem_service import RedeemService
 from claimcore.node.soldout import SoldOutCache
+from claimcore.node.watch import CampaignStates
 from claimcore.security.abuse import AbuseLimits, LimitSettings
 from claimcore.security.auth import Credentials
 from claimcore.store.campaign_cache import CampaignCache
@@ -145,11 +146,11 @@ class Node:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ],
         )
-        pb_grpc.add_ClaimServiceServicer_to_server(
-            ClaimService(self.inventory, self.campaigns, Admission(), self.soldout, self.batcher,
-                         abuse_limits(options), self.metrics),
-            self.server,
-        )
+        claims = ClaimService(self.inventory, self.campaigns, Admission(), self.soldout, self.batcher,
+                              abuse_limits(options), self.metrics)
+        # WatchCampaigns (watch.py): one task computes the watched campaigns' states for every stream.
+        claims.watches = self.watches = CampaignStates(self.inventory, self.campaigns, self.soldout, creds)
+        pb_grpc.add_ClaimServiceServicer_to_server(claims, self.server)
         verifier = (HttpVerifier(options.verifier_url, options.verifier_timeout_ms / 1000)
                     if options.verifier_url else None)
         redemptions = Redemptions(self.inventory, self.campaigns, verifier)
@@ -180,7 +181,8 @@ class Node:
         await self._set_health(False)
         await self.server.start()
         self._tasks = [asyncio.create_task(self._watch_redis()),
-                       asyncio.create_task(self.soldout.run())]
+                       asyncio.create_task(self.soldout.run()),
+                       asyncio.create_task(self.watches.run())]
         if self.metrics_port >= 0:
             self._tasks.append(asyncio.create_task(
                 self.metrics.sample_forever(self.inventory, self.campaigns.cached)))
@@ -221,6 +223,7 @@ class Node:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.watches.close()  # watch streams end now: their clients go to another node
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.options.grace_s if grace_s is None else grace_s)
         self.metrics.close()

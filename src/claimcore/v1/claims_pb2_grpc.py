@@ -53,6 +53,11 @@ class ClaimServiceStub:
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.GetClaimRequest.SerializeToString,
                 response_deserializer=claimcore_dot_v1_dot_claims__pb2.GetClaimReply.FromString,
                 _registered_method=True)
+        self.WatchCampaigns = channel.unary_stream(
+                '/claimcore.v1.ClaimService/WatchCampaigns',
+                request_serializer=claimcore_dot_v1_dot_claims__pb2.WatchCampaignsRequest.SerializeToString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.CampaignState.FromString,
+                _registered_method=True)
 
 
 class ClaimServiceServicer:
@@ -85,6 +90,18 @@ class ClaimServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchCampaigns(self, request, context):
+        """Follow campaigns' states as the node sees them (docs/architecture.md, "The pushed
+        campaign state"): the current state of every watched campaign at once, then each
+        change, and the sold-out state again after every check that confirmed it (a
+        heartbeat, about once a second). The stream never ends by itself; a client whose
+        stream breaks subscribes again, to another node if need be. 1 .. 100 campaign ids,
+        each known (INVALID_ARGUMENT, NOT_FOUND otherwise; nothing is watched then).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClaimServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -102,6 +119,11 @@ def add_ClaimServiceServicer_to_server(servicer, server):
                     servicer.GetClaim,
                     request_deserializer=claimcore_dot_v1_dot_claims__pb2.GetClaimRequest.FromString,
                     response_serializer=claimcore_dot_v1_dot_claims__pb2.GetClaimReply.SerializeToString,
+            ),
+            'WatchCampaigns': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchCampaigns,
+                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.WatchCampaignsRequest.FromString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.CampaignState.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -189,6 +211,33 @@ class ClaimService:
             '/claimcore.v1.ClaimService/GetClaim',
             claimcore_dot_v1_dot_claims__pb2.GetClaimRequest.SerializeToString,
             claimcore_dot_v1_dot_claims__pb2.GetClaimReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchCampaigns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/claimcore.v1.ClaimService/WatchCampaigns',
+            claimcore_dot_v1_dot_claims__pb2.WatchCampaignsRequest.SerializeToString,
+            claimcore_dot_v1_dot_claims__pb2.CampaignState.FromString,
             options,
             channel_credentials,
             insecure,
