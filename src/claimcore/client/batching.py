@@ -49,6 +49,8 @@ class BatchStats:
     sent_lingered: int = 0  # lanes sent after the linger (or when the last call in flight came back)
     refused: int = 0        # batches refused as a whole (non-retryable status): their claims went alone
     failed: int = 0         # batches failed with a retryable status: their claims were retried
+    waits: list[float] | None = None  # set to [] to collect each claim's seconds in its lane
+
 
     @property
     def calls(self) -> int:
@@ -58,13 +60,14 @@ class BatchStats:
 class Ticket:
     """One claim's attempt, waiting in a lane and then in a call."""
 
-    __slots__ = ("request", "future", "deadline", "node", "jitter", "refused")
+    __slots__ = ("request", "future", "submitted", "deadline", "node", "jitter", "refused")
 
     def __init__(self, request: pb.ClaimRequest, future: asyncio.Future[pb.ClaimReply],
-                 deadline: float, node: int | None) -> None:
+                 submitted: float, deadline: float, node: int | None) -> None:
         self.request = request
         self.future = future
-        self.deadline = deadline  # loop time
+        self.submitted = submitted  # loop time
+        self.deadline = deadline
         self.node = node          # the stub it went to (None until sent, for a first attempt)
         self.jitter = random.random()
         self.refused = False      # its batch was refused for some item: send it again alone
@@ -106,7 +109,8 @@ class ClaimBatcher:
                timeout: float) -> Ticket:
         """Queue one claim for `node` (None: whichever node the batch goes to); await ticket.future."""
         loop = asyncio.get_running_loop()
-        ticket = Ticket(request, loop.create_future(), loop.time() + timeout, node)
+        now = loop.time()
+        ticket = Ticket(request, loop.create_future(), now, now + timeout, node)
         key = (node, metadata)
         lane = self._lanes.get(key)
         if lane is None:
@@ -148,6 +152,9 @@ class ClaimBatcher:
             lane.timer = None
         waiting = [t for t in lane.tickets if not t.future.done()]
         lane.tickets = []
+        if self.stats.waits is not None:
+            now = asyncio.get_running_loop().time()
+            self.stats.waits.extend(now - t.submitted for t in waiting)
         del self._lanes[lane.key]  # lanes are cheap; a retry lane must not live forever
         for start in range(0, len(waiting), self.max_batch):
             chunk = waiting[start:start + self.max_batch]
@@ -222,6 +229,6 @@ class ClaimBatcher:
 
 def describe(stats: BatchStats) -> dict[str, Any]:
     """The figures, for logs and benchmarks: claims per call among them."""
-    figures: dict[str, Any] = dict(vars(stats))
+    figures: dict[str, Any] = {k: v for k, v in vars(stats).items() if k != "waits"}
     figures["claims_per_call"] = round(stats.claims / stats.calls, 2) if stats.calls else 0.0
     return figures
