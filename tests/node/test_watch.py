@@ -4,7 +4,8 @@ A watcher sees a campaign go open -> sold out (also when the claims went to anot
 sold out when a released voucher's stock comes back before anyone can be granted it, pause and
 resume, start and end, and a reshard's epoch; the watch moves to another node when its node
 stops; 500 streams on one node all get one change; bad input is refused and changes nothing; on a
-node with credentials only a known caller watches, a channel only the campaigns open to it.
+node with credentials only a known caller watches, a channel only the campaigns open to it;
+ClaimClient(watch=True) answers new claims of a sold-out campaign itself, never one it already sent.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import grpc
 import pytest
 import redis
 
+from claimcore.client import ClaimClient
 from claimcore.client.watch import LOCAL_DETAIL, CampaignWatch
 from claimcore.clock import now_ms
 from claimcore.security.access import Access
@@ -266,3 +268,26 @@ def test_on_a_node_with_credentials_a_channel_watches_only_its_campaigns(redis_s
         assert asyncio.run(through_the_client()) == OPEN
     finally:
         secured.stop()
+
+
+def test_a_watching_client_answers_new_claims_of_a_sold_out_campaign_itself(node, other_node, admin):
+    cid = create_campaign(admin, inventory=4, shards=2).campaign.campaign_id
+
+    async def main() -> None:
+        async with ClaimClient([node.address, other_node.address], watch=True) as client:
+            granted = [await client.claim(cid, f"u{i}", f"r{i}") for i in range(4)]
+            assert [r.outcome for r in granted] == [pb.GRANTED] * 4
+            assert client.watch is not None
+            await client.watch.wait_for(cid, SOLD_OUT)
+            fresh = await client.claim(cid, "late-1")  # no request id: new by construction
+            assert fresh.outcome == pb.SOLD_OUT and fresh.detail == LOCAL_DETAIL
+            named = await client.claim(cid, "late-2", "never-sent")
+            assert named.detail == LOCAL_DETAIL
+            replay = await client.claim(cid, "u0", "r0")  # sent before: a node answers, with the grant
+            assert replay.outcome == pb.GRANTED
+            assert replay.voucher.voucher_id == granted[0].voucher.voucher_id
+            holder = await client.claim(cid, "u1")  # holds a voucher; a new request: SOLD_OUT locally
+            assert holder.outcome == pb.SOLD_OUT and holder.detail == LOCAL_DETAIL
+            assert client.answered_locally == 3
+
+    asyncio.run(main())

@@ -16,6 +16,14 @@ Concurrent claim() calls are batched (batching.py): the claims waiting at the
 same moment go out together as one ClaimBatch per node, each caller getting
 its own reply, deadline and retries. docs/client.md says how to use it all,
 and sync.py holds the same client for thread-based backends.
+
+With watch=True the client also follows the campaigns it claims in
+(watch.py: CampaignWatch, over ClaimService.WatchCampaigns) and answers a new
+claim of a sold-out campaign itself: SOLD_OUT with detail watch.LOCAL_DETAIL,
+counted in `answered_locally`, sending nothing. A request id this client has
+already sent (a retry of an unknown outcome, a replay) always goes to a node.
+docs/architecture.md, "The pushed campaign state", says what a local answer
+means and where it differs from a node's.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import grpc
 
 from claimcore import validation
 from claimcore.client.batching import BatchStats, ClaimBatcher, Metadata
+from claimcore.client.watch import CampaignWatch
 from claimcore.security.access import PLAINTEXT, Access
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
@@ -61,8 +70,12 @@ class ClaimClient:
     def __init__(self, targets: Sequence[str], *, deadline_s: float = 5.0, max_attempts: int = 5,
                  backoff_s: float = 0.05, reach: Access = PLAINTEXT, connections_per_node: int = 1,
                  max_batch: int = DEFAULT_MAX_BATCH, linger_s: float = DEFAULT_LINGER_S,
-                 metadata: Sequence[tuple[str, str]] = ()) -> None:
+                 metadata: Sequence[tuple[str, str]] = (), watch: bool = False) -> None:
         """reach: TLS and the channel's API key (access.py); plaintext without a key by default.
+
+        watch: answer new claims of a sold-out campaign locally, from the state the nodes push (see
+        the module docstring). The client then remembers every (campaign, user, request id) it has
+        sent, about 100 bytes each, to never answer one of them locally.
 
         deadline_s: how long one attempt of a call may take (a call's `timeout` overrides it).
         max_batch (1 .. 1,000) and linger_s: how claim() batches (batching.py; docs/client.md).
@@ -96,6 +109,9 @@ class ClaimClient:
         self._batcher = ClaimBatcher(self._stubs, lambda: next(self._next), RETRYABLE,
                                      max_batch=max_batch, linger_s=linger_s)
         self.retries = 0  # calls sent again, over the client's life
+        self.watch = CampaignWatch(targets, [], reach=reach) if watch else None
+        self._sent: set[tuple[str, str, str]] = set()  # claims sent to a node (with watch only)
+        self.answered_locally = 0  # claims answered SOLD_OUT from the pushed state, sending nothing
 
     async def __aenter__(self) -> ClaimClient:
         return self
@@ -104,6 +120,8 @@ class ClaimClient:
         await self.close()
 
     async def close(self) -> None:
+        if self.watch is not None:
+            await self.watch.close()
         await self._batcher.close()
         await asyncio.gather(*(ch.close() for ch in self._channels))
 
@@ -127,7 +145,29 @@ class ClaimClient:
                                    client_ip)
         except validation.InvalidInput as exc:
             raise invalid_argument(str(exc)) from None
+        if self.watch is not None:
+            local = self._local_answer(request)
+            if local is not None:
+                return local
         return await self._send_claim(request, self._metadata(metadata), self._timeout(timeout))
+
+    def _local_answer(self, request: pb.ClaimRequest) -> pb.ClaimReply | None:
+        """SOLD_OUT from the pushed state for a claim this client never sent, else None (and the
+        claim is remembered as sent). The campaign is watched from its first claim on."""
+        assert self.watch is not None
+        cid = request.campaign_id
+        if cid not in self.watch.campaign_ids:
+            self.watch.add([cid])
+            self.watch.start()
+        key = (cid, request.user_id, request.request_id)
+        if key in self._sent:
+            return None  # it may hold a grant: only a node can say
+        local = self.watch.local_answer(cid)
+        if local is not None:
+            self.answered_locally += 1
+            return local
+        self._sent.add(key)
+        return None
 
     async def _send_claim(self, request: pb.ClaimRequest, metadata: Metadata,
                           timeout: float) -> pb.ClaimReply:

@@ -83,8 +83,6 @@ class CampaignWatch:
         one, so that many clients' watches spread over the nodes."""
         if not targets:
             raise ValueError("CampaignWatch needs at least one node's host:port")
-        if not campaign_ids:
-            raise ValueError("CampaignWatch needs at least one campaign id")
         self.targets = list(targets)
         self.campaign_ids = list(dict.fromkeys(campaign_ids))
         self.reach = reach
@@ -94,6 +92,8 @@ class CampaignWatch:
         self._states: dict[str, Received] = {}
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+        self._started = False  # start() was called: a stream runs whenever there are campaigns
+        self._retired: set[asyncio.Task[None]] = set()  # streams cancelled by add(), maybe still closing
         self._next = random.randrange(len(self.targets)) if first_node is None else first_node
         self.node = ""              # the node streaming to us now ("" between streams)
         self.subscriptions = 0      # streams opened, over the watch's life
@@ -108,15 +108,34 @@ class CampaignWatch:
         await self.close()
 
     def start(self) -> None:
-        if self._task is None:
+        self._started = True
+        if self._task is None and self.campaign_ids:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def close(self) -> None:
+    def add(self, campaign_ids: Sequence[str]) -> None:
+        """Watch these campaigns too: the stream is opened again, to the same node, with them."""
+        new = [cid for cid in dict.fromkeys(campaign_ids) if cid not in self.campaign_ids]
+        if not new:
+            return
+        self.campaign_ids += new
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._retired.add(self._task)  # closed by close()
             self._task = None
+            self._next -= 1  # back to the node streaming now (or the one being tried)
+        if self._started:
+            self.start()
+
+    async def close(self) -> None:
+        self._started = False
+        if self._task is not None:
+            self._task.cancel()
+            self._retired.add(self._task)
+            self._task = None
+        for task in self._retired:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._retired.clear()
 
     # ---------------------------------------------------------------- what the watch knows
 
@@ -160,8 +179,7 @@ class CampaignWatch:
                 log.info("watch stream from %s ended: %s %s", target, err.code().name, err.details())
             except TimeoutError:
                 log.info("watch stream from %s silent for %.1fs: subscribing again", target, self.silent_s)
-            finally:
-                self.node = ""
+            self.node = ""
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, self.max_backoff_s)
 
