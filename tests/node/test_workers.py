@@ -89,9 +89,12 @@ def test_claims_over_several_connections_reach_both_workers_and_never_oversell(w
 
     async def burst() -> Counter[int]:
         # 16 connections: the kernel gives each to one worker; all 16 on one worker has odds 2^-15.
+        # 60 ClaimBatch calls of 5 go round robin over them (claim() would coalesce into a few calls).
         async with ClaimClient([workers.address], connections_per_node=16, deadline_s=20) as client:
-            replies = await asyncio.gather(*(client.claim(cid, f"u-{token}-{i}") for i in range(300)))
-        return Counter(r.outcome for r in replies)
+            batches = await asyncio.gather(*(client.claim_batch([
+                pb.ClaimRequest(campaign_id=cid, user_id=f"u-{token}-{b}-{i}", request_id="r")
+                for i in range(5)]) for b in range(60)))
+        return Counter(r.outcome for batch in batches for r in batch.replies)
 
     outcomes = asyncio.run(burst())
     assert outcomes[pb.GRANTED] == 50 and outcomes[pb.SOLD_OUT] == 250  # exactly the stock, across workers
