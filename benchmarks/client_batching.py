@@ -112,23 +112,23 @@ async def load_unary(stub: pb_grpc.ClaimServiceStub, users: Users, claims: int) 
     await asyncio.gather(*(caller() for _ in range(UNARY_IN_FLIGHT)))
 
 
-async def light_latencies(ways: dict[str, Callable[[], Awaitable[object]]], claims: int
-                          ) -> dict[str, list[float]]:
-    """Each claim's latency (s), by way, with LIGHT_CALLERS callers pausing 0..LIGHT_PAUSE_S between
-    claims. Each claim takes a way at random, so that every way meets the same noise."""
+async def light_latencies(ways: dict[str, Callable[[], Awaitable[object]]], claims: int, callers: int,
+                          pause_s: float) -> dict[str, list[float]]:
+    """Each claim's latency (s), by way, with `callers` callers pausing 0..pause_s between claims.
+    Each claim takes a way at random, so that every way meets the same noise."""
     left, seen = [claims], {name: [] for name in ways}  # type: dict[str, list[float]]
     names = list(ways)
 
     async def caller() -> None:
         while left[0] > 0:
             left[0] -= 1
-            await asyncio.sleep(random.random() * LIGHT_PAUSE_S)
+            await asyncio.sleep(random.random() * pause_s)
             name = random.choice(names)
             t0 = time.perf_counter()
             await ways[name]()
             seen[name].append(time.perf_counter() - t0)
 
-    await asyncio.gather(*(caller() for _ in range(LIGHT_CALLERS)))
+    await asyncio.gather(*(caller() for _ in range(callers)))
     return seen
 
 
@@ -166,7 +166,8 @@ async def one_round(address: str, pid: int, args: argparse.Namespace, order: lis
                 campaign_id=CAMPAIGN, user_id=users.take("x"), request_id=f"r{users.n}"), timeout=10),
         }
         auto.batching.waits, eager.batching.waits = [], []
-        for name, seen in (await light_latencies(light, args.light_claims)).items():
+        for name, seen in (await light_latencies(light, args.light_claims, args.light_callers,
+                                                       args.light_pause_ms / 1e3)).items():
             figures.add(figures.p50_ms, name, p(seen, 0.50) * 1e3)
             figures.add(figures.p99_ms, name, p(seen, 0.99) * 1e3)
         for name, client in (("linger 1 ms", auto), ("linger 0", eager)):
@@ -176,7 +177,8 @@ async def one_round(address: str, pid: int, args: argparse.Namespace, order: lis
             client.batching.waits = None
 
 
-def report(figures: Figures, rounds: int) -> None:
+def report(figures: Figures, args: argparse.Namespace) -> None:
+    rounds = args.rounds
     med = statistics.median
     print(f"\nnode CPU per claim (µs), median of {rounds} rounds [min .. max]")
     for mode in ("auto", "batch", "unary"):
@@ -192,7 +194,7 @@ def report(figures: Figures, rounds: int) -> None:
     vs_unary = [u / a for a, u in zip(figures.cpu_us["auto"], figures.cpu_us["unary"], strict=True)]
     print(f"  unary costs the node {med(vs_unary):.1f}x the auto-batching client per claim")
 
-    print(f"\nlatency at light load ({LIGHT_CALLERS} callers pausing 0-{LIGHT_PAUSE_S * 1e3:.0f} ms), "
+    print(f"\nlatency at light load ({args.light_callers} callers pausing 0-{args.light_pause_ms:g} ms), "
           f"ms, median of {rounds} rounds")
     for name in ("linger 1 ms", "linger 0", "bare unary"):
         print(f"  {name:12} p50 {med(figures.p50_ms[name]):6.2f}   p99 {med(figures.p99_ms[name]):6.2f}")
@@ -219,8 +221,6 @@ def main() -> None:
     parser.add_argument("--light-pause-ms", type=float, default=LIGHT_PAUSE_S * 1e3,
                         help="each light-load caller pauses 0 to this between claims")
     args = parser.parse_args()
-    global LIGHT_CALLERS, LIGHT_PAUSE_S
-    LIGHT_CALLERS, LIGHT_PAUSE_S = args.light_callers, args.light_pause_ms / 1e3
     per_round = args.claims * 2 + args.claims // 4 + args.light_claims + 8000
     figures, users = Figures(), Users()
     modes = ["auto", "batch", "unary"]
@@ -238,7 +238,7 @@ def main() -> None:
                 print(f"round {r + 1}/{args.rounds} done ({time.monotonic() - started:.0f} s)", flush=True)
         finally:
             node.stop()
-    report(figures, args.rounds)
+    report(figures, args)
 
 
 if __name__ == "__main__":

@@ -155,7 +155,8 @@ class ClaimBatcher:
         if self.stats.waits is not None:
             now = asyncio.get_running_loop().time()
             self.stats.waits.extend(now - t.submitted for t in waiting)
-        del self._lanes[lane.key]  # lanes are cheap; a retry lane must not live forever
+        if self._lanes.get(lane.key) is lane:
+            del self._lanes[lane.key]  # lanes are cheap; a retry lane must not live forever
         for start in range(0, len(waiting), self.max_batch):
             chunk = waiting[start:start + self.max_batch]
             node = lane.node if lane.node is not None else self._pick()
