@@ -184,17 +184,28 @@ class Workers:
         self.metrics_ports = [ready[i][1] if i in ready else -1 for i in range(self.count)]
 
     def watch(self) -> str:
-        """Wait until every worker has exited; "" after a stop, else which worker died on its own."""
+        """Wait until every worker has exited; "" after a stop, else which worker died on its own.
+
+        Once stopping, a worker still running past its grace and STOP_MARGIN_S is killed.
+        """
         running = {p.sentinel: i for i, p in enumerate(self.processes)}
         died = ""
+        kill_at: float | None = None
         while running:
             for sentinel in wait(list(running), timeout=0.5):
-                index = running.pop(sentinel)  # type: ignore[call-overload]
+                index = running.pop(sentinel)
                 process = self.processes[index]
                 process.join()
                 if not self.stopping:
                     died = f"worker {index} (pid {process.pid}) exited with code {process.exitcode}"
                     self.stop_all()
+            if self.stopping and kill_at is None:
+                kill_at = time.monotonic() + self.options.grace_s + STOP_MARGIN_S
+            if kill_at is not None and time.monotonic() > kill_at:
+                for index in running.values():
+                    log.warning("worker %d did not drain in time: killed", index)
+                    self.processes[index].kill()
+                kill_at = float("inf")  # the kills end them; wait() sees it
         return died
 
     def stop_all(self) -> None:
