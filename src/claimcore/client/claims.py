@@ -106,8 +106,8 @@ class ClaimClient:
         self._redeem_stubs = [pb_grpc.RedeemServiceStub(ch) for ch in self._channels]
         self._next = itertools.cycle(range(len(self._stubs)))
         self.metadata: Metadata = tuple((str(k), str(v)) for k, v in metadata)
-        self._batcher = ClaimBatcher(self._stubs, lambda: next(self._next), RETRYABLE,
-                                     max_batch=max_batch, linger_s=linger_s)
+        self._batcher = ClaimBatcher(self._stubs, self._pick, RETRYABLE, max_batch=max_batch,
+                                     linger_s=linger_s)
         self.retries = 0  # calls sent again, over the client's life
         self.watch = CampaignWatch(targets, [], reach=reach) if watch else None
         self._sent: set[tuple[str, str, str]] = set()  # claims sent to a node (with watch only)
@@ -124,6 +124,15 @@ class ClaimClient:
             await self.watch.close()
         await self._batcher.close()
         await asyncio.gather(*(ch.close() for ch in self._channels))
+
+    def _pick(self) -> int:
+        """The connection a batch of first attempts goes to: the next in the round robin that is not
+        known to be down (after a node died, its connection fails fast; its turn goes to the others)."""
+        for _ in range(len(self._channels)):
+            index = next(self._next)
+            if self._channels[index].get_state() != grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                return index
+        return index
 
     @property
     def batching(self) -> BatchStats:
@@ -267,7 +276,7 @@ class ClaimClient:
         """One unary call, retried to the next node while its status leaves the outcome unknown."""
         per_attempt, sent_metadata = self._timeout(timeout), self._metadata(metadata)
         last: grpc.aio.AioRpcError | None = None
-        first = next(self._next)
+        first = self._pick()
         for attempt in range(self.max_attempts):
             if attempt:
                 self.retries += 1
