@@ -11,7 +11,7 @@ rotating order:
   `batch`  ClaimClient.claim_batch() of 100 claims, 8 calls in flight;
   `unary`  the bare stub's Claim, 256 calls in flight;
 - the delay the linger adds at light load: 20 callers, each claiming and then
-  pausing 0-20 ms (about 2,000 claims/s), each claim going at random through
+  pausing 0-20 ms (about 1,300 claims/s), each claim going at random through
   ClaimClient with the default linger (1 ms), ClaimClient with linger_s=0, or
   a bare unary call (mixed in one phase, so all three meet the same noise of
   a shared machine); p50 and p99 of each claim's latency as its caller saw it.
