@@ -7,16 +7,6 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class CampaignPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    CAMPAIGN_PHASE_UNSPECIFIED: _ClassVar[CampaignPhase]
-    CAMPAIGN_PHASE_OPEN: _ClassVar[CampaignPhase]
-    CAMPAIGN_PHASE_SOLD_OUT: _ClassVar[CampaignPhase]
-    CAMPAIGN_PHASE_STOCK_RETURNING: _ClassVar[CampaignPhase]
-    CAMPAIGN_PHASE_PAUSED: _ClassVar[CampaignPhase]
-    CAMPAIGN_PHASE_NOT_STARTED: _ClassVar[CampaignPhase]
-    CAMPAIGN_PHASE_ENDED: _ClassVar[CampaignPhase]
-
 class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     OUTCOME_UNSPECIFIED: _ClassVar[Outcome]
@@ -28,6 +18,16 @@ class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NOT_ELIGIBLE: _ClassVar[Outcome]
     RATE_LIMITED: _ClassVar[Outcome]
     PAUSED: _ClassVar[Outcome]
+
+class CampaignPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CAMPAIGN_PHASE_UNSPECIFIED: _ClassVar[CampaignPhase]
+    CAMPAIGN_PHASE_OPEN: _ClassVar[CampaignPhase]
+    CAMPAIGN_PHASE_SOLD_OUT: _ClassVar[CampaignPhase]
+    CAMPAIGN_PHASE_STOCK_RETURNING: _ClassVar[CampaignPhase]
+    CAMPAIGN_PHASE_PAUSED: _ClassVar[CampaignPhase]
+    CAMPAIGN_PHASE_NOT_STARTED: _ClassVar[CampaignPhase]
+    CAMPAIGN_PHASE_ENDED: _ClassVar[CampaignPhase]
 
 class RedeemOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -49,13 +49,6 @@ class ReverseOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REVERSE_OUTCOME_UNSPECIFIED: _ClassVar[ReverseOutcome]
     REVERSED: _ClassVar[ReverseOutcome]
     ORDER_NOT_FOUND: _ClassVar[ReverseOutcome]
-CAMPAIGN_PHASE_UNSPECIFIED: CampaignPhase
-CAMPAIGN_PHASE_OPEN: CampaignPhase
-CAMPAIGN_PHASE_SOLD_OUT: CampaignPhase
-CAMPAIGN_PHASE_STOCK_RETURNING: CampaignPhase
-CAMPAIGN_PHASE_PAUSED: CampaignPhase
-CAMPAIGN_PHASE_NOT_STARTED: CampaignPhase
-CAMPAIGN_PHASE_ENDED: CampaignPhase
 OUTCOME_UNSPECIFIED: Outcome
 GRANTED: Outcome
 ALREADY_CLAIMED: Outcome
@@ -65,6 +58,13 @@ ENDED: Outcome
 NOT_ELIGIBLE: Outcome
 RATE_LIMITED: Outcome
 PAUSED: Outcome
+CAMPAIGN_PHASE_UNSPECIFIED: CampaignPhase
+CAMPAIGN_PHASE_OPEN: CampaignPhase
+CAMPAIGN_PHASE_SOLD_OUT: CampaignPhase
+CAMPAIGN_PHASE_STOCK_RETURNING: CampaignPhase
+CAMPAIGN_PHASE_PAUSED: CampaignPhase
+CAMPAIGN_PHASE_NOT_STARTED: CampaignPhase
+CAMPAIGN_PHASE_ENDED: CampaignPhase
 REDEEM_OUTCOME_UNSPECIFIED: RedeemOutcome
 REDEEMED: RedeemOutcome
 ALREADY_REDEEMED: RedeemOutcome
@@ -80,30 +80,6 @@ SN_ALREADY_SUBSIDISED: RedeemOutcome
 REVERSE_OUTCOME_UNSPECIFIED: ReverseOutcome
 REVERSED: ReverseOutcome
 ORDER_NOT_FOUND: ReverseOutcome
-
-class WatchCampaignsRequest(_message.Message):
-    __slots__ = ("campaign_ids",)
-    CAMPAIGN_IDS_FIELD_NUMBER: _ClassVar[int]
-    campaign_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, campaign_ids: _Optional[_Iterable[str]] = ...) -> None: ...
-
-class CampaignState(_message.Message):
-    __slots__ = ("campaign_id", "phase", "shard_epoch", "sequence", "observed_at_ms", "sold_out_valid_for_ms", "stock_back_by_ms")
-    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
-    PHASE_FIELD_NUMBER: _ClassVar[int]
-    SHARD_EPOCH_FIELD_NUMBER: _ClassVar[int]
-    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
-    OBSERVED_AT_MS_FIELD_NUMBER: _ClassVar[int]
-    SOLD_OUT_VALID_FOR_MS_FIELD_NUMBER: _ClassVar[int]
-    STOCK_BACK_BY_MS_FIELD_NUMBER: _ClassVar[int]
-    campaign_id: str
-    phase: CampaignPhase
-    shard_epoch: int
-    sequence: int
-    observed_at_ms: int
-    sold_out_valid_for_ms: int
-    stock_back_by_ms: int
-    def __init__(self, campaign_id: _Optional[str] = ..., phase: _Optional[_Union[CampaignPhase, str]] = ..., shard_epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., observed_at_ms: _Optional[int] = ..., sold_out_valid_for_ms: _Optional[int] = ..., stock_back_by_ms: _Optional[int] = ...) -> None: ...
 
 class ClaimRequest(_message.Message):
     __slots__ = ("campaign_id", "user_id", "request_id", "channel_id", "device_id", "client_ip")
@@ -184,6 +160,30 @@ class GetClaimReply(_message.Message):
     found: bool
     vouchers: _containers.RepeatedCompositeFieldContainer[Voucher]
     def __init__(self, found: _Optional[bool] = ..., vouchers: _Optional[_Iterable[_Union[Voucher, _Mapping]]] = ...) -> None: ...
+
+class WatchCampaignsRequest(_message.Message):
+    __slots__ = ("campaign_ids",)
+    CAMPAIGN_IDS_FIELD_NUMBER: _ClassVar[int]
+    campaign_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, campaign_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CampaignState(_message.Message):
+    __slots__ = ("campaign_id", "phase", "shard_epoch", "sequence", "observed_at_ms", "sold_out_valid_for_ms", "stock_back_by_ms")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    SHARD_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    SOLD_OUT_VALID_FOR_MS_FIELD_NUMBER: _ClassVar[int]
+    STOCK_BACK_BY_MS_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    phase: CampaignPhase
+    shard_epoch: int
+    sequence: int
+    observed_at_ms: int
+    sold_out_valid_for_ms: int
+    stock_back_by_ms: int
+    def __init__(self, campaign_id: _Optional[str] = ..., phase: _Optional[_Union[CampaignPhase, str]] = ..., shard_epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., observed_at_ms: _Optional[int] = ..., sold_out_valid_for_ms: _Optional[int] = ..., stock_back_by_ms: _Optional[int] = ...) -> None: ...
 
 class Campaign(_message.Message):
     __slots__ = ("campaign_id", "name", "inventory", "shards", "per_user_limit", "starts_at_ms", "ends_at_ms", "admission_rate", "admission_burst", "value_cents", "min_spend_cents", "category", "valid_for_ms", "max_vouchers_per_order", "regions", "allow_list", "resident_regions", "required_tags", "rounds", "one_per_category", "stackable", "channels")

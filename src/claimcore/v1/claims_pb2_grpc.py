@@ -91,12 +91,13 @@ class ClaimServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchCampaigns(self, request, context):
-        """Follow campaigns' states as the node sees them (docs/architecture.md, "The pushed
-        campaign state"): the current state of every watched campaign at once, then each
-        change, and the sold-out state again after every check that confirmed it (a
-        heartbeat, about once a second). The stream never ends by itself; a client whose
-        stream breaks subscribes again, to another node if need be. 1 .. 100 campaign ids,
-        each known (INVALID_ARGUMENT, NOT_FOUND otherwise; nothing is watched then).
+        """Follow campaigns' states as the node sees them (docs/architecture.md, section The
+        pushed campaign state): the current state of every watched campaign at once, then
+        each change, the sold-out state again after every check that confirmed it (about
+        once a second) and every other state at least every 2 s. The stream ends only when
+        the node drains (status OK) or fails; the client then subscribes again, to another
+        node. 1 .. 100 campaign ids, each known and, for a channel, open to it
+        (INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED otherwise; nothing is watched then).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
