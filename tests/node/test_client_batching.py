@@ -161,6 +161,8 @@ def test_bad_input_and_unknown_campaigns_fail_only_their_own_caller(node, admin)
             results = await asyncio.gather(*calls, return_exceptions=True)
             # The unknown campaign refused its whole batch on the node; its neighbours went again alone.
             assert client.batching.refused == 1 and client.retries == 0
+            for user in ("u-ip", "u-nf"):  # the refused claims wrote nothing
+                assert not (await client.get_claim(cid, user)).found
             return results
 
     results = asyncio.run(main())
