@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from claimcore.client import ClaimClient
-from claimcore.client.watch import LOCAL_DETAIL, CampaignWatch
+from claimcore.client.watch import LOCAL_DETAIL, MARGIN_MS, MAX_AGE_MS, CampaignWatch, sold_out_until
 from claimcore.clock import now_ms
 from claimcore.security.access import Access
 from claimcore.v1 import claims_pb2 as pb
@@ -63,7 +63,7 @@ def test_a_watcher_sees_open_then_sold_out_when_the_claims_went_to_another_node(
             assert 0 < sold.state.sold_out_valid_for_ms <= 1500
             reply = watch.local_answer(cid)
             assert reply is not None and reply.outcome == pb.SOLD_OUT and reply.detail == LOCAL_DETAIL
-            assert watch.answered_locally == 1
+            assert watch.answered_locally == 1 and watch.untrusted == 0
             # Heartbeats: the sold-out state keeps being confirmed, each a new state.
             again = await watch.wait_for(cid, SOLD_OUT, min_epoch=0)
             while again.state.sequence == sold.state.sequence:
@@ -291,3 +291,17 @@ def test_a_watching_client_answers_new_claims_of_a_sold_out_campaign_itself(node
             assert client.answered_locally == 3
 
     asyncio.run(main())
+
+
+def test_a_sold_out_state_is_trusted_only_while_fresh():
+    """The client's rule (client/watch.py): its validity less MARGIN_MS from receipt; none for a
+    state older than MAX_AGE_MS by the node's clock on arrival, or for another phase."""
+    def state(**fields: int) -> pb.CampaignState:
+        return pb.CampaignState(campaign_id="c", phase=SOLD_OUT, observed_at_ms=1_000_000,
+                                sold_out_valid_for_ms=1400, **fields)
+
+    assert sold_out_until(state(), 50.0, 1_000_010) == pytest.approx(50.0 + (1400 - MARGIN_MS) / 1000)
+    assert sold_out_until(state(), 50.0, 1_000_000 + MAX_AGE_MS + 1) == 0.0
+    assert sold_out_until(pb.CampaignState(phase=OPEN, observed_at_ms=1_000_000), 50.0, 1_000_000) == 0.0
+    short = pb.CampaignState(phase=SOLD_OUT, observed_at_ms=1_000_000, sold_out_valid_for_ms=MARGIN_MS)
+    assert sold_out_until(short, 50.0, 1_000_000) == 0.0

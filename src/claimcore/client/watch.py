@@ -98,6 +98,9 @@ class CampaignWatch:
         self.node = ""              # the node streaming to us now ("" between streams)
         self.subscriptions = 0      # streams opened, over the watch's life
         self.answered_locally = 0   # SOLD_OUT replies given by local_answer
+        # Sold-out states not trusted on arrival (too old by the node's clock, or their validity spent):
+        # steadily rising means this machine's clock is ahead of the nodes' (no local answers then).
+        self.untrusted = 0
         self.last_error: grpc.aio.AioRpcError | None = None
 
     async def __aenter__(self) -> CampaignWatch:
@@ -206,7 +209,9 @@ class CampaignWatch:
 
     async def _receive(self, state: pb.CampaignState, node: str) -> None:
         received_at = time.monotonic()
-        self._states[state.campaign_id] = Received(state, node, received_at,
-                                                   sold_out_until(state, received_at, now_ms()))
+        until = sold_out_until(state, received_at, now_ms())
+        if state.phase == pb.CAMPAIGN_PHASE_SOLD_OUT and not until:
+            self.untrusted += 1
+        self._states[state.campaign_id] = Received(state, node, received_at, until)
         async with self._changed:
             self._changed.notify_all()
