@@ -22,6 +22,8 @@ serves them on a loopback port of its own; the parent's one /metrics is
 `WorkersMetrics`, which scrapes the workers and merges them: counters and
 histograms summed, gauges (sampled from the shared Redis, so alike up to
 a second's lag) by `GAUGE_MERGE`, plus per-worker families that show the spread.
+process_cpu_seconds_total (prometheus_client's ProcessCollector) is a counter, so the
+parent's figure is the workers' CPU summed (the parent's own, a supervisor's, is left out).
 prometheus_client's multiprocess mode was the other way: it merges only its
 own mmap-backed metrics, not a custom collector's families, and would put a
 file write with a lock on every claim.
@@ -38,7 +40,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -120,6 +122,9 @@ class NodeMetrics:
         self._slots: dict[str, int] = {}  # shard slots last seen per campaign (a reshard adds some)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
+        # process_cpu_seconds_total and the other process_* families (read from /proc at scrape
+        # time): loadgen reads the front nodes' CPU-seconds from it; workers' are summed.
+        ProcessCollector(registry=self.registry)
         self._http: Any = None
 
     # ------------------------------------------------------------------ counting (hot path)
