@@ -10,6 +10,7 @@ import pytest
 from claimcore.harness.embedded_redis import free_port
 from claimcore.loadtest import loadgen
 from claimcore.loadtest.arrivals import ArrivalShape
+from claimcore.loadtest.node_cpu import parse_metrics_urls
 from claimcore.loadtest.recording import HEADER
 from claimcore.ops import cli
 
@@ -78,12 +79,24 @@ def test_malformed_flags_exit_2_from_argparse(argv, capsys):
         (["--target", "h:1", "--campaign", "c", "--reshard", "0@1"], "shards must be 1..1024"),
         (["--target", "nohost", "--campaign", "c"], "'nohost' is not HOST:PORT"),
         (["--target", "h:1,h:99999", "--campaign", "c"], "'h:99999' is not HOST:PORT"),
+        (["--target", "h:1", "--campaign", "c", "--node-metrics", "nohost"],
+         "--node-metrics 'nohost' is not HOST:PORT"),
+        (["--target", "h:1", "--campaign", "c", "--node-metrics", "ftp://h:1/m"],
+         "--node-metrics 'ftp://h:1/m' is not HOST:PORT"),
+        (["--target", "h:1", "--campaign", "c", "--node-metrics", ","], "--node-metrics needs at least one"),
     ],
 )  # fmt: skip
 def test_bad_flags_exit_2_naming_the_flag(argv, message, capsys):
     code, err = run_cli(argv, capsys)
     assert code == loadgen.EXIT_ERROR
     assert message in err
+
+
+def test_client_auto_is_the_mode_auto_and_node_metrics_become_urls():
+    args = parse(["--target", "h:1", "--campaign", "c", "--client", "auto",
+                  "--node-metrics", "h:9100,https://m.example:443/x"])  # fmt: skip
+    assert args.mode == "auto" and loadgen.check_arguments(args) == []
+    assert parse_metrics_urls(args.node_metrics) == ["http://h:9100/metrics", "https://m.example:443/x"]
 
 
 def test_unreachable_target_exits_2(capsys):

@@ -389,3 +389,38 @@ def test_throughput_series_has_a_row_per_slice():
 def test_per_second_sums_ticks_into_whole_seconds():
     assert per_second({0: [3, 0, 0], 99: [1, 0, 0], 100: [2, 0, 0], 350: [4, 0, 0]}, 0.01) == [4, 2, 0, 4]
     assert per_second({}, 0.01) == []
+
+
+# ------------------------------------------------ local answers and node CPU
+
+
+def test_local_answers_are_a_share_of_the_claims_answered_after_sold_out():
+    results = clean_results()
+    results[1]["answered_locally"] = 2  # of the 3 SOLD_OUT replies in tick 150, after sold out at 0.8 s
+    results[1]["local_to_holders"] = 1
+    results[1]["client"] = {"answered_locally": 2, "batches": 1}
+    report = report_for(results, inventory=3, users=6, server_granted=3)
+    # Replies after 0.8 s: tick 150's 3 (ticks 10 and 70 come before it).
+    assert report["answered_locally"] == {"count": 2, "claims_after_sold_out": 3,
+                                          "share_after_sold_out": pytest.approx(2 / 3)}
+    assert report["local_to_holders"] == 1 and report["client"] == {"answered_locally": 2, "batches": 1}
+    text = format_report(report)
+    assert "answered without reaching a node  2 (66.7 % of the 3 claims after sold out); 1 second" in text
+
+
+def test_front_cpu_is_not_measured_without_metrics_and_summed_over_nodes_with_them():
+    unmeasured = report_for(clean_results(), inventory=3, users=6, server_granted=3)
+    assert unmeasured["front_cpu"]["measured"] is False and unmeasured["front_cpu"]["cpu_s"] is None
+    assert "front node CPU" in format_report(unmeasured) and "not measured" in format_report(unmeasured)
+    assert json.loads(report_json(unmeasured))["front_cpu"]["per_million_claims"] is None
+    merged = merge_worker_results(clean_results())
+    measured = build_report(
+        campaign_id="demo-test", inventory=3, shards=2, users=6, processes=2, concurrency=4,
+        merged=merged, server={"granted": 3, "remaining": 0, "sold_out_at_ms": 1_000_800, "shards": []},
+        front_cpu={"nodes": [{"url": "http://a/metrics", "before": 10.0, "after": 10.5},
+                             {"url": "http://b/metrics", "before": 3.0, "after": 3.3}]},
+    )  # fmt: skip
+    cpu = measured["front_cpu"]
+    assert cpu["measured"] is True and cpu["cpu_s"] == pytest.approx(0.8)
+    assert cpu["per_million_claims"] == pytest.approx(0.8 / 8 * 1e6)  # 8 replies
+    assert "0.80 CPU-s over 2 nodes (100,000.0 CPU-s per million claims)" in format_report(measured)

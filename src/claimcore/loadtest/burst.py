@@ -3,7 +3,8 @@
 A run's plan (claimcore.loadtest.arrivals) is split by user over spawned worker processes, so all
 cores work. Each worker opens one grpc.aio channel per target, waits until every worker is
 ready, and from a common start instant sends its share with claimcore.loadtest.driver.Driver
-(which holds the sending, the retries and the checks of one worker).
+(which holds the sending, the retries and the checks of one worker). In auto mode each worker
+is an app backend: its claims go through one ClaimClient(watch=True) of its own.
 
 `run_load` returns one compact dict per worker (histogram buckets, not raw latencies);
 `claimcore.loadtest.report.merge_worker_results` folds them into one. `run_burst` is the demo's
@@ -25,6 +26,7 @@ from typing import Any
 
 import uvloop
 
+from claimcore.client import ClaimClient
 from claimcore.loadtest.arrivals import ArrivalShape, Plan, plan_claims
 from claimcore.loadtest.driver import (
     CHANNEL_OPTIONS,
@@ -73,16 +75,25 @@ async def _run_worker_async(
             progress[row + n] = getattr(p, name)
 
     channels = [cfg.reach.aio_channel(t, options=CHANNEL_OPTIONS) for t in cfg.targets]
+    # Auto mode: the app backend's client; it batches, retries (max_attempts in all) and watches.
+    client = (ClaimClient(cfg.targets, deadline_s=cfg.deadline, max_attempts=cfg.max_attempts,
+                          reach=cfg.reach, watch=True) if cfg.mode == "auto" else None)
     try:
         for channel in channels:
             await asyncio.wait_for(channel.channel_ready(), timeout=CHANNEL_READY_TIMEOUT_S)
         driver = Driver(cfg, [claims_pb2_grpc.ClaimServiceStub(c) for c in channels], plan, write_progress,
-                         [claims_pb2_grpc.RedeemServiceStub(c) for c in channels] if cfg.redeem_share else ())
+                        [claims_pb2_grpc.RedeemServiceStub(c) for c in channels] if cfg.redeem_share else (),
+                        client)
         await asyncio.get_running_loop().run_in_executor(None, barrier.wait, BARRIER_TIMEOUT_S)
         start = await _wait_for_start(start_value)
         end = await driver.run(start)
         await driver.settle_unknown()
+        if client is not None:
+            driver.tally.client = driver.client_counters()
+            driver.tally.calls = client.batching.calls  # the RPCs the client made for the claims
     finally:
+        if client is not None:
+            await client.close()
         for channel in channels:
             await channel.close()
     return driver.tally.result(cfg.index, start, end)
@@ -129,7 +140,8 @@ def run_load(
     """Send the plan's claims from `processes` spawned workers; return their results.
 
     targets are front nodes' host:port, used round robin per call; each worker keeps up to
-    `concurrency` calls in flight (of batch_size claims each in batch mode); deadline is per
+    `concurrency` calls in flight (of batch_size claims each in batch mode; in auto mode,
+    `concurrency` claims in flight through its ClaimClient); deadline is per
     call, in seconds; seed drives the back-off jitter. redeem_share of the new grants are
     redeemed at once at merchant_id, on an order of order_amount_cents. on_progress, if
     given, is called in this process about every progress_every_s once the run has started.

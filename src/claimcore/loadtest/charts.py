@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from claimcore.loadtest.report import QUANTILES
+from claimcore.loadtest.report_text import front_cpu_text, local_answers_text
 
 WIDTH = 960
 HEIGHT = 260
@@ -172,6 +173,8 @@ def render_html(report: Mapping[str, Any]) -> str:
         ("time to sold out (server)", f"{sold_out:.3f} s" if _finite(sold_out) else "n/a"),
         ("claims/s", f"{report['claims_per_s']:,.0f}" if _finite(report.get("claims_per_s")) else "n/a"),
         ("wall", f"{report['burst_wall_s']:.3f} s" if _finite(report.get("burst_wall_s")) else "n/a"),
+        ("front node CPU", front_cpu_text(report)),
+        ("answered without reaching a node", local_answers_text(report)),
     ]
     head = "".join(f"<th>{name}</th>" for name, _ in QUANTILES)
     return f"""<!DOCTYPE html>

@@ -8,6 +8,7 @@ twice with a fresh request_id. Afterwards it checks, against the server's own
 figures, that no voucher was granted twice, nothing was oversold, exactly
 min(inventory, users) vouchers went out, and replays were answered
 consistently; it prints a short report and exits 0 only if every check passed.
+Its own node serves /metrics, so the report gives the CPU-seconds the burst cost it.
 
 Exit codes: 0 all checks passed, 1 a check failed, 2 the demo could not run,
 130 interrupted.
@@ -28,9 +29,10 @@ from typing import Any
 
 import grpc
 
-from claimcore.harness.embedded_redis import EmbeddedRedis
+from claimcore.harness.embedded_redis import EmbeddedRedis, free_port
 from claimcore.harness.local_node import LocalNode, NodeStartError
 from claimcore.loadtest.burst import BurstError, run_burst
+from claimcore.loadtest.node_cpu import CpuMeter, NodeCpuError
 from claimcore.loadtest.report_text import format_report, report_json
 from claimcore.loadtest.server_check import ServerCheckError, check_against_server
 from claimcore.security import access
@@ -156,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo; returns the process exit code (0 = all checks passed)."""
     redis_server = None
     node: LocalNode | None = None
+    metrics_urls: list[str] = []  # the demo's own node: its CPU-seconds go in the report
     out = sys.stdout
     try:
         _validate(args)
@@ -169,8 +172,10 @@ def run(args: argparse.Namespace) -> int:
                 redis_server = EmbeddedRedis().start()
                 redis_url = redis_server.url
                 print(f"demo: started redis-server at {redis_url}", file=out, flush=True)
-            node = LocalNode(redis_url)
+            metrics_port = free_port()
+            node = LocalNode(redis_url, "--metrics-port", str(metrics_port))
             node.start(NODE_START_TIMEOUT_S)
+            metrics_urls = [f"http://127.0.0.1:{metrics_port}/metrics"]
             target = node.address
             print(f"demo: front node serving on {target}", file=out, flush=True)
 
@@ -185,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
             file=out,
             flush=True,
         )
+        meter = CpuMeter(metrics_urls).start() if metrics_urls else None
         results = run_burst(
             target=target,
             campaign_id=campaign_id,
@@ -199,10 +205,11 @@ def run(args: argparse.Namespace) -> int:
         )
         if node is not None and not node.alive():
             raise DemoError(f"front node died during the burst:\n{node.log_tail()}")
+        front_cpu = meter.stop() if meter is not None else None
         report = check_against_server(
             target, campaign_id, results, args.verify_sample, seed,
             inventory=args.inventory, shards=args.shards, users=args.users,
-            processes=processes, concurrency=args.concurrency,
+            processes=processes, concurrency=args.concurrency, front_cpu=front_cpu,
         )
         report["seed"] = seed
         print(format_report(report), file=out, flush=True)
@@ -212,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("demo: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
-    except (DemoError, NodeStartError, BurstError, ServerCheckError) as exc:
+    except (DemoError, NodeStartError, BurstError, ServerCheckError, NodeCpuError) as exc:
         print(f"demo: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_ERROR
     finally:

@@ -5,13 +5,17 @@ opens the channels) and sends each claim at its planned time, or as soon as one 
 `concurrency` senders is free. That is an open model: a slow server shows up as lateness
 and response time, not as fewer arrivals. Unary mode sends one Claim per call; batch mode
 packs the claims that are due into ClaimBatch calls of up to batch_size. Calls go round
-robin over the targets.
+robin over the targets. Auto mode is an app backend: each of the `concurrency` senders hands
+one claim at a time to one shared ClaimClient(watch=True) (claimcore.client), which batches
+the concurrent claims into ClaimBatch calls, retries them itself, and answers new claims of
+a sold-out campaign locally from the state the nodes push (counted apart: `answered_locally`).
 
 Per claim: resent with the same request_id after RESOURCE_EXHAUSTED, UNAVAILABLE or
-DEADLINE_EXCEEDED (jittered exponential back-off) and after RATE_LIMITED (once its
-retry_after_ms is over), up to max_attempts sends in all. A follow-up (a replay of the
-request_id, or a second tap with a new one) waits for its user's first answer and is
-checked against it. Claims that never got an answer are settled afterwards with GetClaim.
+DEADLINE_EXCEEDED (jittered exponential back-off; in auto mode the client does these) and
+after RATE_LIMITED (once its retry_after_ms is over), up to max_attempts sends in all. A
+follow-up (a replay of the request_id, or a second tap with a new one) waits for its user's
+first answer and is checked against it. Claims that never got an answer are settled
+afterwards with GetClaim.
 
 Apart from burst.py because this is what runs inside one worker process (the retry policy,
 the tally, the sending loop); burst.py starts the processes, feeds them and collects results.
@@ -29,6 +33,8 @@ from typing import Any
 
 import grpc
 
+from claimcore.client import ClaimClient, ClaimOutcomeUnknown
+from claimcore.client.watch import LOCAL_DETAIL
 from claimcore.loadtest.arrivals import DOUBLE_TAP, FIRST, REPLAY, Plan
 from claimcore.loadtest.histogram import LatencyHistogram
 from claimcore.loadtest.report import EXAMPLES_KEPT, outcome_name
@@ -59,7 +65,7 @@ CHANNEL_OPTIONS = [
 ]
 #: Outcomes whose reply carries the user's voucher.
 HOLDING_OUTCOMES = (claims_pb2.GRANTED, claims_pb2.ALREADY_CLAIMED)
-MODES = ("unary", "batch")
+MODES = ("unary", "batch", "auto")
 
 
 @dataclass
@@ -104,7 +110,8 @@ class WorkerConfig:
 class _Claim:
     """One planned claim and its state in the driver."""
 
-    __slots__ = ("offset_s", "user", "request_id", "kind", "attempts", "answer", "parent", "follow_ups")
+    __slots__ = ("offset_s", "user", "request_id", "kind", "attempts", "answer", "parent", "follow_ups",
+                 "local")
 
     def __init__(self, offset_s: float, user: str, request_id: str, kind: int) -> None:
         self.offset_s = offset_s
@@ -115,6 +122,7 @@ class _Claim:
         self.answer: tuple[int, str] | None = None  # (outcome, voucher_id) once answered
         self.parent: _Claim | None = None  # a follow-up's first claim
         self.follow_ups: list[_Claim] = []
+        self.local = False  # auto mode: answered by the client from the pushed state
 
 
 @dataclass
@@ -147,6 +155,9 @@ class _Tally:
     last_granted: float | None = None
     redeems: Counter = field(default_factory=Counter)  # RedeemOutcome name -> count
     redeem_errors: Counter = field(default_factory=Counter)  # status code name -> redemptions given up
+    answered_locally: int = 0  # auto mode: claims the client answered SOLD_OUT without a node
+    local_to_holders: int = 0  # of those, second taps of users holding a voucher (a node: ALREADY_CLAIMED)
+    client: dict = field(default_factory=dict)  # auto mode: the client's own counters at the end
 
     def result(self, index: int, start: float, end: float) -> dict[str, Any]:
         return {
@@ -178,6 +189,9 @@ class _Tally:
             "last_granted": self.last_granted,
             "redeems": dict(self.redeems),
             "redeem_errors": dict(self.redeem_errors),
+            "answered_locally": self.answered_locally,
+            "local_to_holders": self.local_to_holders,
+            "client": self.client,
             "start": start,
             "end": end,
         }
@@ -216,8 +230,14 @@ class Driver:
         plan: Plan,
         progress_row: Callable[[Progress], None] | None = None,
         redeem_stubs: Sequence[claims_pb2_grpc.RedeemServiceStub] = (),
+        client: ClaimClient | None = None,
     ) -> None:
+        """client: auto mode's ClaimClient, through which every claim goes (the stubs then
+        serve only GetClaim and Redeem)."""
+        if (cfg.mode == "auto") != (client is not None):
+            raise ValueError("auto mode needs a ClaimClient, and only auto mode takes one")
         self.cfg = cfg
+        self.client = client
         self.stubs = list(stubs)
         self.redeem_stubs = list(redeem_stubs)
         self.redeeming: set[asyncio.Task[None]] = set()
@@ -265,6 +285,9 @@ class Driver:
                 st.lateness.record_seconds(now - self.start_at - claim.offset_s)
             claim.attempts += 1
         st.sent += len(batch)
+        if cfg.mode == "auto":
+            await self._send_through_client(batch[0])
+            return
         st.calls += 1
         stub = self._stub()
         t0 = time.perf_counter()
@@ -292,6 +315,45 @@ class Driver:
         hist.record_seconds(elapsed, len(batch))
         for claim, reply in zip(batch, replies, strict=True):
             self._answered(claim, reply, done)
+
+    async def _send_through_client(self, claim: _Claim) -> None:
+        """Auto mode: one claim through the app backend's ClaimClient, which batches, retries and
+        may answer it locally. The latency recorded is the claim() call's, as the app sees it."""
+        assert self.client is not None
+        cfg, st = self.cfg, self.tally
+        t0 = time.perf_counter()
+        try:
+            reply = await self.client.claim(cfg.campaign_id, claim.user, claim.request_id, cfg.channel_id,
+                                            timeout=cfg.deadline)
+        except ClaimOutcomeUnknown as exc:  # the client already sent it max_attempts times
+            claim.attempts = cfg.max_attempts
+            self._failed(claim, exc.last.code(), exc.last.details() or "")
+            return
+        except grpc.aio.AioRpcError as exc:
+            self._failed(claim, exc.code(), exc.details() or "")
+            return
+        elapsed = time.perf_counter() - t0
+        done = time.time()
+        st.latency.record_seconds(elapsed)
+        key = int((done - self.start_at) / SLICE_S)
+        hist = st.slices.get(key)
+        if hist is None:
+            hist = st.slices[key] = LatencyHistogram(SLICE_DIGITS)
+        hist.record_seconds(elapsed)
+        if reply.outcome == claims_pb2.SOLD_OUT and reply.detail == LOCAL_DETAIL:
+            claim.local = True
+            st.answered_locally += 1
+        self._answered(claim, reply, done)
+
+    def client_counters(self) -> dict[str, int]:
+        """Auto mode: what the ClaimClient itself counted (calls made, claims sent, retries)."""
+        if self.client is None:
+            return {}
+        stats = self.client.batching
+        return {"answered_locally": self.client.answered_locally, "batches": stats.batches,
+                "alone": stats.alone, "claims_sent": stats.claims,
+                "retries": self.client.retries, "failed_batches": stats.failed,
+                "refused_batches": stats.refused}
 
     def _answered(self, claim: _Claim, reply: claims_pb2.ClaimReply, now: float) -> None:
         st = self.tally
@@ -373,6 +435,10 @@ class Driver:
             held = first[1] if first[0] in HOLDING_OUTCOMES else ""
             if claim.kind == REPLAY:
                 st.retries += 1
+                if claim.local and not claim.parent.local:  # the client promised never to
+                    st.retry_violations.append(
+                        f"{claim.user} {claim.request_id}: replay of a request sent to a node was "
+                        "answered locally")
                 # A GRANTED request must be answered alike; no reply at all is a transport error.
                 if first[0] == claims_pb2.GRANTED and answer is not None and answer != first:
                     st.retry_violations.append(
@@ -381,7 +447,9 @@ class Driver:
                     )
             elif claim.kind == DOUBLE_TAP:
                 st.double_taps += 1
-                if answer is not None:
+                if answer is not None and held and claim.local:
+                    st.local_to_holders += 1  # documented: a node would say ALREADY_CLAIMED
+                elif answer is not None:
                     if held:
                         ok = answer == (claims_pb2.ALREADY_CLAIMED, held)
                     else:

@@ -2,7 +2,11 @@
 
 It drives one or more front nodes (round robin per call) from several worker processes:
 N distinct users claim one campaign, arriving in a chosen shape (burst, ramp, poisson,
-launch), some replaying their request_id or tapping twice, by unary Claim or ClaimBatch.
+launch), some replaying their request_id or tapping twice, by unary Claim, by ClaimBatch, or
+(--client auto) through an app backend's ClaimClient(watch=True) per worker process, which batches
+the claims itself and answers those of a sold-out campaign without reaching a node.
+With --node-metrics it reads the front nodes' process_cpu_seconds_total before and after the
+load and reports what the run cost them (claimcore.loadtest.node_cpu).
 The plan can be recorded to a trace file and replayed later with the same timing and ids.
 While it runs, a progress line goes to stderr; at the end it prints the report, checks
 it against the server's own figures (AdminService.GetCampaign), and writes JSON and an
@@ -34,6 +38,7 @@ from claimcore.loadtest.arrivals import SHAPES, ArrivalShape, Plan, plan_claims
 from claimcore.loadtest.burst import BurstError, run_load
 from claimcore.loadtest.charts import render_html
 from claimcore.loadtest.driver import MAX_ATTEMPTS, MODES, Progress
+from claimcore.loadtest.node_cpu import CpuMeter, NodeCpuError, parse_metrics_urls
 from claimcore.loadtest.recording import TraceError, read_trace, write_trace
 from claimcore.loadtest.report_text import format_report, report_json
 from claimcore.loadtest.reshard_schedule import ReshardSchedule, parse_schedule
@@ -87,6 +92,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--reshard", metavar="SHARDS@SECONDS[,...]",
                    help="reshard the campaign while the load runs, e.g. 16@1.5,4@4: to 16 shards 1.5 s "
                         "after sending starts, then to 4 (an operator's rehearsal; see docs/resharding.md)")
+    t.add_argument("--node-metrics", metavar="URL[,URL...]",
+                   help="the front nodes' /metrics (HOST:PORT or URL; `serve --metrics-port`): their "
+                        "process_cpu_seconds_total is read before and after the load, and the report "
+                        "gives the CPU-seconds the run cost them (without it: not measured)")
     t.add_argument("--connect-timeout", type=float, default=5.0,
                    help="seconds to wait for each target to answer (default 5)")
     w = parser.add_argument_group("workload")
@@ -110,12 +119,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     w.add_argument("--launch-window", type=float, help="launch: seconds of the launch burst (default 1)")
     w.add_argument("--seed", type=int, help="seed for arrivals, follow-ups and jitter (default random)")
     s = parser.add_argument_group("sending")
-    s.add_argument("--mode", choices=MODES, default="unary",
-                   help="Claim per user, or ClaimBatch (default unary)")
+    s.add_argument("--mode", "--client", choices=MODES, default="unary", dest="mode",
+                   help="unary: a Claim per user; batch: ClaimBatch calls; auto: each process is an app "
+                        "backend claiming through one ClaimClient(watch=True), which batches and "
+                        "answers claims of a sold-out campaign itself (default unary)")
     s.add_argument("--batch-size", type=int, help="claims per ClaimBatch call, 1..1000 (default 100)")
     s.add_argument("--processes", type=int, default=os.cpu_count() or 1,
                    help="worker processes (default: CPU count)")
-    s.add_argument("--concurrency", type=int, default=128, help="calls in flight per process (default 128)")
+    s.add_argument("--concurrency", type=int, default=128,
+                   help="calls in flight per process; auto mode: claims in flight (default 128)")
     s.add_argument("--deadline", type=float, default=5.0, help="per-call deadline in seconds (default 5)")
     s.add_argument("--redeem-share", type=float, default=0.0, metavar="F",
                    help="redeem this share of new grants at once at a loadgen merchant, then reconcile "
@@ -216,10 +228,12 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         problems.append("--connect-timeout must be > 0")
     if not 0.0 <= args.redeem_share <= 1.0:
         problems.append("--redeem-share must be within 0..1")
-    try:
-        parse_schedule(args.reshard)
-    except ValueError as exc:
-        problems.append(str(exc))
+    for parse in (lambda: parse_schedule(args.reshard),
+                  lambda: args.node_metrics is None or parse_metrics_urls(args.node_metrics)):
+        try:
+            parse()
+        except ValueError as exc:
+            problems.append(str(exc))
     return problems
 
 
@@ -431,6 +445,8 @@ def run(args: argparse.Namespace) -> int:
         targets = parse_targets(args.target)
         seed = args.seed if args.seed is not None else secrets.randbits(31)
         connect(targets, args.connect_timeout)
+        metrics_urls = parse_metrics_urls(args.node_metrics) if args.node_metrics else []
+        CpuMeter(metrics_urls).start()  # a /metrics that does not answer fails before anything is written
         campaign_id = args.campaign or f"loadgen-{int(time.time())}-{secrets.token_hex(3)}"
         if args.create_campaign:
             with access.dial(targets[0]) as channel:
@@ -459,6 +475,7 @@ def run(args: argparse.Namespace) -> int:
         merchant, order_amount = "", 0
         if args.redeem_share:
             merchant, order_amount = register_merchant(targets[0], info.campaign)
+        meter = CpuMeter(metrics_urls).start() if metrics_urls else None
         reshards = ReshardSchedule(targets[0], campaign_id, parse_schedule(args.reshard))
         reshards.start()
         results = run_load(
@@ -478,6 +495,7 @@ def run(args: argparse.Namespace) -> int:
             merchant_id=merchant,
             order_amount_cents=order_amount,
         )
+        front_cpu = meter.stop() if meter is not None else None
         if progress is not None:
             progress.close()
             progress = None
@@ -490,6 +508,7 @@ def run(args: argparse.Namespace) -> int:
             processes=processes,
             concurrency=args.concurrency,
             title="claimcore loadgen",
+            front_cpu=front_cpu,
             run={
                 "targets": targets,
                 "mode": args.mode,
@@ -517,7 +536,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\nloadgen: interrupted", file=err, flush=True)
         return EXIT_INTERRUPTED
-    except (LoadgenError, ServerCheckError, TraceError, BurstError, OSError) as exc:
+    except (LoadgenError, ServerCheckError, TraceError, BurstError, NodeCpuError, OSError) as exc:
         print(f"loadgen: error: {exc}", file=err, flush=True)
         return EXIT_ERROR
     finally:

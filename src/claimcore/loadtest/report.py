@@ -149,8 +149,8 @@ def evaluate_checks(
 
 
 _SUMMED = ("sent", "calls", "settled", "unsettled", "retries", "double_taps", "rate_limited_resends",
-           "skipped_follow_ups")  # fmt: skip
-_COUNTED = ("outcomes", "transient", "errors", "redeems", "redeem_errors")
+           "skipped_follow_ups", "answered_locally", "local_to_holders")  # fmt: skip
+_COUNTED = ("outcomes", "transient", "errors", "redeems", "redeem_errors", "client")
 _LISTED = ("error_examples", "pairs", "retry_violations", "double_tap_unexpected", "voucher_anomalies")
 _HISTOGRAMS = ("latency", "response", "lateness")
 _EXTREMES = (("first_sold_out", min), ("last_granted", max), ("start", min), ("end", max))
@@ -289,6 +289,41 @@ def outcome_name(value: int | str) -> str:
         return f"OUTCOME_{value}"
 
 
+# ---------------------------------------------------------------- app backend and node cost
+
+
+def local_answer_figures(
+    answered_locally: int,
+    ticks: Mapping[int, Sequence[int]],
+    tick_s: float,
+    start: float | None,
+    sold_out: float | None,
+) -> dict[str, Any]:
+    """Claims answered without reaching a node (auto mode), and their share of the claims
+    answered after the server's sold-out moment (replays and follow-ups included; None when
+    the campaign did not sell out during the run)."""
+    after = None
+    if start is not None and sold_out is not None and sold_out >= start:
+        after = round(sum(row[0] for row in ticks.values()) - replies_before(ticks, tick_s, sold_out - start))
+    share = answered_locally / after if after else None
+    return {"count": answered_locally, "claims_after_sold_out": after,
+            "share_after_sold_out": None if share is None else min(1.0, share)}
+
+
+def front_cpu_figures(cpu: Mapping[str, Any] | None, claims: int) -> dict[str, Any]:
+    """The front nodes' CPU-seconds over the run, from their process_cpu_seconds_total read
+    before and after it (claimcore.loadtest.node_cpu), and per million claims answered.
+
+    cpu None: no metrics address was given; the figures are None and `measured` False.
+    """
+    if cpu is None:
+        return {"measured": False, "cpu_s": None, "per_million_claims": None, "nodes": []}
+    nodes = [dict(n) for n in cpu["nodes"]]
+    total = sum(n["after"] - n["before"] for n in nodes)
+    return {"measured": True, "cpu_s": total,
+            "per_million_claims": total / claims * 1e6 if claims else None, "nodes": nodes}
+
+
 # ---------------------------------------------------------------- the report
 
 
@@ -311,11 +346,13 @@ def build_report(
     lost_examples: Sequence[Any] = (),
     title: str = "claimcore demo",
     run: dict[str, Any] | None = None,
+    front_cpu: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything a run's report says, as a JSON-ready dict, with the checks.
 
     users is the number of distinct users that claimed; run, if given, describes how the
-    load was made (targets, arrival shape, mode, ...) and is kept as it is.
+    load was made (targets, arrival shape, mode, ...) and is kept as it is. front_cpu: the
+    nodes' CPU counters read around the run (front_cpu_figures), None when not measured.
     """
     dup_users, dup_vouchers, distinct = find_duplicates(merged["pairs"])
     outcomes = {outcome_name(k): int(v) for k, v in sorted(merged["outcomes"].items())}
@@ -405,6 +442,11 @@ def build_report(
             ),
             "redeems": {k: int(v) for k, v in sorted(merged["redeems"].items())},
             "redeem_errors": {k: int(v) for k, v in sorted(merged["redeem_errors"].items())},
+            "answered_locally": local_answer_figures(
+                int(merged["answered_locally"]), merged["ticks"], tick_s, start, sold_out),
+            "local_to_holders": int(merged["local_to_holders"]),
+            "client": {k: int(v) for k, v in sorted(merged["client"].items())},
+            "front_cpu": front_cpu_figures(front_cpu, replies),
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks],
             "failed": [c.name for c in checks if not c.ok],
             "ok": all(c.ok for c in checks),

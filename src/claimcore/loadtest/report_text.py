@@ -51,6 +51,8 @@ def _run_rows(run: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     mode = run.get("mode", "")
     if mode == "batch":
         mode += f" ({run.get('batch_size')} per call)"
+    elif mode == "auto":
+        mode += " (an app backend per process: ClaimClient, batching and watching)"
     rows = [
         ("targets", ", ".join(run.get("targets", [])), ""),
         ("arrivals", arrival + (f"; planned span {_secs(run.get('planned_span_s'))}"), ""),
@@ -87,6 +89,43 @@ def _redemption_rows(report: dict[str, Any], verdict: Callable[[str], str]) -> l
     return rows
 
 
+def front_cpu_text(report: Mapping[str, Any]) -> str:
+    """The front nodes' CPU-seconds over the run, or "not measured" (no figure is made up)."""
+    cpu = report.get("front_cpu") or {}
+    if not cpu.get("measured"):
+        return "not measured (loadgen --node-metrics URL)"
+    per_million = cpu.get("per_million_claims")
+    nodes = len(cpu.get("nodes", []))
+    return (f"{cpu['cpu_s']:,.2f} CPU-s over {nodes} node{'s' if nodes != 1 else ''} "
+            f"({'n/a' if per_million is None else f'{per_million:,.1f}'} CPU-s per million claims)")
+
+
+def local_answers_text(report: Mapping[str, Any]) -> str:
+    """Claims the app backend's client answered itself, and their share after sold out."""
+    local = report.get("answered_locally") or {}
+    if not report.get("client"):
+        return "none: every claim went to a node (only loadgen --client auto answers locally)"
+    share, after = local.get("share_after_sold_out"), local.get("claims_after_sold_out")
+    text = f"{_n(local.get('count', 0))}"
+    if after:
+        text += f" ({100 * (share or 0.0):.1f} % of the {_n(after)} claims after sold out)"
+    holders = report.get("local_to_holders", 0)
+    if holders:
+        text += f"; {_n(holders)} second taps of voucher holders (a node says ALREADY_CLAIMED)"
+    return text
+
+
+def _requests_row(report: Mapping[str, Any], transient: int, errors: int) -> tuple[str, str, str]:
+    client = report.get("client") or {}
+    if client:  # auto mode: the claims went to the client, which sent some of them on
+        calls = (f"to the client; {_n(client.get('claims_sent', 0))} sent on in "
+                 f"{_n(report.get('calls', 0))} calls, {_n(client.get('retries', 0))} resent by it")
+    else:
+        calls = f"in {_n(report.get('calls', 0))} calls"
+    return ("requests sent", f"{_n(report['requests_sent'])}  ({calls}; replies {_n(report['replies'])}, "
+            f"resent {_n(transient)}, transport errors {_n(errors)})", "")
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The human-readable report: a short two-column table with verdicts."""
     checks = {c["name"]: c for c in report["checks"]}
@@ -114,13 +153,9 @@ def format_report(report: dict[str, Any]) -> str:
             f"{report['concurrency']} concurrent)",
             "",
         ),
-        (
-            "requests sent",
-            f"{_n(report['requests_sent'])}  (in {_n(report.get('calls', 0))} calls; "
-            f"replies {_n(report['replies'])}, "
-            f"resent {_n(transient)}, transport errors {_n(errors)})",
-            "",
-        ),
+        _requests_row(report, transient, errors),
+        ("front node CPU", front_cpu_text(report), ""),
+        ("answered without reaching a node", local_answers_text(report), ""),
         ("GRANTED", _n(outcomes.get("GRANTED", 0)), ""),
         ("ALREADY_CLAIMED", _n(outcomes.get("ALREADY_CLAIMED", 0)), ""),
         ("SOLD_OUT", _n(outcomes.get("SOLD_OUT", 0)), ""),
