@@ -13,7 +13,8 @@ it against the server's own figures (AdminService.GetCampaign), and writes JSON 
 HTML picture if asked.
 
 Exit codes: 0 all checks passed, 1 a check failed, 2 it could not run (bad flags, a target
-that does not answer, an unknown or used campaign, a bad trace), 130 interrupted.
+that does not answer, a --node-metrics address that does not answer, an unknown or used
+campaign, a bad trace), 130 interrupted.
 
 This module only orchestrates: the plan is claimcore.loadtest.arrivals (or claimcore.loadtest.recording), the
 sending claimcore.loadtest.burst, the checks and the report claimcore.loadtest.report, the picture
