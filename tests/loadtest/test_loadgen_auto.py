@@ -4,14 +4,18 @@ Each worker process is an app backend claiming through one ClaimClient(watch=Tru
 must pass every check, the client must answer some claims after sold out without reaching
 the node (the node pushes the sold-out state within about half a second, so the launch has a
 tail of 1.5 s after it), and the report gives the node's CPU-seconds read from its /metrics.
-Without --node-metrics the report says "not measured".
+Without --node-metrics the report says "not measured". Against `serve --workers 2` the
+figure is the workers' CPU summed (the parent merges their counters), checked against /proc.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from claimcore.harness.embedded_redis import free_port
 from claimcore.harness.local_node import LocalNode
@@ -100,3 +104,40 @@ def test_a_node_metrics_address_that_does_not_answer_stops_before_anything_is_wr
     assert code == loadgen.EXIT_ERROR
     assert f"cannot read http://{dead}/metrics" in err
     assert "campaign" not in out  # no campaign was created
+
+
+def worker_cpu_seconds(metrics_url: str) -> float:
+    """The CPU-seconds of every worker of a `serve --workers N` node, from /proc, now."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as reply:
+        families = list(text_string_to_metric_families(reply.read().decode()))
+    pids = [int(s.labels["pid"]) for f in families if f.name == "claimcore_worker_info" for s in f.samples]
+    assert len(pids) == 2
+    total = 0.0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return total
+
+
+@pytest.mark.timeout(60)
+def test_against_serve_workers_2_the_cpu_is_every_workers_summed(redis_server, tmp_path, capsys):
+    port = free_port()
+    node = LocalNode(redis_server.url, "--workers", "2", "--metrics-port", str(port)).start()
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        out_json = tmp_path / "workers.json"
+        code, out, err = run_loadgen(
+            ["--target", node.address, "--node-metrics", url, "--create-campaign", "--inventory", "100",
+             "--users", "500", "--arrival", "burst", "--duration", "0.2", "--processes", "1",
+             "--verify-sample", "0", "--no-progress", "--json", str(out_json)],
+            capsys,
+        )  # fmt: skip
+        assert code == loadgen.EXIT_OK, out + err
+        after = json.loads(out_json.read_text())["front_cpu"]["nodes"][0]["after"]
+        workers_now = worker_cpu_seconds(url)
+    finally:
+        node.stop()
+    # Read a moment later, the workers' own CPU is at least the merged figure and close to it; one
+    # worker's alone (each has imported and started the same) would be about half of it.
+    assert 0.75 * workers_now <= after <= workers_now + 0.05
