@@ -106,12 +106,17 @@ def test_a_node_metrics_address_that_does_not_answer_stops_before_anything_is_wr
     assert "campaign" not in out  # no campaign was created
 
 
-def worker_cpu_seconds(metrics_url: str) -> float:
-    """The CPU-seconds of every worker of a `serve --workers N` node, from /proc, now."""
+def workers_of(metrics_url: str) -> tuple[list[int], list[float]]:
+    """The pids of a `serve --workers N` node's workers and the claims each answered (its /metrics)."""
     with urllib.request.urlopen(metrics_url, timeout=5) as reply:
         families = list(text_string_to_metric_families(reply.read().decode()))
     pids = [int(s.labels["pid"]) for f in families if f.name == "claimcore_worker_info" for s in f.samples]
-    assert len(pids) == 2
+    claims = [s.value for f in families if f.name == "claimcore_worker_claims" for s in f.samples]
+    return pids, claims
+
+
+def worker_cpu_seconds(pids: list[int]) -> float:
+    """The CPU-seconds of these processes, from /proc, now."""
     total = 0.0
     for pid in pids:
         with open(f"/proc/{pid}/stat") as stat:
@@ -122,6 +127,7 @@ def worker_cpu_seconds(metrics_url: str) -> float:
 
 @pytest.mark.timeout(60)
 def test_against_serve_workers_2_the_cpu_is_every_workers_summed(redis_server, tmp_path, capsys):
+    # 16 connections per process: the kernel hands connections to the workers, so both get claims.
     port = free_port()
     node = LocalNode(redis_server.url, "--workers", "2", "--metrics-port", str(port)).start()
     url = f"http://127.0.0.1:{port}/metrics"
@@ -130,14 +136,18 @@ def test_against_serve_workers_2_the_cpu_is_every_workers_summed(redis_server, t
         code, out, err = run_loadgen(
             ["--target", node.address, "--node-metrics", url, "--create-campaign", "--inventory", "100",
              "--users", "500", "--arrival", "burst", "--duration", "0.2", "--processes", "1",
-             "--verify-sample", "0", "--no-progress", "--json", str(out_json)],
+             "--connections", "16", "--verify-sample", "0", "--no-progress", "--json", str(out_json)],
             capsys,
         )  # fmt: skip
         assert code == loadgen.EXIT_OK, out + err
-        after = json.loads(out_json.read_text())["front_cpu"]["nodes"][0]["after"]
-        workers_now = worker_cpu_seconds(url)
+        report = json.loads(out_json.read_text())
+        after = report["front_cpu"]["nodes"][0]["after"]
+        pids, claims = workers_of(url)
+        workers_now = worker_cpu_seconds(pids)
     finally:
         node.stop()
     # Read a moment later, the workers' own CPU is at least the merged figure and close to it; one
     # worker's alone (each has imported and started the same) would be about half of it.
     assert 0.75 * workers_now <= after <= workers_now + 0.05
+    assert report["ok"] is True and report["run"]["connections"] == 16
+    assert len(pids) == 2 and len(claims) == 2 and min(claims) > 0 and sum(claims) >= report["replies"]

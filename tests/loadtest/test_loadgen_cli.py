@@ -84,6 +84,7 @@ def test_malformed_flags_exit_2_from_argparse(argv, capsys):
         (["--target", "h:1", "--campaign", "c", "--node-metrics", "ftp://h:1/m"],
          "--node-metrics 'ftp://h:1/m' is not HOST:PORT"),
         (["--target", "h:1", "--campaign", "c", "--node-metrics", ","], "--node-metrics needs at least one"),
+        (["--target", "h:1", "--campaign", "c", "--connections", "0"], "--connections must be within 1..64"),
     ],
 )  # fmt: skip
 def test_bad_flags_exit_2_naming_the_flag(argv, message, capsys):

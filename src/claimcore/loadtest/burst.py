@@ -74,10 +74,15 @@ async def _run_worker_async(
         for n, name in enumerate(PROGRESS_FIELDS):
             progress[row + n] = getattr(p, name)
 
-    channels = [cfg.reach.aio_channel(t, options=CHANNEL_OPTIONS) for t in cfg.targets]
+    # Several connections to a target need a local subchannel pool each, or gRPC shares one. In auto
+    # mode the client holds the connections; these channels only settle unknown claims and redeem.
+    connections = 1 if cfg.mode == "auto" else cfg.connections
+    options = CHANNEL_OPTIONS + ([("grpc.use_local_subchannel_pool", 1)] if connections > 1 else [])
+    channels = [cfg.reach.aio_channel(t, options=options) for _ in range(connections) for t in cfg.targets]
     # Auto mode: the app backend's client; it batches, retries (max_attempts in all) and watches.
     client = (ClaimClient(cfg.targets, deadline_s=cfg.deadline, max_attempts=cfg.max_attempts,
-                          reach=cfg.reach, watch=True) if cfg.mode == "auto" else None)
+                          reach=cfg.reach, connections_per_node=cfg.connections, watch=True)
+              if cfg.mode == "auto" else None)
     try:
         for channel in channels:
             await asyncio.wait_for(channel.channel_ready(), timeout=CHANNEL_READY_TIMEOUT_S)
@@ -136,6 +141,7 @@ def run_load(
     redeem_share: float = 0.0,
     merchant_id: str = "",
     order_amount_cents: int = 0,
+    connections: int = 1,
 ) -> list[dict[str, Any]]:
     """Send the plan's claims from `processes` spawned workers; return their results.
 
@@ -145,6 +151,8 @@ def run_load(
     call, in seconds; seed drives the back-off jitter. redeem_share of the new grants are
     redeemed at once at merchant_id, on an order of order_amount_cents. on_progress, if
     given, is called in this process about every progress_every_s once the run has started.
+    connections: TCP connections each worker opens to each target (a node run with
+    `serve --workers N` spreads connections over its workers, not calls: give at least N).
     Raises BurstError if a worker fails.
     """
     if mode not in MODES:
@@ -176,6 +184,7 @@ def run_load(
             merchant_id=merchant_id,
             order_amount_cents=order_amount_cents,
             reach=access.current(),
+            connections=connections,
         )
         proc = ctx.Process(
             target=_worker_process,

@@ -105,6 +105,7 @@ class WorkerConfig:
     merchant_id: str = ""
     order_amount_cents: int = 0
     reach: access.Access = access.PLAINTEXT  # TLS and API key: spawned workers do not inherit the CLI's
+    connections: int = 1  # TCP connections to each target (serve --workers N spreads connections)
 
 
 class _Claim:

@@ -69,6 +69,7 @@ PLAN_FLAGS = ("users", "arrival", "duration", "rate", "tail_share", "launch_wind
               "double_tap_share", "follow_up_within")  # fmt: skip
 #: A node that has just seen a campaign id as unknown keeps saying so this long (docs/architecture.md).
 NOT_FOUND_MEMORY_S = 0.6
+MAX_CONNECTIONS = 64  # per process and target
 
 
 class LoadgenError(RuntimeError):
@@ -129,6 +130,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="worker processes (default: CPU count)")
     s.add_argument("--concurrency", type=int, default=128,
                    help="calls in flight per process; auto mode: claims in flight (default 128)")
+    s.add_argument("--connections", type=int, default=1, metavar="N",
+                   help="TCP connections per process to each target (auto mode: the client's "
+                        "connections_per_node); a node run with serve --workers N needs at least N "
+                        "(default 1)")
     s.add_argument("--deadline", type=float, default=5.0, help="per-call deadline in seconds (default 5)")
     s.add_argument("--redeem-share", type=float, default=0.0, metavar="F",
                    help="redeem this share of new grants at once at a loadgen merchant, then reconcile "
@@ -214,6 +219,8 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         problems.append("--processes must be >= 1")
     if args.concurrency < 1:
         problems.append("--concurrency must be >= 1")
+    if not 1 <= args.connections <= MAX_CONNECTIONS:
+        problems.append(f"--connections must be within 1..{MAX_CONNECTIONS}")
     if args.batch_size is not None:
         if args.mode != "batch":
             problems.append("--batch-size needs --mode batch")
@@ -495,6 +502,7 @@ def run(args: argparse.Namespace) -> int:
             redeem_share=args.redeem_share,
             merchant_id=merchant,
             order_amount_cents=order_amount,
+            connections=args.connections,
         )
         front_cpu = meter.stop() if meter is not None else None
         if progress is not None:
@@ -515,6 +523,7 @@ def run(args: argparse.Namespace) -> int:
                 "mode": args.mode,
                 "batch_size": batch_size,
                 "deadline_s": args.deadline,
+                "connections": args.connections,
                 "max_attempts": args.max_attempts,
                 "arrival": arrival,
                 "planned_claims": len(plan),

@@ -56,7 +56,9 @@ def _run_rows(run: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     rows = [
         ("targets", ", ".join(run.get("targets", [])), ""),
         ("arrivals", arrival + (f"; planned span {_secs(run.get('planned_span_s'))}"), ""),
-        ("mode", f"{mode}; deadline {run.get('deadline_s')} s, up to {run.get('max_attempts')} sends", ""),
+        ("mode", f"{mode}; deadline {run.get('deadline_s')} s, up to {run.get('max_attempts')} sends"
+                 + (f"; {run['connections']} connections per process and node"
+                    if run.get("connections", 1) > 1 else ""), ""),
     ]
     for step in run.get("reshards") or []:
         if "error" in step:
