@@ -424,3 +424,17 @@ def test_front_cpu_is_not_measured_without_metrics_and_summed_over_nodes_with_th
     assert cpu["measured"] is True and cpu["cpu_s"] == pytest.approx(0.8)
     assert cpu["per_million_claims"] == pytest.approx(0.8 / 8 * 1e6)  # 8 replies
     assert "0.80 CPU-s over 2 nodes (100,000.0 CPU-s per million claims)" in format_report(measured)
+
+
+def test_front_cpu_of_a_node_restarted_during_the_run_is_not_measured():
+    """A counter that went down was reset by a restart: no figure is made from it."""
+    restarted = build_report(
+        campaign_id="demo-test", inventory=3, shards=2, users=6, processes=2, concurrency=4,
+        merged=merge_worker_results(clean_results()),
+        server={"granted": 3, "remaining": 0, "sold_out_at_ms": 1_000_800, "shards": []},
+        front_cpu={"nodes": [{"url": "http://a/metrics", "before": 10.0, "after": 10.5},
+                             {"url": "http://b/metrics", "before": 3.0, "after": 0.2}]},
+    )
+    cpu = restarted["front_cpu"]
+    assert cpu["measured"] is False and cpu["cpu_s"] is None and "http://b/metrics" in cpu["why"]
+    assert "not measured: counter reset (node restarted?): http://b/metrics" in format_report(restarted)

@@ -314,14 +314,20 @@ def front_cpu_figures(cpu: Mapping[str, Any] | None, claims: int) -> dict[str, A
     """The front nodes' CPU-seconds over the run, from their process_cpu_seconds_total read
     before and after it (claimcore.loadtest.node_cpu), and per million claims answered.
 
-    cpu None: no metrics address was given; the figures are None and `measured` False.
+    cpu None: no metrics address was given; the figures are None and `measured` False. A node
+    whose counter went down was restarted during the run: not measured either (`why` says so).
     """
     if cpu is None:
-        return {"measured": False, "cpu_s": None, "per_million_claims": None, "nodes": []}
+        return {"measured": False, "cpu_s": None, "per_million_claims": None, "nodes": [],
+                "why": "no --node-metrics"}
     nodes = [dict(n) for n in cpu["nodes"]]
+    restarted = [n["url"] for n in nodes if n["after"] < n["before"]]
+    if restarted:  # a restarted node's counter starts again from 0: its CPU over the run is unknown
+        return {"measured": False, "cpu_s": None, "per_million_claims": None, "nodes": nodes,
+                "why": f"counter reset (node restarted?): {', '.join(restarted)}"}
     total = sum(n["after"] - n["before"] for n in nodes)
     return {"measured": True, "cpu_s": total,
-            "per_million_claims": total / claims * 1e6 if claims else None, "nodes": nodes}
+            "per_million_claims": total / claims * 1e6 if claims else None, "nodes": nodes, "why": ""}
 
 
 # ---------------------------------------------------------------- the report

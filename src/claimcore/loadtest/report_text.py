@@ -95,6 +95,8 @@ def front_cpu_text(report: Mapping[str, Any]) -> str:
     """The front nodes' CPU-seconds over the run, or "not measured" (no figure is made up)."""
     cpu = report.get("front_cpu") or {}
     if not cpu.get("measured"):
+        if cpu.get("nodes"):
+            return f"not measured: {cpu.get('why', '')}"
         return "not measured (loadgen --node-metrics URL)"
     per_million = cpu.get("per_million_claims")
     nodes = len(cpu.get("nodes", []))
