@@ -161,3 +161,32 @@ def test_an_sn_code_on_two_orders_is_named(kept: dict[str, Any]) -> None:
         client.close()
     found = _new(before, recheck(kept), "sn-once")
     assert any("SN-X" in v.message for v in found), found
+
+
+def _local_sold_out(kept: dict[str, Any], at_ms: int, **answer: Any) -> Call:
+    """A forged SOLD_OUT of the watching client (operations.watched_claim's record of one)."""
+    cid, grant = _stored_grant(kept)
+    template = Call(0, "watched_claim", "Claim(watch)", -1, cid, user="forged-late", request_id="forged-w")
+    recorded = {"local": True, "at_ms": at_ms, "pushed_phase": "CAMPAIGN_PHASE_SOLD_OUT",
+                "pushed_sequence": 1, "trusted_left_ms": 500.0, **answer}
+    return _forge(kept, template, outcome="SOLD_OUT", answer=recorded)
+
+
+def test_a_local_sold_out_while_stock_was_claimable_is_named(kept: dict[str, Any]) -> None:
+    before = recheck(kept)
+    cid, _ = _stored_grant(kept)
+    first_grant = min(g.granted_at for g in kept["state"].campaigns[cid].grants)
+    forged = _local_sold_out(kept, first_grant - 1)  # before the first grant: all its stock was there
+    found = _new(before, recheck(kept), "local-sold-out")
+    named = [v for v in found if f"call #{forged.call_id}" in v.message]
+    assert any(v.kind == "stock was claimable" for v in named), found
+
+
+def test_a_local_sold_out_from_an_open_or_lapsed_state_is_named(kept: dict[str, Any]) -> None:
+    before = recheck(kept)
+    far_future = 2**62  # no grant after it: only the state it was answered from can be wrong
+    opened = _local_sold_out(kept, far_future, pushed_phase="CAMPAIGN_PHASE_OPEN", trusted_left_ms=0.0)
+    lapsed = _local_sold_out(kept, far_future, trusted_left_ms=-3.0)
+    found = _new(before, recheck(kept), "local-sold-out")
+    for forged in (opened, lapsed):
+        assert any(f"call #{forged.call_id}" in v.message for v in found), (forged.call_id, found)

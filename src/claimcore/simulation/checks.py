@@ -9,11 +9,13 @@ against live nodes and reported under the same names.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from claimcore.simulation.calls import UNKNOWN, Call
 from claimcore.simulation.state import CampaignState, WorldState
+from claimcore.store.inventory import RETURN_DELAY_MS
 
 CHECKS = {
     "conservation": "stock + returning + leases + held for rounds + granted == inventory + recycled, "
@@ -34,6 +36,9 @@ CHECKS = {
     "denied-granted": "no grant to a user on the deny list (claimed only after the deny was acknowledged)",
     "reconcile": "AdminService.Reconcile is clean for every campaign",
     "sold-out-with-stock": "no node answers SOLD_OUT while the campaign holds claimable stock (final probe)",
+    "local-sold-out": "each SOLD_OUT the watching client answered itself came from a pushed SOLD_OUT state "
+    "it still trusted, while the campaign was sold out: every voucher granted afterwards came from stock "
+    "that returned at most RETURN_DELAY_MS before the answer, or later, or from a later round",
 }
 
 
@@ -108,6 +113,7 @@ def check(calls: list[Call], ws: WorldState, one_per_category: dict[str, str]) -
         out += _conservation(cs)
         out += _vouchers(cs, ws)
         out += _limits(cs, calls)
+        out += _local_answers(cs, calls)
     out += _categories(ws, calls, one_per_category)
     out += _sns(ws)
     out += _acknowledged(ws, calls)
@@ -161,6 +167,63 @@ def _category_kind(v: Violation, calls: list[Call]) -> str:
                     "hold dropped by the same flush" if o.node == g.node else "hold dropped by another node"
                 )
     return "other"
+
+
+def _local_answers(cs: CampaignState, calls: list[Call]) -> list[Violation]:
+    """The watching client's own SOLD_OUT answers (operations.watched_claim records each one with the
+    watch's state at that moment and the wall time), against docs/architecture.md, "The pushed
+    campaign state": a local SOLD_OUT comes from a SOLD_OUT state still trusted (received +
+    sold_out_valid_for_ms - MARGIN_MS), and no claim gets one while a node could grant it. Held
+    against Redis (grant records and ledger events carry Redis's clock, on this machine the
+    driver's): stock claimable at the answer's time t would let some grant after t come from stock
+    that was already back by then. So the grants after t are at most the vouchers returned to stock
+    (expire, release) after t - RETURN_DELAY_MS, plus the rounds released after that."""
+    local = [c for c in calls if c.campaign == cs.campaign_id and c.answer.get("local")]
+    if not local:
+        return []
+    granted: dict[str, int] = {}  # voucher -> granted_at (a record left on an old shard counts once)
+    for g in cs.grants:
+        granted.setdefault(g.voucher, g.granted_at)
+    grant_times = sorted(granted.values())
+    return_times = sorted(e.at_ms for e in cs.events if e.kind in ("expire", "release"))
+    rounds = [(int(at), int(amount)) for at, amount in cs.spec.get("rounds") or []]
+    out = []
+    for c in local:
+        t = int(c.answer["at_ms"])
+        keys = {f"user:{c.user}", f"campaign:{cs.campaign_id}"}
+        trusted = c.answer.get("pushed_phase") == "CAMPAIGN_PHASE_SOLD_OUT"
+        if not trusted or c.answer.get("trusted_left_ms", 0) <= 0:
+            out.append(
+                Violation(
+                    "local-sold-out",
+                    cs.campaign_id,
+                    f"{c.user}/{c.request_id} answered SOLD_OUT by the client (call #{c.call_id}) from "
+                    f"state {c.answer.get('pushed_phase')} #{c.answer.get('pushed_sequence')} trusted for "
+                    f"{c.answer.get('trusted_left_ms')} ms more",
+                    keys,
+                    kind="answered from a state not sold out or not trusted",
+                    until=c.call_id,
+                )
+            )
+            continue
+        since = t - RETURN_DELAY_MS
+        after = len(grant_times) - bisect_right(grant_times, t)
+        came_back = len(return_times) - bisect_right(return_times, since)
+        came_back += sum(amount for at, amount in rounds if at > since)
+        if after > came_back:
+            out.append(
+                Violation(
+                    "local-sold-out",
+                    cs.campaign_id,
+                    f"{c.user}/{c.request_id} answered SOLD_OUT by the client at {t} (call #{c.call_id}), "
+                    f"yet {after} vouchers were granted after it and only {came_back} came back to stock "
+                    f"after {since} (RETURN_DELAY_MS before it) or in later rounds: stock was claimable",
+                    keys,
+                    kind="stock was claimable",
+                    until=c.call_id,
+                )
+            )
+    return out
 
 
 def _conservation(cs: CampaignState) -> list[Violation]:

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from claimcore.client import ClaimClient, ClaimOutcomeUnknown
+from claimcore.client.watch import LOCAL_DETAIL, MARGIN_MS
 from claimcore.simulation.calls import UNKNOWN, Call, CallLog
 from claimcore.simulation.campaigns import CHANNELS, MERCHANTS, Plan
 from claimcore.simulation.checks import Violation
@@ -42,6 +43,10 @@ class Ctx:
     users_per_s: float
 
     found: list[Violation] = field(default_factory=list)  # violations seen while running (probes)
+    # The long-lived app backend: ClaimClient(watch=True), batching (op_watched_claim), and the
+    # claims it sent per campaign (its resends draw from these: never another client's request ids).
+    watching: ClaimClient | None = None
+    watched_sent: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
 
     @property
     def nodes(self) -> int:
@@ -308,6 +313,56 @@ async def op_claim(ctx: Ctx, rng: random.Random, args: dict[str, Any]) -> None:
         # back, that node may still hold a sold-out snapshot.
         other = (call.node + rng.randint(1, ctx.nodes - 1)) % ctx.nodes
         await claim(ctx, "claim", other, plan.campaign_id, user, rid, channel)
+
+
+async def watched_claim(ctx: Ctx, campaign: str, user: str, request_id: str, channel: str) -> Call:
+    """One claim through the watching, auto-batching client. A local SOLD_OUT records what the
+    client's watch held at that moment (claim() answers it without yielding, so the state read just
+    after is the one it answered from): its phase, the trust left, and the wall time (checks.py
+    holds it against the ledger)."""
+    assert ctx.watching is not None and ctx.watching.watch is not None
+    call = ctx.log.begin(
+        "watched_claim", "Claim(watch)", -1, campaign, user=user, request_id=request_id, channel=channel
+    )
+    try:
+        reply = await ctx.watching.claim(campaign, user, request_id, channel)
+    except ClaimOutcomeUnknown as err:
+        return ctx.log.failed(call, err.last.code().name if err.last is not None else "UNAVAILABLE")
+    except grpc.aio.AioRpcError as err:
+        return ctx.log.failed(call, _code(err))
+    if reply.detail == LOCAL_DETAIL:
+        now, got = time.monotonic(), ctx.watching.watch.state(campaign)
+        trusted_until = 0.0
+        if got is not None and got.state.phase == pb.CAMPAIGN_PHASE_SOLD_OUT:
+            trusted_until = got.received_at + (got.state.sold_out_valid_for_ms - MARGIN_MS) / 1000
+        call.answer.update(
+            local=True,
+            at_ms=int(time.time() * 1000),
+            pushed_phase=pb.CampaignPhase.Name(got.state.phase) if got else "none",
+            pushed_sequence=got.state.sequence if got else -1,
+            trusted_left_ms=round((trusted_until - now) * 1000, 1),
+        )
+    else:
+        ctx.watched_sent.setdefault(campaign, []).append((user, request_id, channel))
+    return _claim_answer(ctx, call, reply)
+
+
+async def op_watched_claim(ctx: Ctx, rng: random.Random, args: dict[str, Any]) -> None:
+    """An app backend's burst: 2-8 users of one campaign claim at once through the long-lived
+    ClaimClient(watch=True), so they leave together in one ClaimBatch (or are answered SOLD_OUT by
+    the client while the pushed state says sold out). Now and then a user taps twice with one
+    request id, and a request this client sent earlier is sent again: both must reach a node."""
+    plan = ctx.campaign(rng)
+    claims = []
+    for _ in range(rng.randint(2, 8)):
+        user = ctx.user(rng)
+        claims.append((user, f"w{rng.getrandbits(40):x}", ctx.channel_of(user)))
+    if rng.random() < 0.3:
+        claims.append(claims[0])  # a double tap: one request id, twice at once
+    sent = ctx.watched_sent.get(plan.campaign_id)
+    if sent and rng.random() < 0.4:
+        claims.append(rng.choice(sent))  # a resend of a request this client sent before
+    await asyncio.gather(*(watched_claim(ctx, plan.campaign_id, *c) for c in claims))
 
 
 async def op_double_tap(ctx: Ctx, rng: random.Random, args: dict[str, Any]) -> None:
@@ -749,6 +804,7 @@ async def op_sold_out_probe(ctx: Ctx, rng: random.Random, args: dict[str, Any]) 
 
 OPERATIONS = {
     "claim": op_claim,
+    "watched_claim": op_watched_claim,
     "double_tap": op_double_tap,
     "cross_node_tap": op_cross_node_tap,
     "lost_reply": op_lost_reply,

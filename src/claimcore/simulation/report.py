@@ -27,6 +27,7 @@ class SeedResult:
     seconds: float = 0.0
     figures: dict[str, int] = field(default_factory=dict)  # what the run left in Redis (checks.figures)
     text: str = ""  # the printed report, with the minimal histories
+    answered_locally: int = 0  # claims the watching client answered SOLD_OUT from the pushed state
 
     def by_check(self) -> Counter[str]:
         return Counter(v.check for v in self.violations)
@@ -42,6 +43,7 @@ class SeedResult:
             "operations": dict(sorted(self.operations.items())),
             "calls": self.calls,
             "outcomes": dict(sorted(self.outcomes.items())),
+            "answered_locally": self.answered_locally,
             "figures": self.figures,
             "calls_by_operation": {op: dict(sorted(c.items())) for op, c in sorted(self.by_op.items())},
             "violations": dict(sorted(self.by_check().items())),
@@ -112,7 +114,8 @@ def redis_records(ws: WorldState | None, keys: set[str], limit: int = 30) -> lis
 def describe(result: SeedResult, log: CallLog | None, ws: WorldState | None) -> str:
     head = (
         f"seed {result.seed}{' (cluster)' if result.cluster else ''}: {sum(result.operations.values())} "
-        f"operations, {result.calls} calls in {result.seconds:.0f} s; violations: "
+        f"operations, {result.calls} calls ({result.answered_locally} answered by the watching client) "
+        f"in {result.seconds:.0f} s; violations: "
         f"{dict(sorted(result.by_check().items())) or 'none'}"
     )
     lines = [head]

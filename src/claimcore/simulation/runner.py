@@ -167,6 +167,10 @@ async def run_seed(
         plans = plan_campaigns(random.Random(f"campaigns-{seed}"), seed, run_s, stacked)
         await _create(world, plans)
         client = ClaimClient([s.node.address for s in world.nodes], deadline_s=3.0, max_attempts=3)
+        # The app backend of op_watched_claim: batching, answering sold-out campaigns from the pushed state.
+        watching = ClaimClient(
+            [s.node.address for s in world.nodes], deadline_s=3.0, max_attempts=3, watch=True
+        )
         ctx = Ctx(
             world,
             log,
@@ -175,6 +179,7 @@ async def run_seed(
             client,
             time.monotonic(),
             users_per_s=max(2.0, rate * 0.4),
+            watching=watching,
         )
         log.t0 = ctx.started
         await _drive(ctx, draw(seed, run_s, plans, node_count, rate, stacked), result)
@@ -206,6 +211,8 @@ async def run_seed(
         result.violations = checks.classify(checks.check(log.calls, ws, opc) + result.violations, log.calls)
         result.figures = checks.figures(ws)
         await client.close()
+        result.answered_locally = watching.answered_locally
+        await watching.close()
         if keep is not None:
             keep.update(world=world, log=log, plans=plans, state=ws, one_per_category=opc)
     finally:

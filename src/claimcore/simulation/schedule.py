@@ -33,6 +33,10 @@ LOAD_WEIGHTS = {
     "eligibility": 2,  # records changed (no effect on the outcome)
     "denied_claim": 3,  # a user on the deny list tries
 }
+# Bursts of claims through the watching, auto-batching client (operations.op_watched_claim), per
+# operation of the stream above: a timeline of their own, drawn last, so that adding them left
+# every other draw of a seed as it was.
+WATCHED_PER_OPERATION = 0.08
 
 
 @dataclass
@@ -106,5 +110,10 @@ def draw(
     while t < run_s:
         steps.append(Step(t, "sold_out_probe", rng.getrandbits(32)))
         t += rng.uniform(1.0, 3.0)
+    # Watched bursts: the app backend's claims through ClaimClient(watch=True), a Poisson stream.
+    t = rng.expovariate(rate * WATCHED_PER_OPERATION)
+    while t < run_s:
+        steps.append(Step(t, "watched_claim", rng.getrandbits(32)))
+        t += rng.expovariate(rate * WATCHED_PER_OPERATION)
     steps.sort(key=lambda s: s.at_s)
     return steps
