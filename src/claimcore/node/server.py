@@ -149,7 +149,7 @@ class Node:
         claims = ClaimService(self.inventory, self.campaigns, Admission(), self.soldout, self.batcher,
                               abuse_limits(options), self.metrics)
         # WatchCampaigns (watch.py): one task computes the watched campaigns' states for every stream.
-        claims.watches = self.watches = CampaignStates(self.inventory, self.campaigns, self.soldout, creds)
+        claims.watches = self.watches = CampaignStates(self.inventory, self.campaigns, self.soldout)
         pb_grpc.add_ClaimServiceServicer_to_server(claims, self.server)
         verifier = (HttpVerifier(options.verifier_url, options.verifier_timeout_ms / 1000)
                     if options.verifier_url else None)
