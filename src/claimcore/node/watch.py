@@ -110,10 +110,8 @@ def fresh(state: pb.CampaignState, made: float) -> pb.CampaignState:
 
 class CampaignStates:
     def __init__(self, inventory: RedisInventory, campaigns: CampaignCache, soldout: SoldOutCache,
-                 credentials: auth.Credentials | None = None, poll_s: float = POLL_S,
-                 read_every_s: float = READ_EVERY_S) -> None:
+                 poll_s: float = POLL_S, read_every_s: float = READ_EVERY_S) -> None:
         self.inventory = inventory
-        self.credentials = credentials
         self.campaigns = campaigns
         self.soldout = soldout
         self.poll_s = poll_s
