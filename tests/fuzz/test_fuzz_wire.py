@@ -47,11 +47,22 @@ WIRE_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None, re
 
 
 def raw_call(ch: grpc.Channel, rpc: str, data: bytes) -> tuple[grpc.StatusCode, str]:
-    stub = ch.unary_unary(method_path(METHODS[rpc]), request_serializer=None, response_deserializer=None)
+    method = METHODS[rpc]
     try:
-        stub(data, timeout=30)
+        if method.server_streaming:  # a watch never ends by itself: its first message, then cancel
+            stream = ch.unary_stream(method_path(method), request_serializer=None,
+                                     response_deserializer=None)(data, timeout=30)
+            try:
+                next(stream)
+            finally:
+                stream.cancel()
+        else:
+            ch.unary_unary(method_path(method), request_serializer=None, response_deserializer=None)(
+                data, timeout=30)
     except grpc.RpcError as err:
         return err.code(), err.details() or ""
+    except StopIteration:  # the stream ended without a message: its status is OK
+        return C.OK, ""
     return C.OK, ""
 
 
