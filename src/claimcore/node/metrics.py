@@ -76,6 +76,29 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # claims per claim.lua call
 
 
+class Endpoint:
+    """A registry served over HTTP at /metrics (the node's own, or the merged one of
+    serve --workers): `registry` is set by the subclass."""
+
+    registry: CollectorRegistry
+    _http: Any = None
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve /metrics over HTTP on host:port (0 = a free port); returns the port."""
+        try:
+            server, _ = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            raise OSError(f"cannot serve metrics on {host}:{port}: {exc}") from None
+        self._http = server
+        return int(server.server_port)
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+
 class Histogram:
     """A Prometheus histogram without locks: the node's event loop is its only writer."""
 
@@ -100,7 +123,7 @@ class Histogram:
         return out, total
 
 
-class NodeMetrics:
+class NodeMetrics(Endpoint):
     """Everything a node counts, and the collector that turns it into Prometheus families."""
 
     def __init__(self, version: str = __version__, max_campaigns: int = CAMPAIGN_LABELS) -> None:
@@ -125,7 +148,6 @@ class NodeMetrics:
         # process_cpu_seconds_total and the other process_* families (read from /proc at scrape
         # time): loadgen reads the front nodes' CPU-seconds from it; workers' are summed.
         ProcessCollector(registry=self.registry)
-        self._http: Any = None
 
     # ------------------------------------------------------------------ counting (hot path)
 
@@ -260,21 +282,6 @@ class NodeMetrics:
 
     # ------------------------------------------------------------------ serving
 
-    def serve(self, host: str, port: int) -> int:
-        """Serve /metrics over HTTP on host:port (0 = a free port); returns the port."""
-        try:
-            server, _ = start_http_server(port, addr=host, registry=self.registry)
-        except OSError as exc:
-            raise OSError(f"cannot serve metrics on {host}:{port}: {exc}") from None
-        self._http = server
-        return int(server.server_port)
-
-    def close(self) -> None:
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None
-
 
 class RpcMetrics(grpc.aio.ServerInterceptor):
     """The outermost interceptor: times Claim and ClaimBatch, counts every non-OK unary call.
@@ -360,7 +367,7 @@ def _add(a: float, b: float) -> float:
     return a + b
 
 
-class WorkersMetrics:
+class WorkersMetrics(Endpoint):
     """The one /metrics of `serve --workers N`: every worker's /metrics, merged (merge_families)."""
 
     def __init__(self, workers: list[tuple[int, str]]) -> None:
@@ -369,7 +376,6 @@ class WorkersMetrics:
         self._last: dict[int, list[Metric]] = {}  # each worker's last scrape that answered
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
-        self._http: Any = None
 
     def scrape(self, url: str) -> list[Metric]:
         with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S) as reply:  # noqa: S310 - our own http URL
@@ -396,17 +402,3 @@ class WorkersMetrics:
         yield claims
         yield info
 
-    def serve(self, host: str, port: int) -> int:
-        """Serve the merged /metrics on host:port (0 = a free port); returns the port."""
-        try:
-            server, _ = start_http_server(port, addr=host, registry=self.registry)
-        except OSError as exc:
-            raise OSError(f"cannot serve metrics on {host}:{port}: {exc}") from None
-        self._http = server
-        return int(server.server_port)
-
-    def close(self) -> None:
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None
