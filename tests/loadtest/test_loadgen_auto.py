@@ -88,7 +88,7 @@ def test_without_node_metrics_the_cpu_is_not_measured(node, tmp_path, capsys):
     assert code == loadgen.EXIT_OK, out + err
     report = json.loads(out_json.read_text())
     assert report["front_cpu"] == {"measured": False, "cpu_s": None, "per_million_claims": None,
-                                   "nodes": []}
+                                   "nodes": [], "why": "no --node-metrics"}
     assert "not measured" in out
     assert report["answered_locally"]["count"] == 0  # unary: every claim reached the node
 
