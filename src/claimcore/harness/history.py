@@ -15,7 +15,7 @@ included) into a `History`, then check it against what Redis holds at the end:
     report = check_history(history, redis_client, campaign_id)
     assert report.ok, report.summary()
 
-The checks (after /work/shared/docs/research/reliability.md §2.4), over the
+The checks (after the research notes on reliability, §2.4), over the
 final state S (every shard's `reqs` and `users` hashes and counters) and the
 history H:
 
