@@ -36,7 +36,7 @@ import contextlib
 import time
 import urllib.request
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -74,6 +74,16 @@ WORKER_INFO = "claimcore_worker_info"      # serve --workers only: each worker's
 # Seconds per call: a claim waits ~linger + one Redis round trip; a stalled Redis shows up to 10 s.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # claims per claim.lua call
+
+
+def _counter(name: str, doc: str, labels: list[str], counts: Mapping[tuple[str, ...], float],
+             shown: Callable[..., list[str]] = lambda *key: list(key)) -> CounterMetricFamily:
+    """A counter family of `counts` (label values -> count), in label order; `shown` turns a
+    key into the label values exposed (outcome codes into names)."""
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, n in sorted(dict(counts).items()):
+        family.add_metric(shown(*key), n)
+    return family
 
 
 class Endpoint:
@@ -190,23 +200,17 @@ class NodeMetrics(Endpoint):
     # ------------------------------------------------------------------ scrape
 
     def collect(self) -> Iterator[Metric]:
-        claims = CounterMetricFamily(CLAIMS, "Claims answered, by campaign and outcome "
-                                     "(unary calls and each item of a batch)", labels=["campaign", "outcome"])
-        for (campaign, outcome), n in sorted(dict(self.claims).items()):
-            claims.add_metric([campaign, CLAIM_OUTCOMES.get(outcome, "unknown")], n)
-        yield claims
+        yield _counter(CLAIMS, "Claims answered, by campaign and outcome (unary calls and each item "
+                       "of a batch)", ["campaign", "outcome"], self.claims,
+                       lambda campaign, outcome: [campaign, CLAIM_OUTCOMES.get(outcome, "unknown")])
         seconds = HistogramMetricFamily(CLAIM_SECONDS, "Latency of Claim and ClaimBatch calls "
                                         "in the node, failed ones included", labels=["method"])
         for method, histogram in self.claim_seconds.items():
             buckets, total = histogram.buckets()
             seconds.add_metric([method], buckets, total)
         yield seconds
-        drops = CounterMetricFamily(ADMISSION_DROPS, "Claims refused before Redis: the "
-                                    "campaign's admission rate, the anti-scalper limits, or node overload",
-                                    labels=["campaign", "reason"])
-        for (campaign, reason), n in sorted(dict(self.drops).items()):
-            drops.add_metric([campaign, reason], n)
-        yield drops
+        yield _counter(ADMISSION_DROPS, "Claims refused before Redis: the campaign's admission rate, "
+                       "the anti-scalper limits, or node overload", ["campaign", "reason"], self.drops)
         yield from self._sampled()
         yield CounterMetricFamily("claimcore_redis_round_trips", "Round trips of the claim batcher to "
                                   "Redis (one per flush)", value=self.round_trips)
@@ -214,16 +218,11 @@ class NodeMetrics(Endpoint):
         batch = HistogramMetricFamily("claimcore_redis_batch_size", "Claims per claim.lua call")
         batch.add_metric([], batch_buckets, batch_total)
         yield batch
-        redeemed = CounterMetricFamily(REDEMPTIONS, "Redeem calls answered, by campaign and "
-                                       "outcome", labels=["campaign", "outcome"])
-        for (campaign, outcome), n in sorted(dict(self.redemptions).items()):
-            redeemed.add_metric([campaign, REDEEM_OUTCOMES.get(outcome, "unknown")], n)
-        yield redeemed
-        errors = CounterMetricFamily(RPC_ERRORS, "Calls that ended with a non-OK gRPC status, "
-                                     "by method and status code", labels=["method", "code"])
-        for (method, code), n in sorted(dict(self.rpc_errors).items()):
-            errors.add_metric([method, code], n)
-        yield errors
+        yield _counter(REDEMPTIONS, "Redeem calls answered, by campaign and outcome",
+                       ["campaign", "outcome"], self.redemptions,
+                       lambda campaign, outcome: [campaign, REDEEM_OUTCOMES.get(outcome, "unknown")])
+        yield _counter(RPC_ERRORS, "Calls that ended with a non-OK gRPC status, by method and status "
+                       "code", ["method", "code"], self.rpc_errors)
         yield GaugeMetricFamily(REDIS_UP, "1 while Redis answers the node's PING, else 0",
                                 value=self.redis_up)
         info = GaugeMetricFamily(INFO, "The node's claimcore version", labels=["version"])
