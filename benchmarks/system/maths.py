@@ -368,9 +368,9 @@ def _paired(name: str, results: dict[str, Summary], numerator: str, denominator:
 
 
 def targets(results: dict[str, Summary], micro: dict[str, MicroRatio]) -> list[Verdict]:
-    """The targets of issue 4, judged from the summaries keyed by configuration name.
+    """The targets of issues 4 and 14, judged from the summaries keyed by configuration name.
 
-    Expected names: echo_granted, echo_sold_out, naive_unary, claimcore_unary,
+    Expected names: echo_granted, echo_sold_out, echo_batch, naive_unary, claimcore_unary,
     claimcore_batch, claimcore_sold_out. A missing one gives an unmeasured (MISS) verdict.
     """
     sold_out = results.get("claimcore_sold_out")
@@ -383,6 +383,8 @@ def targets(results: dict[str, Summary], micro: dict[str, MicroRatio]) -> list[V
                 "claimcore_unary", "naive_unary", "redis_cpu_us", "<=", 1 / 8),
         _paired("ClaimBatch x100 claims/s vs unary Claim claims/s", results,
                 "claimcore_batch", "claimcore_unary", "claims_per_s", ">=", 20.0),
+        _paired("ClaimBatch x100: node CPU/claim vs echo batch CPU/claim", results,
+                "claimcore_batch", "echo_batch", "server_cpu_us", "<=", 1.3),
         _paired("after sold out: node CPU/claim vs echo CPU/call", results,
                 "claimcore_sold_out", "echo_sold_out", "server_cpu_us", "<=", 1.05),
         Verdict("after sold out: Redis commands per claim",

@@ -146,9 +146,10 @@ def test_targets_are_judged_as_ratios() -> None:
     results = {s.name: s for s in [
         _summary("echo_granted", server_cpu_us=100.0),
         _summary("echo_sold_out", server_cpu_us=80.0),
+        _summary("echo_batch", server_cpu_us=[5.0, 6.0]),
         _summary("naive_unary", redis_cpu_us=80.0),
         _summary("claimcore_unary", server_cpu_us=110.0, redis_cpu_us=20.0, claims_per_s=1000.0),
-        _summary("claimcore_batch", claims_per_s=25_000.0),
+        _summary("claimcore_batch", claims_per_s=25_000.0, server_cpu_us=[6.0, 9.0]),
         _summary("claimcore_sold_out", server_cpu_us=90.0, redis_cmds_per_claim=0.002, evalsha_calls=0),
     ]}
     micro = {"shard_of": maths.MicroRatio("shard_of", 1.0, 40.0)}
@@ -160,6 +161,9 @@ def test_targets_are_judged_as_ratios() -> None:
     assert redis_cpu.measured == pytest.approx(0.25) and not redis_cpu.passed
     assert redis_cpu.vs_target == pytest.approx(2.0)
     assert verdicts["ClaimBatch x100 claims/s vs unary Claim claims/s"].passed
+    batch = verdicts["ClaimBatch x100: node CPU/claim vs echo batch CPU/claim"]
+    assert batch.spread == (pytest.approx(1.2), pytest.approx(1.5))  # paired round by round
+    assert batch.measured == pytest.approx(1.35) and not batch.passed  # the median of 1.2 and 1.5
     assert not verdicts["after sold out: node CPU/claim vs echo CPU/call"].passed  # 1.125 > 1.05
     assert verdicts["after sold out: Redis commands per claim"].passed
     assert verdicts["Cython shard_of vs its pure-Python twin"].passed
