@@ -1,6 +1,7 @@
 """Compiled vs twin, side by side: pytest benchmarks/test_bench_fast.py --benchmark-only.
 
-Each round is 1,000 calls, so the per-call cost is the reported time / 1,000.
+Each round is 1,000 calls, so the per-call cost is the reported time / 1,000; in the
+claim_wire group a round is one decode or one encode of a whole 100-claim batch.
 """
 
 from __future__ import annotations
@@ -94,3 +95,38 @@ def test_bench_unpack_claim_reply(benchmark, impl: str) -> None:
     unpack = _load("claim_codec", impl).unpack_claim_reply
     stock, results = benchmark(unpack, REPLY, ItemResult)
     assert stock == 17 and len(results) == 256
+
+
+# One ClaimBatch of 100 claims as the node receives it, and its reply: every claim
+# GRANTED with a full voucher. Each round is one decode or one encode of the batch.
+def _claim_batch_bytes() -> bytes:
+    from claimcore.v1 import claims_pb2 as pb
+
+    return pb.ClaimBatchRequest(claims=[
+        pb.ClaimRequest(campaign_id="launch-1", user_id=f"u{12345 + i}-67", request_id=f"req-{1234 + i:08d}",
+                        channel_id="bench-app")
+        for i in range(100)
+    ]).SerializeToString()
+
+
+BATCH_REPLIES = [
+    (1, 0, "", (f"launch-1-7-{1000 + i}", "launch-1", f"u{12345 + i}-67", f"req-{1234 + i:08d}",
+                1_795_440_000_000 + i, 500, 2_000, "electronics", "bench-app"))
+    for i in range(100)
+]
+
+
+@pytest.mark.benchmark(group="claim_wire")
+@pytest.mark.parametrize("impl", ["c", "py"])
+def test_bench_claim_wire_decode(benchmark, impl: str) -> None:
+    decode = _load("claim_wire", impl).decode_claim_batch
+    rows, first_bad = benchmark(decode, _claim_batch_bytes())
+    assert len(rows) == 100 and first_bad == -1
+
+
+@pytest.mark.benchmark(group="claim_wire")
+@pytest.mark.parametrize("impl", ["c", "py"])
+def test_bench_claim_wire_encode(benchmark, impl: str) -> None:
+    encode = _load("claim_wire", impl).encode_claim_batch_reply
+    raw = benchmark(encode, BATCH_REPLIES)
+    assert raw.count(b"bench-app") == 100

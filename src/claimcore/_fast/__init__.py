@@ -1,12 +1,14 @@
 """Hot path: Cython modules, each with a pure-Python twin giving identical results.
 
 CLAIMCORE_NO_EXTENSIONS forces the twins (_switch.py says how). COMPILED maps each
-selector module to True when its Cython module is in use.
+selector module to True when its Cython module is in use; claim_wire, the newest, keeps
+its flag in claim_wire.COMPILED for now.
 """
 
 from . import claim_codec, keyed_limiter, shard_hash, token_bucket
 from ._switch import NO_EXTENSIONS
 from .claim_codec import pack_claims, unpack_claim_reply
+from .claim_wire import WireError, claim_fields_ok, decode_claim_batch, encode_claim_batch_reply
 from .keyed_limiter import KeyedLimiter
 from .shard_hash import fnv1a64, jump_hash, shard_of
 from .token_bucket import TokenBucket
@@ -19,6 +21,7 @@ COMPILED: dict[str, bool] = {
 }
 
 __all__ = [
-    "COMPILED", "NO_EXTENSIONS", "KeyedLimiter", "TokenBucket", "fnv1a64", "jump_hash", "pack_claims",
-    "shard_of", "unpack_claim_reply",
+    "COMPILED", "NO_EXTENSIONS", "KeyedLimiter", "TokenBucket", "WireError", "claim_fields_ok",
+    "decode_claim_batch", "encode_claim_batch_reply", "fnv1a64", "jump_hash", "pack_claims", "shard_of",
+    "unpack_claim_reply",
 ]
