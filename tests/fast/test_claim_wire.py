@@ -450,6 +450,14 @@ def test_encode_equals_protobuf(claim_wire: ModuleType, replies: list[tuple]) ->
 
 
 @SETTINGS
+@given(reply=REPLY)
+@example(reply=(0, 0, "", None))
+@example(reply=(0, 0, "", ("", "", "", "", 0, 0, 0, "", "")))
+def test_encode_one_reply_equals_protobuf(claim_wire: ModuleType, reply: tuple) -> None:
+    assert claim_wire.encode_claim_reply(reply) == _pb_reply(reply).SerializeToString()
+
+
+@SETTINGS
 @given(replies=st.lists(st.tuples(st.booleans(), REPLY), max_size=10))
 def test_encode_splices_serialized_replies(claim_wire: ModuleType, replies: list[tuple[bool, tuple]]) -> None:
     given_ = [_pb_reply(r).SerializeToString() if as_bytes else r for as_bytes, r in replies]

@@ -75,7 +75,8 @@ def _outcome(fn: Callable[..., object], *args: object) -> object:
 def test_selector_follows_the_switch() -> None:
     """Compiled modules unless CLAIMCORE_NO_EXTENSIONS is set; then the twins."""
     tb, sh = (TB_PY, SH_PY) if NO_EXTENSIONS else (TB_C, SH_C)
-    assert fast.COMPILED == {"claim_codec": not NO_EXTENSIONS, "keyed_limiter": not NO_EXTENSIONS,
+    assert fast.COMPILED == {"claim_codec": not NO_EXTENSIONS, "claim_wire": not NO_EXTENSIONS,
+                             "keyed_limiter": not NO_EXTENSIONS,
                              "shard_hash": not NO_EXTENSIONS, "token_bucket": not NO_EXTENSIONS}
     assert fast.TokenBucket is _mod(tb).TokenBucket
     assert fast.shard_of is _mod(sh).shard_of

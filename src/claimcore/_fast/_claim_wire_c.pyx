@@ -417,14 +417,17 @@ cdef Py_ssize_t _measure(object reply, _Sizes* s) except -1:
 
 
 cdef uint8_t* _write(uint8_t* p, object reply, _Sizes* s) noexcept:
-    cdef tuple t
-    cdef tuple v
     p[0] = 0x0A
     p = _put_varint(p + 1, <uint64_t>s.body)
     if PyBytes_Check(reply):
         memcpy(p, PyBytes_AS_STRING(reply), s.body)
         return p + s.body
-    t = <tuple>reply
+    return _write_reply(p, <tuple>reply, s)
+
+
+cdef uint8_t* _write_reply(uint8_t* p, tuple t, _Sizes* s) noexcept:
+    """One ClaimReply's fields (the body of a reply tuple that _measure sized)."""
+    cdef tuple v
     p = _put_int(p, 0x08, s.outcome)
     if s.voucher >= 0:
         v = <tuple>t[3]
@@ -465,3 +468,15 @@ def encode_claim_batch_reply(replies):
         return out
     finally:
         PyMem_Free(sizes)
+
+
+def encode_claim_reply(reply):
+    cdef _Sizes size
+    if not PyTuple_Check(reply):
+        raise TypeError(f"a reply is a tuple, not {type(reply).__name__}")
+    cdef Py_ssize_t body = _measure(reply, &size)
+    out = PyBytes_FromStringAndSize(NULL, body)
+    cdef uint8_t* start = <uint8_t*>PyBytes_AS_STRING(out)
+    if _write_reply(start, <tuple>reply, &size) - start != body:
+        raise AssertionError("encode_claim_reply: size and bytes written differ")
+    return out

@@ -14,6 +14,8 @@
         and "" are left out; a voucher tuple is always written, even all default.
         Strings must be str (TypeError), ints int (TypeError); outcome outside int32 or
         another int outside int64 is ValueError; a tuple of the wrong length ValueError.
+    encode_claim_reply(reply) -> bytes
+        One ClaimReply (for the unary Claim) from such a tuple, as SerializeToString gives it.
     claim_fields_ok(campaign_id, user_id, request_id, channel_id, device_id) -> bool
         The same id rules for one claim (TypeError for a non-str).
 
@@ -34,7 +36,8 @@ from collections.abc import Sequence
 
 from ._wire_errors import WireError
 
-__all__ = ["ID_RULES", "WireError", "claim_fields_ok", "decode_claim_batch", "encode_claim_batch_reply"]
+__all__ = ["ID_RULES", "WireError", "claim_fields_ok", "decode_claim_batch", "encode_claim_batch_reply",
+           "encode_claim_reply"]
 
 # The id rules of claimcore.validation (CAMPAIGN_ID, USER_ID, REQUEST_ID, CHANNEL_ID,
 # DEVICE_ID), restated here because _fast sits below validation; tests hold them to its regexes.
@@ -254,3 +257,9 @@ def encode_claim_batch_reply(replies: Sequence[bytes | tuple]) -> bytes:
         else:
             raise TypeError(f"a reply is bytes or a tuple, not {type(reply).__name__}")
     return bytes(out)
+
+
+def encode_claim_reply(reply: tuple) -> bytes:
+    if not isinstance(reply, tuple):
+        raise TypeError(f"a reply is a tuple, not {type(reply).__name__}")
+    return bytes(_reply(reply))
