@@ -85,8 +85,8 @@ def exercise_raw(ch: grpc.Channel, client: redis.Redis, node: LocalNode, rpc: st
     if len(data) > MAX_RECEIVE:
         assert code == C.RESOURCE_EXHAUSTED, (rpc, code, details, len(data))
     elif not decodes(rpc, data):
-        # grpc.aio alone answers UNKNOWN ("Unexpected <class DecodeError>"); the node's DecodeErrors
-        # interceptor makes it INVALID_ARGUMENT with the parser's reason.
+        # grpc.aio alone answers UNKNOWN ("Unexpected <class DecodeError>"); the node's decoding layer
+        # makes it INVALID_ARGUMENT with the parser's reason.
         assert code == C.INVALID_ARGUMENT and "not a valid" in details, (rpc, code, details, shown)
     else:
         assert code == C.OK or code in ALLOWED[rpc], (rpc, code, details, shown)

@@ -1,9 +1,9 @@
 """The streaming RPC (ClaimService.WatchCampaigns) passes the same door as the unary ones.
 
 A real node with credentials (docs/security.md): no key or an unknown key is refused by the
-AuthInterceptor before the watch handler runs (its own message, not the handler's); a known key
+the pipeline's auth layer before the watch handler runs (its own message, not the handler's); a known key
 streams, as its caller for the whole stream (a channel watches only its campaigns); undecodable
-request bytes are INVALID_ARGUMENT (DecodeErrors), whoever sends them.
+request bytes are INVALID_ARGUMENT (the decoding layer), whoever sends them.
 """
 
 from __future__ import annotations

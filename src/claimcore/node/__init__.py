@@ -1,1 +1,1 @@
-"""The stateless gRPC front node: services, the claim path's hot parts, interceptors, metrics."""
+"""The stateless gRPC front node: services, the claim path's hot parts, the call pipeline, metrics."""

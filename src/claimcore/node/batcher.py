@@ -16,6 +16,9 @@ could not serve (EMPTY) trigger a borrow from other shards and go back to the
 front of their lane; when nothing is left to borrow the campaign is sold out
 and they are answered SOLD_OUT.
 
+A ClaimBatch call's claims share one future (`ClaimGroup`): each queues in its
+lane as a `Slot` of the group, so a claim costs no future and no gather of its own.
+
 Lanes belong to one epoch of a campaign's shard map. When an operator
 reshards, the shards refuse the old epoch (STALE): the batcher reloads the
 map and routes those claims again by the new one. A shard frozen while users
@@ -31,6 +34,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Any
 
 from claimcore._fast import shard_of
 from claimcore.campaign import CampaignConfig
@@ -54,7 +58,47 @@ log = logging.getLogger(__name__)
 
 SOLD_OUT = ItemResult(Code.SOLD_OUT, "", 0)
 
-Waiter = tuple[ClaimItem, "asyncio.Future[ItemResult]"]
+
+
+class ClaimGroup:
+    """The queued claims of one ClaimBatch call: one future, resolved with their results in order once
+    each has one, or with the first error. An asyncio future per claim plus a gather over them cost
+    about 5 µs a claim, more than the rest of the node's work on it."""
+
+    __slots__ = ("future", "results", "left")
+
+    def __init__(self, size: int) -> None:
+        self.future: asyncio.Future[list[ItemResult]] = asyncio.get_running_loop().create_future()
+        self.results: list[ItemResult | None] = [None] * size
+        self.left = size
+
+
+class Slot:
+    """One claim's place in its ClaimGroup: to the batcher, a future of one result (done, set_result,
+    set_exception), like a unary claim's."""
+
+    __slots__ = ("group", "index")
+
+    def __init__(self, group: ClaimGroup, index: int) -> None:
+        self.group = group
+        self.index = index
+
+    def done(self) -> bool:
+        return self.group.future.done()
+
+    def set_result(self, result: ItemResult) -> None:
+        group = self.group
+        group.results[self.index] = result
+        group.left -= 1
+        if group.left == 0 and not group.future.done():
+            group.future.set_result(group.results)  # type: ignore[arg-type]  # all set by now
+
+    def set_exception(self, exc: BaseException) -> None:
+        if not self.group.future.done():
+            self.group.future.set_exception(exc)
+
+
+Waiter = tuple[ClaimItem, "asyncio.Future[ItemResult] | Slot"]
 LaneKey = tuple[str, int, int]  # campaign, epoch of its shard map, shard
 # Reload a campaign's map, at least at this epoch (None: the campaign is gone).
 Reload = Callable[[str, int], Awaitable[CampaignConfig | None]]
@@ -110,7 +154,7 @@ class ClaimBatcher:
         self._flushing = False
         self._scheduled = False
         # With tracing on: each queued claim's call span context, for its flush span's links.
-        self._traced: dict[asyncio.Future[ItemResult], object] = {}
+        self._traced: dict[asyncio.Future[Any], object] = {}
 
     def submit(self, config: CampaignConfig, shard: int, item: ClaimItem) -> asyncio.Future[ItemResult]:
         if self.queued >= self.max_queued:
@@ -124,6 +168,27 @@ class ClaimBatcher:
         self.queued += 1
         self._wake(self._lane(config, shard))
         return future
+
+    def submit_group(self, claims: list[tuple[CampaignConfig, int, ClaimItem]]
+                     ) -> asyncio.Future[list[ItemResult]]:
+        """Queue a ClaimBatch call's claims, each (config, shard, item) in its lane: one future for all,
+        resolved with their results in order. Overloaded if they do not all fit: none is queued then."""
+        if self.queued + len(claims) > self.max_queued:
+            raise Overloaded(f"{self.queued} claims queued on this node, {len(claims)} more asked")
+        group = ClaimGroup(len(claims))
+        group.future.add_done_callback(_mark_retrieved)
+        if tracing.enabled:
+            self._traced[group.future] = tracing.current_span_context()
+            group.future.add_done_callback(self._traced.pop)
+        lane_of = self._lane
+        ready = self._ready
+        for index, (config, shard, item) in enumerate(claims):
+            lane = lane_of(config, shard)
+            lane.queue.append((item, Slot(group, index)))
+            ready[lane.key] = lane
+        self.queued += len(claims)
+        self._wake_flusher()
+        return group.future
 
     def _lane(self, config: CampaignConfig, shard: int) -> _Lane:
         key = (config.campaign_id, config.epoch, shard)
@@ -140,6 +205,9 @@ class ClaimBatcher:
 
     def _wake(self, lane: _Lane) -> None:
         self._ready[lane.key] = lane
+        self._wake_flusher()
+
+    def _wake_flusher(self) -> None:
         if not (self._flushing or self._scheduled):
             self._scheduled = True
             asyncio.get_running_loop().call_later(self.linger_s, self._start_flushing)
@@ -182,7 +250,7 @@ class ClaimBatcher:
                 return
         self.metrics.flushed([len(batch) for _, batch in calls])
         span = tracing.flush_span([(lane.config.campaign_id, len(batch)) for lane, batch in calls],
-                                  [self._traced.get(f) for _, batch in calls for _, f in batch]
+                                  [self._traced.get(_owner(f)) for _, batch in calls for _, f in batch]
                                   ) if tracing.enabled else None
         try:
             replies = await self.inventory.claim_many([
@@ -323,7 +391,12 @@ def _log_failure(campaign_id: str, task: asyncio.Task[None]) -> None:
                     extra={"campaign": campaign_id})
 
 
-def _mark_retrieved(future: asyncio.Future[ItemResult]) -> None:
+def _owner(waiting: asyncio.Future[ItemResult] | Slot) -> asyncio.Future[Any]:
+    """The future a claim's caller awaits: its own, or its group's."""
+    return waiting.group.future if isinstance(waiting, Slot) else waiting
+
+
+def _mark_retrieved(future: asyncio.Future[Any]) -> None:
     """A caller that gave up (deadline) no longer awaits: don't warn about its error."""
     if not future.cancelled():
         future.exception()

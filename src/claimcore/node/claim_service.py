@@ -12,14 +12,21 @@ unknown to that caller), and one still queued is dropped by the batcher.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
+from typing import Any
 
 import grpc
 
 from claimcore import validation as v
 from claimcore._fast import shard_of
+from claimcore._fast.claim_wire import (
+    WireError,
+    claim_fields_ok,
+    decode_claim_batch,
+    encode_claim_batch_reply,
+    encode_claim_reply,
+)
 from claimcore.campaign import CampaignConfig
 from claimcore.clock import now_ms
 from claimcore.node.admission import Admission
@@ -41,6 +48,8 @@ from claimcore.v1 import claims_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
+NOT_STARTED = ItemResult(Code.NOT_STARTED, "", 0)
+
 OUTCOMES = {
     Code.GRANTED: pb.GRANTED,
     Code.REPLAY: pb.GRANTED,
@@ -54,31 +63,53 @@ OUTCOMES = {
     Code.OTHER_CHANNEL: pb.ALREADY_CLAIMED,
 }
 
+# A claim's fields, as ClaimRequest orders them: campaign, user, request, channel, device, client_ip.
+Row = tuple[str, str, str, str, str, str]
+# A ClaimReply as claim_wire encodes it: (outcome, retry_after_ms, detail, voucher or None), a voucher
+# being Voucher's nine fields in order. Replies are built as these tuples and written straight to
+# bytes: no protobuf object per claim.
+Voucher = tuple[str, str, str, str, int, int, int, str, str]
+Reply = tuple[int, int, str, Voucher | None]
+
+
+def row_of(req: pb.ClaimRequest) -> Row:
+    return (req.campaign_id, req.user_id, req.request_id, req.channel_id, req.device_id, req.client_ip)
+
 
 def voucher_of(config: CampaignConfig, user_id: str, request_id: str, channel_id: str,
-               voucher_id: str, granted_at_ms: int) -> pb.Voucher:
-    return pb.Voucher(
-        voucher_id=voucher_id, campaign_id=config.campaign_id, user_id=user_id,
-        request_id=request_id, granted_at_ms=granted_at_ms, value_cents=config.value_cents,
-        min_spend_cents=config.min_spend_cents, category=config.category, channel_id=channel_id,
-    )
+               voucher_id: str, granted_at_ms: int) -> Voucher:
+    return (voucher_id, config.campaign_id, user_id, request_id, granted_at_ms, config.value_cents,
+            config.min_spend_cents, config.category, channel_id)
 
 
-def reply_for(config: CampaignConfig, req: pb.ClaimRequest, result: ItemResult,
-              channel: str) -> pb.ClaimReply:
+def reply_for(config: CampaignConfig, row: Row, result: ItemResult, channel: str) -> Reply:
     code = result.code
     # A replay comes back only to the channel that was granted (another channel's gets
     # OTHER_CHANNEL), so the caller's channel is the one the grant recorded.
     if code == Code.GRANTED or code == Code.REPLAY:
-        return pb.ClaimReply(outcome=pb.GRANTED, voucher=voucher_of(
-            config, req.user_id, req.request_id, channel, result.voucher_id, result.granted_at_ms))
+        return (pb.GRANTED, 0, "",
+                voucher_of(config, row[1], row[2], channel, result.voucher_id, result.granted_at_ms))
     if code == Code.ALREADY_CLAIMED:
-        return pb.ClaimReply(outcome=pb.ALREADY_CLAIMED, voucher=voucher_of(
-            config, req.user_id, "", "", result.voucher_id, result.granted_at_ms))
+        return (pb.ALREADY_CLAIMED, 0, "",
+                voucher_of(config, row[1], "", "", result.voucher_id, result.granted_at_ms))
     if code == Code.NOT_STARTED:
-        return pb.ClaimReply(outcome=pb.NOT_STARTED,
-                             retry_after_ms=max(0, config.starts_at_ms - now_ms()))
-    return pb.ClaimReply(outcome=OUTCOMES[code])
+        return (pb.NOT_STARTED, max(0, config.starts_at_ms - now_ms()), "", None)
+    return (OUTCOMES[code], 0, "", None)
+
+
+def check_row(row: Row) -> None:
+    """validation.check_claim, with the five id checks made at once in the Cython codec."""
+    if not claim_fields_ok(row[0], row[1], row[2], row[3], row[4]):
+        v.check_claim(*row)  # raises InvalidInput naming the field
+        raise AssertionError(f"claim_wire and validation disagree on {row!r}")
+    if row[5]:
+        v.check_ip("client_ip", row[5])
+
+
+def pb_voucher(voucher: Voucher) -> pb.Voucher:
+    return pb.Voucher(voucher_id=voucher[0], campaign_id=voucher[1], user_id=voucher[2],
+                      request_id=voucher[3], granted_at_ms=voucher[4], value_cents=voucher[5],
+                      min_spend_cents=voucher[6], category=voucher[7], channel_id=voucher[8])
 
 
 class ClaimService(pb_grpc.ClaimServiceServicer):
@@ -97,9 +128,9 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
         return await self.campaigns.require(campaign_id)
 
     @staticmethod
-    def _channel(config: CampaignConfig, req: pb.ClaimRequest) -> str:
+    def _channel(config: CampaignConfig, asked: str) -> str:
         """The channel the claim runs as: the caller's own, which the campaign must be open to."""
-        channel = auth.current().channel_for(req.channel_id)
+        channel = auth.current().channel_for(asked)
         scope.require_open_to(config, channel)
         return channel
 
@@ -115,96 +146,122 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
         v.check_ip("metadata x-client-ip", found["x-client-ip"])
         return found["x-device-id"], found["x-client-ip"]
 
-    def _limited(self, req: pb.ClaimRequest, channel: str, hints: tuple[str, str]) -> pb.ClaimReply | None:
+    def _limited(self, config: CampaignConfig, row: Row, channel: str,
+                 hints: tuple[str, str]) -> Reply | None:
         """The anti-scalper verdict (security/abuse.py): None to go on, else the reply refusing the claim."""
         if self.limits is None:
             return None
-        device, ip = req.device_id or hints[0], req.client_ip or hints[1]
-        refused = self.limits.check(channel, req.user_id, device, ip, time.monotonic_ns())
+        device, ip = row[4] or hints[0], row[5] or hints[1]
+        refused = self.limits.check(channel, row[1], device, ip, time.monotonic_ns())
         if refused is None:
             return None
-        self.metrics.dropped(req.campaign_id, "abuse")
+        self.metrics.dropped(config.campaign_id, "abuse")
         outcome = pb.RATE_LIMITED if refused.outcome == RATE_LIMITED else pb.NOT_ELIGIBLE
-        return pb.ClaimReply(outcome=outcome, retry_after_ms=refused.retry_after_ms, detail=refused.reason)
+        return (outcome, refused.retry_after_ms, refused.reason, None)
 
-    def _start(self, config: CampaignConfig, req: pb.ClaimRequest, channel: str, hints: tuple[str, str]
-               ) -> pb.ClaimReply | asyncio.Future[ItemResult]:
-        """Answer at once if the node can, else queue the claim for its shard."""
+    def _start(self, config: CampaignConfig, row: Row, channel: str, hints: tuple[str, str]
+               ) -> Reply | tuple[int, ClaimItem]:
+        """The reply if the node can answer at once, else (shard, item): the claim to queue."""
         if config.starts_at_ms and now_ms() < config.starts_at_ms:
-            return reply_for(config, req, ItemResult(Code.NOT_STARTED, "", 0), channel)
-        limited = self._limited(req, channel, hints)
+            return reply_for(config, row, NOT_STARTED, channel)
+        limited = self._limited(config, row, channel, hints)
         if limited is not None:
             return limited
-        item = ClaimItem(req.user_id, req.request_id, channel)
+        item = ClaimItem(row[1], row[2], channel)
         snapshot = self.soldout.snapshot(config.campaign_id)
         if snapshot is not None:
             answer = snapshot.answer(config, item)
             if answer is not None:  # else only Redis can tell (soldout.py)
-                return reply_for(config, req, answer, channel)
-        shard = shard_of(req.user_id, config.shards)
+                return reply_for(config, row, answer, channel)
+        shard = shard_of(row[1], config.shards)
         wait_ms = self.admission.admit(config, shard)
         if wait_ms:
             self.metrics.dropped(config.campaign_id, "admission_rate")
-            return pb.ClaimReply(outcome=pb.RATE_LIMITED, retry_after_ms=wait_ms,
-                                 detail="admission rate exceeded")
-        try:
-            return self.batcher.submit(config, shard, item)
-        except Overloaded:
-            self.metrics.dropped(config.campaign_id, "overloaded")
-            raise
+            return (pb.RATE_LIMITED, wait_ms, "admission rate exceeded", None)
+        return shard, item
 
-    async def Claim(self, request: pb.ClaimRequest, context: grpc.aio.ServicerContext) -> pb.ClaimReply:
+    async def Claim(self, request: pb.ClaimRequest, context: grpc.aio.ServicerContext) -> bytes:
+        """The reply goes out as claim_wire's bytes (add_to_server registers no serializer)."""
         try:
-            v.check_claim(request.campaign_id, request.user_id, request.request_id, request.channel_id,
-                          request.device_id, request.client_ip)
+            row = row_of(request)
+            check_row(row)
             hints = self._hints(context)
-            config = await self._config(request.campaign_id)
-            channel = self._channel(config, request)
-            started = self._start(config, request, channel, hints)
-            reply = (started if isinstance(started, pb.ClaimReply)
-                     else reply_for(config, request, await started, channel))
-            self.metrics.claimed(config.campaign_id, reply.outcome)
-            return reply
+            config = await self._config(row[0])
+            channel = self._channel(config, row[3])
+            started = self._start(config, row, channel, hints)
+            if len(started) == 2:  # (shard, item): ask Redis
+                try:
+                    future = self.batcher.submit(config, *started)  # type: ignore[misc]
+                except Overloaded:
+                    self.metrics.dropped(config.campaign_id, "overloaded")
+                    raise
+                reply = reply_for(config, row, await future, channel)
+            else:
+                reply = started  # type: ignore[assignment]
+            self.metrics.claimed(config.campaign_id, reply[0])
+            return encode_claim_reply(reply)
         except Exception as exc:
             await abort_for(context, exc, request.campaign_id, request.request_id)
 
-    async def ClaimBatch(self, request: pb.ClaimBatchRequest,
-                         context: grpc.aio.ServicerContext) -> pb.ClaimBatchReply:
+    async def ClaimBatch(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """Bytes in, bytes out (claim_wire): no protobuf object per claim."""
+        rows: list[Row] = []
         try:
-            claims = request.claims
-            if not 1 <= len(claims) <= v.MAX_BATCH:
-                raise v.InvalidInput(f"a batch holds 1 to {v.MAX_BATCH} claims, not {len(claims)}")
-            for i, c in enumerate(claims):
-                try:
-                    v.check_claim(c.campaign_id, c.user_id, c.request_id, c.channel_id, c.device_id,
-                                  c.client_ip)
-                except v.InvalidInput as exc:
-                    raise v.InvalidInput(f"claims[{i}]: {exc}") from None
+            try:
+                rows, first_bad = decode_claim_batch(request)
+            except WireError as exc:
+                raise v.InvalidInput(f"request is not a valid ClaimBatchRequest: {exc}") from None
+            if not 1 <= len(rows) <= v.MAX_BATCH:
+                raise v.InvalidInput(f"a batch holds 1 to {v.MAX_BATCH} claims, not {len(rows)}")
+            bad = first_bad if first_bad >= 0 else len(rows)
+            for i, row in enumerate(rows):  # the first bad item is reported, as check_claim words it
+                if i == bad or row[5]:
+                    try:
+                        v.check_claim(*row)
+                    except v.InvalidInput as exc:
+                        raise v.InvalidInput(f"claims[{i}]: {exc}") from None
+                    if i == bad:
+                        raise AssertionError(f"claim_wire and validation disagree on {row!r}")
             hints = self._hints(context)
-            configs = {cid: await self._config(cid) for cid in {c.campaign_id for c in claims}}
-            channels = []
-            for i, c in enumerate(claims):  # a forbidden item refuses the whole batch, before any write
+            configs = {cid: await self._config(cid) for cid in {row[0] for row in rows}}
+            channels: list[str] = []
+            allowed: dict[tuple[str, str], str] = {}  # (campaign, channel asked) -> channel it runs as
+            for i, row in enumerate(rows):  # a forbidden item refuses the whole batch, before any write
+                channel = allowed.get((row[0], row[3]))
+                if channel is None:
+                    try:
+                        channel = allowed[row[0], row[3]] = self._channel(configs[row[0]], row[3])
+                    except auth.PermissionDenied as exc:
+                        raise auth.PermissionDenied(f"claims[{i}]: {exc}") from None
+                channels.append(channel)
+            replies: list[Reply | None] = []
+            queued: list[tuple[CampaignConfig, int, ClaimItem]] = []
+            for row, channel in zip(rows, channels, strict=True):
+                config = configs[row[0]]
+                started = self._start(config, row, channel, hints)
+                if len(started) == 2:
+                    queued.append((config, *started))  # type: ignore[arg-type]
+                    replies.append(None)
+                else:
+                    replies.append(started)  # type: ignore[arg-type]
+            if queued:
                 try:
-                    channels.append(self._channel(configs[c.campaign_id], c))
-                except auth.PermissionDenied as exc:
-                    raise auth.PermissionDenied(f"claims[{i}]: {exc}") from None
-            started = [self._start(configs[c.campaign_id], c, ch, hints)
-                       for c, ch in zip(claims, channels, strict=True)]
-            pending = [s for s in started if not isinstance(s, pb.ClaimReply)]
-            if pending:
-                for outcome in await asyncio.gather(*pending, return_exceptions=True):
-                    if isinstance(outcome, BaseException):
-                        raise outcome
-            replies = [
-                s if isinstance(s, pb.ClaimReply) else reply_for(configs[c.campaign_id], c, s.result(), ch)
-                for c, s, ch in zip(claims, started, channels, strict=True)
-            ]
+                    future = self.batcher.submit_group(queued)
+                except Overloaded:
+                    for config, _, _ in queued:
+                        self.metrics.dropped(config.campaign_id, "overloaded")
+                    raise
+                results = iter(await future)
+                for i, reply in enumerate(replies):
+                    if reply is None:
+                        row = rows[i]
+                        replies[i] = reply_for(configs[row[0]], row, next(results), channels[i])
             claimed = self.metrics.claimed
-            for c, reply in zip(claims, replies, strict=True):
-                claimed(c.campaign_id, reply.outcome)
-            return pb.ClaimBatchReply(replies=replies)
+            for row, reply in zip(rows, replies, strict=True):
+                claimed(row[0], reply[0])  # type: ignore[index]
+            return encode_claim_batch_reply(replies)
         except Exception as exc:
-            ids = {c.campaign_id for c in request.claims}
+            ids = {row[0] for row in rows}
             await abort_for(context, exc, ids.pop() if len(ids) == 1 else "")
 
     async def GetClaim(self, request: pb.GetClaimRequest,
@@ -218,7 +275,8 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
             records = scope.visible(auth.current(), await scope.user_records(
                 self.inventory, self.campaigns, config, request.user_id, request.request_id))
             return pb.GetClaimReply(found=bool(records), vouchers=[
-                voucher_of(config, r.user_id, r.request_id, r.channel_id, r.voucher_id, r.granted_at_ms)
+                pb_voucher(voucher_of(config, r.user_id, r.request_id, r.channel_id, r.voucher_id,
+                                      r.granted_at_ms))
                 for r in records
             ])
         raise AssertionError("unreachable")
@@ -226,3 +284,23 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
     async def WatchCampaigns(self, request: pb.WatchCampaignsRequest,
                              context: grpc.aio.ServicerContext) -> None:
         await self.watches.serve(request, context)  # node/watch.py (CampaignStates), set by server.py
+
+
+def add_to_server(service: ClaimService, server: Any) -> None:
+    """What the generated add_ClaimServiceServicer_to_server does, but Claim and ClaimBatch send the
+    bytes claim_wire wrote (no response serializer) and ClaimBatch takes its request as bytes (no
+    request deserializer: claim_wire decodes it, and its errors are INVALID_ARGUMENT)."""
+    name = pb.DESCRIPTOR.services_by_name["ClaimService"].full_name
+    handlers = {
+        "Claim": grpc.unary_unary_rpc_method_handler(
+            service.Claim, request_deserializer=pb.ClaimRequest.FromString),
+        "ClaimBatch": grpc.unary_unary_rpc_method_handler(service.ClaimBatch),
+        "GetClaim": grpc.unary_unary_rpc_method_handler(
+            service.GetClaim, request_deserializer=pb.GetClaimRequest.FromString,
+            response_serializer=pb.GetClaimReply.SerializeToString),
+        "WatchCampaigns": grpc.unary_stream_rpc_method_handler(
+            service.WatchCampaigns, request_deserializer=pb.WatchCampaignsRequest.FromString,
+            response_serializer=pb.CampaignState.SerializeToString),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)

@@ -36,7 +36,7 @@ import contextlib
 import time
 import urllib.request
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -46,7 +46,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from claimcore import __version__
 from claimcore.campaign import CampaignConfig
-from claimcore.node.interceptors import rewrapped
+from claimcore.node.pipeline import rewrapped
 from claimcore.store.inventory import RedisInventory
 from claimcore.v1 import claims_pb2 as pb
 
@@ -282,30 +282,26 @@ class NodeMetrics(Endpoint):
     # ------------------------------------------------------------------ serving
 
 
-class RpcMetrics(grpc.aio.ServerInterceptor):
-    """The outermost interceptor: times Claim and ClaimBatch, counts every non-OK unary call.
+class RpcMetrics:
+    """The outermost layer of the call pipeline (pipeline.py): times Claim and ClaimBatch, counts every
+    non-OK unary call.
 
-    It wraps whatever the other interceptors made of the handler (DecodeErrors'
-    refusals of undecodable bytes, AuthInterceptor's refusals), so their
-    statuses are counted too. Streaming methods (health Watch, reflection)
-    pass through uncounted; an unknown method is counted as method "unknown",
-    code UNIMPLEMENTED (grpc answers it without a handler).
+    It wraps whatever the inner layers made of the handler (refusals of undecodable bytes and of
+    unknown keys), so their statuses are counted too. Streaming methods (health Watch, reflection)
+    pass through uncounted; an unknown method is counted as method "unknown", code UNIMPLEMENTED
+    (`unknown`: gRPC answers it without a handler).
     """
 
     def __init__(self, metrics: NodeMetrics) -> None:
         self.metrics = metrics
 
-    async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None:
-            self.metrics.rpc_failed("unknown", "UNIMPLEMENTED")
-            return handler
+    def unknown(self, method: str) -> None:
+        self.metrics.rpc_failed("unknown", "UNIMPLEMENTED")
+
+    def __call__(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.unary_unary is None:
             return handler
-        method = (details.method or "").rpartition("/")[2]
+        method = full_method.rpartition("/")[2]
         behaviour, timed, failed = handler.unary_unary, self.metrics.claim_seconds.get(method), \
             self.metrics.rpc_failed
 

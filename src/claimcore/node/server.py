@@ -23,13 +23,13 @@ from claimcore.lifecycle import recycling, rounds
 from claimcore.lifecycle.categories import CategoryGate
 from claimcore.lifecycle.redemption import Redemptions
 from claimcore.lifecycle.verifier import HttpVerifier
-from claimcore.node import tracing
+from claimcore.node import claim_service, tracing
 from claimcore.node.admin_service import AdminService
 from claimcore.node.admission import Admission
 from claimcore.node.batcher import ClaimBatcher
 from claimcore.node.claim_service import ClaimService
-from claimcore.node.interceptors import AuthInterceptor, DecodeErrors
 from claimcore.node.metrics import NodeMetrics, RpcMetrics
+from claimcore.node.pipeline import Pipeline, authenticated, decoded
 from claimcore.node.redeem_service import RedeemService
 from claimcore.node.soldout import SoldOutCache
 from claimcore.node.watch import CampaignStates
@@ -50,36 +50,6 @@ SERVICES = [
     pb.DESCRIPTOR.services_by_name["AdminService"].full_name,
     pb.DESCRIPTOR.services_by_name["RedeemService"].full_name,
 ]
-
-# The methods registered with gRPC core; every other method is served as a generic one (found by
-# name when its call arrives). See HotMethodsOnly.
-HOT_METHODS = frozenset({f"/{SERVICES[1]}/Claim", f"/{SERVICES[1]}/ClaimBatch"})
-
-
-class HotMethodsOnly:
-    """The server as the generated add_*_to_server functions see it: every handler is served, but only
-    HOT_METHODS are registered with gRPC core.
-
-    grpc.aio's accept loop keeps one pending request per registered method (plus one for all generic
-    methods) and, for every call it accepts, waits on all of them with asyncio.wait: each registered
-    method costs every call of every method a few µs. With the ~12 methods of our four services
-    registered, a sold-out Claim cost the node about 10 % more CPU than with only the hot ones
-    (`python -m benchmarks.system --only echo_sold_out,claimcore_sold_out`). A generic method costs
-    its own call a lookup by name, nothing to the others.
-    """
-
-    def __init__(self, server: grpc.aio.Server) -> None:
-        self.server = server
-
-    def add_generic_rpc_handlers(self, handlers: tuple[grpc.GenericRpcHandler, ...]) -> None:
-        self.server.add_generic_rpc_handlers(handlers)
-
-    def add_registered_method_handlers(self, service: str,
-                                       handlers: dict[str, grpc.RpcMethodHandler]) -> None:
-        hot = {name: h for name, h in handlers.items() if f"/{service}/{name}" in HOT_METHODS}
-        if hot:
-            self.server.add_registered_method_handlers(service, hot)
-
 
 @dataclass
 class NodeOptions:
@@ -160,12 +130,6 @@ class Node:
         if options.trace_file:
             tracing.setup(options.trace_file)
         self.server = grpc.aio.server(
-            # Metrics (when served) outermost: they see every status, the others' refusals included.
-            # Decoding next: undecodable bytes get INVALID_ARGUMENT whoever sends them.
-            # Tracing (when on) after decoding: its spans read the decoded requests.
-            interceptors=[*([RpcMetrics(self.metrics)] if options.metrics_port >= 0 else []),
-                          DecodeErrors(), *([tracing.TracingInterceptor()] if options.trace_file else []),
-                          *([AuthInterceptor(creds)] if creds else [])],
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", 1 << 20),
@@ -179,20 +143,29 @@ class Node:
                               abuse_limits(options), self.metrics)
         # WatchCampaigns (watch.py): one task computes the watched campaigns' states for every stream.
         claims.watches = self.watches = CampaignStates(self.inventory, self.campaigns, self.soldout)
-        hot = HotMethodsOnly(self.server)  # every service is added through it
-        pb_grpc.add_ClaimServiceServicer_to_server(claims, hot)
+        # Every service is added through the call pipeline (pipeline.py), which wraps each method once.
+        # Metrics (when served) outermost: they see every status, the others' refusals included.
+        # Decoding next: undecodable bytes get INVALID_ARGUMENT whoever sends them.
+        # Tracing (when on) after decoding: its spans read the decoded requests.
+        rpc_metrics = RpcMetrics(self.metrics) if options.metrics_port >= 0 else None
+        pipeline = Pipeline([*([rpc_metrics] if rpc_metrics else []), decoded,
+                             *([tracing.Traced()] if options.trace_file else []),
+                             *([authenticated(creds)] if creds else [])],
+                            on_unknown=rpc_metrics.unknown if rpc_metrics else None)
+        claim_service.add_to_server(claims, pipeline)
         verifier = (HttpVerifier(options.verifier_url, options.verifier_timeout_ms / 1000)
                     if options.verifier_url else None)
         redemptions = Redemptions(self.inventory, self.campaigns, verifier)
         pb_grpc.add_AdminServiceServicer_to_server(
-            AdminService(self.inventory, self.campaigns, redemptions), hot)
+            AdminService(self.inventory, self.campaigns, redemptions), pipeline)
         pb_grpc.add_RedeemServiceServicer_to_server(
-            RedeemService(redemptions, self.campaigns, self.metrics), hot)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, hot)
-        # What reflection.enable_server_reflection does for an aio server, through `hot`.
+            RedeemService(redemptions, self.campaigns, self.metrics), pipeline)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, pipeline)
+        # What reflection.enable_server_reflection does for an aio server, through the pipeline.
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(
             [*SERVICES[1:], health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME]), hot)
+             reflection.SERVICE_NAME]), pipeline)
+        pipeline.install(self.server)
         self.port = 0
         self.metrics_port = -1  # the port /metrics is served on, once started; -1 = not served
         self._tasks: list[asyncio.Task[None]] = []

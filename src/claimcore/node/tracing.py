@@ -8,7 +8,7 @@ per line in PATH. `shutdown` (Node.stop, so SIGTERM) flushes them.
 Spans:
 
 - a SERVER span per ClaimService Claim / ClaimBatch call, "claimcore.Claim" /
-  "claimcore.ClaimBatch", made by `TracingInterceptor`. It continues the
+  "claimcore.ClaimBatch", made by the `Traced` layer of the call pipeline. It continues the
   caller's trace when the call's metadata holds a W3C `traceparent`. Its
   attributes name the campaign(s) and the outcome(s) with their counts, never
   a user id, request id or key.
@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
 import grpc
 
-from claimcore.node.interceptors import rewrapped
+from claimcore.node.pipeline import rewrapped
 from claimcore.v1 import claims_pb2 as pb
 
 ENV = "CLAIMCORE_TRACE_FILE"
@@ -163,13 +163,17 @@ def _outcome_name(outcome: int) -> str:
 
 
 def _claim_attributes(request: Any) -> dict[str, Any]:
+    if isinstance(request, bytes):  # ClaimBatch takes its request undecoded (claim_service.add_to_server)
+        request = pb.ClaimBatchRequest.FromString(request)
     if isinstance(request, pb.ClaimRequest):
         return {"claimcore.campaign": request.campaign_id}
     campaigns = sorted({c.campaign_id for c in request.claims})
     return {"claimcore.store.campaign_cache": campaigns, "claimcore.claims": len(request.claims)}
 
 
-def _reply_attributes(reply: Any) -> dict[str, Any]:
+def _reply_attributes(method: str, reply: Any) -> dict[str, Any]:
+    if isinstance(reply, bytes):  # Claim and ClaimBatch send encoded replies (claim_service.add_to_server)
+        reply = (pb.ClaimReply if method == "claimcore.Claim" else pb.ClaimBatchReply).FromString(reply)
     if isinstance(reply, pb.ClaimReply):
         return {"claimcore.outcome": _outcome_name(reply.outcome)}
     counts: dict[str, int] = {}
@@ -179,22 +183,19 @@ def _reply_attributes(reply: Any) -> dict[str, Any]:
     return {f"claimcore.outcomes.{name}": n for name, n in counts.items()}
 
 
-class TracingInterceptor(grpc.aio.ServerInterceptor):
-    """A SERVER span around each Claim and ClaimBatch call, current while the call runs (so the
-    batcher sees it). Installed (after DecodeErrors: it reads decoded requests) only with tracing on."""
+class Traced:
+    """A layer of the call pipeline (pipeline.py): a SERVER span around each Claim and ClaimBatch call,
+    current while the call runs (so the batcher sees it). Stacked inside the decoding layer (it reads
+    decoded requests), only with tracing on."""
 
     def __init__(self) -> None:
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         self.propagator = TraceContextTextMapPropagator()
 
-    async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        name = TRACED_METHODS.get(details.method or "")
-        if handler is None or name is None or handler.unary_unary is None or _tracer is None:
+    def __call__(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        name = TRACED_METHODS.get(method)
+        if name is None or handler.unary_unary is None or _tracer is None:
             return handler
         behaviour, tracer, propagator = handler.unary_unary, _tracer, self.propagator
 
@@ -218,7 +219,7 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
                     span.set_status(Status(StatusCode.ERROR, code))
                     raise
                 span.set_attribute("rpc.grpc.status", "OK")
-                span.set_attributes(_reply_attributes(reply))
+                span.set_attributes(_reply_attributes(name, reply))
                 return reply
 
         return rewrapped(handler, unary_unary)

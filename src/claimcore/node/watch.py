@@ -127,7 +127,7 @@ class CampaignStates:
         caller goes away. Bad input is refused before anything is watched."""
         watcher = Watcher()
         entries: list[_Watched] = []
-        # Authenticated at the door (interceptors.AuthInterceptor), which runs the whole stream as
+        # Authenticated at the door (pipeline.authenticated), which runs the whole stream as
         # its caller: OPEN on a node without credentials.
         caller = auth.current()
         async with grpc_errors(context):
