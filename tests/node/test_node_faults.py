@@ -124,6 +124,41 @@ def test_a_stalled_redis_makes_the_node_shed_at_once_and_write_nothing_for_the_s
         node.stop()
 
 
+def test_a_batch_that_does_not_fit_is_shed_whole(own_redis):
+    """Past --max-queued a ClaimBatch is refused as a whole: none of its claims is queued, so none
+    reaches Redis (a batch half queued would leave its caller not knowing which of them ran)."""
+    node = LocalNode(own_redis.url, "--max-queued", "20").start()
+    direct = redis.Redis(port=own_redis.port)
+    try:
+        with grpc.insecure_channel(node.address) as ch:
+            admin, claims = pb_grpc.AdminServiceStub(ch), pb_grpc.ClaimServiceStub(ch)
+            cid = create_campaign(admin, inventory=500, shards=2).campaign.campaign_id
+            direct.execute_command("CLIENT", "PAUSE", 1200, "WRITE")
+            # The first batch goes out to the paused Redis (one flush in flight at a time), the second
+            # waits in the node's queue (15 of 20), the third does not fit.
+            sent = []
+            for n in range(2):
+                batch = [pb.ClaimRequest(campaign_id=cid, user_id=f"a{n}-{i}", request_id="r")
+                         for i in range(15)]
+                sent.append(claims.ClaimBatch.future(pb.ClaimBatchRequest(claims=batch), timeout=5))
+                time.sleep(0.2)
+            with pytest.raises(grpc.RpcError) as err:
+                claims.ClaimBatch(pb.ClaimBatchRequest(claims=[
+                    pb.ClaimRequest(campaign_id=cid, user_id=f"b{i}", request_id="r") for i in range(10)]),
+                    timeout=5)
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value
+            for call in sent:
+                assert [r.outcome for r in call.result().replies] == [pb.GRANTED] * 15
+            info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5)
+            assert info.granted == 30
+            for i in range(10):
+                found = claims.GetClaim(pb.GetClaimRequest(campaign_id=cid, user_id=f"b{i}"), timeout=5)
+                assert not found.found
+    finally:
+        direct.close()
+        node.stop()
+
+
 def test_sigterm_drains_in_flight_claims(own_redis):
     node = LocalNode(own_redis.url, "--grace", "5").start()
     direct = redis.Redis(port=own_redis.port)
