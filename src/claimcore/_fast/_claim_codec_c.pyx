@@ -9,6 +9,8 @@ no intermediate objects are made per argument.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.object cimport PyTypeObject
+from cpython.ref cimport Py_INCREF
 from libc.string cimport memcpy
 
 
@@ -116,10 +118,40 @@ cdef inline object _as_int(object value):
     return int(value)
 
 
+cdef extern from "Python.h":
+    object PyType_GenericAlloc(PyTypeObject* t, Py_ssize_t n)  # a new reference, owned here
+    void PyTuple_SET_ITEM(object p, Py_ssize_t pos, object o)  # steals a reference to o
+    list PyList_New(Py_ssize_t n)  # n empty places, each filled once by PyList_SET_ITEM
+    void PyList_SET_ITEM(object p, Py_ssize_t pos, object o)  # steals a reference to o
+
+
+cdef inline object _result(PyTypeObject* result_type, object code, object voucher, object at):
+    """tuple.__new__(result_type, (code, voucher, at)), as CPython's tuple_subtype_new makes it (the
+    type's tp_alloc, then the items), without building the argument tuple or calling into Python."""
+    cdef object item = PyType_GenericAlloc(result_type, 3)
+    Py_INCREF(code)
+    PyTuple_SET_ITEM(item, 0, code)
+    Py_INCREF(voucher)
+    PyTuple_SET_ITEM(item, 1, voucher)
+    Py_INCREF(at)
+    PyTuple_SET_ITEM(item, 2, at)
+    return item
+
+
 def unpack_claim_reply(list reply, type result_type):
-    cdef Py_ssize_t i
+    # Made as tuple.__new__ makes a tuple subclass: only for one laid out as a bare tuple (a NamedTuple).
+    if not (issubclass(result_type, tuple) and result_type.__basicsize__ == tuple.__basicsize__
+            and result_type.__dictoffset__ == 0):
+        raise TypeError(f"{result_type.__name__} is not laid out as a bare tuple")
+    cdef Py_ssize_t i, j
     cdef Py_ssize_t n = len(reply)
-    cdef list out = []
-    for i in range(1, n, 3):
-        out.append(tuple.__new__(result_type, (_as_int(reply[i]), reply[i + 1], _as_int(reply[i + 2]))))
+    if n % 3 != 1:
+        raise ValueError(f"a claim.lua reply holds 1 + 3n values, not {n}")
+    cdef list out = PyList_New((n - 1) // 3)
+    cdef PyTypeObject* t = <PyTypeObject*>result_type
+    for j in range((n - 1) // 3):
+        i = 1 + 3 * j
+        item = _result(t, _as_int(reply[i]), reply[i + 1], _as_int(reply[i + 2]))
+        Py_INCREF(item)
+        PyList_SET_ITEM(out, j, item)
     return _as_int(reply[0]), out
