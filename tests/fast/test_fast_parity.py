@@ -511,6 +511,23 @@ def test_pack_claims_matches_redis_py_byte_for_byte(seed: int) -> None:
         assert c.pack_claims("e" * 40, calls, now) == expected
 
 
+def test_compiled_unpack_makes_only_bare_tuple_types() -> None:
+    """It builds each result as tuple.__new__ would: a tuple subclass with a __dict__ is refused, and
+    the results it makes are whole objects (refcounts as the twin's, garbage-collected)."""
+    import gc
+    import sys
+
+    from claimcore.store.replies import ItemResult
+
+    c, py = _mod(CODEC_C), _mod(CODEC_PY)
+    with pytest.raises(TypeError, match="bare tuple"):
+        c.unpack_claim_reply([1, 1, "v", "2"], type("WithDict", (tuple,), {}))
+    mine, theirs = c.unpack_claim_reply([1, 1, "v", "2"], ItemResult)[1], py.unpack_claim_reply(
+        [1, 1, "v", "2"], ItemResult)[1]
+    assert sys.getrefcount(mine[0]) == sys.getrefcount(theirs[0])
+    assert gc.is_tracked(mine[0]) and mine[0] == (1, "v", 2) and mine[0].voucher_id == "v"
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_unpack_claim_reply_twins_agree(seed: int) -> None:
     from claimcore.store.replies import ItemResult
