@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast test-twins bench bench-compare bench-scaling proto lint clean chaos simulate
+.PHONY: setup demo test test-fast test-twins bench bench-front bench-compare bench-scaling proto lint clean chaos simulate
 
 setup: $(STAMP)
 
@@ -24,13 +24,24 @@ test: setup
 	$(BIN)/pytest -q
 	CLAIMCORE_NO_EXTENSIONS=1 $(BIN)/pytest -q -m twins
 
-# Microbenchmarks (compiled vs twin), then the system benchmarks of issue 4 side by side: one table
-# with the targets (reported, never failing the run). Results in artifacts/. See benchmarks/README.md.
+# Microbenchmarks (compiled vs twin), then the system benchmarks of issues 4 and 14 side by side: one table
+# with the targets (reported, never failing the run); then the front tier's own (bench-front). Results in
+# artifacts/. About 15 minutes. See benchmarks/README.md.
 bench: setup
 	mkdir -p artifacts
 	$(BIN)/pytest benchmarks --benchmark-only --benchmark-group-by=group --benchmark-min-rounds=30 \
 		--benchmark-json=artifacts/micro.json
 	$(BIN)/python -m benchmarks.system --micro artifacts/micro.json --json artifacts/bench.json
+	$(MAKE) --no-print-directory bench-front
+
+# Issue 14's front-tier targets, each run side by side (about 10 minutes): the auto-batching client
+# against ClaimBatch and its linger's delay; --workers 2 against 1; one launch through
+# `loadgen --client auto` against the same launch unary (200,000 users; --users 1000000 by hand).
+bench-front: setup
+	mkdir -p artifacts
+	$(BIN)/python -m benchmarks.client_batching
+	$(BIN)/python -m benchmarks.workers
+	$(BIN)/python -m benchmarks.launch_cost --out artifacts/launch_cost
 
 # The microbenchmarks against benchmarks/baseline.json: fails if a group's compiled/twin ratio falls
 # more than 25% below the baseline's. New baseline: $(BIN)/python -m benchmarks.system.compare --update
