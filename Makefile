@@ -26,7 +26,7 @@ test: setup
 
 # Microbenchmarks (compiled vs twin), then the system benchmarks of issues 4 and 14 side by side: one table
 # with the targets (reported, never failing the run); then the front tier's own (bench-front). Results in
-# artifacts/. About 15 minutes. See benchmarks/README.md.
+# artifacts/. About 5 minutes. See benchmarks/README.md.
 bench: setup
 	mkdir -p artifacts
 	$(BIN)/pytest benchmarks --benchmark-only --benchmark-group-by=group --benchmark-min-rounds=30 \
@@ -34,7 +34,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.system --micro artifacts/micro.json --json artifacts/bench.json
 	$(MAKE) --no-print-directory bench-front
 
-# Issue 14's front-tier targets, each run side by side (about 10 minutes): the auto-batching client
+# Issue 14's front-tier targets, each run side by side (about 3 minutes): the auto-batching client
 # against ClaimBatch and its linger's delay; --workers 2 against 1; one launch through
 # `loadgen --client auto` against the same launch unary (200,000 users; --users 1000000 by hand).
 bench-front: setup
