@@ -81,17 +81,20 @@ def run_keygen(args: argparse.Namespace) -> int:
 def add_campaign_arguments(parser: argparse.ArgumentParser, parents: Parents) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", parents=parents, help="create a campaign (idempotent)")
-    create.add_argument("campaign_id")
-    create.add_argument("--inventory", type=int, required=True)
-    create.add_argument("--shards", type=int, default=0)
-    create.add_argument("--per-user-limit", type=int, default=1)
-    create.add_argument("--starts-at-ms", type=int, default=0)
-    create.add_argument("--ends-at-ms", type=int, default=0)
-    create.add_argument("--admission-rate", type=int, default=0)
-    create.add_argument("--value-cents", type=int, default=0)
-    create.add_argument("--min-spend-cents", type=int, default=0)
-    create.add_argument("--category", default="")
-    create.add_argument("--name", default="")
+    create.add_argument("campaign_id", help="the campaign's id: 1 to 64 of [A-Za-z0-9._-]")
+    create.add_argument("--inventory", type=int, required=True, help="vouchers to give out (required)")
+    create.add_argument("--shards", type=int, default=0,
+                        help="Redis shards to spread it over; 0 = the node's default")
+    create.add_argument("--per-user-limit", type=int, default=1, help="vouchers one user may hold")
+    create.add_argument("--starts-at-ms", type=int, default=0, help="when claims open, unix ms; 0 = at once")
+    create.add_argument("--ends-at-ms", type=int, default=0, help="when claims close, unix ms; 0 = never")
+    create.add_argument("--admission-rate", type=int, default=0,
+                        help="claims per second each node admits; 0 = unlimited")
+    create.add_argument("--value-cents", type=int, default=0, help="a voucher's face value, cents")
+    create.add_argument("--min-spend-cents", type=int, default=0,
+                        help="the least order amount a voucher may be redeemed on, cents")
+    create.add_argument("--category", default="", help="e.g. appliances, dining; merchants must match it")
+    create.add_argument("--name", default="", help="a name for people, up to 200 characters")
     create.add_argument("--valid-for-ms", type=int, default=0, help="voucher validity from grant; 0 = none")
     create.add_argument("--max-vouchers-per-order", type=int, default=1, help="stacking within the campaign")
     create.add_argument("--region", action="append", default=[],
@@ -111,10 +114,11 @@ def add_campaign_arguments(parser: argparse.ArgumentParser, parents: Parents) ->
     for action, what in (("show", "its figures and per-shard table"), ("pause", "stop grants at once"),
                          ("resume", "restart grants"),
                          ("recycle", "give expired unused vouchers' stock back")):
-        actions.add_parser(action, parents=parents, help=what).add_argument("campaign_id")
+        actions.add_parser(action, parents=parents, help=what).add_argument("campaign_id",
+                                                                            help="the campaign")
     reshard = actions.add_parser("reshard", parents=parents,
                                  help="change a live campaign's shard count (docs/resharding.md)")
-    reshard.add_argument("campaign_id")
+    reshard.add_argument("campaign_id", help="the campaign")
     reshard.add_argument("--shards", type=int, required=True, help="the new shard count")
     reshard.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for it to finish")
     actions.add_parser("list", parents=parents, help="one row per campaign")
@@ -281,13 +285,14 @@ def run_campaign(args: argparse.Namespace) -> int:
 def add_merchant_arguments(parser: argparse.ArgumentParser, parents: Parents) -> None:
     merchant_actions = parser.add_subparsers(dest="action", required=True)
     register = merchant_actions.add_parser("register", parents=parents, help="let a merchant redeem")
-    register.add_argument("campaign_id")
-    register.add_argument("merchant_id")
-    register.add_argument("--name", default="")
-    register.add_argument("--category", default="")
-    register.add_argument("--region", default="")
+    register.add_argument("campaign_id", help="the campaign")
+    register.add_argument("merchant_id", help="the merchant's id: 1 to 128 of [A-Za-z0-9._:@+=-]")
+    register.add_argument("--name", default="", help="a name for people")
+    register.add_argument("--category", default="", help="must be the campaign's category, if it has one")
+    register.add_argument("--region", default="",
+                          help="must be one of the campaign's regions, if it lists any")
     merchant_actions.add_parser("list", parents=parents, help="a table of the campaign's merchants"
-                                ).add_argument("campaign_id")
+                                ).add_argument("campaign_id", help="the campaign")
 
 
 def run_merchant(args: argparse.Namespace) -> int:
@@ -322,8 +327,8 @@ def add_eligibility_arguments(parser: argparse.ArgumentParser, parents: Parents)
     load = elig_actions.add_parser("load", parents=parents,
                                    help="CSV columns: user_id,allowed,denied,region,tags,remove "
                                         "(tags separated by ';'; flags 1/0)")
-    load.add_argument("campaign_id")
-    load.add_argument("file")
+    load.add_argument("campaign_id", help="the campaign")
+    load.add_argument("file", help="the CSV file")
 
 
 def _flag(text: str) -> bool:

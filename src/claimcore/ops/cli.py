@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 
@@ -84,8 +84,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every flag's help line ends with its default, unless the line already names it.
+
+    Nothing is added for a default that means "not given" (None, False, an empty string or list) or for a
+    flag whose default is taken from elsewhere (argparse.SUPPRESS: the environment or the config file)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        default = action.default
+        if ("default" in help_text.lower() or default is argparse.SUPPRESS or default is None
+                or default is False or default == "" or default == [] or not action.option_strings):
+            return help_text
+        shown = ", ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{help_text} (default: {shown})".lstrip()
+
+
 class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line, `claimcore <command>: USAGE: <details>`, exit 2."""
+    """Usage errors as one line, `claimcore <command>: USAGE: <details>`, exit 2.
+
+    No parser of the command takes an abbreviation of a long flag (`--no-aut` is not `--no-auth`: a
+    shortened flag silently meant another one), and every parser shows defaults the same way."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(cli_output.EXIT_USAGE,

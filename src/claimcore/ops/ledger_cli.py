@@ -34,12 +34,13 @@ COLUMNS = [f.name for f in pb.Event.DESCRIPTOR.fields]
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("campaign_id")
+    parser.add_argument("campaign_id", help="the campaign")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--since", default="", metavar="CURSOR", help="continue after this cursor")
     start.add_argument("--cursor-file", metavar="PATH",
                        help="resume from the cursor saved here, and save the new one after each page")
-    parser.add_argument("--format", choices=["csv", "jsonl"], default="jsonl")
+    parser.add_argument("--format", choices=["csv", "jsonl"], default="jsonl",
+                        help="CSV with a header line, or one JSON object per line")
     parser.add_argument("--out", metavar="PATH", help="append to this file (default: standard output)")
     parser.add_argument("--page", type=int, default=1000, help="ledger entries per call, 1..10000")
 
@@ -99,7 +100,7 @@ def _save(path: Path, cursor: str) -> None:
 
 
 def add_reconcile_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("campaign_id")
+    parser.add_argument("campaign_id", help="the campaign")
 
 
 def run_reconcile(args: argparse.Namespace) -> int:
