@@ -1,6 +1,7 @@
 """The operator's command line (docs/cli.md), run as `python -m claimcore` against a real node.
 
-Tables by default and the JSON of old with --json; one-line errors and exit codes 0, 1, 2 and 3, each
+Tables by default and JSON with --json (every field, numbers as numbers; schemas: test_cli_trust.py);
+one-line errors and exit codes 0, 1, 2 and 3, each
 provoked for real (3: a port nothing listens on); settings from flags, then the environment, then the
 config file; node flags before or after the action; a progress line only on a terminal.
 """
@@ -17,11 +18,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from google.protobuf import json_format
 
 from claimcore.harness.embedded_redis import free_port
 from claimcore.harness.local_node import LocalNode
-from claimcore.ops.cli_output import when
+from claimcore.ops.cli_output import message_json, when
 from claimcore.security.auth import digest_line, new_key
 from claimcore.v1 import claims_pb2 as pb
 from conftest import create_campaign, new_campaign_id
@@ -43,9 +43,9 @@ def run(env: dict[str, str], *args: str, **more: str) -> subprocess.CompletedPro
                           env={**env, **more}, timeout=60)
 
 
-def as_json(message) -> str:  # type: ignore[no-untyped-def]
-    """What the CLI has always printed for a reply (and prints with --json)."""
-    return json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True), indent=2) + "\n"
+def as_json(message, **extra: object) -> str:  # type: ignore[no-untyped-def]
+    """What --json prints for a reply: every field by its proto name, int64 as numbers, and `extra`."""
+    return json.dumps({**message_json(message), **extra}, indent=2, ensure_ascii=False) + "\n"
 
 
 def grant(claims, cid: str, n: int) -> None:  # type: ignore[no-untyped-def]
@@ -60,7 +60,7 @@ def dead() -> str:
     return f"127.0.0.1:{free_port()}"  # nothing listens there
 
 
-def test_campaign_list_is_a_table_with_a_row_per_campaign_and_json_is_unchanged(node, admin, claims, env):
+def test_campaign_list_is_a_table_with_a_row_per_campaign_and_json_has_its_rows(node, admin, claims, env):
     sold = create_campaign(admin, inventory=3, shards=2).campaign.campaign_id
     grant(claims, sold, 5)
     paused = create_campaign(admin, inventory=40, shards=4).campaign.campaign_id
@@ -80,10 +80,19 @@ def test_campaign_list_is_a_table_with_a_row_per_campaign_and_json_is_unchanged(
     assert re.search(rf"^{paused}\s+paused\s+40\s+2\s+38\s+4\s+-$", table.stdout, re.M), table.stdout
     ids = admin.ListCampaigns(pb.ListCampaignsRequest(), timeout=10)
     assert len(lines) == 1 + len(ids.campaign_ids)
-    assert listed.returncode == 0 and listed.stdout == as_json(ids)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert rows["campaign_ids"] == list(ids.campaign_ids) == [r["campaign_id"] for r in rows["campaigns"]]
+    by_id = {r["campaign_id"]: r for r in rows["campaigns"]}
+    assert {k: by_id[sold][k] for k in ("status", "inventory", "granted", "remaining", "shards",
+                                        "sold_out_at_ms")} == {"status": "sold out", "inventory": 3,
+                                                               "granted": 3, "remaining": 0, "shards": 2,
+                                                               "sold_out_at_ms": sold_at}
+    assert (by_id[paused]["status"], by_id[paused]["paused"], by_id[paused]["sold_out_at_ms"]) == (
+        "paused", True, 0)
 
 
-def test_show_is_a_block_and_a_shard_table_and_json_is_unchanged(node, admin, claims, env):
+def test_show_is_a_block_and_a_shard_table_and_json_is_the_whole_reply(node, admin, claims, env):
     cid = create_campaign(admin, inventory=10, shards=3, name="Launch day", category="dining",
                           regions=["north", "east"]).campaign.campaign_id
     grant(claims, cid, 4)
@@ -101,10 +110,11 @@ def test_show_is_a_block_and_a_shard_table_and_json_is_unchanged(node, admin, cl
     assert rows[0] == ["SHARD", "REMAINING", "GRANTED", "STATE"]
     assert rows[1:] == [[str(s.shard), str(s.remaining), str(s.granted), "live"] for s in info.shards]
     assert sum(int(r[2]) for r in rows[1:]) == 4
-    assert raw.returncode == 0 and raw.stdout == as_json(info)
+    assert raw.returncode == 0 and raw.stdout == as_json(info, status="live")
+    assert json.loads(raw.stdout)["granted"] == 4 and json.loads(raw.stdout)["campaign"]["ends_at_ms"] == 0
 
 
-def test_create_pause_resume_reshard_recycle_speak_text_and_the_old_json(node, admin, env):
+def test_create_pause_resume_reshard_recycle_speak_text_and_json(node, admin, env):
     cid = new_campaign_id()
     created = run(env, "campaign", "create", cid, "--inventory", "1200", "--shards", "2",
                   "--target", node.address)
@@ -112,7 +122,8 @@ def test_create_pause_resume_reshard_recycle_speak_text_and_the_old_json(node, a
     paused = run(env, "campaign", "pause", cid, "--target", node.address)
     assert paused.returncode == 0 and re.search(r"^status\s+paused$", paused.stdout, re.M)
     resumed = run(env, "campaign", "resume", cid, "--target", node.address, "--json")
-    assert resumed.stdout == as_json(admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10))
+    assert resumed.stdout == as_json(admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10),
+                                     status="live")
     resharded = run(env, "campaign", "reshard", cid, "--shards", "5", "--target", node.address)
     assert resharded.returncode == 0, resharded.stderr
     assert re.search(r"^shards\s+2 -> 5 \(epoch 1\)$", resharded.stdout, re.M), resharded.stdout
@@ -134,8 +145,8 @@ def test_merchants_is_an_alias_and_lists_a_table(node, admin, env):
     table = run(env, "merchants", "list", cid, "--target", node.address)
     raw = run(env, "merchant", "list", cid, "--target", node.address, "--json")
     assert added.returncode == 0 and re.search(r"^registered\s+m1$", added.stdout, re.M), added.stderr
-    assert json.loads(added_json.stdout) == {"campaign_id": cid, "merchant_id": "m2",
-                                             "category": "appliances"}
+    assert json.loads(added_json.stdout) == {"campaign_id": cid, "merchant_id": "m2", "name": "",
+                                             "category": "appliances", "region": ""}
     assert table.stdout == ("MERCHANT  NAME      CATEGORY    REGION\n"
                             "m1        Shop One  appliances  north\n"
                             "m2        -         appliances  -\n")
@@ -227,7 +238,7 @@ def test_eligibility_and_keygen_speak_json_when_asked(node, admin, env, tmp_path
 
 def test_target_and_output_come_from_flag_then_env_then_config(node, admin, env, dead, tmp_path):
     cid = create_campaign(admin, inventory=5, shards=1).campaign.campaign_id
-    info = as_json(admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10))
+    info = as_json(admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10), status="live")
     config = tmp_path / "cc.toml"
     config.write_text(f'target = "{node.address}"\noutput = "json"\n')
     by_file = run(env, "campaign", "show", cid, "--config", str(config))

@@ -85,3 +85,133 @@ def test_every_flag_has_a_help_line_and_shows_its_default():
                                      capture_output=True, text=True, timeout=60).stdout.split())
     assert "(default: jsonl)" in export and "(default: 1000)" in export
     assert "default: None" not in text + export and "default: False" not in text + export
+
+
+# ---------------------------------------------------------------- --json: a schema for every command
+
+INT, STR, BOOL = {"type": "integer"}, {"type": "string"}, {"type": "boolean"}
+
+
+def obj(**properties: object) -> dict[str, object]:
+    """An object with exactly these keys, every one present."""
+    return {"type": "object", "properties": properties, "required": list(properties),
+            "additionalProperties": False}
+
+
+def arr(items: object) -> dict[str, object]:
+    return {"type": "array", "items": items}
+
+
+CAMPAIGN = obj(
+    campaign_id=STR, name=STR, inventory=INT, shards=INT, per_user_limit=INT, starts_at_ms=INT,
+    ends_at_ms=INT, admission_rate=INT, admission_burst=INT, value_cents=INT, min_spend_cents=INT,
+    category=STR,
+    valid_for_ms=INT, max_vouchers_per_order=INT, regions=arr(STR), allow_list=BOOL,
+    resident_regions=arr(STR), required_tags=arr(STR), rounds=arr(obj(release_at_ms=INT, amount=INT)),
+    one_per_category=BOOL, stackable=BOOL, channels=arr(STR))
+CAMPAIGN_INFO_FIELDS = dict(
+    campaign=CAMPAIGN, paused=BOOL, granted=INT, remaining=INT, sold_out_at_ms=INT,
+    shards=arr(obj(shard=INT, remaining=INT, granted=INT, retired=BOOL)), created_at_ms=INT,
+    shard_epoch=INT, resharding=BOOL, held_for_rounds=INT)
+STATUS = {"enum": ["live", "paused", "sold out", "not started", "ended", "resharding"]}
+CAMPAIGN_INFO = obj(**CAMPAIGN_INFO_FIELDS, status=STATUS)
+FIGURE = dict(ok=BOOL, from_ledger=INT, live=INT, label=STR)
+CHECKS = ("granted", "distinct_vouchers", "grant_records", "users_holding_vouchers", "vouchers_held_by_users",
+          "users_over_per_user_limit", "stock_left", "vouchers_recycled", "vouchers_recycled_twice",
+          "recycled_never_granted", "vouchers_redeemed", "redeemed_voucher_records", "subsidy_cents",
+          "redeemed_never_granted", "vouchers_in_two_orders", "redeemed_and_recycled")
+MERCHANT = obj(campaign_id=STR, merchant_id=STR, name=STR, category=STR, region=STR)
+
+SCHEMAS: dict[str, dict[str, object]] = {
+    "keygen": obj(key=STR, section=STR, credentials_line=STR),
+    "campaign create": CAMPAIGN_INFO, "campaign show": CAMPAIGN_INFO, "campaign pause": CAMPAIGN_INFO,
+    "campaign resume": CAMPAIGN_INFO,
+    "campaign list": obj(campaign_ids=arr(STR), campaigns=arr(obj(
+        campaign_id=STR, name=STR, status=STATUS, inventory=INT, granted=INT, remaining=INT,
+        held_for_rounds=INT, shards=INT, shard_epoch=INT, paused=BOOL, resharding=BOOL, starts_at_ms=INT,
+        ends_at_ms=INT, sold_out_at_ms=INT, created_at_ms=INT))),
+    "campaign recycle": obj(campaign_id=STR, recycled=INT),
+    "campaign reshard": obj(campaign=obj(**CAMPAIGN_INFO_FIELDS), from_shards=INT, to_shards=INT,
+                            shard_epoch=INT, moved_users=INT, moved_records=INT, moved_stock=INT,
+                            frozen_ms=INT, took_ms=INT, resumed=BOOL),
+    "merchant register": MERCHANT,
+    "merchant list": obj(merchants=arr(MERCHANT)),
+    "eligibility load": obj(campaign_id=STR, records=INT, updated=INT),
+    "reconcile": obj(campaign_id=STR, ok=BOOL, events=INT, differences=arr(STR),
+                     checks=obj(**{c: obj(**FIGURE) for c in CHECKS}),
+                     shards=arr(obj(shard=INT, **FIGURE))),
+    "export": obj(event_id=STR, kind=STR, shard=INT, at_ms=INT, user_id=STR, request_id=STR, voucher_id=STR,
+                  channel_id=STR, order_id=STR, merchant_id=STR, order_amount_cents=INT, subsidy_cents=INT,
+                  sn_codes=arr(STR), returned=BOOL),  # each line of --format jsonl
+}
+
+
+def json_commands(parser: argparse.ArgumentParser) -> set[str]:
+    """Every command line that takes --json."""
+    return {name.removeprefix("claimcore ") for name, p in parsers(parser)
+            if any("--json" in a.option_strings for a in p._actions) and not any(
+                isinstance(a, argparse._SubParsersAction) for a in p._actions)}
+
+
+def test_every_command_with_json_has_a_schema_here():
+    # demo's and loadgen's --json PATH write their report to a file (the load generator's own format)
+    others = {"merchants register", "merchants list", "demo", "loadgen"}
+    assert json_commands(cli.build_parser()) - others == set(SCHEMAS) - {"export"}
+
+
+def test_every_json_output_fits_its_schema(node, admin, claims, env, tmp_path):
+    import json
+
+    import jsonschema
+
+    from claimcore.v1 import claims_pb2 as pb
+    from conftest import new_campaign_id
+
+    cid, at = new_campaign_id(), "2099-01-01T00:00:00Z"
+    t = ["--target", node.address, "--json"]
+    outputs: dict[str, object] = {}
+
+    def call(name: str, *args: str) -> object:
+        done = run(env, *name.split(), *args, *(t if name != "keygen" else t[2:]))
+        assert done.returncode == 0, (name, done.stderr)
+        outputs[name] = json.loads(done.stdout)
+        return outputs[name]
+
+    call("keygen", "--admin")
+    created = call("campaign create", cid, "--inventory", "40", "--shards", "2", "--ends-at-ms",
+                   "4102444800000", "--round", "4102444800000:5")
+    for i in range(3):
+        claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id=f"u{i}", request_id="r", channel_id="app"),
+                     timeout=10)
+    call("campaign show", cid)
+    call("campaign pause", cid)
+    call("campaign resume", cid)
+    listed = call("campaign list")
+    call("campaign recycle", cid)
+    call("campaign reshard", cid, "--shards", "3")
+    call("merchant register", cid, "m1")
+    call("merchant list", cid)
+    users = tmp_path / "users.csv"
+    users.write_text("user_id,allowed\nu1,1\n")
+    call("eligibility load", cid, str(users))
+    reconciled = call("reconcile", cid)
+    exported = run(env, "export", cid, "--target", node.address)
+    lines = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert exported.returncode == 0 and len(lines) == 3
+
+    for name, output in outputs.items():
+        jsonschema.validate(output, SCHEMAS[name])  # fails naming the key and the value
+    for line in lines:
+        jsonschema.validate(line, SCHEMAS["export"])
+    # int64 fields are numbers, zero and empty fields are there
+    assert created["campaign"]["ends_at_ms"] == 4102444800000 and created["held_for_rounds"] == 5  # type: ignore[index]
+    assert created["campaign"]["starts_at_ms"] == 0 and created["campaign"]["regions"] == []  # type: ignore[index]
+    row = next(c for c in listed["campaigns"] if c["campaign_id"] == cid)  # type: ignore[index]
+    assert (row["status"], row["inventory"], row["granted"], row["remaining"], row["shards"]) == (
+        "live", 40, 3, 32, 2)
+    assert reconciled["ok"] is True and reconciled["differences"] == []  # type: ignore[index]
+    assert reconciled["checks"]["granted"] == {"ok": True, "from_ledger": 3, "live": 3,  # type: ignore[index]
+                                               "label": "granted"}
+    assert sorted(s["shard"] for s in reconciled["shards"]) == [0, 1, 2]  # type: ignore[index]
+    assert sum(s["from_ledger"] for s in reconciled["shards"]) == 3  # type: ignore[index]
+    assert at  # (times with a zone: below)

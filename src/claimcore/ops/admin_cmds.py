@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from claimcore import validation
@@ -35,16 +34,21 @@ def _admin(args: argparse.Namespace) -> pb_grpc.AdminServiceStub:
 
 
 def _print(message: Message) -> None:
-    """The --json output: the reply as JSON, as the CLI has always printed it."""
-    print(json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True), indent=2))
+    """The --json output of a reply: every field, numbers as numbers (docs/cli.md, "JSON")."""
+    cli_output.print_json(cli_output.message_json(message))
 
 
-def _emit(args: argparse.Namespace, message: Message, text: Callable[[], str]) -> None:
-    """The reply as JSON with --json, else the human-readable text."""
+def _emit(args: argparse.Namespace, value: Message | dict[str, Any], text: Callable[[], str]) -> None:
+    """The reply (or a dict made of it) as JSON with --json, else the human-readable text."""
     if args.output == "json":
-        _print(message)
+        cli_output.print_json(cli_output.message_json(value) if isinstance(value, Message) else value)
     else:
         print(text())
+
+
+def _info_json(info: pb.CampaignInfo) -> dict[str, Any]:
+    """A CampaignInfo for --json, with the status the text shows."""
+    return {**cli_output.message_json(info), "status": _status(info, int(time.time() * 1000))}
 
 
 def _channel_id(text: str) -> str:
@@ -68,7 +72,7 @@ def run_keygen(args: argparse.Namespace) -> int:
     section = "[admin]" if args.admin else f"[channels.{args.channel}]"
     line = f"keys = [\"{digest_line(key)}\"]"
     if args.output == "json":
-        print(json.dumps({"key": key, "section": section, "credentials_line": line}, indent=2))
+        cli_output.print_json({"key": key, "section": section, "credentials_line": line})
         return 0
     print(f"# the key: give it to its holder, keep it secret (CLAIMCORE_API_KEY or --api-key)\n{key}\n"
           f"# for the credentials file, under {section}:\n{line}")
@@ -196,10 +200,8 @@ def _campaign_text(info: pb.CampaignInfo) -> str:
     return cli_output.block(pairs) + "\n\n" + shards
 
 
-def _campaign_table(admin: pb_grpc.AdminServiceStub, ids: list[str]) -> str:
-    """One row per campaign: its figures read with GetCampaign, many calls in flight at once."""
-    if not ids:
-        return "no campaigns"
+def _campaign_infos(admin: pb_grpc.AdminServiceStub, ids: list[str]) -> list[pb.CampaignInfo]:
+    """Each campaign's figures, read with GetCampaign, many calls in flight at once."""
     infos = []
     for start in range(0, len(ids), 64):
         futures = [admin.GetCampaign.future(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
@@ -210,6 +212,13 @@ def _campaign_table(admin: pb_grpc.AdminServiceStub, ids: list[str]) -> str:
             except grpc.RpcError as err:
                 if err.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
                     raise  # NOT_FOUND: deleted since the list was read
+    return infos
+
+
+def _campaign_table(infos: list[pb.CampaignInfo]) -> str:
+    """One row per campaign."""
+    if not infos:
+        return "no campaigns"
     now = int(time.time() * 1000)
     n = cli_output.number
     return cli_output.table(
@@ -217,6 +226,17 @@ def _campaign_table(admin: pb_grpc.AdminServiceStub, ids: list[str]) -> str:
         [(i.campaign.campaign_id, _status(i, now), n(i.campaign.inventory), n(i.granted), n(i.remaining),
           i.campaign.shards, cli_output.when(i.sold_out_at_ms)) for i in infos],
         right=(2, 3, 4, 5))
+
+
+def _campaign_rows(infos: list[pb.CampaignInfo]) -> list[dict[str, Any]]:
+    """`campaign list --json`: one flat object per campaign, with every column of the table and more."""
+    now = int(time.time() * 1000)
+    return [{"campaign_id": i.campaign.campaign_id, "name": i.campaign.name, "status": _status(i, now),
+             "inventory": i.campaign.inventory, "granted": i.granted, "remaining": i.remaining,
+             "held_for_rounds": i.held_for_rounds, "shards": i.campaign.shards, "shard_epoch": i.shard_epoch,
+             "paused": i.paused, "resharding": i.resharding, "starts_at_ms": i.campaign.starts_at_ms,
+             "ends_at_ms": i.campaign.ends_at_ms, "sold_out_at_ms": i.sold_out_at_ms,
+             "created_at_ms": i.created_at_ms} for i in infos]
 
 
 def _reshard_text(reply: pb.ReshardReply) -> str:
@@ -254,17 +274,20 @@ def run_campaign(args: argparse.Namespace) -> int:
             channels=args.channel,
         )
         info = admin.CreateCampaign(pb.CreateCampaignRequest(campaign=campaign), timeout=10)
-        _emit(args, info, lambda: _campaign_text(info))
+        _emit(args, _info_json(info), lambda: _campaign_text(info))
     elif args.action == "list":
         listed = admin.ListCampaigns(pb.ListCampaignsRequest(), timeout=10)
-        _emit(args, listed, lambda: _campaign_table(admin, list(listed.campaign_ids)))
+        infos = _campaign_infos(admin, list(listed.campaign_ids))
+        _emit(args, {"campaign_ids": list(listed.campaign_ids), "campaigns": _campaign_rows(infos)},
+              lambda: _campaign_table(infos))
     elif args.action == "recycle":
         with cli_output.Progress() as progress:
             recycled = progress.wait(admin.RecycleExpired.future(
                 pb.GetCampaignRequest(campaign_id=args.campaign_id), timeout=300),
                 f"recycling the expired vouchers of {args.campaign_id}")
-        _emit(args, recycled, lambda: cli_output.block(
-            [("campaign", args.campaign_id), ("recycled", cli_output.number(recycled.recycled))]))
+        _emit(args, {"campaign_id": args.campaign_id, "recycled": recycled.recycled},
+              lambda: cli_output.block([("campaign", args.campaign_id),
+                                        ("recycled", cli_output.number(recycled.recycled))]))
     elif args.action == "reshard":
         with cli_output.Progress() as progress:
             done = progress.wait(admin.Reshard.future(
@@ -275,7 +298,7 @@ def run_campaign(args: argparse.Namespace) -> int:
         call = {"show": admin.GetCampaign, "pause": admin.PauseCampaign,
                 "resume": admin.ResumeCampaign}[args.action]
         info = call(pb.GetCampaignRequest(campaign_id=args.campaign_id), timeout=10)
-        _emit(args, info, lambda: _campaign_text(info))
+        _emit(args, _info_json(info), lambda: _campaign_text(info))
     return 0
 
 
@@ -377,8 +400,7 @@ def run_eligibility(args: argparse.Namespace) -> int:
             except grpc.RpcError as err:
                 raise cli_output.from_rpc(err, f" (after {updated} records)") from None
     if args.output == "json":
-        print(json.dumps({"campaign_id": args.campaign_id, "records": len(records), "updated": updated},
-                         indent=2))
+        cli_output.print_json({"campaign_id": args.campaign_id, "records": len(records), "updated": updated})
     else:
         print(f"claimcore eligibility load: {updated} records of {args.campaign_id} updated")
     return 0

@@ -17,6 +17,8 @@ BAD_INPUT, FILE, CONFIG, DIFFERENCES.
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -24,6 +26,8 @@ from datetime import UTC, datetime
 from typing import IO, Any, TypeVar
 
 import grpc
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from claimcore.security import access
 
@@ -81,6 +85,47 @@ def reach(args: argparse.Namespace) -> grpc.Channel:
     """A connected channel to --target (exit 3 if nothing answers within --connect-timeout)."""
     return connect(access.dial, args.target, args.connect_timeout,
                    getattr(args, "sources", {}).get("target", ""))
+
+
+# ---------------------------------------------------------------- JSON
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    """A reply as the --json output shows it: every field by its proto name (snake_case), zero, false and
+    empty ones included, numbers as JSON numbers (int64 too: protobuf's own JSON writes those as strings),
+    enums by name, bytes as base64."""
+    out: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            out[field.name] = {str(k): _field_json(value_field, v) for k, v in value.items()}
+        elif _repeated(field):
+            out[field.name] = [_field_json(field, item) for item in value]
+        else:
+            out[field.name] = _field_json(field, value)
+    return out
+
+
+def _repeated(field: FieldDescriptor) -> bool:
+    flag = getattr(field, "is_repeated", None)  # newer protobuf; `label` is the older spelling
+    return bool(flag) if flag is not None else field.label == FieldDescriptor.LABEL_REPEATED
+
+
+def _field_json(field: FieldDescriptor, value: Any) -> Any:
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        return message_json(value)
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        known = field.enum_type.values_by_number.get(value)
+        return known.name if known is not None else value
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return base64.b64encode(value).decode()
+    return value  # int (any width), float, bool, str: JSON has each
+
+
+def print_json(value: Any) -> None:
+    """The --json output: one JSON document on standard output."""
+    print(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 # ---------------------------------------------------------------- text
