@@ -1,4 +1,7 @@
-"""Prometheus metrics of a real node (docs/metrics.md): what /metrics says matches what the replies said."""
+"""Prometheus metrics of a real node (docs/metrics.md): what /metrics says matches what the replies said.
+
+The standard gRPC server families count the same calls as claimcore's own; under serve --workers the
+process families add up the workers and the parent (checked here without processes, on given scrapes)."""
 
 from __future__ import annotations
 
@@ -11,11 +14,12 @@ from collections import Counter
 import grpc
 import pytest
 import redis
+from prometheus_client import ProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from claimcore import __version__
 from claimcore.harness.embedded_redis import EmbeddedRedis, free_port
-from claimcore.node.metrics import NodeMetrics
+from claimcore.node.metrics import NodeMetrics, WorkersMetrics
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 from conftest import LocalNode, create_campaign
@@ -148,7 +152,7 @@ def test_a_burst_is_counted_as_the_replies_said(metered, stubs):
     # The gauges are sampled every second: wait for the campaign's stock to show empty.
     def sold_out_seen() -> Samples | None:
         samples = scrape(metered.metrics_port)
-        stock = {labels: v for labels, v in series(samples, "claimcore_stock_remaining").items()
+        stock = {labels: v for labels, v in series(samples, "claimcore_stock_remaining_vouchers").items()
                  if ("campaign", cid) in labels}
         return samples if len(stock) == 4 and not any(stock.values()) else None
 
@@ -171,13 +175,29 @@ def test_a_burst_is_counted_as_the_replies_said(metered, stubs):
         assert value(after, "claimcore_claim_seconds_bucket", method=method, le="+Inf") \
             == value(after, "claimcore_claim_seconds_count", method=method)
 
-    assert value(after, "claimcore_granted", campaign=cid) == 20
+    # The standard gRPC families count the same calls, OK ones included, with Go's code names.
+    for method, calls in (("Claim", unary_calls), ("ClaimBatch", batch_calls)):
+        rpc = {"grpc_type": "unary", "grpc_service": "claimcore.v1.ClaimService", "grpc_method": method}
+        failed = sum(n for (m, _), n in failures.items() if m == method)
+        assert grew(before, after, "grpc_server_started_total", **rpc) == calls
+        assert grew(before, after, "grpc_server_handled_total", grpc_code="OK", **rpc) == calls - failed
+        assert grew(before, after, "grpc_server_handling_seconds_count", **rpc) == calls
+        assert value(after, "grpc_server_handling_seconds_bucket", le="+Inf", **rpc) \
+            == value(after, "grpc_server_handling_seconds_count", **rpc)
+    claim_rpc = {"grpc_type": "unary", "grpc_service": "claimcore.v1.ClaimService", "grpc_method": "Claim"}
+    assert grew(before, after, "grpc_server_handled_total", grpc_code="InvalidArgument", **claim_rpc) == 3
+    assert grew(before, after, "grpc_server_handled_total", grpc_code="NotFound", **claim_rpc) == 1
+    create = {"grpc_type": "unary", "grpc_service": "claimcore.v1.AdminService",
+              "grpc_method": "CreateCampaign"}
+    assert grew(before, after, "grpc_server_handled_total", grpc_code="OK", **create) == 2
+
+    assert value(after, "claimcore_granted_vouchers", campaign=cid) == 20
     assert value(after, "claimcore_sold_out_seconds", campaign=cid) is not None
     assert value(after, "claimcore_sold_out_seconds", campaign=slow) is None  # not sold out: absent
     # Every claim that reached Redis went in some claim.lua call: at least the 20 granted, plus the
     # admitted claims of the slow campaign.
-    sent = grew(before, after, "claimcore_redis_batch_size_sum")
-    calls = grew(before, after, "claimcore_redis_batch_size_count")
+    sent = grew(before, after, "claimcore_redis_batch_size_claims_sum")
+    calls = grew(before, after, "claimcore_redis_batch_size_claims_count")
     trips = grew(before, after, "claimcore_redis_round_trips_total")
     assert sent >= 20 + (10 - admission_refused) and 0 < calls <= sent and 0 < trips <= calls
     assert value(after, "claimcore_redis_up") == 1
@@ -262,9 +282,53 @@ def test_shedding_and_redis_down_show_in_the_metrics(own_redis):
                          reason="overloaded") == shed
             assert value(samples, "claimcore_rpc_errors_total", method="Claim",
                          code="RESOURCE_EXHAUSTED") == shed
+            assert value(samples, "grpc_server_handled_total", grpc_type="unary", grpc_method="Claim",
+                         grpc_service="claimcore.v1.ClaimService", grpc_code="ResourceExhausted") == shed
             assert value(samples, "claimcore_claims_total", campaign=cid, outcome="granted") == 200 - shed
         own_redis.kill()
         assert wait_for(lambda: value(scrape(port), "claimcore_redis_up") == 0)
     finally:
         direct.close()
         node.stop()
+
+
+WORKER_SCRAPES = {
+    "w0": "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 2.5\n"
+          "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 1e8\n"
+          "# TYPE process_open_fds gauge\nprocess_open_fds 10\n"
+          "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds 2000\n"
+          '# TYPE claimcore_claims_total counter\nclaimcore_claims_total{campaign="c",outcome="granted"} 3\n',
+    "w1": "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 1.5\n"
+          "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 2e8\n"
+          "# TYPE process_open_fds gauge\nprocess_open_fds 20\n"
+          "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds 2100\n"
+          '# TYPE claimcore_claims_total counter\nclaimcore_claims_total{campaign="c",outcome="granted"} 4\n',
+}
+
+
+class GivenWorkers(WorkersMetrics):
+    """serve --workers's merged /metrics, fed the workers' scrapes above instead of fetching them."""
+
+    def scrape(self, url: str):  # type: ignore[no-untyped-def]
+        return list(text_string_to_metric_families(WORKER_SCRAPES[url]))
+
+
+def test_workers_process_families_add_up_with_the_parent_and_show_each_worker():
+    merged = GivenWorkers([(101, "w0"), (102, "w1")])
+    parent = {s.name: s.value for f in ProcessCollector(registry=None).collect() for s in f.samples}
+    samples = {(s.name, frozenset(s.labels.items())): s.value
+               for f in merged.registry.collect() for s in f.samples}
+    after = {s.name: s.value for f in ProcessCollector(registry=None).collect() for s in f.samples}
+    # The parent's own figures are in the sums: CPU can only have grown between the two readings.
+    cpu = samples["process_cpu_seconds_total", frozenset()] - 4.0
+    assert parent["process_cpu_seconds_total"] - 1e-6 <= cpu <= after["process_cpu_seconds_total"] + 1e-6
+    rss = samples["process_resident_memory_bytes", frozenset()] - 3e8
+    assert abs(rss - parent["process_resident_memory_bytes"]) < 16e6  # not the max (2e8), nor 3e8 alone
+    assert abs(samples["process_open_fds", frozenset()] - 30 - parent["process_open_fds"]) <= 2
+    assert samples["process_start_time_seconds", frozenset()] == 2000  # the earliest process
+    # Each worker on its own, with a worker label; claims summed in the merged family.
+    assert {k[1]: v for k, v in samples.items() if k[0] == "claimcore_worker_cpu_seconds_total"} \
+        == {frozenset({("worker", "0")}): 2.5, frozenset({("worker", "1")}): 1.5}
+    assert {k[1]: v for k, v in samples.items() if k[0] == "claimcore_worker_resident_memory_bytes"} \
+        == {frozenset({("worker", "0")}): 1e8, frozenset({("worker", "1")}): 2e8}
+    assert samples["claimcore_claims_total", frozenset({("campaign", "c"), ("outcome", "granted")})] == 7

@@ -74,7 +74,8 @@ def alive(pid: int) -> bool:
 def workers():  # type: ignore[no-untyped-def]
     """`serve --workers 2` with its own embedded redis-server and merged /metrics."""
     port = free_port()
-    node = LocalNode("", "--workers", "2", "--metrics-port", str(port), "--recycle-every-s", "0").start()
+    node = LocalNode("", "--ephemeral", "--workers", "2", "--metrics-port", str(port),
+                     "--recycle-every-s", "0").start()
     node.metrics_port = port  # type: ignore[attr-defined]
     node.pids = worker_pids(node)  # type: ignore[attr-defined]
     yield node
@@ -118,7 +119,7 @@ def test_health_answers_serving_whichever_worker_takes_the_connection(workers):
 
 
 def test_sigterm_drains_every_worker_and_stops_the_embedded_redis():
-    node = LocalNode("", "--workers", "2").start()
+    node = LocalNode("", "--ephemeral", "--workers", "2").start()
     pids = worker_pids(node)
     redis_url = re.search(r"redis-server at (redis://\S+)", node.log_tail()).group(1)
     assert node.stop(signal.SIGTERM) == 0
@@ -128,7 +129,7 @@ def test_sigterm_drains_every_worker_and_stops_the_embedded_redis():
 
 
 def test_a_worker_that_dies_stops_the_node_with_one_line():
-    node = LocalNode("", "--workers", "2").start()
+    node = LocalNode("", "--ephemeral", "--workers", "2").start()
     pids = worker_pids(node)
     os.kill(pids[1], signal.SIGKILL)
     assert node.proc is not None
@@ -186,16 +187,18 @@ def test_merging_sums_counters_and_histograms_and_keeps_the_latest_gauges():
     a = parse('# TYPE claimcore_claims counter\nclaimcore_claims_total{campaign="c",outcome="granted"} 3\n'
               '# TYPE claimcore_claim_seconds histogram\nclaimcore_claim_seconds_bucket{le="0.1"} 2\n'
               'claimcore_claim_seconds_bucket{le="+Inf"} 3\nclaimcore_claim_seconds_count 3\n'
-              'claimcore_claim_seconds_sum 0.5\n# TYPE claimcore_stock_remaining gauge\n'
-              'claimcore_stock_remaining{campaign="c",shard="0"} 7\n# TYPE claimcore_granted gauge\n'
-              'claimcore_granted{campaign="c"} 3\n# TYPE claimcore_redis_up gauge\nclaimcore_redis_up 1\n')
+              'claimcore_claim_seconds_sum 0.5\n# TYPE claimcore_stock_remaining_vouchers gauge\n'
+              'claimcore_stock_remaining_vouchers{campaign="c",shard="0"} 7\n'
+              '# TYPE claimcore_granted_vouchers gauge\nclaimcore_granted_vouchers{campaign="c"} 3\n'
+              '# TYPE claimcore_redis_up gauge\nclaimcore_redis_up 1\n')
     b = parse('# TYPE claimcore_claims counter\nclaimcore_claims_total{campaign="c",outcome="granted"} 4\n'
               'claimcore_claims_total{campaign="c",outcome="sold_out"} 1\n'
               '# TYPE claimcore_claim_seconds histogram\nclaimcore_claim_seconds_bucket{le="0.1"} 1\n'
               'claimcore_claim_seconds_bucket{le="+Inf"} 5\nclaimcore_claim_seconds_count 5\n'
-              'claimcore_claim_seconds_sum 2.0\n# TYPE claimcore_stock_remaining gauge\n'
-              'claimcore_stock_remaining{campaign="c",shard="0"} 5\n# TYPE claimcore_granted gauge\n'
-              'claimcore_granted{campaign="c"} 5\n# TYPE claimcore_redis_up gauge\nclaimcore_redis_up 0\n')
+              'claimcore_claim_seconds_sum 2.0\n# TYPE claimcore_stock_remaining_vouchers gauge\n'
+              'claimcore_stock_remaining_vouchers{campaign="c",shard="0"} 5\n'
+              '# TYPE claimcore_granted_vouchers gauge\nclaimcore_granted_vouchers{campaign="c"} 5\n'
+              '# TYPE claimcore_redis_up gauge\nclaimcore_redis_up 0\n')
     merged = {(s.name, frozenset(s.labels.items())): s.value
               for f in merge_families([a, b]) for s in f.samples}
     assert merged == {
@@ -205,7 +208,8 @@ def test_merging_sums_counters_and_histograms_and_keeps_the_latest_gauges():
         ("claimcore_claim_seconds_bucket", frozenset({("le", "+Inf")})): 8,
         ("claimcore_claim_seconds_count", frozenset()): 8,
         ("claimcore_claim_seconds_sum", frozenset()): 2.5,
-        ("claimcore_stock_remaining", frozenset({("campaign", "c"), ("shard", "0")})): 5,  # latest: lowest
-        ("claimcore_granted", frozenset({("campaign", "c")})): 5,  # latest: highest
+        ("claimcore_stock_remaining_vouchers",
+         frozenset({("campaign", "c"), ("shard", "0")})): 5,  # latest: lowest
+        ("claimcore_granted_vouchers", frozenset({("campaign", "c")})): 5,  # latest: highest
         ("claimcore_redis_up", frozenset()): 0,  # up only if every worker reaches Redis
     }

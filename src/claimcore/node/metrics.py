@@ -17,13 +17,21 @@ The stock gauges are sampled about once a second by `sample_forever`, for
 the campaigns the node has in its cache: one pipelined read of every such
 campaign's shard states and sold-out time per round.
 
+The standard gRPC server families (`grpc_server_started_total`, `grpc_server_handled_total`,
+`grpc_server_handling_seconds`, named and labelled as go-grpc-prometheus does, so that boards made
+for gRPC servers work) are counted by `RpcMetrics`, the outermost layer of the call pipeline, in one
+`MethodCalls` per unary method made when the method is wrapped: a call adds to two of its slots and
+times itself with one perf_counter pair. `claimcore_rpc_errors_total` and `claimcore_claim_seconds`
+are built from the same counts.
+
 Under `serve --workers N` (workers.py) each worker keeps its NodeMetrics and
 serves them on a loopback port of its own; the parent's one /metrics is
 `WorkersMetrics`, which scrapes the workers and merges them: counters and
 histograms summed, gauges (sampled from the shared Redis, so alike up to
 a second's lag) by `GAUGE_MERGE`, plus per-worker families that show the spread.
-process_cpu_seconds_total (prometheus_client's ProcessCollector) is a counter, so the
-parent's figure is the workers' CPU summed (the parent's own, a supervisor's, is left out).
+The process families (prometheus_client's ProcessCollector) cover the workers and the parent:
+CPU seconds, resident and virtual memory and open fds summed, the start time the earliest;
+each worker's CPU and resident memory are also shown with a `worker` label.
 prometheus_client's multiprocess mode was the other way: it merges only its
 own mmap-backed metrics, not a custom collector's families, and would put a
 file write with a lock on every claim.
@@ -58,8 +66,9 @@ REDEEM_OUTCOMES = {number: name.lower() for name, number in pb.RedeemOutcome.ite
 TIMED_METHODS = ("Claim", "ClaimBatch")
 DROP_REASONS = ("admission_rate", "abuse", "overloaded")
 
-# The families the dashboard reads (ops/dashboard/prometheus.py imports these, so a rename here is a
-# rename there). A counter's samples add "_total" to its name; a histogram's add "_bucket" and so on.
+# The families' names (ops/dashboard/prometheus.py imports some, so a rename here is a rename there;
+# monitoring/ names them too, and tests/ops/test_monitoring.py checks those against a real node).
+# A counter's samples add "_total" to its name; a histogram's add "_bucket", "_sum" and "_count".
 CLAIMS = "claimcore_claims"
 CLAIM_SECONDS = "claimcore_claim_seconds"
 ADMISSION_DROPS = "claimcore_admission_drops"
@@ -67,9 +76,28 @@ REDEMPTIONS = "claimcore_redemptions"
 RPC_ERRORS = "claimcore_rpc_errors"
 REDIS_UP = "claimcore_redis_up"
 INFO = "claimcore_info"
-STOCK = "claimcore_stock_remaining"
+STOCK = "claimcore_stock_remaining_vouchers"   # was claimcore_stock_remaining
+GRANTED = "claimcore_granted_vouchers"         # was claimcore_granted
+SOLD_OUT = "claimcore_sold_out_seconds"
+ROUND_TRIPS = "claimcore_redis_round_trips"
+BATCH_SIZE = "claimcore_redis_batch_size_claims"  # was claimcore_redis_batch_size
 WORKER_CLAIMS = "claimcore_worker_claims"  # serve --workers only: claims answered by each worker
 WORKER_INFO = "claimcore_worker_info"      # serve --workers only: each worker's index and pid
+WORKER_CPU = "claimcore_worker_cpu_seconds"                # serve --workers only: each worker's CPU
+WORKER_MEMORY = "claimcore_worker_resident_memory_bytes"   # serve --workers only: each worker's RSS
+# The standard gRPC server families, as go-grpc-prometheus names and labels them.
+GRPC_STARTED = "grpc_server_started"
+GRPC_HANDLED = "grpc_server_handled"
+GRPC_SECONDS = "grpc_server_handling_seconds"
+GRPC_LABELS = ["grpc_type", "grpc_service", "grpc_method"]
+UNARY = "unary"  # grpc_type: only unary calls are counted (streams pass through the layer)
+# grpc_code values are Go's names of the codes (OK, InvalidArgument, Canceled...), as gRPC boards expect.
+GRPC_CODES = {code.name: "OK" if code is grpc.StatusCode.OK else "Canceled"
+              if code is grpc.StatusCode.CANCELLED else code.name.title().replace("_", "")
+              for code in grpc.StatusCode}
+CLAIM_SERVICE = pb.DESCRIPTOR.services_by_name["ClaimService"].full_name
+PROCESS_CPU = "process_cpu_seconds"  # ProcessCollector's counter (samples: process_cpu_seconds_total)
+PROCESS_MEMORY = "process_resident_memory_bytes"
 
 # Seconds per call: a claim waits ~linger + one Redis round trip; a stalled Redis shows up to 10 s.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -133,6 +161,28 @@ class Histogram:
         return out, total
 
 
+class MethodCalls:
+    """One unary method's calls, counted by RpcMetrics: started, ended OK, ended with each other code
+    (its upper-case name), and the time each took."""
+
+    __slots__ = ("service", "method", "started", "ok", "failed", "seconds")
+
+    def __init__(self, service: str, method: str, seconds: Histogram) -> None:
+        self.service = service
+        self.method = method
+        self.started = 0
+        self.ok = 0
+        self.failed: dict[str, int] = {}
+        self.seconds = seconds
+
+    def fail(self, code: str) -> None:
+        self.failed[code] = self.failed.get(code, 0) + 1
+
+    def handled(self) -> dict[str, int]:
+        """Calls ended, by upper-case code name (OK included)."""
+        return {"OK": self.ok, **self.failed}
+
+
 class NodeMetrics(Endpoint):
     """Everything a node counts, and the collector that turns it into Prometheus families."""
 
@@ -143,7 +193,8 @@ class NodeMetrics(Endpoint):
         self.claims: dict[tuple[str, int], int] = {}          # (campaign label, Outcome number)
         self.drops: dict[tuple[str, str], int] = {}           # (campaign label, reason)
         self.redemptions: dict[tuple[str, int], int] = {}     # (campaign label, RedeemOutcome number)
-        self.rpc_errors: dict[tuple[str, str], int] = {}      # (method, status code name)
+        self.rpc_errors: dict[tuple[str, str], int] = {}      # (method, status code name): unknown methods
+        self.calls: dict[str, MethodCalls] = {}               # full method name -> its calls (RpcMetrics)
         self.claim_seconds = {method: Histogram(LATENCY_BUCKETS) for method in TIMED_METHODS}
         self.batch_size = Histogram(BATCH_BUCKETS)
         self.round_trips = 0
@@ -188,8 +239,20 @@ class NodeMetrics(Endpoint):
         self.redemptions[key] = self.redemptions.get(key, 0) + 1
 
     def rpc_failed(self, method: str, code: str) -> None:
+        """A call that no MethodCalls counts (a method the node does not have) ended with `code`."""
         key = (method, code)
         self.rpc_errors[key] = self.rpc_errors.get(key, 0) + 1
+
+    def method_calls(self, full_method: str) -> MethodCalls:
+        """The counts of a unary method ("/package.Service/Method"), made at its first wrapping.
+        Claim and ClaimBatch share their histograms with claimcore_claim_seconds."""
+        calls = self.calls.get(full_method)
+        if calls is None:
+            service, _, method = full_method[1:].rpartition("/")
+            timed = self.claim_seconds.get(method) if service == CLAIM_SERVICE else None
+            calls = MethodCalls(service, method, timed or Histogram(LATENCY_BUCKETS))
+            self.calls[full_method] = calls
+        return calls
 
     def flushed(self, sizes: list[int]) -> None:
         """One round trip of the batcher carrying claim.lua calls of these sizes."""
@@ -212,35 +275,62 @@ class NodeMetrics(Endpoint):
         yield _counter(ADMISSION_DROPS, "Claims refused before Redis: the campaign's admission rate, "
                        "the anti-scalper limits, or node overload", ["campaign", "reason"], self.drops)
         yield from self._sampled()
-        yield CounterMetricFamily("claimcore_redis_round_trips", "Round trips of the claim batcher to "
+        yield CounterMetricFamily(ROUND_TRIPS, "Round trips of the claim batcher to "
                                   "Redis (one per flush)", value=self.round_trips)
         batch_buckets, batch_total = self.batch_size.buckets()
-        batch = HistogramMetricFamily("claimcore_redis_batch_size", "Claims per claim.lua call")
+        batch = HistogramMetricFamily(BATCH_SIZE, "Claims per claim.lua call")
         batch.add_metric([], batch_buckets, batch_total)
         yield batch
         yield _counter(REDEMPTIONS, "Redeem calls answered, by campaign and outcome",
                        ["campaign", "outcome"], self.redemptions,
                        lambda campaign, outcome: [campaign, REDEEM_OUTCOMES.get(outcome, "unknown")])
-        yield _counter(RPC_ERRORS, "Calls that ended with a non-OK gRPC status, by method and status "
-                       "code", ["method", "code"], self.rpc_errors)
+        yield from self._grpc()
         yield GaugeMetricFamily(REDIS_UP, "1 while Redis answers the node's PING, else 0",
                                 value=self.redis_up)
         info = GaugeMetricFamily(INFO, "The node's claimcore version", labels=["version"])
         info.add_metric([self.version], 1)
         yield info
 
+    def _grpc(self) -> Iterator[Metric]:
+        """The gRPC families and claimcore_rpc_errors_total, from the same MethodCalls. Each method's
+        ended calls are read before its started ones, so a scrape never shows more ended than started."""
+        started = CounterMetricFamily(GRPC_STARTED, "Total number of RPCs started on the server "
+                                      "(unary calls)", labels=GRPC_LABELS)
+        handled = CounterMetricFamily(GRPC_HANDLED, "Total number of RPCs completed on the server, "
+                                      "regardless of success or failure (unary calls)",
+                                      labels=[*GRPC_LABELS, "grpc_code"])
+        seconds = HistogramMetricFamily(GRPC_SECONDS, "Histogram of response latency (seconds) of gRPC "
+                                        "that had been application-level handled by the server",
+                                        labels=GRPC_LABELS)
+        errors = dict(self.rpc_errors)
+        for _, calls in sorted(self.calls.items()):
+            labels = [UNARY, calls.service, calls.method]
+            ended = calls.handled()
+            for code, n in sorted(ended.items()):
+                handled.add_metric([*labels, GRPC_CODES.get(code, code)], n)
+                if code != "OK":
+                    errors[calls.method, code] = errors.get((calls.method, code), 0) + n
+            started.add_metric(labels, calls.started)
+            buckets, total = calls.seconds.buckets()
+            seconds.add_metric(labels, buckets, total)
+        yield started
+        yield handled
+        yield seconds
+        yield _counter(RPC_ERRORS, "Calls that ended with a non-OK gRPC status, by method and status "
+                       "code", ["method", "code"], errors)
+
     def _sampled(self) -> Iterator[Metric]:
-        stock = GaugeMetricFamily(STOCK, "Stock left per shard (sampled every ~1 s)",
+        stock = GaugeMetricFamily(STOCK, "Vouchers left per shard (sampled every ~1 s)",
                                   labels=["campaign", "shard"])
         for (campaign, shard), n in sorted(self.stock.items()):
             stock.add_metric([campaign, str(shard)], n)
         yield stock
-        granted = GaugeMetricFamily("claimcore_granted", "Vouchers granted (sampled every ~1 s)",
+        granted = GaugeMetricFamily(GRANTED, "Vouchers granted (sampled every ~1 s)",
                                     labels=["campaign"])
         for campaign, n in sorted(self.granted.items()):
             granted.add_metric([campaign], n)
         yield granted
-        sold_out = GaugeMetricFamily("claimcore_sold_out_seconds", "Seconds from the campaign's start to "
+        sold_out = GaugeMetricFamily(SOLD_OUT, "Seconds from the campaign's start to "
                                      "its first sell-out; absent until it sells out", labels=["campaign"])
         for campaign, s in sorted(self.sold_out_seconds.items()):
             sold_out.add_metric([campaign], s)
@@ -283,13 +373,15 @@ class NodeMetrics(Endpoint):
 
 
 class RpcMetrics:
-    """The outermost layer of the call pipeline (pipeline.py): times Claim and ClaimBatch, counts every
-    non-OK unary call.
+    """The outermost layer of the call pipeline (pipeline.py): counts and times every unary call.
 
-    It wraps whatever the inner layers made of the handler (refusals of undecodable bytes and of
-    unknown keys), so their statuses are counted too. Streaming methods (health Watch, reflection)
-    pass through uncounted; an unknown method is counted as method "unknown", code UNIMPLEMENTED
-    (`unknown`: gRPC answers it without a handler).
+    Each unary method gets its MethodCalls when it is wrapped; a call then adds to `started`, to `ok`
+    (or to its code in `failed`), and observes its time: two slot adds, one perf_counter pair and one
+    histogram add. It wraps whatever the inner layers made of the handler (refusals of undecodable
+    bytes and of unknown keys), so their statuses are counted too. Streaming methods (health Watch,
+    WatchCampaigns, reflection) pass through uncounted; an unknown method is counted only in
+    claimcore_rpc_errors_total, as method "unknown", code UNIMPLEMENTED (`unknown`: gRPC answers it
+    without a handler, and its name, the caller's choice, is never a label).
     """
 
     def __init__(self, metrics: NodeMetrics) -> None:
@@ -301,40 +393,48 @@ class RpcMetrics:
     def __call__(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.unary_unary is None:
             return handler
-        method = full_method.rpartition("/")[2]
-        behaviour, timed, failed = handler.unary_unary, self.metrics.claim_seconds.get(method), \
-            self.metrics.rpc_failed
+        calls = self.metrics.method_calls(full_method)
+        behaviour, observe, fail, clock = handler.unary_unary, calls.seconds.observe, calls.fail, \
+            time.perf_counter
+        ok_code, status_code = grpc.StatusCode.OK, grpc.StatusCode
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started = time.perf_counter()
+            calls.started += 1
+            started = clock()
             try:
                 reply = await behaviour(request, context)
             except asyncio.CancelledError:  # the caller's deadline passed, or it cancelled
                 remaining = context.time_remaining()
-                failed(method, "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0
-                       else "CANCELLED")
+                fail("DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED")
                 raise
             except BaseException:
                 code = context.code()
-                failed(method, code.name if isinstance(code, grpc.StatusCode) and code is not
-                       grpc.StatusCode.OK else "UNKNOWN")
+                fail(code.name if isinstance(code, status_code) and code is not ok_code else "UNKNOWN")
                 raise
             else:
-                code = context.code()
-                if isinstance(code, grpc.StatusCode) and code is not grpc.StatusCode.OK:
-                    failed(method, code.name)
+                code = context.code()  # None unless the handler set one
+                if code is None or code is ok_code:
+                    calls.ok += 1
+                else:
+                    fail(code.name if isinstance(code, status_code) else "UNKNOWN")
                 return reply
             finally:
-                if timed is not None:
-                    timed.observe(time.perf_counter() - started)
+                observe(clock() - started)
 
         return rewrapped(handler, unary_unary)
 
 
+def _add(a: float, b: float) -> float:
+    return a + b
+
+
 # How workers' gauges merge (they sample the same Redis about once a second, so they differ only by lag):
-# Redis is up if every worker reaches it; stock left is the latest (lowest) sample; anything else
-# (granted, sold-out seconds, info) the highest.
-GAUGE_MERGE: dict[str, Callable[[float, float], float]] = {REDIS_UP: min, STOCK: min}
+# Redis is up if every worker reaches it; stock left is the latest (lowest) sample; the processes'
+# memory and open fds add up, and the node started when its first process did; anything else
+# (granted, sold-out seconds, info, the fd limit) the highest.
+GAUGE_MERGE: dict[str, Callable[[float, float], float]] = {
+    REDIS_UP: min, STOCK: min, PROCESS_MEMORY: _add, "process_virtual_memory_bytes": _add,
+    "process_open_fds": _add, "process_start_time_seconds": min}
 SCRAPE_TIMEOUT_S = 2.0
 
 
@@ -358,10 +458,6 @@ def merge_families(scrapes: list[list[Metric]]) -> list[Metric]:
     return list(merged.values())
 
 
-def _add(a: float, b: float) -> float:
-    return a + b
-
-
 class WorkersMetrics(Endpoint):
     """The one /metrics of `serve --workers N`: every worker's /metrics, merged (merge_families)."""
 
@@ -369,6 +465,7 @@ class WorkersMetrics(Endpoint):
         """workers: each worker's pid and the URL of its own /metrics (loopback), by index."""
         self.workers = workers
         self._last: dict[int, list[Metric]] = {}  # each worker's last scrape that answered
+        self._own = ProcessCollector(registry=None)  # the parent's process families, merged in
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -384,6 +481,12 @@ class WorkersMetrics(Endpoint):
         info = GaugeMetricFamily(WORKER_INFO, "One per worker process that answered this scrape "
                                  "(one that did not counts with its last figures)",
                                  labels=["worker", "pid"])
+        cpu = CounterMetricFamily(WORKER_CPU, "CPU seconds of each worker process (serve --workers); "
+                                  "process_cpu_seconds_total adds them up, with the parent's",
+                                  labels=["worker"])
+        memory = GaugeMetricFamily(WORKER_MEMORY, "Resident memory of each worker process (serve "
+                                   "--workers); process_resident_memory_bytes adds them up, with the "
+                                   "parent's", labels=["worker"])
         for index, (pid, url) in enumerate(self.workers):
             try:
                 families = self._last[index] = self.scrape(url)
@@ -391,9 +494,17 @@ class WorkersMetrics(Endpoint):
             except OSError:  # slow or gone (then the parent is stopping the others; workers.py)
                 families = self._last.get(index, [])  # its last figures: a sum must not go down
             scrapes.append(families)
-            answered = sum(s.value for f in families if f.name == CLAIMS for s in f.samples)
-            claims.add_metric([str(index)], answered)
+            own = {f.name: sum(s.value for s in f.samples) for f in families
+                   if f.name in (CLAIMS, PROCESS_CPU, PROCESS_MEMORY)}
+            claims.add_metric([str(index)], own.get(CLAIMS, 0))
+            if PROCESS_CPU in own:
+                cpu.add_metric([str(index)], own[PROCESS_CPU])
+            if PROCESS_MEMORY in own:
+                memory.add_metric([str(index)], own[PROCESS_MEMORY])
+        scrapes.append(list(self._own.collect()))
         yield from merge_families(scrapes)
         yield claims
         yield info
+        yield cpu
+        yield memory
 
