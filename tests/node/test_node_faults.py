@@ -201,7 +201,7 @@ def test_health_and_reflection_list_the_services(node):
 
 
 def test_serve_without_redis_starts_its_own():
-    node = LocalNode("").start()  # --redis "": no URL, so the node starts a private redis-server
+    node = LocalNode("", "--ephemeral").start()  # --redis "": no URL, so it starts a throwaway redis-server
     try:
         with grpc.insecure_channel(node.address) as ch:
             admin, claims = pb_grpc.AdminServiceStub(ch), pb_grpc.ClaimServiceStub(ch)

@@ -1,14 +1,23 @@
 """Start and stop private redis-servers on free loopback ports.
 
 EmbeddedRedis is one server: used by `claimcore serve` when no --redis is
-given, by `claimcore demo`, and by the tests (which must talk to a real
-redis-server, never an imitation). EmbeddedCluster is a real Redis Cluster of
-several such servers, for the cluster tests.
+given (its data kept in a data folder, or a throwaway one with --ephemeral),
+by `claimcore demo`, and by the tests (which must talk to a real redis-server,
+never an imitation). EmbeddedCluster is a real Redis Cluster of several such
+servers, for the cluster tests.
+
+A data folder is locked (flock on its claimcore.lock) while a server runs on
+it, so two servers never append to the same AOF. The redis-server inherits the
+lock, so it holds even when the process that started it was killed and left
+the server running.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,10 +28,28 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 class RedisServerMissing(RuntimeError):
     pass
+
+
+class DataDirInUse(RuntimeError):
+    """Another redis-server runs on this data folder (its lock is held).
+
+    redis_pid, port and starter_pid say which, when the lock file names them (else 0);
+    starter_alive is False when the process that started that server is gone."""
+
+    def __init__(self, message: str, redis_pid: int = 0, port: int = 0, starter_pid: int = 0,
+                 starter_alive: bool = True) -> None:
+        super().__init__(message)
+        self.redis_pid, self.port, self.starter_pid = redis_pid, port, starter_pid
+        self.starter_alive = starter_alive
+
+
+LOCK_FILE = "claimcore.lock"  # in the data folder: flock'd, holds "starter pid, redis-server pid, port"
 
 
 def free_port() -> int:
@@ -43,6 +70,16 @@ def stop_child(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout
     return proc.returncode
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: it exists
+        return True
+    return True
+
+
 def find_redis_server() -> str:
     path = os.environ.get("CLAIMCORE_REDIS_SERVER") or shutil.which("redis-server")
     if not path:
@@ -61,6 +98,9 @@ class EmbeddedRedis:
 
     appendfsync: 'everysec' (default) or 'always'; see docs/architecture.md for
     what each loses. Use as a context manager or call start()/stop().
+    data_dir: a folder to keep (created if missing; the AOF in it is loaded at
+    start, and cleanup() leaves it); without it, a fresh temporary folder that
+    cleanup() removes. start() raises DataDirInUse if another server runs on it.
     """
 
     def __init__(
@@ -78,12 +118,63 @@ class EmbeddedRedis:
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="claimcore-redis-")
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
+        self._lock_fd: int | None = None  # held from start() to stop(); kept over kill() for a restart
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def log_path(self) -> Path:
+        return Path(self.data_dir) / "redis.log"
+
+    def _lock(self) -> None:
+        """Take the data folder's lock, or raise DataDirInUse naming who holds it."""
+        if self._lock_fd is not None:  # ours still (a restart after kill())
+            return
+        Path(self.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(Path(self.data_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").split()
+            os.close(fd)
+            if not (len(holder) == 3 and all(part.isdigit() for part in holder)):
+                raise DataDirInUse(f"data folder {self.data_dir} is in use by another process") from None
+            starter, server, port = (int(part) for part in holder)
+            alive = _pid_alive(starter)
+            by = f"started by pid {starter}" if alive else f"left running by pid {starter}, which is gone"
+            raise DataDirInUse(f"data folder {self.data_dir} is in use by redis-server pid {server} "
+                               f"on port {port}, {by}", server, port, starter, alive) from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _note_holder(self) -> None:
+        """Write who holds the lock into the lock file, for the message another starter gets."""
+        if self._lock_fd is not None and self.proc is not None:
+            os.ftruncate(self._lock_fd, 0)
+            os.pwrite(self._lock_fd, f"{os.getpid()} {self.proc.pid} {self.port}\n".encode(), 0)
+
+    def _last_log_line(self) -> str:
+        with contextlib.suppress(OSError):
+            lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+            if lines:  # "pid:role date time # text": the text only
+                return re.sub(r"^\d+:[A-Z] .*? [.*#-] ", "", lines[-1].strip())
+        return ""
+
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+        self._lock()
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> EmbeddedRedis:
         args = [
             find_redis_server(),
             "--port", str(self.port),
@@ -94,24 +185,28 @@ class EmbeddedRedis:
             "--appendfsync", self.appendfsync,
             "--daemonize", "no",
             "--loglevel", "warning",
-            "--logfile", str(Path(self.data_dir) / "redis.log"),
+            "--logfile", str(self.log_path),
             *self.extra_args,
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # The server inherits the lock: it stays held while the server runs, whoever started it.
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     pass_fds=(self._lock_fd,) if self._lock_fd is not None else ())
+        self._note_holder()
         deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        # No retries inside ping(): redis-py's default backs off for seconds on a refused connection.
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
         try:
             while True:
                 if self.proc.poll() is not None:
                     err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                    raise RuntimeError(f"redis-server exited at start: {err.strip()}")
+                    err = err.strip() or f"{self._last_log_line()} (its log: {self.log_path})"
+                    raise RuntimeError(f"redis-server exited at start: {err}")
                 try:
                     if client.ping():
                         return self
                 except (redis.ConnectionError, redis.BusyLoadingError):
                     pass
                 if time.monotonic() > deadline:
-                    self.stop()
                     raise TimeoutError(f"redis-server did not answer on port {self.port}")
                 time.sleep(0.02)
         finally:
@@ -124,9 +219,19 @@ class EmbeddedRedis:
             self.proc.wait()
 
     def stop(self) -> None:
+        """Stop the server (SIGTERM: it flushes its AOF) and release the data folder."""
         if self.proc:
             stop_child(self.proc)
         self.proc = None
+        self._unlock()
+
+    def key_count(self) -> int:
+        """DBSIZE: the keys the running server holds (those loaded from its AOF, just after start)."""
+        client = redis.Redis(port=self.port, socket_timeout=5)
+        try:
+            return int(client.dbsize())  # type: ignore[arg-type]
+        finally:
+            client.close()
 
     def cleanup(self) -> None:
         self.stop()

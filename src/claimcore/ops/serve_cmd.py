@@ -1,17 +1,21 @@
 """`claimcore serve`: run a front node; its flags and the checks made before it starts.
 
 It refuses to start (exit 2) unless given TLS (--tls-cert, --tls-key) or --plaintext, and --credentials
-or --no-auth (docs/security.md). Without --redis or --redis-cluster it starts a private redis-server
-(harness/embedded_redis.py) and cleans it up on the way out. The node itself is node/server.py's run_node;
-with --workers N (N > 1) it is node/workers.py's N processes on one port, sharing that Redis.
+or --no-auth (docs/security.md). Without --redis or --redis-cluster it starts an embedded redis-server
+(harness/embedded_redis.py) whose AOF lives in a data folder (--data-dir; default_data_dir() otherwise),
+so a restart on the same folder keeps every campaign and grant; --ephemeral uses a temporary folder,
+removed on the way out. The node itself is node/server.py's run_node; with --workers N (N > 1) it is
+node/workers.py's N processes on one port, sharing that Redis (this process starts and stops it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+from pathlib import Path
 
 
 def cpu_count() -> int:
@@ -23,6 +27,21 @@ def cpu_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def default_data_dir() -> Path:
+    """Where the embedded redis-server keeps its data without --data-dir: $XDG_DATA_HOME/claimcore,
+    else ~/.local/share/claimcore (the same place whatever folder the node is started from)."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"  # XDG: relative is ignored
+    return base / "claimcore"
+
+
+def _default_data_dir_shown() -> str:
+    try:
+        return str(default_data_dir())
+    except RuntimeError:  # no home folder known: `serve` then asks for --data-dir
+        return "unknown: no home folder"
 
 
 def workers_count(text: str) -> int:
@@ -40,7 +59,8 @@ def workers_count(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis",
-                        help="Redis URL (redis://host:port/db); default: start a private redis-server")
+                        help="Redis URL (redis://host:port/db); default: start an embedded redis-server "
+                             "keeping its data in --data-dir")
     parser.add_argument("--redis-cluster", metavar="HOST:PORT,...",
                         help="run on a Redis Cluster, given a few of its nodes")
     parser.add_argument("--replica-acks", type=int, default=0, metavar="N",
@@ -61,7 +81,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="front processes sharing the port and the Redis, one core each "
                              "(auto: one per core; default 1; docs/operations.md)")
     parser.add_argument("--appendfsync", choices=["everysec", "always"], default="everysec",
-                        help="durability of the private redis-server (see docs/architecture.md)")
+                        help="durability of the embedded redis-server (see docs/architecture.md; "
+                             "default everysec)")
+    kept = parser.add_mutually_exclusive_group()
+    kept.add_argument("--data-dir", metavar="PATH",
+                      help="folder of the embedded redis-server's data (AOF), kept over restarts; "
+                           "one node at a time (default: $XDG_DATA_HOME/claimcore, else "
+                           f"~/.local/share/claimcore; here {_default_data_dir_shown()}; docs/operations.md)")
+    kept.add_argument("--ephemeral", action="store_true",
+                      help="keep the embedded redis-server's data in a temporary folder, removed on stop: "
+                           "nothing survives a restart (demos, tests; default off)")
     parser.add_argument("--max-batch", type=int, default=256, help="claims per Lua call, at most")
     parser.add_argument("--max-queued", type=int, default=50_000,
                         help="claims queued on the node before it sheds with RESOURCE_EXHAUSTED")
@@ -101,9 +130,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until stopped: 0 then, 1 if the node fails, 2 for bad settings (docs/cli.md)."""
+    import redis
     import uvloop  # here, not at the top: the other commands do not load the node
 
-    from claimcore.harness.embedded_redis import EmbeddedRedis, RedisServerMissing
+    from claimcore.harness.embedded_redis import DataDirInUse, EmbeddedRedis, RedisServerMissing
     from claimcore.node import logs
     from claimcore.node.server import NodeOptions, run_node
 
@@ -118,6 +148,12 @@ def run(args: argparse.Namespace) -> int:
     url = args.redis
     if args.redis_cluster and url:
         print("claimcore serve: give --redis or --redis-cluster, not both", file=sys.stderr)
+        return 2
+    if (args.data_dir is not None or args.ephemeral) and (url or args.redis_cluster):
+        flag = "--data-dir" if args.data_dir is not None else "--ephemeral"
+        given = "--redis" if url else "--redis-cluster"
+        print(f"claimcore serve: USAGE: {flag} is for the embedded redis-server, not with {given} "
+              "(see claimcore serve --help)", file=sys.stderr)
         return 2
     if args.replica_acks and not args.redis_cluster:
         print("claimcore serve: --replica-acks needs --redis-cluster", file=sys.stderr)
@@ -151,13 +187,44 @@ def run(args: argparse.Namespace) -> int:
         print(f"claimcore serve: {exc}", file=sys.stderr)
         return 2
     if not url and not args.redis_cluster:
+        data_dir = None
+        if not args.ephemeral:
+            try:
+                data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
+                data_dir = data_dir.resolve()
+                data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except RuntimeError as exc:  # Path.home(): no home folder
+                print(f"claimcore serve: no default data folder ({exc}): give --data-dir PATH, or "
+                      "--ephemeral to keep nothing", file=sys.stderr)
+                return 2
+            except OSError as exc:
+                print(f"claimcore serve: cannot use {data_dir} as the data folder: {exc.strerror or exc} "
+                      "(give --data-dir PATH, or --ephemeral to keep nothing)", file=sys.stderr)
+                return 2
         try:
-            embedded = EmbeddedRedis(appendfsync=args.appendfsync).start()
+            embedded = EmbeddedRedis(appendfsync=args.appendfsync,
+                                     data_dir=str(data_dir) if data_dir else None).start()
         except RedisServerMissing as exc:
             print(f"claimcore serve: {exc}", file=sys.stderr)
             return 2
+        except DataDirInUse as exc:  # refused, not shared: two nodes' servers would write one AOF
+            remedy = ("stop that node first" if exc.starter_alive
+                      else f"stop that redis-server (kill {exc.redis_pid}) first")
+            print(f"claimcore serve: {exc}: {remedy}, or give another --data-dir", file=sys.stderr)
+            return 1
+        except (RuntimeError, OSError) as exc:  # it exited at start (a bad AOF: its log says), or hung
+            print(f"claimcore serve: {exc}", file=sys.stderr)
+            return 1
         url = embedded.url
-        print(f"claimcore: started its own redis-server at {url} (appendfsync {args.appendfsync})",
+        if data_dir:
+            kept = "kept"
+            with contextlib.suppress(redis.RedisError):  # only a figure for the line: never a reason to stop
+                found = embedded.key_count()  # what the AOF brought back: 0 for a new folder
+                kept = f"kept: {found} keys loaded" if found else "kept: new folder, or empty"
+            where = f"data in {data_dir} ({kept})"
+        else:
+            where = f"ephemeral: data is lost on stop (temporary folder {embedded.data_dir})"
+        print(f"claimcore: embedded redis-server at {url} (appendfsync {args.appendfsync}), {where}",
               flush=True)
     options = NodeOptions(
         redis_url=url or "", host=args.host, port=args.port, max_batch=args.max_batch,
