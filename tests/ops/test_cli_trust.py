@@ -215,3 +215,68 @@ def test_every_json_output_fits_its_schema(node, admin, claims, env, tmp_path):
     assert sorted(s["shard"] for s in reconciled["shards"]) == [0, 1, 2]  # type: ignore[index]
     assert sum(s["from_ledger"] for s in reconciled["shards"]) == 3  # type: ignore[index]
     assert at  # (times with a zone: below)
+
+
+# ---------------------------------------------------------------- times: ISO 8601 with a zone, shown in --tz
+
+LAUNCH_MS = 1797040800000  # 2026-12-12T10:00:00+08:00
+
+
+def test_times_are_taken_as_iso_8601_with_a_zone_or_unix_ms(node, admin, env):
+    import json
+
+    from claimcore.v1 import claims_pb2 as pb
+    from conftest import new_campaign_id
+
+    made = {}
+    for given in ("2026-12-12T10:00:00+08:00", "2026-12-12T02:00:00Z", str(LAUNCH_MS)):
+        cid = new_campaign_id()
+        done = run(env, "campaign", "create", cid, "--inventory", "10", "--shards", "1", "--starts-at", given,
+                   "--ends-at-ms", "2026-12-13T00:00:00+08:00", "--round", "2026-12-12T12:00:00+08:00:4",
+                   "--target", node.address, "--json")
+        assert done.returncode == 0, done.stderr
+        made[given] = json.loads(done.stdout)["campaign"]
+    assert {c["starts_at_ms"] for c in made.values()} == {LAUNCH_MS}
+    assert {c["ends_at_ms"] for c in made.values()} == {LAUNCH_MS + 14 * 3_600_000}
+    assert all(c["rounds"] == [{"release_at_ms": LAUNCH_MS + 2 * 3_600_000, "amount": 4}]
+               for c in made.values())
+
+    cid = new_campaign_id()
+    for bad, says in (("2026-12-12T10:00:00", "has no zone: add one"), ("tomorrow", "not a time")):
+        done = run(env, "campaign", "create", cid, "--inventory", "10", "--starts-at", bad,
+                   "--target", node.address)
+        assert done.returncode == 2 and ERROR_LINE.fullmatch(done.stderr) and says in done.stderr, done.stderr
+    no_zone_round = run(env, "campaign", "create", cid, "--inventory", "10", "--round",
+                        "2026-12-12T10:00:00:4", "--target", node.address)
+    assert no_zone_round.returncode == 2 and "has no zone" in no_zone_round.stderr
+    assert cid not in admin.ListCampaigns(pb.ListCampaignsRequest(), timeout=10).campaign_ids  # nothing sent
+
+
+def test_times_are_shown_in_the_zone_of_tz_then_env_then_config(node, env, tmp_path):
+    from conftest import new_campaign_id
+
+    cid = new_campaign_id()
+    assert run(env, "campaign", "create", cid, "--inventory", "10", "--starts-at", str(LAUNCH_MS),
+               "--target", node.address).returncode == 0
+    config = tmp_path / "cc.toml"
+    config.write_text(f'target = "{node.address}"\ntz = "America/New_York"\n')
+
+    def starts(*args: str, **more: str) -> str:
+        done = run(env, "campaign", "show", cid, *args, **more)
+        assert done.returncode == 0, done.stderr
+        return re.search(r"^starts\s+(.+)$", done.stdout, re.M).group(1)  # type: ignore[union-attr]
+
+    assert starts("--target", node.address, "--tz", "Asia/Shanghai") == "2026-12-12 10:00:00.000+08:00"
+    assert starts("--target", node.address, "--tz", "UTC") == "2026-12-12 02:00:00.000Z"
+    assert starts("--config", str(config)) == "2026-12-11 21:00:00.000-05:00"
+    assert starts("--config", str(config), CLAIMCORE_TZ="Europe/Berlin") == "2026-12-12 03:00:00.000+01:00"
+    assert starts("--config", str(config), "--tz", "UTC", CLAIMCORE_TZ="Europe/Berlin").endswith("Z")
+    assert run(env, "--tz", "Asia/Tokyo", "campaign", "show", cid, "--target", node.address).stdout.count(
+        "2026-12-12 11:00:00.000+09:00") == 1  # before the command too
+    local = starts("--target", node.address, TZ="Asia/Kolkata")  # no setting: the local zone
+    assert local == "2026-12-12 07:30:00.000+05:30"
+    wrong = run(env, "campaign", "show", cid, "--target", node.address, "--tz", "Mars/Olympus")
+    assert wrong.returncode == 2 and ERROR_LINE.fullmatch(wrong.stderr) and "Mars/Olympus" in wrong.stderr
+    config.write_text('tz = "Nowhere"\n')
+    bad_file = run(env, "campaign", "show", cid, "--target", node.address, "--config", str(config))
+    assert bad_file.returncode == 2 and ": CONFIG: " in bad_file.stderr and "Nowhere" in bad_file.stderr

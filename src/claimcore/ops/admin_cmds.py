@@ -90,8 +90,12 @@ def add_campaign_arguments(parser: argparse.ArgumentParser, parents: Parents) ->
     create.add_argument("--shards", type=int, default=0,
                         help="Redis shards to spread it over; 0 = the node's default")
     create.add_argument("--per-user-limit", type=int, default=1, help="vouchers one user may hold")
-    create.add_argument("--starts-at-ms", type=int, default=0, help="when claims open, unix ms; 0 = at once")
-    create.add_argument("--ends-at-ms", type=int, default=0, help="when claims close, unix ms; 0 = never")
+    create.add_argument("--starts-at", "--starts-at-ms", dest="starts_at_ms", type=cli_output.parse_time,
+                        default=0, metavar="TIME",
+                        help="when claims open: an ISO 8601 time with its zone (2026-12-12T10:00:00+08:00, "
+                             "...Z) or unix ms; 0 = at once")
+    create.add_argument("--ends-at", "--ends-at-ms", dest="ends_at_ms", type=cli_output.parse_time, default=0,
+                        metavar="TIME", help="when claims close (as --starts-at); 0 = never")
     create.add_argument("--admission-rate", type=int, default=0,
                         help="claims per second each node admits; 0 = unlimited")
     create.add_argument("--value-cents", type=int, default=0, help="a voucher's face value, cents")
@@ -103,8 +107,9 @@ def add_campaign_arguments(parser: argparse.ArgumentParser, parents: Parents) ->
     create.add_argument("--max-vouchers-per-order", type=int, default=1, help="stacking within the campaign")
     create.add_argument("--region", action="append", default=[],
                         help="a region whose merchants may redeem (repeat; none = all)")
-    create.add_argument("--round", action="append", default=[], metavar="RELEASE_AT_MS:AMOUNT", type=_round,
-                        help="a later round holding back AMOUNT until RELEASE_AT_MS (repeat)")
+    create.add_argument("--round", action="append", default=[], metavar="RELEASE_AT:AMOUNT", type=_round,
+                        help="a later round holding back AMOUNT until RELEASE_AT, a time as --starts-at "
+                             "(repeat)")
     create.add_argument("--allow-list", action="store_true", help="only users on the allow list may claim")
     create.add_argument("--stackable", action="store_true",
                         help="its vouchers may share an order with other stackable campaigns' vouchers")
@@ -129,10 +134,12 @@ def add_campaign_arguments(parser: argparse.ArgumentParser, parents: Parents) ->
 
 
 def _round(text: str) -> tuple[int, int]:
-    at, _, amount = text.partition(":")
-    if not (at.isdigit() and amount.isdigit()):
-        raise argparse.ArgumentTypeError(f"a round is RELEASE_AT_MS:AMOUNT, not {text!r}")
-    return int(at), int(amount)
+    """RELEASE_AT:AMOUNT; the time may hold colons itself (10:00:00+08:00), the amount never does."""
+    at, _, amount = text.rpartition(":")
+    if not (at and amount.isdigit()):
+        raise argparse.ArgumentTypeError(f"a round is RELEASE_AT_MS:AMOUNT or ISO_TIME:AMOUNT (a time with "
+                                         f"its zone), not {text!r}")
+    return cli_output.parse_time(at), int(amount)
 
 
 def _status(info: pb.CampaignInfo, now_ms: int) -> str:

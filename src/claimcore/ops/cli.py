@@ -15,6 +15,8 @@ from claimcore.ops import cli_config, cli_output
 from claimcore.security import access
 
 CONNECT_TIMEOUT_S = 5.0
+TZ_HELP = ("show times in this IANA zone, e.g. Asia/Shanghai or UTC (env CLAIMCORE_TZ, config tz; "
+           "default: the local zone)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", choices=["text", "json"], default=None,
                         help="log lines as text or JSON (env CLAIMCORE_LOG_FORMAT, config log_format; "
                              "default text)")
+    parser.add_argument("--tz", metavar="ZONE", default=None, help=TZ_HELP)
     general, node, output = _general_options(), _node_options(), _output_options()
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -125,6 +128,7 @@ def _general_options() -> argparse.ArgumentParser:
                        help="config file (env CLAIMCORE_CONFIG; default ~/.config/claimcore/config.toml)")
     group.add_argument("--log-format", choices=["text", "json"], default=argparse.SUPPRESS,
                        help="log lines as text or JSON (env CLAIMCORE_LOG_FORMAT, config log_format)")
+    group.add_argument("--tz", metavar="ZONE", default=argparse.SUPPRESS, help=TZ_HELP)
     return parent
 
 
@@ -174,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     except cli_config.ConfigError as exc:
         return cli_output.report(command, exc.code, str(exc), cli_output.EXIT_USAGE)
     _configure_logging(settings.log_format, logging.INFO if args.verbose else logging.WARNING)
+    cli_output.set_zone(settings.tz)  # checked by resolve
     args.output, args.sources = settings.output, settings.sources
     if getattr(args, "reaches_node", False):  # a command that calls nodes
         args.target = settings.target

@@ -12,6 +12,7 @@ be absent. TOML, every key optional:
     tls_key = "client.key"
     output = "table"           # or "json"
     log_format = "text"        # or "json"
+    tz = "Asia/Shanghai"       # the zone times are shown in (IANA name); default: the local zone
 
 An empty environment variable counts as unset.
 """
@@ -24,12 +25,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from claimcore.ops import cli_output
 from claimcore.security import access
 
 ENV = {"target": "CLAIMCORE_TARGET", **access.ENV, "output": "CLAIMCORE_OUTPUT",
-       "log_format": "CLAIMCORE_LOG_FORMAT"}
+       "log_format": "CLAIMCORE_LOG_FORMAT", "tz": "CLAIMCORE_TZ"}
 DEFAULTS = {"target": "127.0.0.1:50051", "api_key": "", "tls_ca": "", "tls_cert": "", "tls_key": "",
-            "output": "table", "log_format": "text"}
+            "output": "table", "log_format": "text", "tz": ""}
 CHOICES = {"output": ("table", "json"), "log_format": ("text", "json")}
 PATHS = ("tls_ca", "tls_cert", "tls_key")
 CONFIG_ENV = "CLAIMCORE_CONFIG"
@@ -83,9 +85,14 @@ def load(flag: str | None, env: Mapping[str, str] | None = None) -> ConfigFile:
     return ConfigFile(path, values)
 
 
-def _check_choice(key: str, value: str, where: str) -> None:
+def _check_choice(key: str, value: str, where: str, code: str = "CONFIG") -> None:
     if key in CHOICES and value not in CHOICES[key]:
-        raise ConfigError("CONFIG", f"{where} must be {' or '.join(CHOICES[key])}, not {value!r}")
+        raise ConfigError(code, f"{where} must be {' or '.join(CHOICES[key])}, not {value!r}")
+    if key == "tz" and value:
+        try:
+            cli_output.zone(value)
+        except ValueError as exc:
+            raise ConfigError(code, f"{where}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,7 @@ class Settings:
     tls_key: str
     output: str
     log_format: str
+    tz: str  # "" = the local zone
     sources: dict[str, str]  # setting -> "flag", "env CLAIMCORE_…", "config <path>" or "default"
 
 
@@ -110,6 +118,7 @@ def resolve(flags: Mapping[str, str | None], config: ConfigFile,
         given = flags.get(key)
         if given is not None:
             values[key], sources[key] = given, "flag"
+            _check_choice(key, given, f"--{key.replace('_', '-')}", "USAGE")
         elif env.get(ENV[key]):
             values[key], sources[key] = env[ENV[key]], f"env {ENV[key]}"
             _check_choice(key, values[key], ENV[key])

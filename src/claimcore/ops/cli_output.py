@@ -22,8 +22,9 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import IO, Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import grpc
 from google.protobuf.descriptor import FieldDescriptor
@@ -135,12 +136,54 @@ def number(value: int) -> str:
     return f"{value:,}"
 
 
+# ---------------------------------------------------------------- times
+
+# The zone times are shown in: --tz, else the config file's tz (cli.py sets it), else None: the local zone.
+_zone: tzinfo | None = None
+TIME_FORMATS = ("an ISO 8601 time with its zone (2026-12-12T10:00:00+08:00, 2026-12-12T02:00:00Z) "
+                "or unix milliseconds")
+
+
+def zone(name: str) -> tzinfo:
+    """An IANA zone by name (Asia/Shanghai, UTC); ValueError naming it if there is no such zone."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"no time zone {name!r}: an IANA name such as Asia/Shanghai, Europe/Berlin "
+                         "or UTC") from None
+
+
+def set_zone(name: str) -> None:
+    """Show times in this IANA zone from now on ("" = the local zone)."""
+    global _zone
+    _zone = zone(name) if name else None
+
+
+def parse_time(text: str) -> int:
+    """A time the CLI is given, as unix ms: digits are unix ms already; else ISO 8601, which must carry
+    its zone (a time without one means a different moment on every machine). argparse type."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r}; give {TIME_FORMATS}") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no zone: add one, e.g. {text}+08:00 or {text}Z (UTC), or give unix ms")
+    return round(moment.timestamp() * 1000)
+
+
 def when(ms: int, zero: str = "-") -> str:
-    """Unix milliseconds as UTC time, e.g. 2025-06-01 10:00:03.412Z; `zero` for 0."""
+    """Unix milliseconds as a time in the chosen zone with its offset, e.g. 2026-12-12 10:00:03.412+08:00
+    (Z for UTC); `zero` for 0."""
     if not ms:
         return zero
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{ms % 1000:03d}Z"
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone(_zone)
+    offset = moment.strftime("%z")
+    offset = "Z" if offset in ("+0000", "") else f"{offset[:3]}:{offset[3:]}"
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{ms % 1000:03d}{offset}"
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: Iterable[int] = ()) -> str:
