@@ -75,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="past it, the redemption is answered VERIFICATION_UNAVAILABLE")
     parser.add_argument("--recycle-every-s", type=float, default=60.0,
                         help="give expired unused vouchers' stock back this often (0 = never)")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=50051, help="0 picks a free port")
     parser.add_argument("--workers", type=workers_count, default=1, metavar="N",
                         help="front processes sharing the port and the Redis, one core each "
@@ -119,7 +120,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       "per node, 0 = off; burst 0 = one second's worth")
     for kind in ("user", "device", "ip"):
         abuse.add_argument(f"--{kind}-rate", type=float, default=0.0, help=f"claims/s per {kind}")
-        abuse.add_argument(f"--{kind}-burst", type=int, default=0)
+        abuse.add_argument(f"--{kind}-burst", type=int, default=0,
+                           help=f"claims one {kind} may make at once before --{kind}-rate applies "
+                                "(0: one second's worth)")
     abuse.add_argument("--limit-capacity", type=int, default=300_000,
                        help="keys each table (users, devices, IPs) holds at most: bounds memory")
     abuse.add_argument("--deny-file", help="deny list: lines user:ID, device:ID, ip:ADDR or ip:CIDR")
