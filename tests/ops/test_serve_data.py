@@ -191,7 +191,7 @@ def test_two_nodes_on_one_data_folder_are_refused(tmp_path: Path) -> None:
             os.kill(orphan, signal.SIGKILL)
 
 
-def test_workers_share_one_embedded_server_and_its_folder(tmp_path: Path) -> None:
+def test_workers_share_one_embedded_server_and_a_ctrl_c_drains_before_it_stops(tmp_path: Path) -> None:
     data = tmp_path / "data"
     node = LocalNode("", "--workers", "2", "--data-dir", str(data)).start()
     try:
@@ -203,8 +203,17 @@ def test_workers_share_one_embedded_server_and_its_folder(tmp_path: Path) -> Non
         with grpc.insecure_channel(node.address) as ch:
             cid = create_campaign(pb_grpc.AdminServiceStub(ch), inventory=3).campaign.campaign_id
         assert claim(node, cid, "u1", "r1").outcome == pb.GRANTED
+        assert node.proc is not None
+        parent = node.proc.pid
+        _, server, _ = (int(x) for x in (data / LOCK_FILE).read_text().split())
+        # The terminal's Ctrl-C goes to the node's process group: the parent, not its redis-server,
+        # which the parent stops once the workers have drained.
+        assert os.getpgid(parent) == parent and os.getpgid(server) != parent
+        os.killpg(parent, signal.SIGINT)
+        assert node.proc.wait(timeout=30) == 0
+        assert not alive(server)
     finally:
-        assert node.stop() == 0
+        node.stop()
     aof = b"".join(f.read_bytes() for f in (data / "appendonlydir").iterdir())
     assert cid.encode() in aof and b"u1" in aof
 

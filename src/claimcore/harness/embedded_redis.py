@@ -101,6 +101,9 @@ class EmbeddedRedis:
     data_dir: a folder to keep (created if missing; the AOF in it is loaded at
     start, and cleanup() leaves it); without it, a fresh temporary folder that
     cleanup() removes. start() raises DataDirInUse if another server runs on it.
+    own_process_group: start the server out of the caller's process group, so a
+    Ctrl-C in the terminal reaches the caller only, which stops the server after
+    its own drain (`claimcore serve`); the tests leave it in theirs.
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class EmbeddedRedis:
         appendfsync: str = "everysec",
         data_dir: str | None = None,
         extra_args: list[str] | None = None,
+        own_process_group: bool = False,
     ) -> None:
         if appendfsync not in ("always", "everysec", "no"):
             raise ValueError(f"appendfsync must be always, everysec or no, not {appendfsync!r}")
@@ -117,6 +121,7 @@ class EmbeddedRedis:
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="claimcore-redis-")
         self.extra_args = extra_args or []
+        self.own_process_group = own_process_group
         self.proc: subprocess.Popen[bytes] | None = None
         self._lock_fd: int | None = None  # held from start() to stop(); kept over kill() for a restart
 
@@ -190,7 +195,8 @@ class EmbeddedRedis:
         ]
         # The server inherits the lock: it stays held while the server runs, whoever started it.
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     pass_fds=(self._lock_fd,) if self._lock_fd is not None else ())
+                                     pass_fds=(self._lock_fd,) if self._lock_fd is not None else (),
+                                     process_group=0 if self.own_process_group else None)
         self._note_holder()
         deadline = time.monotonic() + timeout
         # No retries inside ping(): redis-py's default backs off for seconds on a refused connection.

@@ -205,8 +205,10 @@ def run(args: argparse.Namespace) -> int:
                       "(give --data-dir PATH, or --ephemeral to keep nothing)", file=sys.stderr)
                 return 2
         try:
+            # Its own process group: a Ctrl-C reaches this process, which drains, then stops the server.
             embedded = EmbeddedRedis(appendfsync=args.appendfsync,
-                                     data_dir=str(data_dir) if data_dir else None).start()
+                                     data_dir=str(data_dir) if data_dir else None,
+                                     own_process_group=True).start()
         except RedisServerMissing as exc:
             print(f"claimcore serve: {exc}", file=sys.stderr)
             return 2
