@@ -203,7 +203,7 @@ def test_exit_0_1_2_and_3_with_one_line_errors(node, admin, env, dead, tmp_path)
 def test_every_command_exits_3_when_no_node_answers(env, dead, command):
     done = run(env, *command, "--target", dead, "--connect-timeout", "0.3")
     assert done.returncode == 3, done.stderr
-    assert ERROR_LINE.fullmatch(done.stderr) and ": UNAVAILABLE: no node answers at " in done.stderr
+    assert ERROR_LINE.fullmatch(done.stderr) and ": UNAVAILABLE: nothing listens at " in done.stderr
 
 
 @pytest.mark.parametrize("command", [

@@ -280,3 +280,80 @@ def test_times_are_shown_in_the_zone_of_tz_then_env_then_config(node, env, tmp_p
     config.write_text('tz = "Nowhere"\n')
     bad_file = run(env, "campaign", "show", cid, "--target", node.address, "--config", str(config))
     assert bad_file.returncode == 2 and ": CONFIG: " in bad_file.stderr and "Nowhere" in bad_file.stderr
+
+
+# ---------------------------------------------------------------- no node reached: which failure, at once
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA and a server certificate for 127.0.0.1 it signed, and a second CA that signed nothing here."""
+    d = tmp_path_factory.mktemp("pki")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for ca in ("ca", "other-ca"):
+        openssl("req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2",
+                "-subj", f"/CN={ca}", cwd=d)
+    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=server", cwd=d)
+    (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.pem", "-days", "2", "-extfile", "server.ext", cwd=d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def tls_node(redis_server, pki):  # type: ignore[no-untyped-def]
+    from claimcore.harness.local_node import LocalNode
+    from claimcore.security.access import Access
+
+    node = LocalNode(redis_server.url, "--tls-cert", str(pki / "server.pem"), "--tls-key",
+                     str(pki / "server.key"), reach=Access(ca=str(pki / "ca.pem"))).start()
+    yield node
+    node.stop()
+
+
+def test_a_node_that_cannot_be_reached_is_one_line_saying_why(node, tls_node, pki, env):
+    from claimcore.harness.embedded_redis import free_port
+
+    ca, other = str(pki / "ca.pem"), str(pki / "other-ca.pem")
+    patient = ["--connect-timeout", "3600"]  # a wait for the timeout would outlast the run's own limit
+    cases = {
+        "refused": (["--target", f"127.0.0.1:{free_port()}"],
+                    "nothing listens at 127.0.0.1:", "connection refused"),
+        "no such host": (["--target", "no-such-host.invalid:50051"],
+                         "cannot resolve the host name of no-such-host.invalid:50051", ""),
+        "TLS to a plaintext node": (["--target", node.address, "--tls-ca", ca],
+                                    f"TLS mismatch: the node at {node.address} does not speak TLS", ca),
+        "plaintext to a TLS node": (["--target", tls_node.address],
+                                    f"the node at {tls_node.address} closed the connection", "--tls-ca"),
+        "wrong CA": (["--target", tls_node.address, "--tls-ca", other],
+                     f"the certificate of the node at {tls_node.address} is not signed by the CA in {other}",
+                     "wrong --tls-ca"),
+    }
+    for case, (args, says, also) in cases.items():
+        done = run(env, "campaign", "list", *args, *patient)
+        assert done.returncode == 3 and done.stdout == "", (case, done.stderr)
+        assert ERROR_LINE.fullmatch(done.stderr), (case, done.stderr)  # one line: no traceback, no gRPC log
+        assert done.stderr.startswith("claimcore campaign list: UNAVAILABLE: ") and says in done.stderr, (
+            case, done.stderr)
+        assert also in done.stderr, (case, done.stderr)
+    by_env = run(env, "campaign", "list", *patient, CLAIMCORE_TARGET=f"127.0.0.1:{free_port()}")
+    assert "(target from env CLAIMCORE_TARGET)" in by_env.stderr and by_env.returncode == 3
+    right = run(env, "campaign", "list", "--target", tls_node.address, "--tls-ca", ca, "--json")
+    assert right.returncode == 0 and right.stderr == "", right.stderr
+    debug = run(env, "campaign", "list", "--target", node.address, "--tls-ca", ca, GRPC_VERBOSITY="INFO")
+    # GRPC_VERBOSITY set by the caller wins (gRPC's lines come too), and the last line still says why
+    assert debug.returncode == 3 and "TLS mismatch" in debug.stderr.splitlines()[-1]
+
+
+def test_a_port_that_accepts_but_never_answers_gives_up_after_the_connect_timeout(env):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel accepts; nothing ever speaks
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        done = run(env, "campaign", "list", "--target", address, "--connect-timeout", "0.5")
+    assert done.returncode == 3 and ERROR_LINE.fullmatch(done.stderr), done.stderr
+    assert f"no node answers at {address} within 0.5 s" in done.stderr

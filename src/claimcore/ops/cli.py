@@ -4,15 +4,46 @@ Output, exit codes and settings: docs/cli.md."""
 
 from __future__ import annotations
 
-import argparse
-import logging
-from typing import Any, NoReturn
+import os
+import sys
 
-import grpc
+GLOBAL_FLAGS_WITH_A_VALUE = ("--config", "--log-format", "--tz")
 
-from claimcore import __version__
-from claimcore.ops import cli_config, cli_output
-from claimcore.security import access
+
+def _command_word(argv: list[str]) -> str:
+    """The command of a command line (`serve` of `claimcore --log-format json serve ...`)."""
+    words = iter(argv)
+    for word in words:
+        if word in GLOBAL_FLAGS_WITH_A_VALUE:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return ""
+
+
+# gRPC's core library writes its own log lines on standard error (a failed TLS handshake, a refused
+# connection): a client command says what went wrong in one line of its own instead. The setting is read
+# when grpc is imported, so it is made here, before any import of grpc. `serve` keeps gRPC's default, as
+# does a process that imports this module; GRPC_VERBOSITY set by the caller (to debug a connection) wins.
+def _run_as_the_claimcore_program() -> bool:
+    """True for `claimcore ...` and `python -m claimcore ...`; not when a test or tool imports this module."""
+    program = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    main_module = os.path.join("claimcore", "__main__.py")
+    return os.path.basename(program) == "claimcore" or program.endswith(main_module)
+
+
+if _run_as_the_claimcore_program() and _command_word(sys.argv[1:]) != "serve":
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+from typing import Any, NoReturn  # noqa: E402
+
+import grpc  # noqa: E402
+
+from claimcore import __version__  # noqa: E402
+from claimcore.ops import cli_config, cli_output  # noqa: E402
+from claimcore.security import access  # noqa: E402
 
 CONNECT_TIMEOUT_S = 5.0
 TZ_HELP = ("show times in this IANA zone, e.g. Asia/Shanghai or UTC (env CLAIMCORE_TZ, config tz; "

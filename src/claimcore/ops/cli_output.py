@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import grpc
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from claimcore.security import access
 
@@ -69,23 +70,59 @@ def from_rpc(err: grpc.RpcError, suffix: str = "") -> CliError:
 
 
 def connect(dial: Callable[[str], grpc.Channel], target: str, timeout: float,
-            source: str = "") -> grpc.Channel:
-    """A channel to target once it is connected; CliError (exit 3) if nothing answers in time."""
+            source: str = "", tls_ca: str = "") -> grpc.Channel:
+    """A channel to target once a node has answered on it; CliError (exit 3) naming why if none does.
+
+    The probe is a health check without wait_for_ready: a refused connection, a name that does not
+    resolve or a failed TLS handshake fails it at once, not after `timeout` (which only bounds a node
+    that does not answer at all). Any answer, even an error status, means a node is there."""
     channel = dial(target)
     try:
-        grpc.channel_ready_future(channel).result(timeout=timeout)
-    except grpc.FutureTimeoutError:
-        channel.close()
-        where = f" (target from {source})" if source and source != "flag" else ""
-        raise CliError("UNAVAILABLE", f"no node answers at {target}{where} within {timeout:g} s: is it "
-                       "running, and do --tls-ca/--tls-cert match how it serves?", EXIT_UNREACHABLE) from None
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+    except grpc.RpcError as err:
+        code = err.code()  # type: ignore[attr-defined]
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            channel.close()
+            where = f" (target from {source})" if source and source != "flag" else ""
+            raise CliError("UNAVAILABLE", unreachable(target + where, timeout, tls_ca, code,
+                                                      err.details() or ""),  # type: ignore[attr-defined]
+                           EXIT_UNREACHABLE) from None
     return channel
 
 
+def unreachable(target: str, timeout: float, tls_ca: str, code: grpc.StatusCode, details: str) -> str:
+    """Why no node answered at target, in words, from the status gRPC's connection attempt ended with."""
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return (f"no node answers at {target} within {timeout:g} s (nothing came back: a firewall, "
+                "or a host that is down?)")
+    if "Connection refused" in details:
+        return f"nothing listens at {target}: connection refused (is the node running, on this port?)"
+    if "resolv" in details or "Domain name not found" in details or "DNS" in details:
+        return f"cannot resolve the host name of {target}"
+    if "WRONG_VERSION_NUMBER" in details or "record" in details.lower() and "ssl" in details.lower():
+        return (f"TLS mismatch: the node at {target} does not speak TLS, but a CA is given (--tls-ca "
+                f"{tls_ca}): drop it, or serve with --tls-cert")
+    if "CERTIFICATE_VERIFY_FAILED" in details:
+        return (f"TLS: the certificate of the node at {target} is not signed by the CA in {tls_ca} "
+                "(wrong --tls-ca?)")
+    if "Peer name" in details or "peer certificate" in details:
+        return f"TLS: the certificate of the node at {target} does not name that host"
+    if "andshake" in details:
+        reason = details.rsplit("SSL_ERROR_SSL:", 1)[-1].strip().removesuffix(": OK")
+        return f"TLS handshake with the node at {target} failed: {reason}"
+    if not tls_ca and ("Socket closed" in details or "Connection reset" in details):
+        return (f"the node at {target} closed the connection: does it serve TLS? (give --tls-ca, or "
+                "CLAIMCORE_TLS_CA)")
+    if "Socket closed" in details or "Connection reset" in details:
+        return (f"the node at {target} closed the TLS connection: does it want a client certificate "
+                "(--tls-cert and --tls-key)?")
+    return f"cannot reach a node at {target}: {details}"
+
+
 def reach(args: argparse.Namespace) -> grpc.Channel:
-    """A connected channel to --target (exit 3 if nothing answers within --connect-timeout)."""
+    """A channel to --target on which a node has answered (exit 3 saying why if none did)."""
     return connect(access.dial, args.target, args.connect_timeout,
-                   getattr(args, "sources", {}).get("target", ""))
+                   getattr(args, "sources", {}).get("target", ""), getattr(args, "tls_ca", "") or "")
 
 
 # ---------------------------------------------------------------- JSON
