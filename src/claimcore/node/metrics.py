@@ -29,9 +29,11 @@ serves them on a loopback port of its own; the parent's one /metrics is
 `WorkersMetrics`, which scrapes the workers and merges them: counters and
 histograms summed, gauges (sampled from the shared Redis, so alike up to
 a second's lag) by `GAUGE_MERGE`, plus per-worker families that show the spread.
-The process families (prometheus_client's ProcessCollector) cover the workers and the parent:
-CPU seconds, resident and virtual memory and open fds summed, the start time the earliest;
-each worker's CPU and resident memory are also shown with a `worker` label.
+The process families (prometheus_client's ProcessCollector) cover the workers, the processes that
+serve: CPU seconds, resident and virtual memory and open fds summed, the start time the earliest
+(the parent, a supervisor that forwards signals and merges scrapes, is left out, so that loadgen's
+--node-metrics measures what serving cost); each worker's CPU and resident memory are also shown
+with a `worker` label.
 prometheus_client's multiprocess mode was the other way: it merges only its
 own mmap-backed metrics, not a custom collector's families, and would put a
 file write with a lock on every claim.
@@ -429,8 +431,8 @@ def _add(a: float, b: float) -> float:
 
 
 # How workers' gauges merge (they sample the same Redis about once a second, so they differ only by lag):
-# Redis is up if every worker reaches it; stock left is the latest (lowest) sample; the processes'
-# memory and open fds add up, and the node started when its first process did; anything else
+# Redis is up if every worker reaches it; stock left is the latest (lowest) sample; the workers'
+# memory and open fds add up, and the node started when its first worker did; anything else
 # (granted, sold-out seconds, info, the fd limit) the highest.
 GAUGE_MERGE: dict[str, Callable[[float, float], float]] = {
     REDIS_UP: min, STOCK: min, PROCESS_MEMORY: _add, "process_virtual_memory_bytes": _add,
@@ -465,7 +467,6 @@ class WorkersMetrics(Endpoint):
         """workers: each worker's pid and the URL of its own /metrics (loopback), by index."""
         self.workers = workers
         self._last: dict[int, list[Metric]] = {}  # each worker's last scrape that answered
-        self._own = ProcessCollector(registry=None)  # the parent's process families, merged in
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -482,11 +483,10 @@ class WorkersMetrics(Endpoint):
                                  "(one that did not counts with its last figures)",
                                  labels=["worker", "pid"])
         cpu = CounterMetricFamily(WORKER_CPU, "CPU seconds of each worker process (serve --workers); "
-                                  "process_cpu_seconds_total adds them up, with the parent's",
-                                  labels=["worker"])
+                                  "process_cpu_seconds_total adds them up", labels=["worker"])
         memory = GaugeMetricFamily(WORKER_MEMORY, "Resident memory of each worker process (serve "
-                                   "--workers); process_resident_memory_bytes adds them up, with the "
-                                   "parent's", labels=["worker"])
+                                   "--workers); process_resident_memory_bytes adds them up",
+                                   labels=["worker"])
         for index, (pid, url) in enumerate(self.workers):
             try:
                 families = self._last[index] = self.scrape(url)
@@ -501,7 +501,6 @@ class WorkersMetrics(Endpoint):
                 cpu.add_metric([str(index)], own[PROCESS_CPU])
             if PROCESS_MEMORY in own:
                 memory.add_metric([str(index)], own[PROCESS_MEMORY])
-        scrapes.append(list(self._own.collect()))
         yield from merge_families(scrapes)
         yield claims
         yield info
