@@ -181,8 +181,10 @@ class MethodCalls:
         self.failed[code] = self.failed.get(code, 0) + 1
 
     def handled(self) -> dict[str, int]:
-        """Calls ended, by upper-case code name (OK included)."""
-        return {"OK": self.ok, **self.failed}
+        """Calls ended, by upper-case code name (OK included); a copy, read at scrape."""
+        ended = dict(self.failed)  # atomic under the GIL, as the other tables' copies
+        ended["OK"] = self.ok
+        return ended
 
 
 class NodeMetrics(Endpoint):
