@@ -8,16 +8,26 @@ Everything runs `python -m claimcore` against a real node (tests/conftest.py) or
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
+import jsonschema
 import pytest
 
+from claimcore.harness.embedded_redis import free_port
+from claimcore.harness.local_node import LocalNode
 from claimcore.ops import cli
+from claimcore.security.access import Access
+from claimcore.v1 import claims_pb2 as pb
+from claimcore.v1 import claims_pb2_grpc as pb_grpc
+from conftest import create_campaign, new_campaign_id
 
 ERROR_LINE = re.compile(r"claimcore [a-z ]+: [A-Z_]+: \S.*\n")
 
@@ -160,13 +170,6 @@ def test_every_command_with_json_has_a_schema_here():
 
 
 def test_every_json_output_fits_its_schema(node, admin, claims, env, tmp_path):
-    import json
-
-    import jsonschema
-
-    from claimcore.v1 import claims_pb2 as pb
-    from conftest import new_campaign_id
-
     cid, at = new_campaign_id(), "2099-01-01T00:00:00Z"
     t = ["--target", node.address, "--json"]
     outputs: dict[str, object] = {}
@@ -223,11 +226,6 @@ LAUNCH_MS = 1797040800000  # 2026-12-12T10:00:00+08:00
 
 
 def test_times_are_taken_as_iso_8601_with_a_zone_or_unix_ms(node, admin, env):
-    import json
-
-    from claimcore.v1 import claims_pb2 as pb
-    from conftest import new_campaign_id
-
     made = {}
     for given in ("2026-12-12T10:00:00+08:00", "2026-12-12T02:00:00Z", str(LAUNCH_MS)):
         cid = new_campaign_id()
@@ -253,8 +251,6 @@ def test_times_are_taken_as_iso_8601_with_a_zone_or_unix_ms(node, admin, env):
 
 
 def test_times_are_shown_in_the_zone_of_tz_then_env_then_config(node, env, tmp_path):
-    from conftest import new_campaign_id
-
     cid = new_campaign_id()
     assert run(env, "campaign", "create", cid, "--inventory", "10", "--starts-at", str(LAUNCH_MS),
                "--target", node.address).returncode == 0
@@ -306,9 +302,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tls_node(redis_server, pki):  # type: ignore[no-untyped-def]
-    from claimcore.harness.local_node import LocalNode
-    from claimcore.security.access import Access
-
     node = LocalNode(redis_server.url, "--tls-cert", str(pki / "server.pem"), "--tls-key",
                      str(pki / "server.key"), reach=Access(ca=str(pki / "ca.pem"))).start()
     yield node
@@ -316,8 +309,6 @@ def tls_node(redis_server, pki):  # type: ignore[no-untyped-def]
 
 
 def test_a_node_that_cannot_be_reached_is_one_line_saying_why(node, tls_node, pki, env):
-    from claimcore.harness.embedded_redis import free_port
-
     ca, other = str(pki / "ca.pem"), str(pki / "other-ca.pem")
     patient = ["--connect-timeout", "3600"]  # a wait for the timeout would outlast the run's own limit
     cases = {
@@ -350,10 +341,58 @@ def test_a_node_that_cannot_be_reached_is_one_line_saying_why(node, tls_node, pk
 
 
 def test_a_port_that_accepts_but_never_answers_gives_up_after_the_connect_timeout(env):
-    import socket
-
     with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel accepts; nothing ever speaks
         address = f"127.0.0.1:{silent.getsockname()[1]}"
         done = run(env, "campaign", "list", "--target", address, "--connect-timeout", "0.5")
     assert done.returncode == 3 and ERROR_LINE.fullmatch(done.stderr), done.stderr
     assert f"no node answers at {address} within 0.5 s" in done.stderr
+
+
+# ---------------------------------------------------------------- the eligibility file
+
+
+@pytest.mark.parametrize("text, says", [
+    ("u1,1\nu2,0\n", "line 1: no header: the first line must name the columns"),
+    ("", "line 1: no header: the file is empty"),
+    ("user_id,alowed\nu1,1\n", "line 1: unknown column 'alowed'"),
+    ("allowed,region\n1,north\n", "line 1: the header has no user_id column"),
+    ("user_id,allowed\r\nu1,1\r\n\r\nu2,maybe\r\n", "line 4: allowed: not a yes/no value: 'maybe'"),
+    ("\nuser_id,allowed\nu1,1\n\n\nu2,1\nu3,2\n", "line 7: allowed: not a yes/no value: '2'"),
+    ('user_id,region\nu1,"north"\nu2,"far\nsouth"\nu3,"a b"\n', "line 3: region 'far\\nsouth'"),
+    ('user_id,tags\nu2,"vip;\nstaff;\n"\nu3,"a b"\n', "line 5: tag 'a b'"),  # after a row of 3 lines
+    ("user_id\nu1\nu2\nu1\n", "line 4: user_id 'u1' again (first on line 2)"),
+    ("user_id,tags\nu1,vip\nu2,a;b,c\n", "line 3: 3 values, but the header names only user_id, tags"),
+])
+def test_a_bad_eligibility_file_names_its_line_and_sends_nothing(node, admin, env, tmp_path, text, says):
+    cid = create_campaign(admin, inventory=5, shards=1, allow_list=True).campaign.campaign_id
+    path = tmp_path / "users.csv"
+    path.write_bytes(text.encode())
+    done = run(env, "eligibility", "load", cid, str(path), "--target", node.address)
+    assert done.returncode == 2 and ERROR_LINE.fullmatch(done.stderr), done.stderr
+    assert done.stderr.startswith(f"claimcore eligibility load: BAD_INPUT: {path} {says}"), done.stderr
+    claim = pb.ClaimRequest(campaign_id=cid, user_id="u1", request_id="r", channel_id="app")
+    assert pb_outcome(node, claim) == "NOT_ELIGIBLE"  # nothing was loaded
+
+
+def pb_outcome(node, request) -> str:  # type: ignore[no-untyped-def]
+    with grpc.insecure_channel(node.address) as channel:
+        reply = pb_grpc.ClaimServiceStub(channel).Claim(request, timeout=10)
+    return pb.Outcome.Name(reply.outcome)
+
+
+def test_a_good_eligibility_file_loads_in_any_column_order_and_help_lists_the_columns(node, admin, env,
+                                                                                     tmp_path):
+
+    cid = create_campaign(admin, inventory=5, shards=2, allow_list=True).campaign.campaign_id
+    path = tmp_path / "users.csv"
+    path.write_bytes("\ufefftags, user_id ,allowed\r\nvip;x,u1,yes\r\n\r\n,u2,0\r\n".encode())  # a BOM, CRLF
+    done = run(env, "eligibility", "load", cid, str(path), "--target", node.address)
+    assert done.returncode == 0 and "2 records" in done.stdout, done.stderr
+
+    outcomes = [pb_outcome(node, pb.ClaimRequest(campaign_id=cid, user_id=user, request_id="r",
+                                                 channel_id="app")) for user in ("u1", "u2")]
+    assert outcomes == ["GRANTED", "NOT_ELIGIBLE"]
+    shown = run(env, "eligibility", "load", "--help").stdout
+    for column in ("user_id", "allowed", "denied", "region", "tags", "remove"):
+        assert re.search(rf"^  {column} +\S", shown, re.M), column
+    assert "eligibility" in run(env, "eligibility", "--help").stdout

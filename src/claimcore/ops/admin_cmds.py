@@ -9,7 +9,6 @@ people, or with --json as the reply message in JSON; output and exit codes: docs
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,6 +17,7 @@ import grpc
 from google.protobuf.message import Message
 
 from claimcore import validation
+from claimcore.lifecycle import eligibility
 from claimcore.ops import cli_output
 from claimcore.security.auth import digest_line, new_key
 from claimcore.v1 import claims_pb2 as pb
@@ -355,18 +355,14 @@ def run_merchant(args: argparse.Namespace) -> int:
 def add_eligibility_arguments(parser: argparse.ArgumentParser, parents: Parents) -> None:
     elig_actions = parser.add_subparsers(dest="action", required=True)
     load = elig_actions.add_parser("load", parents=parents,
-                                   help="CSV columns: user_id,allowed,denied,region,tags,remove "
-                                        "(tags separated by ';'; flags 1/0)")
+                                   help="load users' eligibility from a CSV file (columns: "
+                                        f"{','.join(eligibility.COLUMNS)})",
+                                   description="Load users' eligibility for a campaign from a CSV file. The "
+                                               "whole file is read and checked first\n(a bad line: exit 2, "
+                                               "naming it), then sent in calls of 10,000 records.\n\n"
+                                               + eligibility.COLUMNS_HELP)
     load.add_argument("campaign_id", help="the campaign")
-    load.add_argument("file", help="the CSV file")
-
-
-def _flag(text: str) -> bool:
-    if text.strip().lower() in ("1", "true", "yes", "y"):
-        return True
-    if text.strip().lower() in ("", "0", "false", "no", "n"):
-        return False
-    raise ValueError(f"not a yes/no value: {text!r}")
+    load.add_argument("file", help="the CSV file (columns above)")
 
 
 ELIGIBILITY_BATCH = 10_000
@@ -374,25 +370,16 @@ ELIGIBILITY_BATCH = 10_000
 
 def run_eligibility(args: argparse.Namespace) -> int:
     """Load a CSV of user_id,allowed,denied,region,tags(;-separated),remove in calls of 10,000."""
-    records = []
     try:
-        with open(args.file, newline="") as handle:
-            for line, row in enumerate(csv.DictReader(handle), start=2):
-                try:
-                    if row.get("user_id") is None:
-                        raise ValueError("no user_id column")
-                    records.append(pb.EligibilityRecord(
-                        user_id=row["user_id"], allowed=_flag(row.get("allowed") or ""),
-                        denied=_flag(row.get("denied") or ""), region=row.get("region") or "",
-                        tags=[t for t in (row.get("tags") or "").split(";") if t],
-                        remove=_flag(row.get("remove") or "")))
-                except ValueError as exc:
-                    raise ValueError(f"{args.file} line {line}: {exc}") from None
+        with open(args.file, newline="", encoding="utf-8-sig") as handle:
+            read = eligibility.read_csv(handle, args.file)
     except OSError as exc:
         raise cli_output.CliError("FILE", f"{exc.strerror or exc}: {args.file}",
                                   cli_output.EXIT_USAGE) from None
-    except (ValueError, csv.Error) as exc:
+    except ValueError as exc:
         raise cli_output.CliError("BAD_INPUT", str(exc), cli_output.EXIT_USAGE) from None
+    records = [pb.EligibilityRecord(user_id=r.user_id, allowed=r.allowed, denied=r.denied, region=r.region,
+                                    tags=list(r.tags), remove=r.remove) for r in read]
     admin = _admin(args)
     updated = 0
     calls = -(-len(records) // ELIGIBILITY_BATCH)
