@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml setup.py $(wildcard src/claimcore/_fast/*.pyx src/claimcore/_fast/*.pxd)
-	./scripts/install-redis.sh && ./scripts/install-chromium.sh
+	./scripts/install-redis.sh && ./scripts/install-chromium.sh && ./scripts/install-promtool.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel cython==3.3.1
 	$(BIN)/pip install -q --no-build-isolation -e '.[dev]'
