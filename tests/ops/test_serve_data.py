@@ -254,3 +254,24 @@ def test_a_data_folder_that_cannot_be_made_is_one_line(tmp_path: Path,
     assert capsys.readouterr().err.strip().splitlines() == [
         f"claimcore serve: cannot use {taken} as the data folder: File exists "
         "(give --data-dir PATH, or --ephemeral to keep nothing)"]
+
+
+def test_a_sigterm_while_starting_stops_the_embedded_server_too(tmp_path: Path) -> None:
+    # Sent as soon as the start line is out: the node may not have its own handlers yet.
+    data = tmp_path / "data"
+    proc = subprocess.Popen([sys.executable, "-m", "claimcore", "serve", "--plaintext", "--no-auth",
+                             "--port", "0", "--data-dir", str(data)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": PACKAGE_ROOT})
+    server = 0
+    try:
+        assert proc.stdout is not None and "embedded redis-server at" in proc.stdout.readline()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        _, server, _ = (int(x) for x in (data / LOCK_FILE).read_text().split())
+        assert not alive(server)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if server and alive(server):
+            os.kill(server, signal.SIGKILL)

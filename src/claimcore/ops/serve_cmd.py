@@ -14,8 +14,15 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from claimcore.harness.embedded_redis import EmbeddedRedis
+    from claimcore.security.abuse import LimitSettings
+    from claimcore.security.auth import Credentials
 
 
 def cpu_count() -> int:
@@ -133,12 +140,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until stopped: 0 then, 1 if the node fails, 2 for bad settings (docs/cli.md)."""
-    import redis
-    import uvloop  # here, not at the top: the other commands do not load the node
-
-    from claimcore.harness.embedded_redis import DataDirInUse, EmbeddedRedis, RedisServerMissing
-    from claimcore.node import logs
-    from claimcore.node.server import NodeOptions, run_node
+    from claimcore.node import logs  # here, not at the top: the other commands do not load the node
 
     log_format = os.environ.get(logs.ENV, "")
     if log_format and not getattr(args, "log_format", None):  # a --log-format flag wins
@@ -147,7 +149,6 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"claimcore serve: {logs.ENV}: {exc}", file=sys.stderr)
             return 2
-    embedded = None
     url = args.redis
     if args.redis_cluster and url:
         print("claimcore serve: give --redis or --redis-cluster, not both", file=sys.stderr)
@@ -189,48 +190,91 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"claimcore serve: {exc}", file=sys.stderr)
         return 2
-    if not url and not args.redis_cluster:
-        data_dir = None
-        if not args.ephemeral:
-            try:
-                data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
-                data_dir = data_dir.resolve()
-                data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            except RuntimeError as exc:  # Path.home(): no home folder
-                print(f"claimcore serve: no default data folder ({exc}): give --data-dir PATH, or "
-                      "--ephemeral to keep nothing", file=sys.stderr)
-                return 2
-            except OSError as exc:
-                print(f"claimcore serve: cannot use {data_dir} as the data folder: {exc.strerror or exc} "
-                      "(give --data-dir PATH, or --ephemeral to keep nothing)", file=sys.stderr)
-                return 2
+    embedded = None
+    try:
+        if not url and not args.redis_cluster:
+            # Until the node's own handlers are set, a SIGTERM ends this process through this clean-up,
+            # which stops the embedded redis-server (else it would outlive us, holding the data folder).
+            signal.signal(signal.SIGTERM, _exit_on_signal)
+            embedded, code = _embedded_server(args)
+            if embedded is not None:
+                code = _start_embedded(embedded, args)
+            if code:
+                return code
+            url = embedded.url
+        return _serve(args, url, credentials, limits)
+    finally:
+        if embedded:
+            embedded.cleanup()
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)  # a stop asked for while starting: the clean-up runs, and it is a clean stop
+
+
+def _embedded_server(args: argparse.Namespace) -> tuple[EmbeddedRedis | None, int]:
+    """The embedded redis-server, not started yet, on its data folder (--data-dir, the default, made if
+    missing; or --ephemeral's temporary one); else None and the exit code, its one line printed."""
+    from claimcore.harness.embedded_redis import EmbeddedRedis
+
+    data_dir = None
+    if not args.ephemeral:
         try:
-            # Its own process group: a Ctrl-C reaches this process, which drains, then stops the server.
-            embedded = EmbeddedRedis(appendfsync=args.appendfsync,
-                                     data_dir=str(data_dir) if data_dir else None,
-                                     own_process_group=True).start()
-        except RedisServerMissing as exc:
-            print(f"claimcore serve: {exc}", file=sys.stderr)
-            return 2
-        except DataDirInUse as exc:  # refused, not shared: two nodes' servers would write one AOF
-            remedy = ("stop that node first" if exc.starter_alive
-                      else f"stop that redis-server (kill {exc.redis_pid}) first")
-            print(f"claimcore serve: {exc}: {remedy}, or give another --data-dir", file=sys.stderr)
-            return 1
-        except (RuntimeError, OSError) as exc:  # it exited at start (a bad AOF: its log says), or hung
-            print(f"claimcore serve: {exc}", file=sys.stderr)
-            return 1
-        url = embedded.url
-        if data_dir:
-            kept = "kept"
-            with contextlib.suppress(redis.RedisError):  # only a figure for the line: never a reason to stop
-                found = embedded.key_count()  # what the AOF brought back: 0 for a new folder
-                kept = f"kept: {found} keys loaded" if found else "kept: new folder, or empty"
-            where = f"data in {data_dir} ({kept})"
-        else:
-            where = f"ephemeral: data is lost on stop (temporary folder {embedded.data_dir})"
-        print(f"claimcore: embedded redis-server at {url} (appendfsync {args.appendfsync}), {where}",
-              flush=True)
+            data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
+            data_dir = data_dir.resolve()
+            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except RuntimeError as exc:  # Path.home(): no home folder
+            print(f"claimcore serve: no default data folder ({exc}): give --data-dir PATH, or "
+                  "--ephemeral to keep nothing", file=sys.stderr)
+            return None, 2
+        except OSError as exc:
+            print(f"claimcore serve: cannot use {data_dir} as the data folder: {exc.strerror or exc} "
+                  "(give --data-dir PATH, or --ephemeral to keep nothing)", file=sys.stderr)
+            return None, 2
+    # Its own process group: a Ctrl-C reaches this process, which drains, then stops the server.
+    return EmbeddedRedis(appendfsync=args.appendfsync, data_dir=str(data_dir) if data_dir else None,
+                         own_process_group=True), 0
+
+
+def _start_embedded(embedded: EmbeddedRedis, args: argparse.Namespace) -> int:
+    """Start it and print the start line (0); else its one line and the exit code."""
+    import redis
+
+    from claimcore.harness.embedded_redis import DataDirInUse, RedisServerMissing
+
+    try:
+        embedded.start()
+    except RedisServerMissing as exc:
+        print(f"claimcore serve: {exc}", file=sys.stderr)
+        return 2
+    except DataDirInUse as exc:  # refused, not shared: two nodes' servers would write one AOF
+        remedy = ("stop that node first" if exc.starter_alive
+                  else f"stop that redis-server (kill {exc.redis_pid}) first")
+        print(f"claimcore serve: {exc}: {remedy}, or give another --data-dir", file=sys.stderr)
+        return 1
+    except (RuntimeError, OSError) as exc:  # it exited at start (a bad AOF: its log says), or hung
+        print(f"claimcore serve: {exc}", file=sys.stderr)
+        return 1
+    if args.ephemeral:
+        where = f"ephemeral: data is lost on stop (temporary folder {embedded.data_dir})"
+    else:
+        kept = "kept"
+        with contextlib.suppress(redis.RedisError):  # only a figure for the line: never a reason to stop
+            found = embedded.key_count()  # what the AOF brought back: 0 for a new folder
+            kept = f"kept: {found} keys loaded" if found else "kept: new folder, or empty"
+        where = f"data in {embedded.data_dir} ({kept})"
+    print(f"claimcore: embedded redis-server at {embedded.url} (appendfsync {args.appendfsync}), {where}",
+          flush=True)
+    return 0
+
+
+def _serve(args: argparse.Namespace, url: str | None, credentials: Credentials | None,
+           limits: LimitSettings) -> int:
+    """Run the node (or --workers N of them) on `url` until stopped."""
+    import uvloop  # here, not at the top: the other commands do not load the node
+
+    from claimcore.node.server import NodeOptions, run_node
+
     options = NodeOptions(
         redis_url=url or "", host=args.host, port=args.port, max_batch=args.max_batch,
         max_queued=args.max_queued, grace_s=args.grace, linger_s=args.linger_ms / 1000,
@@ -251,7 +295,4 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"claimcore serve: {exc}", file=sys.stderr)
         return 1
-    finally:
-        if embedded:
-            embedded.cleanup()
     return 0
