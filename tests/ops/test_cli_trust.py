@@ -240,7 +240,9 @@ def test_times_are_taken_as_iso_8601_with_a_zone_or_unix_ms(node, admin, env):
                for c in made.values())
 
     cid = new_campaign_id()
-    for bad, says in (("2026-12-12T10:00:00", "has no zone: add one"), ("tomorrow", "not a time")):
+    for bad, says in (("2026-12-12T10:00:00", "has no zone: add one"), ("tomorrow", "not a time"),
+                      ("2026-12-12", "add one, e.g. 2026-12-12T00:00:00+08:00"),
+                      ("1797040800", "looks like seconds")):
         done = run(env, "campaign", "create", cid, "--inventory", "10", "--starts-at", bad,
                    "--target", node.address)
         assert done.returncode == 2 and ERROR_LINE.fullmatch(done.stderr) and says in done.stderr, done.stderr

@@ -177,6 +177,7 @@ def number(value: int) -> str:
 
 # The zone times are shown in: --tz, else the config file's tz (cli.py sets it), else None: the local zone.
 _zone: tzinfo | None = None
+SECONDS_LOOK_LIKE = 100_000_000_000  # unix ms below this are before March 1973: seconds given by mistake
 TIME_FORMATS = ("an ISO 8601 time with its zone (2026-12-12T10:00:00+08:00, 2026-12-12T02:00:00Z) "
                 "or unix milliseconds")
 
@@ -201,14 +202,19 @@ def parse_time(text: str) -> int:
     its zone (a time without one means a different moment on every machine). argparse type."""
     text = text.strip()
     if text.isdigit():
-        return int(text)
+        ms = int(text)
+        if 0 < ms < SECONDS_LOOK_LIKE:
+            raise argparse.ArgumentTypeError(f"{text} looks like seconds (it would be {when(ms)}): give unix "
+                                             f"milliseconds ({text}000) or an ISO 8601 time with its zone")
+        return ms
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a time: {text!r}; give {TIME_FORMATS}") from None
     if moment.tzinfo is None:
+        full = text if ("T" in text or " " in text) else f"{text}T00:00:00"  # a date alone: its midnight
         raise argparse.ArgumentTypeError(
-            f"{text!r} has no zone: add one, e.g. {text}+08:00 or {text}Z (UTC), or give unix ms")
+            f"{text!r} has no zone: add one, e.g. {full}+08:00 or {full}Z (UTC), or give unix ms")
     return round(moment.timestamp() * 1000)
 
 
