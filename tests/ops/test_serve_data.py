@@ -3,8 +3,9 @@
 Real `claimcore serve` child processes (LocalNode) on real redis-servers: a campaign and a grant
 made before a SIGTERM are there after a restart on the same --data-dir (or the default folder,
 $XDG_DATA_HOME/claimcore); --ephemeral keeps nothing and leaves no folder; two nodes on one folder
-are refused, even when the first node was killed and left its redis-server running; the flags
-that do not go together are one usage line and exit 2.
+are refused, even when the first node was killed and left its redis-server running; --workers
+share one server and a Ctrl-C drains them before it stops; a SIGTERM while starting stops the server
+too; a folder that cannot be made or loaded, and the flags that do not go together, are one line.
 """
 
 from __future__ import annotations
