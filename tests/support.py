@@ -4,8 +4,10 @@ against a real redis-server, and API keys made by `claimcore keygen`."""
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -107,3 +109,24 @@ def keygen(*who: str) -> tuple[str, str]:
     line = out[3]
     assert line == f'keys = ["{digest_line(key)}"]'
     return key, line
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
+    """Poll `predicate` until it holds (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def metrics_port(node: Any, timeout: float = 20.0) -> int:
+    """The port a node started with `--metrics-port 0` took, read from its start line."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(r"claimcore: metrics on http://[\d.]+:(\d+)/metrics", node.log_tail())
+        if found:
+            return int(found.group(1))
+        time.sleep(0.05)
+    raise AssertionError(f"no metrics port in the node's log:\n{node.log_tail()}")

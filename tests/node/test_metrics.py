@@ -5,8 +5,6 @@ process families add up the workers (checked here without processes, on given sc
 
 from __future__ import annotations
 
-import re
-import time
 import urllib.request
 import uuid
 from collections import Counter
@@ -22,6 +20,7 @@ from claimcore.node.metrics import NodeMetrics, WorkersMetrics
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 from conftest import LocalNode, create_campaign
+from support import metrics_port, wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -47,14 +46,6 @@ def grew(before: Samples, after: Samples, name: str, **labels: str) -> float:
 def series(samples: Samples, name: str) -> dict[frozenset[tuple[str, str]], float]:
     return {labels: v for (n, labels), v in samples.items() if n == name}
 
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -258,9 +249,7 @@ def test_shedding_and_redis_down_show_in_the_metrics(own_redis):
     node = LocalNode(own_redis.url, "--max-queued", "20", "--metrics-port", "0").start()
     direct = redis.Redis(port=own_redis.port)
     try:
-        found = re.search(r"claimcore: metrics on http://127\.0\.0\.1:(\d+)/metrics", node.log_tail())
-        assert found, node.log_tail()
-        port = int(found.group(1))
+        port = metrics_port(node)
         assert value(scrape(port), "claimcore_redis_up") == 1
         with grpc.insecure_channel(node.address) as ch:
             admin, claims = pb_grpc.AdminServiceStub(ch), pb_grpc.ClaimServiceStub(ch)

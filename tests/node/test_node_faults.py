@@ -16,6 +16,7 @@ from claimcore.harness.embedded_redis import EmbeddedRedis
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 from conftest import LocalNode, create_campaign, health_status
+from support import wait_for
 
 
 @pytest.fixture
@@ -30,14 +31,6 @@ def own_redis():
     yield server
     server.cleanup()
 
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_redis_down_gives_unavailable_fast_then_recovers(own_redis):

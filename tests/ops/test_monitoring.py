@@ -26,7 +26,6 @@ import json
 import re
 import shutil
 import subprocess
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -38,6 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 from conftest import LocalNode, create_campaign
+from support import metrics_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "monitoring"
@@ -261,23 +261,6 @@ def scrape(port: int) -> dict[str, set[str]]:
     return exported
 
 
-def metrics_port(node: LocalNode) -> int:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        found = re.search(r"claimcore: metrics on http://[\d.]+:(\d+)/metrics", node.log_tail())
-        if found:
-            return int(found.group(1))
-        time.sleep(0.05)
-    raise AssertionError(node.log_tail())
-
-
-def wait_for(predicate, timeout: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -309,7 +292,7 @@ def exported(redis_server):  # type: ignore[no-untyped-def]
                 merchant_id="m1", order_id="o1", order_amount_cents=5000), timeout=10)
             assert redeemed.outcome == pb.REDEEMED
         # The stock gauges are sampled about once a second: wait for the sell-out to show.
-        assert wait_for(lambda: bool(scrape(port).get("claimcore_sold_out_seconds")))
+        assert wait_for(lambda: bool(scrape(port).get("claimcore_sold_out_seconds")), 15)
         single = scrape(port)
     finally:
         node.stop()
