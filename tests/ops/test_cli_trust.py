@@ -62,10 +62,6 @@ def parsers(parser: argparse.ArgumentParser, name: str = "claimcore"
                     yield from parsers(sub, f"{name} {word}")
 
 
-# serve's own flags belong to serve_cmd.py; these still have no help line there.
-SERVE_WITHOUT_HELP = {"--host", "--user-burst", "--device-burst", "--ip-burst"}
-
-
 def test_no_parser_takes_an_abbreviated_flag(env):
     every = list(parsers(cli.build_parser()))
     assert len(every) > 15 and all(not p.allow_abbrev for _, p in every)
@@ -82,8 +78,6 @@ def test_every_flag_has_a_help_line_and_shows_its_default():
             if isinstance(action, argparse._SubParsersAction) or action.dest == "help":
                 continue
             flag = action.option_strings[-1] if action.option_strings else action.dest
-            if name == "claimcore serve" and flag in SERVE_WITHOUT_HELP:
-                continue
             assert action.help and action.help.strip(), f"{name} {flag} has no help line"
     create = cli.build_parser().parse_args(["campaign", "create", "c", "--inventory", "1"])
     assert create.per_user_limit == 1
