@@ -180,4 +180,4 @@ def test_cli_recycle(node, admin, claims):
     cli = [sys.executable, "-m", "claimcore", "campaign", "--target", node.address, "recycle", cid, "--json"]
     run = subprocess.run(cli, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout) == {"recycled": "1"}
+    assert json.loads(run.stdout) == {"campaign_id": cid, "recycled": 1}  # a number (docs/cli.md, "JSON")
