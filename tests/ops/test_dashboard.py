@@ -3,7 +3,8 @@ redis-server and a real front node; its TLS and API key; its Prometheus parser a
 
 Chromium and ChromeDriver are Debian's (/usr/bin/chromium, /usr/bin/chromedriver), installed by
 `make setup` (scripts/install-chromium.sh); selenium drives them with the driver's path given, so nothing
-is downloaded. The page's screenshot at the end of the launch is kept in artifacts/dashboard.png.
+is downloaded. The page's screenshots at 1920x1080 (the launch open, then sold out) are kept in the test's
+tmp_path and copied to artifacts/dashboard/.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from conftest import new_campaign_id
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "dashboard"
 WAIT_S = 60.0  # generous: what is checked is what the page shows, never how fast
 
 
@@ -207,14 +208,95 @@ def launch_node() -> Iterator[tuple[LocalNode, str | None]]:
             node.stop()
 
 
-def test_the_page_follows_a_launch_live_to_sold_out(launch_node, tmp_path):  # type: ignore[no-untyped-def]
+def create(admin: pb_grpc.AdminServiceStub, prefix: str, name: str, inventory: int, shards: int,
+           **fields: Any) -> str:
+    cid = new_campaign_id(prefix)
+    admin.CreateCampaign(pb.CreateCampaignRequest(campaign=pb.Campaign(
+        campaign_id=cid, name=name, inventory=inventory, shards=shards, **fields)), timeout=10)
+    return cid
+
+
+def first_grant_ms(admin: pb_grpc.AdminServiceStub, campaign_id: str) -> int:
+    """The earliest grant in the campaign's whole ledger, read page by page."""
+    cursor, firsts = "", []
+    while True:
+        page = admin.ExportEvents(pb.ExportEventsRequest(campaign_id=campaign_id, cursor=cursor,
+                                                         limit=10_000), timeout=30)
+        firsts += [e.at_ms for e in page.events if e.kind == "grant"]
+        cursor = page.next_cursor
+        if not page.more:
+            return min(firsts)
+
+
+def exported_names(text: str) -> set[str]:
+    """The sample names a node's /metrics has or declares (a labelled counter not yet counted has its
+    HELP and TYPE lines, no sample)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    names: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        names |= {s.name for s in family.samples}
+        names |= {family.name + suffix for suffix in {"counter": ("_total",), "histogram": ("_bucket",)}.get(
+            family.type, ())}
+        names.add(family.name)
+    return names
+
+
+def screenshot(driver: Any, tmp_path: Path, name: str) -> Path:
+    """A 1920x1080 PNG of the page, in tmp_path and copied to artifacts/dashboard/ for a person."""
+    shot = tmp_path / name
+    assert driver.save_screenshot(str(shot))
+    png = shot.read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (1920, 1080)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shot, ARTIFACTS / name)
+    return shot
+
+
+# Where each card is on the screen, and what the header and panels say (read in the page).
+READ_LAYOUT = """
+const box = e => { const r = e.getBoundingClientRect();
+                   return {left: r.left, top: r.top, right: r.right, bottom: r.bottom}; };
+const lat = document.querySelector('#p-latency');
+const table = lat.querySelector('table');
+return {
+  viewport: [window.innerWidth, window.innerHeight],
+  scrolls: document.documentElement.scrollHeight > window.innerHeight,
+  cards: Array.from(document.querySelectorAll('#campaigns [data-campaign]')).map(
+    c => [c.getAttribute('data-campaign'), box(c)]),
+  scope: document.querySelector('#scope').textContent,
+  rate_labels: Array.from(document.querySelectorAll('header .kpi .label')).map(e => e.textContent),
+  outcome_heads: Array.from(document.querySelectorAll('#p-outcomes th')).map(e => e.textContent),
+  latency_where: (document.querySelector('#latency-where') || {}).textContent || '',
+  latency_heads: Array.from(lat.querySelectorAll('th')).map(e => [e.textContent, box(e)]),
+  latency_panel: box(lat),
+  latency_table_fits: table ? table.scrollWidth <= table.parentNode.clientWidth : null,
+};
+"""
+
+
+def inside(box: dict[str, float], width: float, height: float) -> bool:
+    return box["left"] >= 0 and box["top"] >= 0 and box["right"] <= width and box["bottom"] <= height
+
+
+def test_the_page_puts_the_launch_on_screen_live_to_sold_out(launch_node, tmp_path):  # type: ignore[no-untyped-def]
+    """Four campaigns (two rehearsals sold out earlier, one for tomorrow, today's launch) on a 1920x1080
+    screen: the launch's card is first and fully visible, its figures move through the burst, the header
+    covers the live campaigns only, and the time to sold out counts from its first claim."""
     node, metrics_url = launch_node
-    inventory, first_wave, crowd = 1200, 500, 1500
+    inventory, first_wave, second_wave, crowd = 1200, 500, 300, 1500
+    before_crowd = first_wave + second_wave
     channel = grpc.insecure_channel(node.address)
     admin, claims = pb_grpc.AdminServiceStub(channel), pb_grpc.ClaimServiceStub(channel)
-    cid = new_campaign_id("dash")
-    admin.CreateCampaign(pb.CreateCampaignRequest(campaign=pb.Campaign(
-        campaign_id=cid, name="Spring appliance subsidy", inventory=inventory, shards=4)), timeout=10)
+    # Today's launch first and named to sort last: neither creation nor the alphabet puts it first.
+    cid = create(admin, "zz-launch", "Spring appliance subsidy", inventory, 4)
+    launch_created_ms = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10).created_at_ms
+    rehearsals = [create(admin, "a-rehearsal", f"Rehearsal {n}", 100 * n, 2) for n in (1, 2)]
+    for n, rid in enumerate(rehearsals, 1):  # sold out before the dashboard starts
+        assert claim_users(claims, rid, range(100 * n + 20)).count(pb.SOLD_OUT) == 20
+    tomorrow = create(admin, "b-tomorrow", "Tomorrow's dining vouchers", 5000, 2,
+                      starts_at_ms=int(time.time() * 1000) + 2 * 3600 * 1000)
 
     dead = f"127.0.0.1:{free_port()}"  # a node that does not answer: shown as such, figures still come
     args = ["--target", f"{dead},{node.address}", "--every-s", "0.25"]
@@ -224,45 +306,72 @@ def test_the_page_follows_a_launch_live_to_sold_out(launch_node, tmp_path):  # t
     driver = None
     try:
         driver = browser(tmp_path / "profile")
-        driver.get(dash.url)
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",  # a 1080p screen, whatever the window
+                               {"width": 1920, "height": 1080, "deviceScaleFactor": 1, "mobile": False})
 
-        # The first snapshot: the campaign as created, every voucher left, stock spread over 4 shards.
-        card = wait_for("the campaign's card", lambda: driver.execute_script(READ_CARD, cid))
-        assert card["name"]["text"] == "Spring appliance subsidy"
-        assert card["inventory"]["value"] == str(inventory) and card["inventory"]["text"] == "1,200"
-        assert card["remaining"]["value"] == str(inventory) and card["remaining"]["text"] == "1,200"
-        assert card["granted"]["value"] == "0"
-        assert card["status"]["value"] == "OPEN"
-        assert card["time_to_sold_out"]["value"] == ""  # not sold out: no time to sold out yet
-        assert sorted(s for s, _ in card["shards"]) == [0, 1, 2, 3]
-        assert sum(r for _, r in card["shards"]) == inventory
+        # The launch starts (its first claim is well after its creation: the clock starts there).
+        time.sleep(0.3)
+        assert claim_users(claims, cid, range(first_wave)) == [pb.GRANTED] * first_wave
+        wait_for("the first wave in the dashboard", lambda: [
+            c for c in dash.snapshot()["campaigns"] if c["id"] == cid and c["granted"] == first_wave])
+
+        # A page opened mid-burst shows figures at once: with the event stream blocked, the snapshot the
+        # page came with is on screen, and the page says LIVE (never a blank CONNECTING frame).
+        driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/events"]})
+        driver.get(dash.url)
+        card = driver.execute_script(READ_CARD, cid)
+        assert card is not None and card["granted"]["value"] == str(first_wave)
+        assert card["remaining"]["text"] == f"{inventory - first_wave:,}"
         page = driver.execute_script(READ_PAGE)
-        assert page["updates"] >= 1 and page["live"] == "LIVE"
+        assert page["updates"] == 1 and page["live"] == "LIVE"
+        driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+        driver.get(dash.url)
+        wait_for("updates over the event stream",
+                 lambda: driver.execute_script("return window.__dash.updates") >= 3)
+
+        # Launch order, all four cards on the screen, the launch's fully visible.
+        layout = driver.execute_script(READ_LAYOUT)
+        assert layout["viewport"] == [1920, 1080]
+        order = [c for c, _ in layout["cards"]]
+        assert order == [cid, tomorrow, rehearsals[1], rehearsals[0]]  # live by start; then latest first
+        for campaign_id, box in layout["cards"]:
+            assert inside(box, 1920, 1080), (campaign_id, box)
+        assert not layout["scrolls"]
+        # The header covers the live campaigns (the launch and tomorrow's), not the rehearsals' 300 grants.
+        page = driver.execute_script(READ_PAGE)
+        assert page["kpi_granted"] == str(first_wave)
+        assert page["kpi_remaining"] == str(inventory - first_wave + 5000)
+        assert "2 live campaigns" in layout["scope"]
+        assert [t.lower() for t in layout["rate_labels"]].count("granted / s") == 1  # one granted-per-second
+        assert "node-side" in layout["latency_where"] and "claimcore_claim_seconds" in layout["latency_where"]
+        card = driver.execute_script(READ_CARD, cid)
+        assert card["status"]["value"] == "OPEN"
+        assert card["name"]["text"] == "Spring appliance subsidy"
+        assert sorted(s for s, _ in card["shards"]) == [0, 1, 2, 3]
+        assert sum(r for _, r in card["shards"]) == inventory - first_wave
         assert dict(page["nodes"]) == {node.address: "SERVING", dead: "UNREACHABLE"}
         assert "up" in page["redis"]
-        if metrics_url is None:  # without the nodes' metrics, the panels that need them say so
-            for panel in ("latency", "outcomes", "rejections"):
-                assert "needs the nodes' metrics" in page[panel]
-            assert "needs --metrics" in card["first_redemption"]["text"]
 
         driver.execute_script("window.__marker = 'same page';")  # gone if the page reloads
         driver.execute_script(RECORD, cid)
         updates_before = page["updates"]
 
-        # A first wave: the figures move on the page without a reload, and grants/s shows them.
-        outcomes = claim_users(claims, cid, range(first_wave))
-        assert outcomes == [pb.GRANTED] * first_wave
+        # The burst goes on: the card's figures move on the page, without a reload.
+        assert claim_users(claims, cid, range(first_wave, before_crowd)) == [pb.GRANTED] * second_wave
 
-        def after_first_wave() -> Any:
+        def after_second_wave() -> Any:
             c = driver.execute_script(READ_CARD, cid)
-            return c if (c["granted"]["value"] == str(first_wave)
-                         and c["remaining"]["value"] == str(inventory - first_wave)) else None
+            return c if (c["granted"]["value"] == str(before_crowd)
+                         and c["remaining"]["value"] == str(inventory - before_crowd)) else None
 
-        card = wait_for("the first wave on the page", after_first_wave)
-        assert card["granted"]["text"] == "500" and card["remaining"]["text"] == "700"
-        assert sum(r for _, r in card["shards"]) == inventory - first_wave
+        card = wait_for("the second wave on the page", after_second_wave)
+        assert card["granted"]["text"] == "800" and card["remaining"]["text"] == "400"
         wait_for("grants per second above 0", lambda: any(
             v and float(v) > 0 for v in driver.execute_script("return window.__seen.rate")))
+        page = driver.execute_script(READ_PAGE)
+        assert page["kpi_granted"] == str(before_crowd)
+        screenshot(driver, tmp_path, "launch-mid-burst.png")
 
         # The crowd: more users than vouchers left, from 4 threads at once, until sold out.
         results: list[list[int]] = []
@@ -270,7 +379,7 @@ def test_the_page_follows_a_launch_live_to_sold_out(launch_node, tmp_path):  # t
 
         def wave(part: int) -> None:
             try:
-                results.append(claim_users(claims, cid, range(first_wave + part, first_wave + crowd, 4)))
+                results.append(claim_users(claims, cid, range(before_crowd + part, before_crowd + crowd, 4)))
             except BaseException as exc:  # noqa: BLE001 - reported by the test thread below
                 errors.append(exc)
 
@@ -281,52 +390,65 @@ def test_the_page_follows_a_launch_live_to_sold_out(launch_node, tmp_path):  # t
             t.join(120)
         assert not errors, errors
         flat = [o for r in results for o in r]
-        assert flat.count(pb.GRANTED) == inventory - first_wave
-        assert flat.count(pb.SOLD_OUT) == crowd - (inventory - first_wave)
+        assert flat.count(pb.GRANTED) == inventory - before_crowd
+        assert flat.count(pb.SOLD_OUT) == crowd - (inventory - before_crowd)
 
         info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
         assert info.remaining == 0 and info.granted == inventory and info.sold_out_at_ms > 0
-        expected_ttso = (info.sold_out_at_ms - max(info.created_at_ms, info.campaign.starts_at_ms)) / 1000
+        first_claim = first_grant_ms(admin, cid)
+        assert first_claim >= launch_created_ms + 300
+        expected_ttso = (info.sold_out_at_ms - first_claim) / 1000
 
         card = card_once(driver, cid, "SOLD_OUT")
         assert card["status"]["text"] == "SOLD OUT"
         assert card["remaining"]["value"] == "0" and card["granted"]["value"] == str(inventory)
         assert card["granted"]["text"] == "1,200"
         assert all(r == 0 for _, r in card["shards"])
+        # From the first claim, not from the creation (which is at least 0.3 s earlier).
         assert math.isclose(float(card["time_to_sold_out"]["value"]), expected_ttso, abs_tol=1e-6)
         assert re.fullmatch(r"\d+\.\d+ s|\d+ min \d+ s|\d+ h \d+ min \d+ s", card["time_to_sold_out"]["text"])
         assert card["sold_out_at"]["value"] == str(info.sold_out_at_ms)
-        seen = driver.execute_script("return window.__seen")
-        assert str(first_wave) in seen["granted"] and str(inventory) in seen["granted"]
+        seen = driver.execute_script("return window.__seen")  # the card's figures moved during the burst
+        assert str(before_crowd) in seen["granted"] and str(inventory) in seen["granted"]
 
+        # Sold out while on screen: still first, still in the header.
+        layout = driver.execute_script(READ_LAYOUT)
+        assert [c for c, _ in layout["cards"]][0] == cid and inside(layout["cards"][0][1], 1920, 1080)
         page = driver.execute_script(READ_PAGE)
         assert page["marker"] == "same page"  # all of the above came over the event stream: no reload
         assert page["updates"] > updates_before
-        assert page["kpi_granted"] == str(inventory) and page["kpi_remaining"] == "0"
+        assert page["kpi_granted"] == str(inventory) and page["kpi_remaining"] == "5000"
 
         # /snapshot says the same as the node.
         snap = dash.snapshot()
         (mine,) = [c for c in snap["campaigns"] if c["id"] == cid]
         assert (mine["inventory"], mine["granted"], mine["remaining"]) == (inventory, inventory, 0)
-        assert mine["sold_out_at_ms"] == info.sold_out_at_ms
+        assert mine["sold_out_at_ms"] == info.sold_out_at_ms and mine["first_claim_at_ms"] == first_claim
         assert sorted((s["shard"], s["remaining"], s["granted"]) for s in mine["shards"]) == sorted(
             (s.shard, s.remaining, s.granted) for s in info.shards)
         assert mine["peak_claims_per_s"] > 0
+        assert sorted(snap["totals"]["campaigns"]) == sorted([cid, tomorrow])
 
         if metrics_url:  # the node serves Prometheus figures: the panels that need them show them
-            sold_out = crowd - (inventory - first_wave)
+            with urllib.request.urlopen(metrics_url, timeout=10) as resp:  # the names read are the node's
+                exported = exported_names(resp.read().decode())
+            assert set(m.READ) <= exported, set(m.READ) - exported
+            sold_out = crowd - (inventory - before_crowd)
 
             def counted() -> Any:  # the node's counters and the dashboard's scrape may lag a tick
                 mx = dash.snapshot()["metrics"]
                 by_outcome = {o["outcome"]: o["total"] for o in mx.get("outcomes") or ()}
                 return mx if by_outcome.get("sold_out") == sold_out else None
 
-            mx = wait_for("every outcome in the nodes' metrics", counted)
+            mx = wait_for("every outcome of the live campaigns in the nodes' metrics", counted)
             by_outcome = {o["outcome"]: o["total"] for o in mx["outcomes"]}
+            # The launch's claims only: the rehearsals' 30 sold-out answers are not in the focus's mix.
             assert by_outcome["granted"] == inventory and by_outcome["already_claimed"] == 0
             assert {r["reason"]: r["total"] for r in mx["rejections"]}["sold_out"] == sold_out
             latency = {row["method"]: row for row in mx["latency"]}
-            batches = math.ceil(first_wave / 100) + 4 * math.ceil(crowd / 4 / 100)  # one per call
+            rehearsal_batches = sum(math.ceil((100 * n + 20) / 100) for n in (1, 2))
+            waves = math.ceil(first_wave / 100) + math.ceil(second_wave / 100)
+            batches = waves + 4 * math.ceil(crowd / 4 / 100) + rehearsal_batches  # one per call
             assert latency["ClaimBatch"]["count"] == batches
             assert 0 < latency["ClaimBatch"]["total"]["p50"] <= latency["ClaimBatch"]["total"]["p99"]
             assert mine["first_redemption"] == {"state": "none_yet"}
@@ -334,12 +456,24 @@ def test_the_page_follows_a_launch_live_to_sold_out(launch_node, tmp_path):  # t
                                                            else None)(driver.execute_script(READ_PAGE)))
             assert re.search(r"p99\.9ClaimBatch( \*)?([\d.]+ (ms|µs)){4}", page["latency"]), page["latency"]
             assert "sold out" in page["rejections"]
+            layout = driver.execute_script(READ_LAYOUT)
+            assert layout["outcome_heads"] == ["", "claims", "share"]  # no second granted-per-second
+            assert layout["latency_table_fits"] is True  # the p99.9 column is not cut off
+            heads = dict(layout["latency_heads"])
+            assert heads["p99.9"]["right"] <= layout["latency_panel"]["right"]
+            screenshot(driver, tmp_path, "launch-sold-out.png")
+
+            # A click on a rehearsal's card: the header and the outcome mix are that campaign's alone.
+            driver.execute_script(f"document.querySelector('[data-campaign=\"{rehearsals[0]}\"]').click()")
+            page = wait_for("the chosen campaign in the header", lambda: (
+                lambda p: p if p["kpi_granted"] == "100" else None)(driver.execute_script(READ_PAGE)))
+            assert f"campaign={rehearsals[0]}" in driver.current_url
+            assert "Rehearsal 1 (chosen)" in driver.execute_script(READ_LAYOUT)["scope"]
+            assert re.search(r"granted100.*sold out20", page["outcomes"]), page["outcomes"]
 
             # The same launch on a dashboard without --metrics: the figures, and "—" where metrics are needed.
             bare = Dashboard("--target", node.address, "--every-s", "0.25")
             try:
-                main_tab = driver.current_window_handle
-                driver.switch_to.new_window("tab")
                 driver.get(bare.url)
                 card = card_once(driver, cid, "SOLD_OUT")
                 assert card["remaining"]["value"] == "0" and card["time_to_sold_out"]["value"]
@@ -348,23 +482,18 @@ def test_the_page_follows_a_launch_live_to_sold_out(launch_node, tmp_path):  # t
                 for panel in ("latency", "outcomes", "rejections"):
                     assert "— needs the nodes' metrics" in page[panel]
                 assert bare.snapshot()["metrics"]["available"] is False
-                driver.close()
-                driver.switch_to.window(main_tab)
             finally:
                 assert bare.stop() == 0
+        else:
+            screenshot(driver, tmp_path, "launch-sold-out.png")
 
-        ARTIFACTS.mkdir(exist_ok=True)
-        shot = ARTIFACTS / "dashboard.png"
-        shot.unlink(missing_ok=True)
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",  # a 1080p screen, whatever the window
-                               {"width": 1920, "height": 1080, "deviceScaleFactor": 1, "mobile": False})
-        n = driver.execute_script("return window.__dash.updates")
-        wait_for("a redraw", lambda: driver.execute_script("return window.__dash.updates") >= n + 2)
-        assert driver.save_screenshot(str(shot))
-        png = shot.read_bytes()
-        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
-        width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-        assert (width, height) == (1920, 1080)
+        # ?campaign=ID chooses on arrival.
+        driver.get(dash.url + f"?campaign={tomorrow}")
+        page = wait_for("tomorrow's campaign in the header", lambda: (
+            lambda p: p if p["kpi_remaining"] == "5000" and p["kpi_granted"] == "0" else None)(
+            driver.execute_script(READ_PAGE)))
+        card = driver.execute_script(READ_CARD, tomorrow)
+        assert card["status"]["value"] == "NOT_STARTED" and card["time_to_sold_out"]["text"].endswith(" s")
     finally:
         if driver is not None:
             driver.quit()
@@ -458,7 +587,6 @@ claimcore_claim_seconds_bucket{method="Claim",le="+Inf"} 100
 claimcore_claim_seconds_count{method="Claim"} 100
 claimcore_redis_up 1
 claimcore_info{version="0.1.0",note="a \\"quoted\\" \\\\ value"} 1 1700000000000
-this line is not a sample
 """
 
 
@@ -468,7 +596,12 @@ def test_the_text_format_is_parsed() -> None:
     assert samples[("claimcore_claim_seconds_bucket", (("le", "+Inf"), ("method", "Claim")))] == 100
     assert samples[("claimcore_redis_up", ())] == 1
     assert samples[("claimcore_info", (("note", 'a "quoted" \\ value'), ("version", "0.1.0")))] == 1
-    assert len(samples) == 10  # the comments and the malformed line are skipped
+    assert len(samples) == 10  # the comments are skipped
+
+
+def test_a_scrape_that_is_not_prometheus_text_is_refused_whole() -> None:
+    with pytest.raises(ValueError, match="not Prometheus text"):
+        m.parse_text(EXPOSITION + "this line is not a sample\n")
 
 
 def test_percentiles_follow_prometheus_histogram_quantile() -> None:

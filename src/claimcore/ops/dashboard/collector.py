@@ -2,11 +2,16 @@
 
 Each snapshot is collected from the nodes (--target) through `claimcore.security.access` (TLS, API key):
 AdminService.ListCampaigns/GetCampaign for the figures (granted, remaining, per shard, sold-out time;
-grants per second are the granted deltas), the gRPC health service for node and Redis health (a node
-answers NOT_SERVING while its Redis is unreachable), and, with --metrics, the nodes' Prometheus
-endpoints (prometheus.py) for latency percentiles, the outcome mix and the rejection reasons. Without
---metrics those panels say so and everything else works. A snapshot is plain JSON (no NaN or Infinity)
-for web.py to serve.
+grants per second are the granted deltas), AdminService.ExportEvents once per campaign without a start
+time for its first claim (the first grant in its ledger: time to sold out counts from there), the gRPC
+health service for node and Redis health (a node answers NOT_SERVING while its Redis is unreachable),
+and, with --metrics, the nodes' Prometheus endpoints (prometheus.py) for latency percentiles, the
+outcome mix and the rejection reasons. Without --metrics those panels say so and everything else works.
+
+The campaigns come in launch order: the live ones first (open, paused, not started, and one this
+dashboard saw sell out within the last hour), by start time; then the others, most recent first. The
+header's totals and the outcome mix cover the live ones (the "focus"), never old rehearsals. A snapshot
+is plain JSON (no NaN or Infinity) for web.py to serve.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from claimcore.lifecycle import ledger
 from claimcore.ops.dashboard import prometheus as m
 from claimcore.security import access
 from claimcore.v1 import claims_pb2, claims_pb2_grpc
@@ -47,6 +53,11 @@ HEALTH_NAMES = {
 OUTCOMES = ("granted", "already_claimed", "sold_out", "not_started", "ended", "not_eligible",
             "rate_limited", "paused")  # fmt: skip
 REDEEMED = "redeemed"
+LIVE = ("OPEN", "PAUSED", "NOT_STARTED")
+SOLD_OUT_KEPT_S = 3600.0  # a campaign seen selling out stays in the focus (and first) this long
+#: A stream position after every entry: a cursor holding it for shards 0..s-1 makes ExportEvents
+#: start at shard s's first entry.
+PAST_THE_END = f"{2**64 - 1}-{2**64 - 2}"
 
 
 def _finite(value: Any) -> Any:
@@ -130,6 +141,9 @@ class Collector:
         self.sources: dict[str, dict[str, Any]] = {u: {"url": u, "ok": None, "error": None}
                                                    for u in self.metrics_urls}
         self.first_redemption: dict[str, dict[str, Any]] = {}
+        self.first_claim_ms: dict[str, int] = {}
+        self.last_status: dict[str, str] = {}
+        self.seen_selling_out: dict[str, float] = {}
         self.metrics_ssl = ssl.create_default_context(cafile=reach.ca or None)
 
     def open(self) -> None:
@@ -187,11 +201,9 @@ class Collector:
         self.listed_at = now
         ids = sorted(reply.campaign_ids)
         self.listed = len(ids)
-        if len(ids) > self.max_campaigns:
-            unknown = [i for i in ids if i not in self.infos]
-            await self._fetch(unknown)
-            ids.sort(key=lambda i: self.infos[i].created_at_ms if i in self.infos else 0, reverse=True)
-            ids = sorted(ids[: self.max_campaigns])
+        if len(ids) > self.max_campaigns:  # the first N in launch order (unwatched ones: their last figures)
+            await self._fetch([i for i in ids if i not in self.infos])
+            ids = sorted(ids, key=lambda i: self._rank(i, now))[: self.max_campaigns]
         self.ids = ids
 
     async def _fetch(self, ids: Sequence[str]) -> None:
@@ -212,6 +224,68 @@ class Collector:
 
         await asyncio.gather(*(one(i) for i in ids))
 
+    async def _first_claim(self, campaign_id: str) -> None:
+        """The first grant in the campaign's ledger: the earliest of each shard's first entry (one
+        ExportEvents page of one entry per shard, asked once; the ledger only grows)."""
+        info = self.infos[campaign_id]
+        firsts: list[int] = []
+        for shard in sorted({s.shard for s in info.shards}):
+            cursor = ledger.encode_cursor(dict.fromkeys(range(shard), PAST_THE_END))
+            try:
+                page = await self._admin_call("ExportEvents", claims_pb2.ExportEventsRequest(
+                    campaign_id=campaign_id, cursor=cursor, limit=1))
+            except grpc.RpcError as exc:
+                self.errors.append(f"{campaign_id}: first claim: {_rpc_text(exc)}")
+                return
+            firsts += [e.at_ms for e in page.events if e.kind == "grant" and e.shard == shard]
+        if firsts:
+            self.first_claim_ms[campaign_id] = min(firsts)
+
+    async def _first_claims(self) -> None:
+        wanted = [i for i in self.ids if i in self.infos and i not in self.first_claim_ms
+                  and not self.infos[i].campaign.starts_at_ms and self.infos[i].granted > 0]
+        await asyncio.gather(*(self._first_claim(i) for i in wanted))
+
+    def _status(self, info: claims_pb2.CampaignInfo, now_ms: int) -> str:
+        c = info.campaign
+        if info.paused:
+            return "PAUSED"
+        if c.ends_at_ms and now_ms >= c.ends_at_ms:
+            return "ENDED"
+        if info.remaining == 0 and info.sold_out_at_ms:
+            return "SOLD_OUT"
+        if c.starts_at_ms and now_ms < c.starts_at_ms:
+            return "NOT_STARTED"
+        return "OPEN"
+
+    def _in_focus(self, campaign_id: str, now: float) -> bool:
+        """Live (open, paused, not started), or seen selling out by this dashboard within the last hour."""
+        info = self.infos.get(campaign_id)
+        if info is None:
+            return False
+        status = self._status(info, int(now * 1000))
+        self.last_status.setdefault(campaign_id, status)
+        if status in LIVE:
+            self.last_status[campaign_id] = status
+            return True
+        if status == "SOLD_OUT" and self.last_status[campaign_id] in LIVE:
+            self.seen_selling_out[campaign_id] = info.sold_out_at_ms / 1000
+        self.last_status[campaign_id] = status
+        sold = self.seen_selling_out.get(campaign_id)
+        return status == "SOLD_OUT" and sold is not None and now - sold < SOLD_OUT_KEPT_S
+
+    def _rank(self, campaign_id: str, now: float) -> tuple[int, float]:
+        """Launch order: the focus by start time (a campaign without one started when created), then the
+        others by their end (sold out, ended, else start), most recent first; unknown ones last."""
+        info = self.infos.get(campaign_id)
+        if info is None:
+            return (2, 0.0)
+        start = max(info.campaign.starts_at_ms, info.created_at_ms)
+        if self._in_focus(campaign_id, now):
+            return (0, float(start))
+        end = info.sold_out_at_ms or info.campaign.ends_at_ms or start
+        return (1, -float(end))
+
     async def _scrape(self, url: str, now: float) -> None:
         source = self.sources[url]
 
@@ -222,11 +296,10 @@ class Collector:
                 return resp.read(64 << 20).decode("utf-8", errors="replace")
 
         try:
-            text = await asyncio.to_thread(fetch)
+            samples = m.parse_text(await asyncio.to_thread(fetch))
         except Exception as exc:  # noqa: BLE001 - any failure is "this source is down", shown as such
             source.update(ok=False, error=f"{type(exc).__name__}: {exc}")
             return
-        samples = m.parse_text(text)
         self.state.observe(url, samples, now)
         redis_up = self.state.gauges(url, m.REDIS_UP)
         info = self.state.gauges(url, m.INFO)
@@ -243,6 +316,7 @@ class Collector:
             self._list(now),
         )
         await self._fetch(self.ids)
+        await self._first_claims()
         return self.snapshot(now)
 
     # -- the snapshot
@@ -251,50 +325,46 @@ class Collector:
         info = self.infos.get(campaign_id)
         error = self.info_errors.get(campaign_id)
         if info is None:
-            return {"id": campaign_id, "error": error or "no figures yet", "status": "UNKNOWN"}
+            return {"id": campaign_id, "error": error or "no figures yet", "status": "UNKNOWN",
+                    "focus": False}
         c = info.campaign
         now_ms = int(now * 1000)
-        opened = max(c.starts_at_ms, info.created_at_ms) or None
-        if info.paused:
-            status = "PAUSED"
-        elif c.ends_at_ms and now_ms >= c.ends_at_ms:
-            status = "ENDED"
-        elif info.remaining == 0 and info.sold_out_at_ms:
-            status = "SOLD_OUT"
-        elif c.starts_at_ms and now_ms < c.starts_at_ms:
-            status = "NOT_STARTED"
-        else:
-            status = "OPEN"
+        status = self._status(info, now_ms)
+        # The clock of the launch: its start time, or (without one) its first claim; never its creation.
+        start_ms = max(c.starts_at_ms, info.created_at_ms) if c.starts_at_ms else None
+        first_claim = self.first_claim_ms.get(campaign_id)
+        clock_from = start_ms or first_claim
         grants = self.grant_rates.setdefault(campaign_id, RateTracker())
         rate = grants.add(now, float(info.granted)) if campaign_id not in self.stale_since else None
         ttso = None
-        if info.sold_out_at_ms and opened:
-            ttso = max(0.0, (info.sold_out_at_ms - opened) / 1000)
+        if info.sold_out_at_ms and clock_from:
+            ttso = max(0.0, (info.sold_out_at_ms - clock_from) / 1000)
         out: dict[str, Any] = {
             "id": campaign_id, "name": c.name, "status": status, "error": error,
+            "focus": self._in_focus(campaign_id, now),
             "stale": campaign_id in self.stale_since,
             "inventory": c.inventory, "granted": info.granted, "remaining": info.remaining,
             "held_for_rounds": info.held_for_rounds, "paused": info.paused,
             "shards_live": c.shards, "shard_epoch": info.shard_epoch, "resharding": info.resharding,
             "per_user_limit": c.per_user_limit or 1,
             "starts_at_ms": _ms(c.starts_at_ms), "ends_at_ms": _ms(c.ends_at_ms),
-            "created_at_ms": _ms(info.created_at_ms), "opened_at_ms": opened,
+            "created_at_ms": _ms(info.created_at_ms), "first_claim_at_ms": first_claim,
+            "clock_from": "start" if start_ms else "first_claim" if first_claim else None,
+            "clock_from_ms": clock_from,
             "sold_out_at_ms": _ms(info.sold_out_at_ms), "time_to_sold_out_s": ttso,
-            "since_open_s": (now_ms - opened) / 1000 if opened and now_ms >= opened else None,
+            "since_open_s": (now_ms - clock_from) / 1000 if clock_from and now_ms >= clock_from else None,
             "starts_in_s": (c.starts_at_ms - now_ms) / 1000 if c.starts_at_ms > now_ms else None,
             "claims_per_s": rate, "peak_claims_per_s": grants.peak, "series": list(grants.series),
             "shards": [{"shard": s.shard, "remaining": s.remaining, "granted": s.granted,
                         "retired": s.retired} for s in info.shards],
             "first_redemption": self._first_redemption(campaign_id, now),
-            "calls_per_s": None, "outcomes": None,
+            "calls_per_s": None, "mix": None,
         }
         if self.state.last:
-            where = {"campaign": {campaign_id}}
-            totals = self.state.totals()
-            calls = sum(m.by_label(totals, m.CLAIMS, "outcome", where).values())
             tracker = self.call_rates.setdefault(campaign_id, RateTracker())
-            out["calls_per_s"] = tracker.add(now, calls)
-            out["outcomes"] = m.by_label(totals, m.CLAIMS, "outcome", where)
+            mix = self._mix({campaign_id}, now, with_errors=False)
+            out["calls_per_s"] = tracker.add(now, mix["calls_total"])
+            out["mix"] = mix
         return out
 
     def _first_redemption(self, campaign_id: str, now: float) -> dict[str, Any]:
@@ -317,12 +387,11 @@ class Collector:
         self.first_redemption[campaign_id] = known
         return known
 
-    def _metrics(self, now: float, watched: set[str]) -> dict[str, Any]:
-        out: dict[str, Any] = {"configured": bool(self.metrics_urls), "available": bool(self.state.last),
-                               "sources": list(self.sources.values()), "window_s": RECENT_WINDOW_S}
-        if not self.state.last:
-            return out
-        where = None if not self.fixed else {"campaign": watched}
+    def _mix(self, campaigns: set[str], now: float, with_errors: bool = True) -> dict[str, Any]:
+        """The outcome mix (totals and shares since the nodes started) and the top rejection reasons
+        (ranked by their rate over the last RECENT_WINDOW_S) of these campaigns. Failed calls carry no
+        campaign: they are in the focus's mix only (with_errors)."""
+        where = {"campaign": campaigns}
         totals = self.state.totals()
         recent, span = self.state.window(RECENT_WINDOW_S, now)
 
@@ -333,12 +402,9 @@ class Collector:
         outcome_recent = m.by_label(recent, m.CLAIMS, "outcome", where)
         all_calls = sum(outcome_totals.values())
         names = list(OUTCOMES) + sorted(set(outcome_totals) - set(OUTCOMES))
-        out["outcomes"] = [{"outcome": o, "total": outcome_totals.get(o, 0.0),
-                            "per_s": per_s(outcome_recent.get(o, 0.0)),
-                            "share": outcome_totals.get(o, 0.0) / all_calls if all_calls else None}
-                           for o in names]
-        out["calls_total"] = all_calls
-        out["calls_per_s"] = self.total_calls.add(now, all_calls)
+        outcomes = [{"outcome": o, "total": outcome_totals.get(o, 0.0),
+                     "share": outcome_totals.get(o, 0.0) / all_calls if all_calls else None}
+                    for o in names]
         reasons: list[dict[str, Any]] = []
         for o in names:
             if o != "granted" and outcome_totals.get(o):
@@ -349,13 +415,24 @@ class Collector:
             if total:
                 reasons.append({"kind": "admission", "reason": reason, "total": total,
                                 "per_s": per_s(drops_recent.get(reason, 0.0))})
-        errors, errors_recent = (m.by_label(s, m.RPC_ERRORS, "code") for s in (totals, recent))
-        for code, total in errors.items():
-            if total:
-                reasons.append({"kind": "rpc_error", "reason": code, "total": total,
-                                "per_s": per_s(errors_recent.get(code, 0.0))})
+        if with_errors:
+            errors, errors_recent = (m.by_label(s, m.RPC_ERRORS, "code") for s in (totals, recent))
+            for code, total in errors.items():
+                if total:
+                    reasons.append({"kind": "rpc_error", "reason": code, "total": total,
+                                    "per_s": per_s(errors_recent.get(code, 0.0))})
         reasons.sort(key=lambda r: (-(r["per_s"] or 0), -r["total"]))
-        out["rejections"] = reasons[:10]
+        return {"outcomes": outcomes, "calls_total": all_calls, "rejections": reasons[:10]}
+
+    def _metrics(self, now: float, focus: set[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {"configured": bool(self.metrics_urls), "available": bool(self.state.last),
+                               "sources": list(self.sources.values()), "window_s": RECENT_WINDOW_S}
+        if not self.state.last:
+            return out
+        out.update(self._mix(focus, now))
+        out["calls_per_s"] = self.total_calls.add(now, out["calls_total"])
+        totals = self.state.totals()
+        recent, _ = self.state.window(RECENT_WINDOW_S, now)
         hist_total = m.histograms(totals, m.CLAIM_SECONDS, "method")
         hist_recent = m.histograms(recent, m.CLAIM_SECONDS, "method")
         latency = []
@@ -370,9 +447,12 @@ class Collector:
 
     def snapshot(self, now: float) -> dict[str, Any]:
         watched = set(self.ids)
-        campaigns = [self._campaign(i, now) for i in self.ids]
-        rates = [c["claims_per_s"] for c in campaigns if c.get("claims_per_s") is not None]
-        total_granted = sum(c.get("granted", 0) for c in campaigns)
+        order = sorted(self.ids, key=lambda i: (self._rank(i, now), i))
+        campaigns = [self._campaign(i, now) for i in order]
+        focused = [c for c in campaigns if c.get("focus")]
+        focus = {c["id"] for c in focused}
+        rates = [c["claims_per_s"] for c in focused if c.get("claims_per_s") is not None]
+        total_granted = sum(c.get("granted", 0) for c in focused)
         self.total_rate.add(now, float(total_granted))
         nodes = []
         for target in self.targets:
@@ -386,14 +466,16 @@ class Collector:
             "at_ms": int(now * 1000), "every_s": self.every_s,
             "watching": {"campaigns": len(self.ids), "listed": self.listed, "fixed": bool(self.fixed),
                          "max": self.max_campaigns},
-            "totals": {"inventory": sum(c.get("inventory", 0) for c in campaigns),
+            # The header's figures: the focus only (live campaigns, and one just sold out), never old ones.
+            "totals": {"campaigns": sorted(focus),
+                       "inventory": sum(c.get("inventory", 0) for c in focused),
                        "granted": total_granted,
-                       "remaining": sum(c.get("remaining", 0) for c in campaigns),
+                       "remaining": sum(c.get("remaining", 0) for c in focused),
                        "claims_per_s": sum(rates) if rates else None,
                        "peak_claims_per_s": self.total_rate.peak, "series": list(self.total_rate.series)},
             "campaigns": campaigns,
             "nodes": nodes,
-            "metrics": self._metrics(now, watched),
+            "metrics": self._metrics(now, focus),
             "errors": errors[:20],
         }
         return _finite(snap)

@@ -1,10 +1,10 @@
 """The nodes' Prometheus figures for the dashboard: the samples of a scrape, running sums, percentiles.
 
 A scrape is the text exposition format (version 0.0.4: what the nodes' /metrics answers a client that
-asks for text/plain), read with prometheus_client's parser one line at a time, so that a malformed
-line is skipped and the rest still counts (given the whole text, the parser stops at the first bad
-line). The names read are the node's own (claimcore.node.metrics): renaming a family there renames
-what the dashboard looks for.
+asks for text/plain), read whole with prometheus_client's parser. A scrape the parser refuses counts as
+a failed one (the source is shown down, with the parser's reason), as Prometheus itself does. The names
+read are the node's own (claimcore.node.metrics): renaming a family there renames what the dashboard
+looks for, and the browser test checks each of them against a real node's /metrics.
 
 Counters (and histogram buckets, which are counters) are followed per source: each scrape's increase over
 the previous one (a counter that went down restarted: its whole value is the increase), so a node
@@ -36,23 +36,19 @@ REDIS_UP = node_metrics.REDIS_UP
 INFO = node_metrics.INFO
 COUNTERS = frozenset((CLAIMS, ADMISSION_DROPS, REDEMPTIONS, RPC_ERRORS, CLAIM_SECONDS + "_bucket",
                       CLAIM_SECONDS + "_count", CLAIM_SECONDS + "_sum"))  # fmt: skip
+#: Every family name the dashboard reads (the test checks each is in a node's /metrics).
+READ = (CLAIMS, CLAIM_SECONDS + "_bucket", ADMISSION_DROPS, REDEMPTIONS, RPC_ERRORS, REDIS_UP, INFO)
 QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999))
 
 
 def parse_text(text: str) -> list[Sample]:
-    """Every sample of a text exposition, as (name, sorted labels, value). Malformed lines are skipped."""
-    samples: list[Sample] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        try:
-            families = list(text_string_to_metric_families(line))
-        except ValueError:
-            continue
-        for family in families:
-            samples += [(s.name, tuple(sorted(s.labels.items())), float(s.value)) for s in family.samples]
-    return samples
+    """Every sample of a text exposition, as (name, sorted labels, value); ValueError for text that is
+    not one (the parser's reason)."""
+    try:
+        return [(s.name, tuple(sorted(s.labels.items())), float(s.value))
+                for family in text_string_to_metric_families(text) for s in family.samples]
+    except (ValueError, IndexError, KeyError) as exc:
+        raise ValueError(f"not Prometheus text: {exc}") from None
 
 
 def label(labels: Labels, name: str) -> str:

@@ -1,11 +1,13 @@
-"""The dashboard's page and its feed: a small asyncio HTTP server (stdlib streams, on uvloop).
+"""The dashboard's page and its feed, served with aiohttp (on uvloop, next to the collector).
 
-    /           the page (page.html: inline CSS and JS, no external assets)
-    /events     server-sent events: one JSON snapshot every --every-s
+    /           the page (page.html: inline CSS and JS, no external assets), with the latest snapshot
+                embedded, so a page opened mid-burst shows figures at once
+    /events     server-sent events: the latest snapshot at once, then each new one (every --every-s)
     /snapshot   the latest snapshot once, for scripts and tests
     /healthz    "ok", for a load balancer or a probe
 
-The snapshots come from collector.py; `serve` runs both until SIGINT or SIGTERM.
+`make_app` builds the application around a Collector (the tests run it in-process); `serve` runs it
+and the collector until SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -18,17 +20,26 @@ import sys
 import time
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit
+
+from aiohttp import web
 
 from claimcore.ops.dashboard.collector import Collector
 
+FIRST_SNAPSHOT_WAIT_S = 30.0  # /snapshot and the page wait this long for the very first snapshot
+KEEP_ALIVE_S = 15.0  # a comment on an idle event stream, so proxies keep it open
+SHUTDOWN_S = 2.0
+#: Where page.html takes the snapshot it is served with.
+EMBED = b'<script id="first-snapshot" type="application/json">null</script>'
+HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
 
 class Hub:
-    """The latest snapshot, and a wake-up for every /events stream when a new one is out."""
+    """The latest snapshot, and a wake-up for every /events stream when a new one is out (or at close)."""
 
     def __init__(self) -> None:
         self.body = b""
         self.version = 0
+        self.closed = False
         self.changed = asyncio.Condition()
 
     async def publish(self, snapshot: dict[str, Any]) -> None:
@@ -37,33 +48,34 @@ class Hub:
             self.version += 1
             self.changed.notify_all()
 
+    async def close(self) -> None:
+        async with self.changed:
+            self.closed = True
+            self.changed.notify_all()
+
     async def wait_newer(self, version: int, timeout: float) -> bool:
         async with self.changed:
             try:
-                await asyncio.wait_for(self.changed.wait_for(lambda: self.version > version), timeout)
+                await asyncio.wait_for(
+                    self.changed.wait_for(lambda: self.version > version or self.closed), timeout)
             except TimeoutError:
                 return False
-        return True
+        return self.version > version
 
 
 def page() -> bytes:
     return resources.files(__package__).joinpath("page.html").read_bytes()
 
 
-def _head(status: str, ctype: str, length: int | None = None, extra: str = "") -> bytes:
-    lines = [f"HTTP/1.1 {status}", f"Content-Type: {ctype}", "Cache-Control: no-store",
-             "X-Content-Type-Options: nosniff"]
-    if length is not None:
-        lines += [f"Content-Length: {length}", "Connection: close"]
-    return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode()
-
-
 class Dashboard:
-    def __init__(self, collector: Collector, every_s: float) -> None:
+    """The collector's loop and the page's routes, sharing one Hub."""
+
+    def __init__(self, collector: Collector) -> None:
         self.collector = collector
-        self.every_s = every_s
+        self.every_s = collector.every_s
         self.hub = Hub()
         self.page = page()
+        assert EMBED in self.page, "page.html lost its first-snapshot script"
         self.streams = 0
 
     async def collect_forever(self) -> None:
@@ -76,74 +88,101 @@ class Dashboard:
                 print(f"claimcore dashboard: collecting failed: {exc!r}", file=sys.stderr, flush=True)
             await asyncio.sleep(max(0.0, self.every_s - (time.monotonic() - started)))
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await asyncio.wait_for(reader.readline(), 10)
-            for _ in range(100):  # headers: read and ignore
-                line = await asyncio.wait_for(reader.readline(), 10)
-                if line in (b"\r\n", b"\n", b""):
-                    break
-            parts = request.decode("latin-1").split()
-            if len(parts) < 2:
-                return
-            method, path = parts[0], urlsplit(parts[1]).path
-            if method not in ("GET", "HEAD"):
-                await self._send(writer, "405 Method Not Allowed", "text/plain", b"GET only\n", method)
-            elif path == "/":
-                await self._send(writer, "200 OK", "text/html; charset=utf-8", self.page, method)
-            elif path == "/snapshot":
-                if not self.hub.version:
-                    await self.hub.wait_newer(0, 30)
-                await self._send(writer, "200 OK", "application/json", self.hub.body or b"{}", method)
-            elif path == "/events" and method == "GET":
-                await self._stream(writer)
-            elif path == "/healthz":
-                await self._send(writer, "200 OK", "text/plain", b"ok\n", method)
-            else:
-                await self._send(writer, "404 Not Found", "text/plain", b"not found\n", method)
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+    async def _latest(self) -> bytes:
+        if not self.hub.version:
+            await self.hub.wait_newer(0, FIRST_SNAPSHOT_WAIT_S)
+        return self.hub.body
 
-    async def _send(self, writer: asyncio.StreamWriter, status: str, ctype: str, body: bytes,
-                    method: str) -> None:
-        writer.write(_head(status, ctype, len(body)) + (body if method != "HEAD" else b""))
-        await asyncio.wait_for(writer.drain(), 10)
+    async def index(self, request: web.Request) -> web.Response:
+        """The page with the latest snapshot in it ("</" escaped: JSON inside a script element)."""
+        body = (await self._latest()) or b"null"
+        embedded = EMBED.replace(b">null<", b">" + body.replace(b"</", b"<\\/") + b"<")
+        return web.Response(body=self.page.replace(EMBED, embedded), content_type="text/html",
+                            charset="utf-8", headers=HEADERS)
 
-    async def _stream(self, writer: asyncio.StreamWriter) -> None:
-        """Server-sent events: every new snapshot as one `data:` line; a comment every 15 s otherwise."""
+    async def snapshot(self, request: web.Request) -> web.Response:
+        return web.Response(body=(await self._latest()) or b"{}", content_type="application/json",
+                            headers=HEADERS)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n", headers=HEADERS)
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: the latest snapshot at once, then every new one as one `data:` line; a
+        comment every KEEP_ALIVE_S otherwise. Ends when the client goes or the server stops."""
+        response = web.StreamResponse(headers={
+            **HEADERS, "Content-Type": "text/event-stream",
+            "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+        })
+        await response.prepare(request)
         self.streams += 1
         try:
-            extra = "Connection: keep-alive\r\nX-Accel-Buffering: no\r\n"  # nginx: do not buffer the stream
-            writer.write(_head("200 OK", "text/event-stream", extra=extra) + b"retry: 1000\n\n")
+            await response.write(b"retry: 1000\n\n")
             version = 0
-            while True:
+            while not self.hub.closed:
                 if self.hub.version > version:
                     version = self.hub.version
-                    writer.write(b"data: " + self.hub.body + b"\n\n")
+                    await response.write(b"data: " + self.hub.body + b"\n\n")
                 else:
-                    writer.write(b": keep-alive\n\n")
-                await asyncio.wait_for(writer.drain(), 10)  # a client that stopped reading is let go
-                await self.hub.wait_newer(version, 15)
+                    await response.write(b": keep-alive\n\n")
+                await self.hub.wait_newer(version, KEEP_ALIVE_S)
+        except ConnectionError:
+            pass  # the page was closed
         finally:
             self.streams -= 1
+        return response
+
+    async def _start_collecting(self, app: web.Application) -> None:
+        self.collector.open()
+        app["collecting"] = asyncio.create_task(self.collect_forever())
+
+    async def _stop_streams(self, app: web.Application) -> None:
+        await self.hub.close()
+
+    async def _stop_collecting(self, app: web.Application) -> None:
+        app["collecting"].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await app["collecting"]
+        await self.collector.close()
+
+
+def make_app(collector: Collector) -> web.Application:
+    """The aiohttp application: the routes above, the collector started and stopped with it. GET routes
+    answer HEAD too; other methods get 405."""
+    dash = Dashboard(collector)
+    app = web.Application()
+    app["dashboard"] = dash
+    app.router.add_get("/", dash.index)
+    app.router.add_get("/events", dash.events, allow_head=False)
+    app.router.add_get("/snapshot", dash.snapshot)
+    app.router.add_get("/healthz", dash.healthz)
+    app.on_startup.append(dash._start_collecting)
+    app.on_shutdown.append(dash._stop_streams)
+    app.on_cleanup.append(dash._stop_collecting)
+    return app
+
+
+async def start(collector: Collector, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """The app served on host:port; the runner (to clean up) and the port bound. OSError if it cannot."""
+    runner = web.AppRunner(make_app(collector), access_log=None, shutdown_timeout=SHUTDOWN_S)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner, runner.addresses[0][1]
 
 
 async def serve(collector: Collector, host: str, port: int) -> int:
     """Collect every collector.every_s and serve the page on host:port until SIGINT or SIGTERM: 0 then,
     2 if host:port cannot be served on."""
-    collector.open()
-    dash = Dashboard(collector, collector.every_s)
     try:
-        server = await asyncio.start_server(dash.handle, host, port, reuse_address=True)
+        runner, bound = await start(collector, host, port)
     except OSError as exc:
-        print(f"claimcore dashboard: cannot serve on {host}:{port}: {exc}", file=sys.stderr)
-        await collector.close()
+        print(f"claimcore dashboard: cannot serve on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    bound = server.sockets[0].getsockname()[1]
     shown = host if ":" not in host else f"[{host}]"
     targets, urls = collector.targets, collector.metrics_urls
     print(f"claimcore dashboard: http://{shown}:{bound}/ watching {', '.join(targets)}"
@@ -153,13 +192,8 @@ async def serve(collector: Collector, host: str, port: int) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    collecting = asyncio.create_task(dash.collect_forever())
     try:
-        async with server:
-            await stop.wait()
+        await stop.wait()
     finally:
-        collecting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await collecting
-        await collector.close()
+        await runner.cleanup()
     return 0
