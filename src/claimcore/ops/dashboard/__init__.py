@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--campaign", action="append", default=[], metavar="ID",
                      help="a campaign to show (repeat, or comma-separated); default: every campaign")
     src.add_argument("--max-campaigns", type=int, default=24, metavar="N",
-                     help="without --campaign, show at most the N most recently created (default 24)")
+                     help="without --campaign, show at most the first N in launch order (default 24)")
     web = parser.add_argument_group("the page")
     web.add_argument("--host", default="127.0.0.1", help="address to serve the page on (default 127.0.0.1)")
     web.add_argument("--port", type=int, default=8080, help="port of the page (default 8080; 0 = a free one)")

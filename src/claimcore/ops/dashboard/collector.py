@@ -10,8 +10,9 @@ outcome mix and the rejection reasons. Without --metrics those panels say so and
 
 The campaigns come in launch order: the live ones first (open, paused, not started, and one this
 dashboard saw sell out within the last hour), by start time; then the others, most recent first. The
-header's totals and the outcome mix cover the live ones (the "focus"), never old rehearsals. A snapshot
-is plain JSON (no NaN or Infinity) for web.py to serve.
+header's totals and the outcome mix cover the "focus", never old rehearsals: the live ones that have
+started (open, paused, just sold out); else, before a launch, the ones not started yet; else, with
+--campaign, every campaign shown. A snapshot is plain JSON (no NaN or Infinity) for web.py to serve.
 """
 
 from __future__ import annotations
@@ -326,7 +327,7 @@ class Collector:
         error = self.info_errors.get(campaign_id)
         if info is None:
             return {"id": campaign_id, "error": error or "no figures yet", "status": "UNKNOWN",
-                    "focus": False}
+                    "live": False, "focus": False}
         c = info.campaign
         now_ms = int(now * 1000)
         status = self._status(info, now_ms)
@@ -341,7 +342,7 @@ class Collector:
             ttso = max(0.0, (info.sold_out_at_ms - clock_from) / 1000)
         out: dict[str, Any] = {
             "id": campaign_id, "name": c.name, "status": status, "error": error,
-            "focus": self._in_focus(campaign_id, now),
+            "live": self._in_focus(campaign_id, now), "focus": False,
             "stale": campaign_id in self.stale_since,
             "inventory": c.inventory, "granted": info.granted, "remaining": info.remaining,
             "held_for_rounds": info.held_for_rounds, "paused": info.paused,
@@ -449,7 +450,11 @@ class Collector:
         watched = set(self.ids)
         order = sorted(self.ids, key=lambda i: (self._rank(i, now), i))
         campaigns = [self._campaign(i, now) for i in order]
-        focused = [c for c in campaigns if c.get("focus")]
+        live = [c for c in campaigns if c["live"]]
+        focused = ([c for c in live if c["status"] != "NOT_STARTED"] or live
+                   or (campaigns if self.fixed else []))
+        for c in focused:
+            c["focus"] = True
         focus = {c["id"] for c in focused}
         rates = [c["claims_per_s"] for c in focused if c.get("claims_per_s") is not None]
         total_granted = sum(c.get("granted", 0) for c in focused)
@@ -466,7 +471,7 @@ class Collector:
             "at_ms": int(now * 1000), "every_s": self.every_s,
             "watching": {"campaigns": len(self.ids), "listed": self.listed, "fixed": bool(self.fixed),
                          "max": self.max_campaigns},
-            # The header's figures: the focus only (live campaigns, and one just sold out), never old ones.
+            # The header's figures: the focus only (see the module's docstring), never old rehearsals.
             "totals": {"campaigns": sorted(focus),
                        "inventory": sum(c.get("inventory", 0) for c in focused),
                        "granted": total_granted,
