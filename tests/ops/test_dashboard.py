@@ -16,6 +16,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -569,6 +570,19 @@ def test_bad_flags_exit_2() -> None:
                              text=True, env=child_env(), timeout=60)
         assert out.returncode == 2, (args, out.stderr)
         assert out.stderr.startswith("claimcore dashboard: ")
+
+
+def test_a_port_in_use_is_one_line_and_exit_2() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "claimcore.ops.dashboard", "--port", str(port),
+                              "--target", f"127.0.0.1:{free_port()}"], capture_output=True, text=True,
+                             env=child_env(), timeout=60)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith(f"claimcore dashboard: cannot serve on 127.0.0.1:{port}: ")
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
 
 
 # ---------------------------------------------------------------- the Prometheus figures
