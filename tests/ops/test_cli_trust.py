@@ -392,3 +392,20 @@ def test_a_good_eligibility_file_loads_in_any_column_order_and_help_lists_the_co
     for column in ("user_id", "allowed", "denied", "region", "tags", "remove"):
         assert re.search(rf"^  {column} +\S", shown, re.M), column
     assert "eligibility" in run(env, "eligibility", "--help").stdout
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line() -> None:
+    """A port another process holds: one line naming it, exit 1, no traceback and no gRPC core log line,
+    and the embedded redis-server it had started is stopped again."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run([sys.executable, "-m", "claimcore", "serve", "--plaintext", "--no-auth",
+                              "--ephemeral", "--port", str(port)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.splitlines() == [
+        f"claimcore serve: cannot listen on 127.0.0.1:{port}: the port is in use, or the host is not an "
+        "address of this machine"], run.stderr
+    folder = re.search(r"temporary folder (\S+)\)", run.stdout)
+    assert folder and not Path(folder.group(1)).exists(), run.stdout  # the ephemeral server was stopped

@@ -173,10 +173,14 @@ class Node:
     async def start(self) -> int:
         address = f"{self.options.host}:{self.options.port}"
         tls = server_tls(self.options)
-        self.port = (self.server.add_secure_port(address, tls) if tls
-                     else self.server.add_insecure_port(address))
+        try:  # grpcio returns 0, or (newer) raises RuntimeError, for an address it cannot bind
+            self.port = (self.server.add_secure_port(address, tls) if tls
+                         else self.server.add_insecure_port(address))
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {self.options.host}:{self.options.port}")
+            raise OSError(f"cannot listen on {self.options.host}:{self.options.port}: the port is in use, "
+                          "or the host is not an address of this machine")
         if self.options.metrics_port >= 0:
             self.metrics_port = self.metrics.serve(self.options.metrics_host or self.options.host,
                                                    self.options.metrics_port)

@@ -7,24 +7,12 @@ from __future__ import annotations
 import os
 import sys
 
-GLOBAL_FLAGS_WITH_A_VALUE = ("--config", "--log-format", "--tz")
-
-
-def _command_word(argv: list[str]) -> str:
-    """The command of a command line (`serve` of `claimcore --log-format json serve ...`)."""
-    words = iter(argv)
-    for word in words:
-        if word in GLOBAL_FLAGS_WITH_A_VALUE:
-            next(words, None)
-        elif not word.startswith("-"):
-            return word
-    return ""
-
 
 # gRPC's core library writes its own log lines on standard error (a failed TLS handshake, a refused
-# connection): a client command says what went wrong in one line of its own instead. The setting is read
-# when grpc is imported, so it is made here, before any import of grpc. `serve` keeps gRPC's default, as
-# does a process that imports this module; GRPC_VERBOSITY set by the caller (to debug a connection) wins.
+# connection, a port already taken): a command says what went wrong in one line of its own instead, and
+# so does `serve`. The setting is read when grpc is imported, so it is made here, before any import of
+# grpc. A process that imports this module keeps gRPC's default; GRPC_VERBOSITY set by the caller (to
+# debug a connection or a node) wins.
 def _run_as_the_claimcore_program() -> bool:
     """True for `claimcore ...` and `python -m claimcore ...`; not when a test or tool imports this module."""
     program = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
@@ -32,7 +20,7 @@ def _run_as_the_claimcore_program() -> bool:
     return os.path.basename(program) == "claimcore" or program.endswith(main_module)
 
 
-if _run_as_the_claimcore_program() and _command_word(sys.argv[1:]) != "serve":
+if _run_as_the_claimcore_program():
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import argparse  # noqa: E402
