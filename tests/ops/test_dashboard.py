@@ -158,6 +158,7 @@ return {
   marker: window.__marker || null,
   live: text('#live'),
   latency: text('#p-latency'), outcomes: text('#p-outcomes'), rejections: text('#p-rejections'),
+  nodes_text: text('#p-nodes'),
   nodes: Array.from(document.querySelectorAll('#p-nodes [data-target]')).map(
     e => [e.getAttribute('data-target'), e.getAttribute('data-status')]),
   redis: Array.from(document.querySelectorAll('#p-nodes [data-redis]')).map(
@@ -301,8 +302,9 @@ def test_the_page_puts_the_launch_on_screen_live_to_sold_out(launch_node, tmp_pa
 
     dead = f"127.0.0.1:{free_port()}"  # a node that does not answer: shown as such, figures still come
     args = ["--target", f"{dead},{node.address}", "--every-s", "0.25"]
+    dead_metrics = f"http://127.0.0.1:{free_port()}/metrics"  # an endpoint that does not answer either
     if metrics_url:
-        args += ["--metrics", metrics_url]
+        args += ["--metrics", f"{metrics_url},{dead_metrics}"]
     dash = Dashboard(*args)
     driver = None
     try:
@@ -353,6 +355,9 @@ def test_the_page_puts_the_launch_on_screen_live_to_sold_out(launch_node, tmp_pa
         assert sum(r for _, r in card["shards"]) == inventory - first_wave
         assert dict(page["nodes"]) == {node.address: "SERVING", dead: "UNREACHABLE"}
         assert "up" in page["redis"]
+        if metrics_url:
+            assert f"metrics {metrics_url}: ok" in page["nodes_text"]
+            assert f"metrics {dead_metrics}: down (ClientConnectorError" in page["nodes_text"]
 
         driver.execute_script("window.__marker = 'same page';")  # gone if the page reloads
         driver.execute_script(RECORD, cid)

@@ -21,11 +21,11 @@ import asyncio
 import math
 import ssl
 import time
-import urllib.request
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -135,7 +135,8 @@ class Collector:
         self.stale_since: dict[str, float] = {}
         self.grant_rates: dict[str, RateTracker] = {}
         self.call_rates: dict[str, RateTracker] = {}
-        self.total_rate = RateTracker()
+        self.total_peak = 0.0
+        self.total_series: deque[tuple[int, float]] = deque()
         self.total_calls = RateTracker()
         self.errors: list[str] = []
         self.state = m.MetricsState(keep_s=max(SERIES_S, RECENT_WINDOW_S * 2))
@@ -146,8 +147,11 @@ class Collector:
         self.last_status: dict[str, str] = {}
         self.seen_selling_out: dict[str, float] = {}
         self.metrics_ssl = ssl.create_default_context(cafile=reach.ca or None)
+        self.http: aiohttp.ClientSession | None = None
 
     def open(self) -> None:
+        """Channels to the nodes and an HTTP client for their /metrics; inside the running loop."""
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_S))
         for target in self.targets:
             channel = self.reach.aio_channel(target)
             self.channels[target] = channel
@@ -155,6 +159,8 @@ class Collector:
             self.health[target] = health_pb2_grpc.HealthStub(channel)
 
     async def close(self) -> None:
+        if self.http is not None:
+            await self.http.close()
         for channel in self.channels.values():
             await channel.close()
 
@@ -259,8 +265,8 @@ class Collector:
             return "NOT_STARTED"
         return "OPEN"
 
-    def _in_focus(self, campaign_id: str, now: float) -> bool:
-        """Live (open, paused, not started), or seen selling out by this dashboard within the last hour."""
+    def _is_live(self, campaign_id: str, now: float) -> bool:
+        """Open, paused, not started, or seen selling out by this dashboard within the last hour."""
         info = self.infos.get(campaign_id)
         if info is None:
             return False
@@ -276,13 +282,13 @@ class Collector:
         return status == "SOLD_OUT" and sold is not None and now - sold < SOLD_OUT_KEPT_S
 
     def _rank(self, campaign_id: str, now: float) -> tuple[int, float]:
-        """Launch order: the focus by start time (a campaign without one started when created), then the
+        """Launch order: the live ones by start time (a campaign without one started when created), then the
         others by their end (sold out, ended, else start), most recent first; unknown ones last."""
         info = self.infos.get(campaign_id)
         if info is None:
             return (2, 0.0)
         start = max(info.campaign.starts_at_ms, info.created_at_ms)
-        if self._in_focus(campaign_id, now):
+        if self._is_live(campaign_id, now):
             return (0, float(start))
         end = info.sold_out_at_ms or info.campaign.ends_at_ms or start
         return (1, -float(end))
@@ -290,16 +296,19 @@ class Collector:
     async def _scrape(self, url: str, now: float) -> None:
         source = self.sources[url]
 
-        def fetch() -> str:
+        async def fetch() -> str:
+            assert self.http is not None
             ctx = self.metrics_ssl if url.startswith("https:") else None
-            req = urllib.request.Request(url, headers={"Accept": "text/plain"})
-            with urllib.request.urlopen(req, timeout=SCRAPE_TIMEOUT_S, context=ctx) as resp:
-                return resp.read(64 << 20).decode("utf-8", errors="replace")
+            async with self.http.get(url, headers={"Accept": "text/plain"}, ssl=ctx) as resp:
+                resp.raise_for_status()
+                return (await resp.content.read(64 << 20)).decode("utf-8", errors="replace")
 
         try:
-            samples = m.parse_text(await asyncio.to_thread(fetch))
+            samples = m.parse_text(await fetch())
         except Exception as exc:  # noqa: BLE001 - any failure is "this source is down", shown as such
-            source.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+            why = str(exc) or (f"no answer within {SCRAPE_TIMEOUT_S:g} s" if isinstance(exc, TimeoutError)
+                               else "")
+            source.update(ok=False, error=f"{type(exc).__name__}: {why}")
             return
         self.state.observe(url, samples, now)
         redis_up = self.state.gauges(url, m.REDIS_UP)
@@ -342,7 +351,7 @@ class Collector:
             ttso = max(0.0, (info.sold_out_at_ms - clock_from) / 1000)
         out: dict[str, Any] = {
             "id": campaign_id, "name": c.name, "status": status, "error": error,
-            "live": self._in_focus(campaign_id, now), "focus": False,
+            "live": self._is_live(campaign_id, now), "focus": False,
             "stale": campaign_id in self.stale_since,
             "inventory": c.inventory, "granted": info.granted, "remaining": info.remaining,
             "held_for_rounds": info.held_for_rounds, "paused": info.paused,
@@ -458,7 +467,14 @@ class Collector:
         focus = {c["id"] for c in focused}
         rates = [c["claims_per_s"] for c in focused if c.get("claims_per_s") is not None]
         total_granted = sum(c.get("granted", 0) for c in focused)
-        self.total_rate.add(now, float(total_granted))
+        # The header's rate is the sum of the focus's own rates: a campaign joining or leaving the focus
+        # is no jump in grants.
+        total_rate = sum(rates) if rates else None
+        if total_rate is not None:
+            self.total_peak = max(self.total_peak, total_rate)
+            self.total_series.append((int(now * 1000), round(total_rate, 2)))
+        while self.total_series and self.total_series[0][0] < (now - SERIES_S) * 1000:
+            self.total_series.popleft()
         nodes = []
         for target in self.targets:
             st = self.node_state[target]
@@ -476,8 +492,8 @@ class Collector:
                        "inventory": sum(c.get("inventory", 0) for c in focused),
                        "granted": total_granted,
                        "remaining": sum(c.get("remaining", 0) for c in focused),
-                       "claims_per_s": sum(rates) if rates else None,
-                       "peak_claims_per_s": self.total_rate.peak, "series": list(self.total_rate.series)},
+                       "claims_per_s": total_rate,
+                       "peak_claims_per_s": self.total_peak, "series": list(self.total_series)},
             "campaigns": campaigns,
             "nodes": nodes,
             "metrics": self._metrics(now, focus),
