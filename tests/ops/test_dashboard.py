@@ -508,6 +508,32 @@ def test_the_page_puts_the_launch_on_screen_live_to_sold_out(launch_node, tmp_pa
     assert code == 0, dash.stderr()  # SIGTERM stops it cleanly
 
 
+def test_time_to_sold_out_counts_from_the_start_time(launch_node) -> None:  # type: ignore[no-untyped-def]
+    """A campaign with a start time: its clock starts then, not at its creation nor at its first claim."""
+    node, _ = launch_node
+    channel = grpc.insecure_channel(node.address)
+    admin, claims = pb_grpc.AdminServiceStub(channel), pb_grpc.ClaimServiceStub(channel)
+    starts_at = int(time.time() * 1000) + 1500
+    cid = create(admin, "timed", "Starts soon", 20, 2, starts_at_ms=starts_at)
+    dash = Dashboard("--target", node.address, "--campaign", cid, "--every-s", "0.25")
+    try:
+        (c,) = dash.snapshot()["campaigns"]
+        assert c["status"] in ("NOT_STARTED", "OPEN") and c["granted"] == 0
+        assert c["clock_from"] == "start" and c["clock_from_ms"] == starts_at
+        wait_for("the start time", lambda: time.time() * 1000 > starts_at + 200)
+        outcomes = claim_users(claims, cid, range(25))
+        assert outcomes.count(pb.GRANTED) == 20 and outcomes.count(pb.SOLD_OUT) == 5
+        info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
+        c = wait_for("sold out in the dashboard", lambda: (lambda s: s["campaigns"][0] if (
+            s["campaigns"][0]["status"] == "SOLD_OUT") else None)(dash.snapshot()))
+        assert first_grant_ms(admin, cid) > starts_at + 200  # the first claim came later: not the clock
+        assert math.isclose(c["time_to_sold_out_s"], (info.sold_out_at_ms - starts_at) / 1000, abs_tol=1e-6)
+        assert c["focus"]  # seen selling out: still the header's
+    finally:
+        assert dash.stop() == 0
+        channel.close()
+
+
 # ---------------------------------------------------------------- a secured node: TLS and the admin key
 
 
