@@ -2,7 +2,8 @@
 
 This module is the command: its flags, their checks, and `run`. collector.py asks the nodes for each
 snapshot (AdminService figures, gRPC health, and with --metrics their Prometheus endpoints, read by
-prometheus.py); web.py serves the page (page.html), the snapshots as server-sent events, and /snapshot.
+prometheus.py); web.py serves the page (page.html), the snapshots as server-sent events, and /snapshot,
+with aiohttp.
 """
 
 from __future__ import annotations
