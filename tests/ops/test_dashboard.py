@@ -9,6 +9,7 @@ tmp_path and copied to artifacts/dashboard/.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -27,12 +28,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 
 from claimcore.harness.embedded_redis import EmbeddedRedis, free_port
 from claimcore.harness.local_node import PACKAGE_ROOT, LocalNode
 from claimcore.ops.dashboard import prometheus as m
+from claimcore.ops.dashboard.collector import Collector
+from claimcore.ops.dashboard.web import DASHBOARD, start
 from claimcore.security.access import Access
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
@@ -614,6 +618,30 @@ def test_a_port_in_use_is_one_line_and_exit_2() -> None:
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.startswith(f"claimcore dashboard: cannot serve on 127.0.0.1:{port}: ")
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def test_the_snapshot_embedded_in_the_page_cannot_end_its_script() -> None:
+    """The page carries the latest snapshot inside a <script> element; a campaign name holding
+    "</script>" or "<!--" stays JSON text there (the app in-process, its collector on a dead target)."""
+    hostile = {"at_ms": 1, "campaigns": [{"id": "x", "name": "</script><script>window.__x=1</script><!--"}]}
+
+    async def run() -> str:
+        collector = Collector([f"127.0.0.1:{free_port()}"], [], ["x"], Access(), every_s=60)
+        runner, port = await start(collector, "127.0.0.1", 0)
+        try:
+            dash = runner.app[DASHBOARD]
+            await dash.hub.wait_newer(0, 30)  # the collector's first snapshot; the next is a minute away
+            await dash.hub.publish(hostile)
+            async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/") as resp:
+                assert resp.status == 200 and resp.content_type == "text/html"
+                return await resp.text()
+        finally:
+            await runner.cleanup()
+
+    page = asyncio.run(run())
+    found = re.search(r'<script id="first-snapshot" type="application/json">(.*?)</script>', page, re.S)
+    assert found and "<" not in found.group(1)
+    assert json.loads(found.group(1)) == hostile
 
 
 # ---------------------------------------------------------------- the Prometheus figures

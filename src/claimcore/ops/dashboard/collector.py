@@ -59,6 +59,7 @@ SOLD_OUT_KEPT_S = 3600.0  # a campaign seen selling out stays in the focus (and 
 #: A stream position after every entry: a cursor holding it for shards 0..s-1 makes ExportEvents
 #: start at shard s's first entry.
 PAST_THE_END = f"{2**64 - 1}-{2**64 - 2}"
+FIRST_CLAIM_RETRY_S = 10.0  # a ledger read that failed (or found no grant) is tried again this much later
 
 
 def _finite(value: Any) -> Any:
@@ -144,6 +145,7 @@ class Collector:
                                                    for u in self.metrics_urls}
         self.first_redemption: dict[str, dict[str, Any]] = {}
         self.first_claim_ms: dict[str, int] = {}
+        self.first_claim_tried: dict[str, float] = {}
         self.last_status: dict[str, str] = {}
         self.seen_selling_out: dict[str, float] = {}
         self.metrics_ssl = ssl.create_default_context(cafile=reach.ca or None)
@@ -248,9 +250,12 @@ class Collector:
         if firsts:
             self.first_claim_ms[campaign_id] = min(firsts)
 
-    async def _first_claims(self) -> None:
+    async def _first_claims(self, now: float) -> None:
         wanted = [i for i in self.ids if i in self.infos and i not in self.first_claim_ms
-                  and not self.infos[i].campaign.starts_at_ms and self.infos[i].granted > 0]
+                  and not self.infos[i].campaign.starts_at_ms and self.infos[i].granted > 0
+                  and now - self.first_claim_tried.get(i, -math.inf) >= FIRST_CLAIM_RETRY_S]
+        for i in wanted:
+            self.first_claim_tried[i] = now
         await asyncio.gather(*(self._first_claim(i) for i in wanted))
 
     def _status(self, info: claims_pb2.CampaignInfo, now_ms: int) -> str:
@@ -326,7 +331,7 @@ class Collector:
             self._list(now),
         )
         await self._fetch(self.ids)
-        await self._first_claims()
+        await self._first_claims(now)
         return self.snapshot(now)
 
     # -- the snapshot

@@ -77,6 +77,7 @@ class Dashboard:
         self.page = page()
         assert EMBED in self.page, "page.html lost its first-snapshot script"
         self.streams = 0
+        self.collecting: asyncio.Task[None] | None = None
 
     async def collect_forever(self) -> None:
         while True:
@@ -94,9 +95,10 @@ class Dashboard:
         return self.hub.body
 
     async def index(self, request: web.Request) -> web.Response:
-        """The page with the latest snapshot in it ("</" escaped: JSON inside a script element)."""
+        """The page with the latest snapshot in it (every "<" written \\u003c: JSON inside a script element
+        cannot end it or open a comment)."""
         body = (await self._latest()) or b"null"
-        embedded = EMBED.replace(b">null<", b">" + body.replace(b"</", b"<\\/") + b"<")
+        embedded = EMBED.replace(b">null<", b">" + body.replace(b"<", b"\\u003c") + b"<")
         return web.Response(body=self.page.replace(EMBED, embedded), content_type="text/html",
                             charset="utf-8", headers=HEADERS)
 
@@ -134,16 +136,20 @@ class Dashboard:
 
     async def _start_collecting(self, app: web.Application) -> None:
         self.collector.open()
-        app["collecting"] = asyncio.create_task(self.collect_forever())
+        self.collecting = asyncio.create_task(self.collect_forever())
 
     async def _stop_streams(self, app: web.Application) -> None:
         await self.hub.close()
 
     async def _stop_collecting(self, app: web.Application) -> None:
-        app["collecting"].cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await app["collecting"]
+        if self.collecting is not None:
+            self.collecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.collecting
         await self.collector.close()
+
+
+DASHBOARD = web.AppKey("dashboard", Dashboard)  # app[DASHBOARD]: its Dashboard (the tests reach the Hub)
 
 
 def make_app(collector: Collector) -> web.Application:
@@ -151,7 +157,7 @@ def make_app(collector: Collector) -> web.Application:
     answer HEAD too; other methods get 405."""
     dash = Dashboard(collector)
     app = web.Application()
-    app["dashboard"] = dash
+    app[DASHBOARD] = dash
     app.router.add_get("/", dash.index)
     app.router.add_get("/events", dash.events, allow_head=False)
     app.router.add_get("/snapshot", dash.snapshot)
