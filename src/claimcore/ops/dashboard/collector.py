@@ -9,9 +9,9 @@ and, with --metrics, the nodes' Prometheus endpoints (prometheus.py) for latency
 outcome mix and the rejection reasons. Without --metrics those panels say so and everything else works.
 
 The campaigns come in launch order: the live ones first (open, paused, not started, and one this
-dashboard saw sell out within the last hour), by start time; then the others, most recent first. The
+dashboard saw sell out or end within the last hour), by start time; then the others, most recent first. The
 header's totals and the outcome mix cover the "focus", never old rehearsals: the live ones that have
-started (open, paused, just sold out); else, before a launch, the ones not started yet; else, with
+started (open, paused, just sold out or ended); else, before a launch, the ones not started yet; else, with
 --campaign, every campaign shown. A snapshot is plain JSON (no NaN or Infinity) for web.py to serve.
 """
 
@@ -55,7 +55,7 @@ OUTCOMES = ("granted", "already_claimed", "sold_out", "not_started", "ended", "n
             "rate_limited", "paused")  # fmt: skip
 REDEEMED = "redeemed"
 LIVE = ("OPEN", "PAUSED", "NOT_STARTED")
-SOLD_OUT_KEPT_S = 3600.0  # a campaign seen selling out stays in the focus (and first) this long
+CLOSED_KEPT_S = 3600.0  # a campaign seen selling out or ending stays live (first, in the header) this long
 #: A stream position after every entry: a cursor holding it for shards 0..s-1 makes ExportEvents
 #: start at shard s's first entry.
 PAST_THE_END = f"{2**64 - 1}-{2**64 - 2}"
@@ -147,7 +147,7 @@ class Collector:
         self.first_claim_ms: dict[str, int] = {}
         self.first_claim_tried: dict[str, float] = {}
         self.last_status: dict[str, str] = {}
-        self.seen_selling_out: dict[str, float] = {}
+        self.seen_closing: dict[str, float] = {}
         self.metrics_ssl = ssl.create_default_context(cafile=reach.ca or None)
         self.http: aiohttp.ClientSession | None = None
 
@@ -271,7 +271,7 @@ class Collector:
         return "OPEN"
 
     def _is_live(self, campaign_id: str, now: float) -> bool:
-        """Open, paused, not started, or seen selling out by this dashboard within the last hour."""
+        """Open, paused, not started, or seen selling out or ending by this dashboard in the last hour."""
         info = self.infos.get(campaign_id)
         if info is None:
             return False
@@ -280,11 +280,11 @@ class Collector:
         if status in LIVE:
             self.last_status[campaign_id] = status
             return True
-        if status == "SOLD_OUT" and self.last_status[campaign_id] in LIVE:
-            self.seen_selling_out[campaign_id] = info.sold_out_at_ms / 1000
+        if status in ("SOLD_OUT", "ENDED") and self.last_status[campaign_id] in LIVE:
+            self.seen_closing[campaign_id] = now
         self.last_status[campaign_id] = status
-        sold = self.seen_selling_out.get(campaign_id)
-        return status == "SOLD_OUT" and sold is not None and now - sold < SOLD_OUT_KEPT_S
+        closed = self.seen_closing.get(campaign_id)
+        return status in ("SOLD_OUT", "ENDED") and closed is not None and now - closed < CLOSED_KEPT_S
 
     def _rank(self, campaign_id: str, now: float) -> tuple[int, float]:
         """Launch order: the live ones by start time (a campaign without one started when created), then the
