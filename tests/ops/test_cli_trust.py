@@ -409,3 +409,15 @@ def test_serve_on_a_port_in_use_says_so_in_one_line() -> None:
         "address of this machine"], run.stderr
     folder = re.search(r"temporary folder (\S+)\)", run.stdout)
     assert folder and not Path(folder.group(1)).exists(), run.stdout  # the ephemeral server was stopped
+
+
+def test_serve_with_a_certificate_that_is_not_one_says_which(tmp_path: Path) -> None:
+    """TLS files that do not load: one line naming them (gRPC alone would only fail to bind the port)."""
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
+    run = subprocess.run([sys.executable, "-m", "claimcore", "serve", "--tls-cert", str(bad), "--tls-key",
+                          str(bad), "--no-auth", "--ephemeral", "--port", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1, run.stderr
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and f"--tls-cert {bad}" in lines[0] and "not a PEM certificate" in lines[0], lines

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +94,19 @@ def server_tls(options: NodeOptions) -> grpc.ServerCredentials | None:
         roots = Path(options.tls_client_ca).read_bytes() if options.tls_client_ca else None
     except OSError as exc:
         raise ValueError(f"TLS files: {exc}") from None
+    # gRPC would only fail to bind, with no word on why: load them here first, to say which file is wrong.
+    check = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        check.load_cert_chain(options.tls_cert, options.tls_key)
+    except ssl.SSLError as exc:
+        raise ValueError(f"TLS files: --tls-cert {options.tls_cert} and --tls-key {options.tls_key} are not "
+                         f"a PEM certificate chain and its private key ({exc.reason or exc})") from None
+    if options.tls_client_ca:
+        try:
+            check.load_verify_locations(options.tls_client_ca)
+        except ssl.SSLError as exc:
+            raise ValueError(f"TLS files: --tls-client-ca {options.tls_client_ca} is not a PEM CA "
+                             f"certificate ({exc.reason or exc})") from None
     return grpc.ssl_server_credentials([(key, chain)], root_certificates=roots,
                                        require_client_auth=roots is not None)
 
