@@ -116,8 +116,8 @@ CAMPAIGN = obj(
 CAMPAIGN_INFO_FIELDS = dict(
     campaign=CAMPAIGN, paused=BOOL, granted=INT, remaining=INT, sold_out_at_ms=INT,
     shards=arr(obj(shard=INT, remaining=INT, granted=INT, retired=BOOL)), created_at_ms=INT,
-    shard_epoch=INT, resharding=BOOL, held_for_rounds=INT)
-STATUS = {"enum": ["live", "paused", "sold out", "not started", "ended", "resharding"]}
+    shard_epoch=INT, resharding=BOOL, held_for_rounds=INT, archived=BOOL)
+STATUS = {"enum": ["live", "paused", "sold out", "not started", "ended", "resharding", "archived"]}
 CAMPAIGN_INFO = obj(**CAMPAIGN_INFO_FIELDS, status=STATUS)
 FIGURE = dict(ok=BOOL, from_ledger=INT, live=INT, label=STR)
 CHECKS = ("granted", "distinct_vouchers", "grant_records", "users_holding_vouchers", "vouchers_held_by_users",
@@ -129,10 +129,11 @@ MERCHANT = obj(campaign_id=STR, merchant_id=STR, name=STR, category=STR, region=
 SCHEMAS: dict[str, dict[str, object]] = {
     "keygen": obj(key=STR, section=STR, credentials_line=STR),
     "campaign create": CAMPAIGN_INFO, "campaign show": CAMPAIGN_INFO, "campaign pause": CAMPAIGN_INFO,
-    "campaign resume": CAMPAIGN_INFO,
+    "campaign resume": CAMPAIGN_INFO, "campaign archive": CAMPAIGN_INFO, "campaign unarchive": CAMPAIGN_INFO,
     "campaign list": obj(campaign_ids=arr(STR), campaigns=arr(obj(
         campaign_id=STR, name=STR, status=STATUS, inventory=INT, granted=INT, remaining=INT,
-        held_for_rounds=INT, shards=INT, shard_epoch=INT, paused=BOOL, resharding=BOOL, starts_at_ms=INT,
+        held_for_rounds=INT, shards=INT, shard_epoch=INT, paused=BOOL, archived=BOOL, resharding=BOOL,
+        starts_at_ms=INT,
         ends_at_ms=INT, sold_out_at_ms=INT, created_at_ms=INT))),
     "campaign recycle": obj(campaign_id=STR, recycled=INT),
     "campaign reshard": obj(campaign=obj(**CAMPAIGN_INFO_FIELDS), from_shards=INT, to_shards=INT,
@@ -195,6 +196,9 @@ def test_every_json_output_fits_its_schema(node, admin, claims, env, tmp_path):
     exported = run(env, "export", cid, "--target", node.address)
     lines = [json.loads(line) for line in exported.stdout.splitlines()]
     assert exported.returncode == 0 and len(lines) == 3
+    call("campaign pause", cid)
+    assert call("campaign archive", cid)["archived"] is True  # type: ignore[index]
+    assert call("campaign unarchive", cid)["archived"] is False  # type: ignore[index]
 
     for name, output in outputs.items():
         jsonschema.validate(output, SCHEMAS[name])  # fails naming the key and the value

@@ -1,5 +1,5 @@
-"""AdminService: create, inspect, list, pause, resume and reshard campaigns; read their ledger;
-register the merchants that may redeem their vouchers."""
+"""AdminService: create, inspect, list, pause, resume, archive and reshard campaigns; read their
+ledger; register the merchants that may redeem their vouchers."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from claimcore.lifecycle.redemption import Redemptions
 from claimcore.node.errors import grpc_errors
 from claimcore.store.campaign_cache import CampaignCache, CampaignNotFound
 from claimcore.store.inventory import CampaignStatus, RedisInventory
-from claimcore.store.replies import CampaignConflict
+from claimcore.store.replies import ArchiveCode, CampaignConflict
 from claimcore.store.reshard import reshard
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
@@ -51,6 +51,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
             shard_epoch=status.config.epoch,
             resharding=status.resharding,
             held_for_rounds=figures.held,
+            archived=status.archived,
         )
 
     async def CreateCampaign(self, request: pb.CreateCampaignRequest,
@@ -77,16 +78,40 @@ class AdminService(pb_grpc.AdminServiceServicer):
     async def ListCampaigns(self, request: pb.ListCampaignsRequest,
                             context: grpc.aio.ServicerContext) -> pb.ListCampaignsReply:
         async with grpc_errors(context):
-            return pb.ListCampaignsReply(campaign_ids=await self.inventory.list_campaigns())
+            return pb.ListCampaignsReply(
+                campaign_ids=await self.inventory.list_campaigns(request.include_archived))
         raise AssertionError("unreachable")
 
     async def _set_paused(self, request: pb.GetCampaignRequest,
                           context: grpc.aio.ServicerContext, paused: bool) -> pb.CampaignInfo:
         async with grpc_errors(context):
             status = await self.status(request.campaign_id)
-            await self.inventory.set_paused(status.config, paused)
+            if not await self.inventory.set_paused(status.config, paused):
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"campaign {request.campaign_id} is archived: unarchive it first")
             return await self.info(request.campaign_id)
         raise AssertionError("unreachable")
+
+    async def _set_archived(self, request: pb.GetCampaignRequest,
+                            context: grpc.aio.ServicerContext, archived: bool) -> pb.CampaignInfo:
+        async with grpc_errors(context):
+            status = await self.status(request.campaign_id)
+            code = await self.inventory.set_archived(status.config, archived)
+            if code == ArchiveCode.MISSING:
+                raise CampaignNotFound(request.campaign_id)
+            if code == ArchiveCode.REFUSED:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"campaign {request.campaign_id} is open: pause it first")
+            return await self.info(request.campaign_id)
+        raise AssertionError("unreachable")
+
+    async def ArchiveCampaign(self, request: pb.GetCampaignRequest,
+                              context: grpc.aio.ServicerContext) -> pb.CampaignInfo:
+        return await self._set_archived(request, context, True)
+
+    async def UnarchiveCampaign(self, request: pb.GetCampaignRequest,
+                                context: grpc.aio.ServicerContext) -> pb.CampaignInfo:
+        return await self._set_archived(request, context, False)
 
     async def PauseCampaign(self, request: pb.GetCampaignRequest,
                             context: grpc.aio.ServicerContext) -> pb.CampaignInfo:

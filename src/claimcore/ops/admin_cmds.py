@@ -121,7 +121,10 @@ def add_campaign_arguments(parser: argparse.ArgumentParser, parents: Parents) ->
                         help="a channel that may claim it (repeat; none = every channel)")
     create.add_argument("--required-tag", action="append", default=[], help="users must carry it (repeat)")
     for action, what in (("show", "its figures and per-shard table"), ("pause", "stop grants at once"),
-                         ("resume", "restart grants"),
+                         ("resume", "restart grants (not while archived)"),
+                         ("archive", "take a paused, ended or sold-out campaign off the lists; "
+                                     "its figures and ledger stay"),
+                         ("unarchive", "put an archived campaign back in the lists"),
                          ("recycle", "give expired unused vouchers' stock back")):
         actions.add_parser(action, parents=parents, help=what).add_argument("campaign_id",
                                                                             help="the campaign")
@@ -130,7 +133,8 @@ def add_campaign_arguments(parser: argparse.ArgumentParser, parents: Parents) ->
     reshard.add_argument("campaign_id", help="the campaign")
     reshard.add_argument("--shards", type=int, required=True, help="the new shard count")
     reshard.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for it to finish")
-    actions.add_parser("list", parents=parents, help="one row per campaign")
+    listing = actions.add_parser("list", parents=parents, help="one row per campaign")
+    listing.add_argument("--archived", action="store_true", help="archived campaigns too")
 
 
 def _round(text: str) -> tuple[int, int]:
@@ -146,6 +150,8 @@ def _status(info: pb.CampaignInfo, now_ms: int) -> str:
     c = info.campaign
     if info.resharding:
         return "resharding"
+    if info.archived:
+        return "archived"
     if info.paused:
         return "paused"
     if info.sold_out_at_ms:
@@ -241,7 +247,8 @@ def _campaign_rows(infos: list[pb.CampaignInfo]) -> list[dict[str, Any]]:
     return [{"campaign_id": i.campaign.campaign_id, "name": i.campaign.name, "status": _status(i, now),
              "inventory": i.campaign.inventory, "granted": i.granted, "remaining": i.remaining,
              "held_for_rounds": i.held_for_rounds, "shards": i.campaign.shards, "shard_epoch": i.shard_epoch,
-             "paused": i.paused, "resharding": i.resharding, "starts_at_ms": i.campaign.starts_at_ms,
+             "paused": i.paused, "archived": i.archived, "resharding": i.resharding,
+             "starts_at_ms": i.campaign.starts_at_ms,
              "ends_at_ms": i.campaign.ends_at_ms, "sold_out_at_ms": i.sold_out_at_ms,
              "created_at_ms": i.created_at_ms} for i in infos]
 
@@ -283,7 +290,7 @@ def run_campaign(args: argparse.Namespace) -> int:
         info = admin.CreateCampaign(pb.CreateCampaignRequest(campaign=campaign), timeout=10)
         _emit(args, _info_json(info), lambda: _campaign_text(info))
     elif args.action == "list":
-        listed = admin.ListCampaigns(pb.ListCampaignsRequest(), timeout=10)
+        listed = admin.ListCampaigns(pb.ListCampaignsRequest(include_archived=args.archived), timeout=10)
         infos = _campaign_infos(admin, list(listed.campaign_ids))
         _emit(args, {"campaign_ids": list(listed.campaign_ids), "campaigns": _campaign_rows(infos)},
               lambda: _campaign_table(infos))
@@ -303,7 +310,8 @@ def run_campaign(args: argparse.Namespace) -> int:
         _emit(args, done, lambda: _reshard_text(done))
     else:
         call = {"show": admin.GetCampaign, "pause": admin.PauseCampaign,
-                "resume": admin.ResumeCampaign}[args.action]
+                "resume": admin.ResumeCampaign, "archive": admin.ArchiveCampaign,
+                "unarchive": admin.UnarchiveCampaign}[args.action]
         info = call(pb.GetCampaignRequest(campaign_id=args.campaign_id), timeout=10)
         _emit(args, _info_json(info), lambda: _campaign_text(info))
     return 0

@@ -28,8 +28,16 @@ from claimcore.campaign import CampaignConfig
 from claimcore.clock import now_ms
 from claimcore.store import scripts
 from claimcore.store.cluster_calls import eval_on_cluster
-from claimcore.store.keyspace import CAMPAIGN_INDEX, campaign_key, round_lease, shard_keys, voucher_prefix
+from claimcore.store.keyspace import (
+    ARCHIVED_INDEX,
+    CAMPAIGN_INDEX,
+    campaign_key,
+    round_lease,
+    shard_keys,
+    voucher_prefix,
+)
 from claimcore.store.replies import (
+    ArchiveCode,
     BorrowContention,
     CampaignConflict,
     ClaimItem,
@@ -51,6 +59,7 @@ class CampaignStatus:
     created_at_ms: int
     sold_out_at_ms: int
     resharding: bool = False
+    archived: bool = False
 
 
 @dataclass
@@ -501,9 +510,9 @@ class RedisInventory:
 
     async def load_campaign(self, campaign_id: str) -> CampaignStatus | None:
         """The campaign with its live shard map, or None if no ready campaign has this id."""
-        spec, status, paused, created, sold_out, shards, epoch, slots = await self.redis.hmget(
+        spec, status, paused, created, sold_out, shards, epoch, slots, archived = await self.redis.hmget(
             campaign_key(campaign_id), "spec", "status", "paused", "created_at", "sold_out_at",
-            "shards", "epoch", "slots",
+            "shards", "epoch", "slots", "archived",
         )
         if not spec or status not in ("ready", "resharding"):
             return None
@@ -511,19 +520,60 @@ class RedisInventory:
         if shards:
             config = config.with_map(int(shards), int(epoch or 0), int(slots or shards))
         return CampaignStatus(
-            config, paused == "1", int(created or 0), int(sold_out or 0), status == "resharding"
+            config, paused == "1", int(created or 0), int(sold_out or 0), status == "resharding",
+            archived == "1",
         )
 
-    async def list_campaigns(self) -> list[str]:
-        return sorted(await self.redis.smembers(CAMPAIGN_INDEX))
+    async def list_campaigns(self, include_archived: bool = False) -> list[str]:
+        """The ids of the campaigns, archived ones only with include_archived. The two index sets
+        enumerate; each campaign's own flag decides (a move between the sets cut short by a crash
+        shows nowhere wrong, and the next archive or unarchive of it finishes the move)."""
+        ids = sorted(await self.redis.smembers(CAMPAIGN_INDEX) | await self.redis.smembers(ARCHIVED_INDEX))
+        if include_archived or not ids:
+            return ids
+        pipe = self.redis.pipeline(transaction=False)
+        for cid in ids:
+            pipe.hget(campaign_key(cid), "archived")
+        return [cid for cid, flag in zip(ids, await pipe.execute(), strict=True) if flag != "1"]
 
-    async def set_paused(self, config: CampaignConfig, paused: bool) -> None:
+    async def set_paused(self, config: CampaignConfig, paused: bool) -> bool:
+        """Pause or resume on every shard; False (nothing changed) for a resume of an archived
+        campaign. A pause writes the shards first, a resume the campaign's flag first (archive.lua,
+        which refuses it once archived), so the campaign's flag never says paused while a shard
+        grants: what archive.lua relies on."""
+        cid = config.campaign_id
+        if not paused:
+            code = await scripts.ARCHIVE(self.redis, [campaign_key(cid)], ["resume", 0, 0])
+            if ArchiveCode(int(code)) != ArchiveCode.DONE:
+                return False
         flag = 1 if paused else 0
         pipe = self.redis.pipeline(transaction=False)
         for s in range(config.shard_slots):
-            pipe.hset(shard_keys(config.campaign_id, s).state, "paused", flag)
-        pipe.hset(campaign_key(config.campaign_id), "paused", flag)
+            pipe.hset(shard_keys(cid, s).state, "paused", flag)
+        if paused:
+            pipe.hset(campaign_key(cid), "paused", flag)
         await pipe.execute()
+        return True
+
+    async def set_archived(self, config: CampaignConfig, archived: bool) -> ArchiveCode:
+        """Archive (take off the lists) or unarchive a campaign: DONE, now or before, or REFUSED
+        for an archive of a campaign open to claims. archive.lua decides, by the campaign's pause
+        flag, its end by Redis's clock and sold_out read here first: no stock in any shard, none
+        moving, returning or held for a round (a claim racing this only takes stock). The index
+        sets follow the flag, in an order that never lists an archived campaign."""
+        cid = config.campaign_id
+        sold_out = 0
+        if archived:
+            figures = await self.figures(config)
+            sold_out = int(figures.total_remaining == 0 and figures.held == 0)
+        op = "archive" if archived else "unarchive"
+        code = ArchiveCode(int(await scripts.ARCHIVE(
+            self.redis, [campaign_key(cid)], [op, config.ends_at_ms, sold_out])))
+        if code == ArchiveCode.DONE:
+            into, out_of = (ARCHIVED_INDEX, CAMPAIGN_INDEX) if archived else (CAMPAIGN_INDEX, ARCHIVED_INDEX)
+            await self.redis.sadd(into, cid)
+            await self.redis.srem(out_of, cid)
+        return code
 
     async def mark_sold_out(self, campaign_id: str, at_ms: int) -> None:
         """Record the first time any node found the campaign empty."""

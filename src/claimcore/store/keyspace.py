@@ -4,7 +4,8 @@ A campaign C with S shards lives in S + 1 hash slots (S counts every shard
 ever made: a reshard to fewer shards retires the rest, which keep their
 counters and grant figures but no stock and no users):
 
-  cc:{C}:campaign         HASH   the campaign's config, status and live shard map (tag C)
+  cc:{C}:campaign         HASH   the campaign's config, status, live shard map and 'archived'
+                                 flag (tag C)
   cc:{C}:reshard          STRING lock: the one reshard running on C (expires by itself)
   cc:{C:s}:state          HASH   shard s: stock, seq, granted, limit, window, paused
   cc:{C:s}:users          HASH   user_id -> "count|last_voucher|last_at|rid1,rid2,..."
@@ -28,7 +29,9 @@ counters and grant figures but no stock and no users):
   cc:{C}:merchants        HASH   merchant_id -> "category|region|name" (tag C)
   cc:{C:s}:log            STREAM the shard's ledger: one entry per script call that changed
                                  grants, written in that call (ledger.py)
-  cc:campaigns            SET    ids of all campaigns (its own slot)
+  cc:campaigns            SET    ids of all campaigns not archived (its own slot)
+  cc:campaigns:archived   SET    ids of archived campaigns (its own slot); the campaign's own
+                                 'archived' flag decides, these two sets only enumerate
 
 Every key of one shard carries the hash tag {C:s}, so every Lua call touches
 one slot and the same scripts run unchanged on Redis Cluster. A user always
@@ -45,6 +48,7 @@ import functools
 from typing import NamedTuple
 
 CAMPAIGN_INDEX = "cc:campaigns"
+ARCHIVED_INDEX = "cc:campaigns:archived"
 
 
 def campaign_key(campaign_id: str) -> str:

@@ -28,6 +28,14 @@ class Code(IntEnum):
     SOLD_OUT = 100  # decided by the node: EMPTY here and nothing left to borrow
 
 
+class ArchiveCode(IntEnum):
+    """archive.lua's reply (see its header)."""
+
+    MISSING = -1
+    REFUSED = 0   # archive: the campaign is open to claims; resume: it is archived
+    DONE = 1      # now, or before (a resend)
+
+
 class ClaimItem(NamedTuple):
     user_id: str
     request_id: str

@@ -82,6 +82,7 @@ ELIGIBILITY = LuaScript("eligibility")
 HOLDS = LuaScript("holds")
 RECYCLE = LuaScript("recycle")
 STACK = LuaScript("stack")
+ARCHIVE = LuaScript("archive")
 ALL = (CLAIM, INIT_SHARD, CREATE_CAMPAIGN, LEND, CREDIT,
        FENCE, EXPORT, ADOPT, FORGET, LOOKUP, LOCK, BEGIN_RESHARD, REDEEM, REVERSE,
        ELIGIBILITY, HOLDS, RECYCLE, STACK)

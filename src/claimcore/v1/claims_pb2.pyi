@@ -296,7 +296,7 @@ class ShardFigures(_message.Message):
     def __init__(self, shard: _Optional[int] = ..., remaining: _Optional[int] = ..., granted: _Optional[int] = ..., retired: _Optional[bool] = ...) -> None: ...
 
 class CampaignInfo(_message.Message):
-    __slots__ = ("campaign", "paused", "granted", "remaining", "sold_out_at_ms", "shards", "created_at_ms", "shard_epoch", "resharding", "held_for_rounds")
+    __slots__ = ("campaign", "paused", "granted", "remaining", "sold_out_at_ms", "shards", "created_at_ms", "shard_epoch", "resharding", "held_for_rounds", "archived")
     CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
     PAUSED_FIELD_NUMBER: _ClassVar[int]
     GRANTED_FIELD_NUMBER: _ClassVar[int]
@@ -307,6 +307,7 @@ class CampaignInfo(_message.Message):
     SHARD_EPOCH_FIELD_NUMBER: _ClassVar[int]
     RESHARDING_FIELD_NUMBER: _ClassVar[int]
     HELD_FOR_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVED_FIELD_NUMBER: _ClassVar[int]
     campaign: Campaign
     paused: bool
     granted: int
@@ -317,7 +318,8 @@ class CampaignInfo(_message.Message):
     shard_epoch: int
     resharding: bool
     held_for_rounds: int
-    def __init__(self, campaign: _Optional[_Union[Campaign, _Mapping]] = ..., paused: _Optional[bool] = ..., granted: _Optional[int] = ..., remaining: _Optional[int] = ..., sold_out_at_ms: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardFigures, _Mapping]]] = ..., created_at_ms: _Optional[int] = ..., shard_epoch: _Optional[int] = ..., resharding: _Optional[bool] = ..., held_for_rounds: _Optional[int] = ...) -> None: ...
+    archived: bool
+    def __init__(self, campaign: _Optional[_Union[Campaign, _Mapping]] = ..., paused: _Optional[bool] = ..., granted: _Optional[int] = ..., remaining: _Optional[int] = ..., sold_out_at_ms: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardFigures, _Mapping]]] = ..., created_at_ms: _Optional[int] = ..., shard_epoch: _Optional[int] = ..., resharding: _Optional[bool] = ..., held_for_rounds: _Optional[int] = ..., archived: _Optional[bool] = ...) -> None: ...
 
 class ReshardRequest(_message.Message):
     __slots__ = ("campaign_id", "shards")
@@ -352,8 +354,10 @@ class ReshardReply(_message.Message):
     def __init__(self, campaign: _Optional[_Union[CampaignInfo, _Mapping]] = ..., from_shards: _Optional[int] = ..., to_shards: _Optional[int] = ..., shard_epoch: _Optional[int] = ..., moved_users: _Optional[int] = ..., moved_records: _Optional[int] = ..., moved_stock: _Optional[int] = ..., frozen_ms: _Optional[int] = ..., took_ms: _Optional[int] = ..., resumed: _Optional[bool] = ...) -> None: ...
 
 class ListCampaignsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("include_archived",)
+    INCLUDE_ARCHIVED_FIELD_NUMBER: _ClassVar[int]
+    include_archived: bool
+    def __init__(self, include_archived: _Optional[bool] = ...) -> None: ...
 
 class ListCampaignsReply(_message.Message):
     __slots__ = ("campaign_ids",)

@@ -288,6 +288,16 @@ class AdminServiceStub:
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
                 response_deserializer=claimcore_dot_v1_dot_claims__pb2.CampaignInfo.FromString,
                 _registered_method=True)
+        self.ArchiveCampaign = channel.unary_unary(
+                '/claimcore.v1.AdminService/ArchiveCampaign',
+                request_serializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.CampaignInfo.FromString,
+                _registered_method=True)
+        self.UnarchiveCampaign = channel.unary_unary(
+                '/claimcore.v1.AdminService/UnarchiveCampaign',
+                request_serializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.CampaignInfo.FromString,
+                _registered_method=True)
         self.Reshard = channel.unary_unary(
                 '/claimcore.v1.AdminService/Reshard',
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.ReshardRequest.SerializeToString,
@@ -348,7 +358,7 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListCampaigns(self, request, context):
-        """The ids of every campaign.
+        """The ids of every campaign not archived (every one with include_archived).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -362,7 +372,22 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResumeCampaign(self, request, context):
-        """Resume grants after a pause.
+        """Resume grants after a pause. An archived campaign is FAILED_PRECONDITION: unarchive it first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ArchiveCampaign(self, request, context):
+        """Take a campaign that is not open to claims (paused, ended or sold out) off the lists;
+        its figures and ledger stay. An open one is FAILED_PRECONDITION. Repeating it is a no-op.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnarchiveCampaign(self, request, context):
+        """Put an archived campaign back in the lists. Repeating it is a no-op.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -449,6 +474,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
             ),
             'ResumeCampaign': grpc.unary_unary_rpc_method_handler(
                     servicer.ResumeCampaign,
+                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.FromString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.CampaignInfo.SerializeToString,
+            ),
+            'ArchiveCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.ArchiveCampaign,
+                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.FromString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.CampaignInfo.SerializeToString,
+            ),
+            'UnarchiveCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnarchiveCampaign,
                     request_deserializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.FromString,
                     response_serializer=claimcore_dot_v1_dot_claims__pb2.CampaignInfo.SerializeToString,
             ),
@@ -625,6 +660,60 @@ class AdminService:
             request,
             target,
             '/claimcore.v1.AdminService/ResumeCampaign',
+            claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
+            claimcore_dot_v1_dot_claims__pb2.CampaignInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ArchiveCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/claimcore.v1.AdminService/ArchiveCampaign',
+            claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
+            claimcore_dot_v1_dot_claims__pb2.CampaignInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnarchiveCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/claimcore.v1.AdminService/UnarchiveCampaign',
             claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
             claimcore_dot_v1_dot_claims__pb2.CampaignInfo.FromString,
             options,
