@@ -92,6 +92,9 @@ def test_an_ended_or_sold_out_campaign_may_be_archived_unpaused(node, admin, cla
     assert granted.count(pb.GRANTED) == 2
     info = ask(admin.ArchiveCampaign, cid)
     assert info.archived and not info.paused and (info.granted, info.remaining) == (2, 0)
+    assert refused(admin.ResumeCampaign, cid).code() == grpc.StatusCode.FAILED_PRECONDITION
+    moved = admin.Reshard(pb.ReshardRequest(campaign_id=cid, shards=1), timeout=30)  # still works on it
+    assert moved.campaign.archived and moved.campaign.granted == 2 and cid not in listed(admin)
 
 
 def test_stock_held_for_a_later_round_keeps_a_campaign_open(node, admin, claims):

@@ -86,7 +86,9 @@ class AdminService(pb_grpc.AdminServiceServicer):
                           context: grpc.aio.ServicerContext, paused: bool) -> pb.CampaignInfo:
         async with grpc_errors(context):
             status = await self.status(request.campaign_id)
-            if not await self.inventory.set_paused(status.config, paused):
+            # archive.lua refuses the resume of an archived paused campaign (the race with an
+            # archive); one archived while ended or sold out is refused here.
+            if (not paused and status.archived) or not await self.inventory.set_paused(status.config, paused):
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                     f"campaign {request.campaign_id} is archived: unarchive it first")
             return await self.info(request.campaign_id)

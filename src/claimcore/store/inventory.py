@@ -559,13 +559,15 @@ class RedisInventory:
         """Archive (take off the lists) or unarchive a campaign: DONE, now or before, or REFUSED
         for an archive of a campaign open to claims. archive.lua decides, by the campaign's pause
         flag, its end by Redis's clock and sold_out read here first: no stock in any shard, none
-        moving, returning or held for a round (a claim racing this only takes stock). The index
-        sets follow the flag, in an order that never lists an archived campaign."""
+        moving, returning or held for a round (a claim racing this only takes stock). A lease
+        record not yet marked credited counts as stock moving: figures() may miss a lease credited
+        while it reads, lease_records does not. The index sets follow the flag, in an order that
+        never lists an archived campaign."""
         cid = config.campaign_id
         sold_out = 0
         if archived:
             figures = await self.figures(config)
-            sold_out = int(figures.total_remaining == 0 and figures.held == 0)
+            sold_out = int(figures.total_remaining == 0 and figures.held == 0 and figures.lease_records == 0)
         op = "archive" if archived else "unarchive"
         code = ArchiveCode(int(await scripts.ARCHIVE(
             self.redis, [campaign_key(cid)], [op, config.ends_at_ms, sold_out])))

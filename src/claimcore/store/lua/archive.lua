@@ -6,7 +6,7 @@
 -- ARGV     op ('archive' | 'unarchive' | 'resume'), ends_at_ms (0: never), sold_out (1: the
 --          caller found no stock left anywhere, nothing moving and no round to come)
 -- Returns  1 done (now, or before: a resend answers the same), 0 refused (archive: the campaign
---          is open; resume: it is archived), -1 no such campaign
+--          is open; resume: it is archived and paused), -1 no such campaign
 --
 -- Open means: not paused, not ended by this Redis's clock, and not sold out. Pause and resume
 -- both write this hash's 'paused' after (pause) or before (resume, through this script) the
@@ -24,7 +24,8 @@ if op == 'unarchive' then
   return 1
 end
 if op == 'resume' then
-  if archived then return 0 end
+  -- refused only while paused: re-applying "not paused" (a reshard does) changes nothing here
+  if archived and redis.call('HGET', KEYS[1], 'paused') == '1' then return 0 end
   redis.call('HSET', KEYS[1], 'paused', 0)
   return 1
 end
