@@ -810,6 +810,70 @@ async def op_sold_out_probe(ctx: Ctx, rng: random.Random, args: dict[str, Any]) 
     ctx.found += [v for v in found if v is not None]
 
 
+ARCHIVE_CLOCK_MARGIN_MS = 5000  # a campaign ending this close to now may have ended by Redis's clock
+
+
+async def set_archived(ctx: Ctx, op: str, node: int, campaign: str, archived: bool) -> Call:
+    """ArchiveCampaign (archived) or UnarchiveCampaign; the reply's figures go in the call."""
+    rpc = "ArchiveCampaign" if archived else "UnarchiveCampaign"
+    call = ctx.log.begin(op, rpc, node, campaign)
+    admin = ctx.world.nodes[node].admin
+    reply = await _unary(ctx, call, getattr(admin, rpc), pb.GetCampaignRequest(campaign_id=campaign))
+    if reply is not None:
+        ctx.log.end(call, "ARCHIVED" if reply.archived else "UNARCHIVED", granted=reply.granted,
+                    remaining=reply.remaining, paused=reply.paused)
+    return call
+
+
+async def _archive_view(ctx: Ctx, node: int, campaign: str) -> tuple[int, int, int, bool] | None:
+    """(granted, remaining, held for rounds, paused) by GetCampaign; None if the node did not answer."""
+    try:
+        info = await ctx.world.nodes[node].admin.GetCampaign(pb.GetCampaignRequest(campaign_id=campaign),
+                                                            timeout=DEADLINE_S)
+    except grpc.aio.AioRpcError:
+        return None
+    return info.granted, info.remaining, info.held_for_rounds, info.paused
+
+
+async def op_archive(ctx: Ctx, rng: random.Random, args: dict[str, Any]) -> None:
+    """Archive a campaign, then unarchive it, while every other operation goes on using it. The
+    archive is refused (FAILED_PRECONDITION) while the campaign is open to claims; once it is
+    sold out or ended it is taken. The figures are read just before and just after: when those
+    two agree, nothing moved meanwhile, so an archive answered OK must show the same granted and
+    remaining (archiving changes no figure), and the campaign must not have been open."""
+    plan = ctx.campaign(rng)
+    if rng.random() < 0.5:  # half the time, a campaign with no claimable stock left, if there is one
+        plans = sorted(ctx.plans.values(), key=lambda p: p.campaign_id)
+        left = await asyncio.gather(*(asyncio.to_thread(ctx.world.claimable, p.campaign_id) for p in plans))
+        plan = rng.choice([p for p, n in zip(plans, left, strict=True) if n == 0] or [plan])
+    campaign, node = plan.campaign_id, rng.randrange(ctx.nodes)
+    before = await _archive_view(ctx, node, campaign)
+    done = await until_known(lambda n: set_archived(ctx, "archive", n, campaign, True), rng, node, ctx.nodes)
+    if done.outcome != "ARCHIVED":
+        return  # refused: open (or unknown after every resend); nothing to undo
+    after = await _archive_view(ctx, node, campaign)
+    answered = (done.answer["granted"], done.answer["remaining"])
+    keys = {f"campaign:{campaign}"}
+    if before is not None and before == after:
+        granted, remaining, held, paused = before
+        if answered != (granted, remaining):
+            ctx.found.append(Violation(
+                "archive-changed-figures", campaign,
+                f"call #{done.call_id} archived the campaign answering granted {answered[0]}, remaining "
+                f"{answered[1]}, while GetCampaign read granted {granted}, remaining {remaining} just "
+                f"before and just after", keys, until=done.call_id))
+        ends_at = plan.campaign.ends_at_ms
+        ended = bool(ends_at) and ends_at <= time.time() * 1000 + ARCHIVE_CLOCK_MARGIN_MS
+        if not (paused or ended or remaining + held == 0):
+            ctx.found.append(Violation(
+                "archived-while-open", campaign,
+                f"call #{done.call_id} archived the campaign while it was open to claims: not paused, "
+                f"not ended, {remaining} left and {held} held for rounds (read before and after)",
+                keys, until=done.call_id))
+    await asyncio.sleep(rng.uniform(0.05, 0.5))
+    await until_known(lambda n: set_archived(ctx, "archive", n, campaign, False), rng, node, ctx.nodes)
+
+
 OPERATIONS = {
     "claim": op_claim,
     "watched_claim": op_watched_claim,
@@ -834,4 +898,5 @@ OPERATIONS = {
     "kill": op_kill,
     "drop_connections": op_drop_connections,
     "sold_out_probe": op_sold_out_probe,
+    "archive": op_archive,
 }

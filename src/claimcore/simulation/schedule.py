@@ -37,6 +37,9 @@ LOAD_WEIGHTS = {
 # operation of the stream above: a timeline of their own, drawn last, so that adding them left
 # every other draw of a seed as it was.
 WATCHED_PER_OPERATION = 0.08
+# Archive-then-unarchive of a campaign (operations.op_archive), per operation of the stream: a
+# timeline of its own, drawn after the watched bursts, so every earlier draw of a seed stays.
+ARCHIVE_PER_OPERATION = 0.01
 
 
 @dataclass
@@ -115,5 +118,9 @@ def draw(
     while t < run_s:
         steps.append(Step(t, "watched_claim", rng.getrandbits(32)))
         t += rng.expovariate(rate * WATCHED_PER_OPERATION)
+    t = rng.expovariate(rate * ARCHIVE_PER_OPERATION)
+    while t < run_s:
+        steps.append(Step(t, "archive", rng.getrandbits(32)))
+        t += rng.expovariate(rate * ARCHIVE_PER_OPERATION)
     steps.sort(key=lambda s: s.at_s)
     return steps
