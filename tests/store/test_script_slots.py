@@ -70,6 +70,7 @@ def test_script_headers_declare_single_slot_keys() -> None:
         "lookup": ["cc:{C:s}:state", "cc:{C:s}:users", "cc:{C:s}:reqs", "cc:{C:s}:redeem"],
         "lock": ["cc:{C}:reshard"],
         "begin_reshard": ["cc:{C}:campaign"],
+        "archive": ["cc:{C}:campaign"],
     }
     for script in scripts.ALL:
         declared = [line.split()[2] for line in script.source.splitlines() if line.startswith("-- KEYS[")]
