@@ -6,9 +6,11 @@ process, `node` is `python -m claimcore serve` in a child process (LocalNode).
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -44,6 +46,16 @@ def node(redis_server: EmbeddedRedis) -> Iterator[LocalNode]:
     node = LocalNode(redis_server.url, "--recycle-every-s", "0").start()
     yield node
     node.stop()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """For running the CLI: the environment without CLAIMCORE_* settings and with an empty config home,
+    so that nothing leaks in."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CLAIMCORE_")}
+    (tmp_path / "home").mkdir()
+    clean.update(HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "home" / ".config"))
+    return clean
 
 
 @pytest.fixture

@@ -130,3 +130,13 @@ def metrics_port(node: Any, timeout: float = 20.0) -> int:
             return int(found.group(1))
         time.sleep(0.05)
     raise AssertionError(f"no metrics port in the node's log:\n{node.log_tail()}")
+
+
+# One error line of the claimcore CLI: "claimcore <command>: <STATUS>: <what>".
+CLI_ERROR_LINE = re.compile(r"claimcore [a-z ]+: [A-Z_]+: \S.*\n")
+
+
+def run_cli(env: dict[str, str], *args: str, **more: str) -> subprocess.CompletedProcess[str]:
+    """`python -m claimcore ARGS` in `env` (plus `more`), its output captured as text."""
+    return subprocess.run([sys.executable, "-m", "claimcore", *args], capture_output=True, text=True,
+                          env={**env, **more}, timeout=60)

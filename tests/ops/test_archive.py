@@ -7,12 +7,10 @@ Real Redis, real node, the real CLI."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -166,14 +164,6 @@ def test_claims_racing_archives_archive_only_once_sold_out(node, admin, claims):
 
 
 # ---------------------------------------------------------------- the CLI
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CLAIMCORE_")}
-    (tmp_path / "home").mkdir()
-    clean.update(HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "home" / ".config"))
-    return clean
 
 
 def cli(env: dict[str, str], node, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]

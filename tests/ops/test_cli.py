@@ -25,22 +25,8 @@ from claimcore.ops.cli_output import message_json, when
 from claimcore.security.auth import digest_line, new_key
 from claimcore.v1 import claims_pb2 as pb
 from conftest import create_campaign, new_campaign_id
-
-ERROR_LINE = re.compile(r"claimcore [a-z ]+: [A-Z_]+: \S.*\n")
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    """The environment without CLAIMCORE_* settings and with an empty config home: nothing leaks in."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CLAIMCORE_")}
-    (tmp_path / "home").mkdir()
-    clean.update(HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "home" / ".config"))
-    return clean
-
-
-def run(env: dict[str, str], *args: str, **more: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "claimcore", *args], capture_output=True, text=True,
-                          env={**env, **more}, timeout=60)
+from support import CLI_ERROR_LINE
+from support import run_cli as run
 
 
 def as_json(message, **extra: object) -> str:  # type: ignore[no-untyped-def]
@@ -193,7 +179,7 @@ def test_exit_0_1_2_and_3_with_one_line_errors(node, admin, env, dead, tmp_path)
     assert unreachable.returncode == 3 and dead in unreachable.stderr
     assert unreachable.stderr.startswith("claimcore campaign show: UNAVAILABLE: ")
     for done in (refused, usage, bad_value, bad_input, no_file, unreachable):
-        assert ERROR_LINE.fullmatch(done.stderr), done.stderr  # one line
+        assert CLI_ERROR_LINE.fullmatch(done.stderr), done.stderr  # one line
 
 
 @pytest.mark.parametrize("command", [
@@ -203,7 +189,7 @@ def test_exit_0_1_2_and_3_with_one_line_errors(node, admin, env, dead, tmp_path)
 def test_every_command_exits_3_when_no_node_answers(env, dead, command):
     done = run(env, *command, "--target", dead, "--connect-timeout", "0.3")
     assert done.returncode == 3, done.stderr
-    assert ERROR_LINE.fullmatch(done.stderr) and ": UNAVAILABLE: nothing listens at " in done.stderr
+    assert CLI_ERROR_LINE.fullmatch(done.stderr) and ": UNAVAILABLE: nothing listens at " in done.stderr
 
 
 @pytest.mark.parametrize("command", [
@@ -214,7 +200,7 @@ def test_every_command_exits_3_when_no_node_answers(env, dead, command):
 def test_every_command_exits_1_when_the_node_refuses(node, env, command):
     done = run(env, *command, "--target", node.address)
     assert done.returncode == 1, done.stderr
-    code = ERROR_LINE.fullmatch(done.stderr) and done.stderr.split(": ")[1]
+    code = CLI_ERROR_LINE.fullmatch(done.stderr) and done.stderr.split(": ")[1]
     assert code in ("NOT_FOUND", "INVALID_ARGUMENT"), done.stderr
 
 
@@ -288,7 +274,7 @@ def test_a_bad_config_file_exits_2_naming_it(env, tmp_path, text, code, message)
     config = tmp_path / "cc.toml"
     config.write_text(text)
     done = run(env, "campaign", "list", "--config", str(config))
-    assert done.returncode == 2 and ERROR_LINE.fullmatch(done.stderr), done.stderr
+    assert done.returncode == 2 and CLI_ERROR_LINE.fullmatch(done.stderr), done.stderr
     assert done.stderr.startswith(f"claimcore campaign list: {code}: ") and message in done.stderr
     if code == "FILE":
         assert str(tmp_path / "certs" / "ca.pem") in done.stderr

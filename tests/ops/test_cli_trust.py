@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import socket
 import subprocess
@@ -28,23 +27,8 @@ from claimcore.security.access import Access
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 from conftest import create_campaign, new_campaign_id
-
-ERROR_LINE = re.compile(r"claimcore [a-z ]+: [A-Z_]+: \S.*\n")
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    """The environment without CLAIMCORE_* settings and with an empty config home: nothing leaks in."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CLAIMCORE_")}
-    (tmp_path / "home").mkdir()
-    clean.update(HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "home" / ".config"))
-    return clean
-
-
-def run(env: dict[str, str], *args: str, **more: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "claimcore", *args], capture_output=True, text=True,
-                          env={**env, **more}, timeout=60)
-
+from support import CLI_ERROR_LINE
+from support import run_cli as run
 
 # ---------------------------------------------------------------- flags and help
 
@@ -243,7 +227,8 @@ def test_times_are_taken_as_iso_8601_with_a_zone_or_unix_ms(node, admin, env):
                       ("1797040800", "looks like seconds")):
         done = run(env, "campaign", "create", cid, "--inventory", "10", "--starts-at", bad,
                    "--target", node.address)
-        assert done.returncode == 2 and ERROR_LINE.fullmatch(done.stderr) and says in done.stderr, done.stderr
+        assert done.returncode == 2 and CLI_ERROR_LINE.fullmatch(done.stderr), done.stderr
+        assert says in done.stderr, done.stderr
     no_zone_round = run(env, "campaign", "create", cid, "--inventory", "10", "--round",
                         "2026-12-12T10:00:00:4", "--target", node.address)
     assert no_zone_round.returncode == 2 and "has no zone" in no_zone_round.stderr
@@ -272,7 +257,7 @@ def test_times_are_shown_in_the_zone_of_tz_then_env_then_config(node, env, tmp_p
     local = starts("--target", node.address, TZ="Asia/Kolkata")  # no setting: the local zone
     assert local == "2026-12-12 07:30:00.000+05:30"
     wrong = run(env, "campaign", "show", cid, "--target", node.address, "--tz", "Mars/Olympus")
-    assert wrong.returncode == 2 and ERROR_LINE.fullmatch(wrong.stderr) and "Mars/Olympus" in wrong.stderr
+    assert wrong.returncode == 2 and CLI_ERROR_LINE.fullmatch(wrong.stderr) and "Mars/Olympus" in wrong.stderr
     config.write_text('tz = "Nowhere"\n')
     bad_file = run(env, "campaign", "show", cid, "--target", node.address, "--config", str(config))
     assert bad_file.returncode == 2 and ": CONFIG: " in bad_file.stderr and "Nowhere" in bad_file.stderr
@@ -327,7 +312,8 @@ def test_a_node_that_cannot_be_reached_is_one_line_saying_why(node, tls_node, pk
     for case, (args, says, also) in cases.items():
         done = run(env, "campaign", "list", *args, *patient)
         assert done.returncode == 3 and done.stdout == "", (case, done.stderr)
-        assert ERROR_LINE.fullmatch(done.stderr), (case, done.stderr)  # one line: no traceback, no gRPC log
+        # one line: no traceback, no gRPC log
+        assert CLI_ERROR_LINE.fullmatch(done.stderr), (case, done.stderr)
         assert done.stderr.startswith("claimcore campaign list: UNAVAILABLE: ") and says in done.stderr, (
             case, done.stderr)
         assert also in done.stderr, (case, done.stderr)
@@ -344,7 +330,7 @@ def test_a_port_that_accepts_but_never_answers_gives_up_after_the_connect_timeou
     with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel accepts; nothing ever speaks
         address = f"127.0.0.1:{silent.getsockname()[1]}"
         done = run(env, "campaign", "list", "--target", address, "--connect-timeout", "0.5")
-    assert done.returncode == 3 and ERROR_LINE.fullmatch(done.stderr), done.stderr
+    assert done.returncode == 3 and CLI_ERROR_LINE.fullmatch(done.stderr), done.stderr
     assert f"no node answers at {address} within 0.5 s" in done.stderr
 
 
@@ -368,7 +354,7 @@ def test_a_bad_eligibility_file_names_its_line_and_sends_nothing(node, admin, en
     path = tmp_path / "users.csv"
     path.write_bytes(text.encode())
     done = run(env, "eligibility", "load", cid, str(path), "--target", node.address)
-    assert done.returncode == 2 and ERROR_LINE.fullmatch(done.stderr), done.stderr
+    assert done.returncode == 2 and CLI_ERROR_LINE.fullmatch(done.stderr), done.stderr
     assert done.stderr.startswith(f"claimcore eligibility load: BAD_INPUT: {path} {says}"), done.stderr
     claim = pb.ClaimRequest(campaign_id=cid, user_id="u1", request_id="r", channel_id="app")
     assert pb_outcome(node, claim) == "NOT_ELIGIBLE"  # nothing was loaded
