@@ -140,6 +140,27 @@ def test_a_failed_check_exits_1(node, tmp_path, capsys):
     assert "RESULT: FAIL (exact)" in out
 
 
+@pytest.mark.timeout(60)
+def test_max_lateness_turns_a_generator_behind_its_plan_into_a_failed_check(node, tmp_path, capsys):
+    """A limit no real sender keeps (1 µs of send lateness): the check "generator kept up" fails, the run
+    exits 1, and every report says in words that the generator fell behind its plan."""
+    out_json, out_html = tmp_path / "late.json", tmp_path / "late.html"
+    code, out, err = run_loadgen(
+        ["--target", node.address, "--create-campaign", "--inventory", "100", "--shards", "1",
+         "--users", "200", "--arrival", "burst", "--duration", "0.2", "--processes", "1",
+         "--max-lateness", "0.001", "--no-progress", "--json", str(out_json), "--html", str(out_html)],
+        capsys,
+    )  # fmt: skip
+    assert code == loadgen.EXIT_CHECK_FAILED, out + err
+    report = json.loads(out_json.read_text())
+    assert report["failed"] == ["generator kept up"] and report["max_lateness_ms"] == 0.001
+    assert report["behind_plan"].startswith("the load generator fell behind its plan")
+    assert "WARNING: the load generator fell behind its plan" in out
+    assert 'id="behind-plan"' in out_html.read_text()
+    code, out, err = run_loadgen(["--target", node.address, "--max-lateness", "0", "--no-progress"], capsys)
+    assert code == 2 and "--max-lateness must be > 0" in out + err
+
+
 @pytest.mark.timeout(90)
 def test_reshards_during_a_run_are_reported_and_keep_the_checks(node, tmp_path, capsys):
     out_json = tmp_path / "reshard.json"

@@ -438,3 +438,19 @@ def test_front_cpu_of_a_node_restarted_during_the_run_is_not_measured():
     cpu = restarted["front_cpu"]
     assert cpu["measured"] is False and cpu["cpu_s"] is None and "http://b/metrics" in cpu["why"]
     assert "not measured: counter reset (node restarted?): http://b/metrics" in format_report(restarted)
+
+
+
+def test_behind_plan_warns_past_the_limit_and_checks_only_when_asked() -> None:
+    from claimcore.loadtest.report import BEHIND_PLAN_MS, behind_plan
+
+    on_time = {"count": 100, "p99": BEHIND_PLAN_MS / 2, "max": BEHIND_PLAN_MS}
+    late = {"count": 100, "p99": BEHIND_PLAN_MS * 3, "max": BEHIND_PLAN_MS * 5}
+    assert behind_plan(on_time, None) == (None, None)
+    warning, check = behind_plan(late, None)
+    assert warning is not None and "fell behind its plan" in warning and "3.0 s" in warning and check is None
+    warning, check = behind_plan(on_time, BEHIND_PLAN_MS / 4)  # a stricter limit: warned and failed
+    assert warning is not None and check is not None and not check.ok
+    assert behind_plan(late, BEHIND_PLAN_MS * 10) == (None, behind_plan(late, BEHIND_PLAN_MS * 10)[1])
+    assert behind_plan(late, BEHIND_PLAN_MS * 10)[1].ok  # type: ignore[union-attr]
+    assert behind_plan({"count": 0, "p99": float("nan")}, 1.0) == (None, None)  # nothing was scheduled

@@ -187,6 +187,8 @@ td, th {{ border: 1px solid #ccc; padding: 3px 8px; font-size: 13px; text-align:
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p class="{'pass' if report.get('ok') else 'fail'}"><strong>{html.escape(verdict)}</strong></p>
+{f'<p class="fail" id="behind-plan"><strong>Warning:</strong> {html.escape(report["behind_plan"])}</p>'
+ if report.get("behind_plan") else ""}
 <table>{"".join(_row(f) for f in facts)}</table>
 <table><tr><th>outcome</th><th>replies</th></tr>{outcomes}</table>
 <table><tr><th>ms</th>{head}<th>max</th></tr>{lat_rows}</table>

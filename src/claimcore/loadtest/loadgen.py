@@ -149,6 +149,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--html", metavar="PATH", help="write a self-contained HTML picture of the run")
     o.add_argument("--verify-sample", type=int, default=1000,
                    help="grants re-read with GetClaim(user_id) afterwards (default 1000; 0 = none)")
+    o.add_argument("--max-lateness", type=float, metavar="MS",
+                   help="fail the run (check \"generator kept up\") when 1 %% of the sends went out more "
+                        "than MS after their planned arrival; without it a run later than 1000 ms is only "
+                        "warned about (default: warn only)")
     o.add_argument("--no-progress", action="store_true", help="no live progress line on stderr")
 
 
@@ -232,6 +236,8 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         problems.append("--max-attempts must be >= 1")
     if args.verify_sample < 0:
         problems.append("--verify-sample must be >= 0")
+    if args.max_lateness is not None and not args.max_lateness > 0:
+        problems.append("--max-lateness must be > 0 (milliseconds)")
     if args.connect_timeout <= 0:
         problems.append("--connect-timeout must be > 0")
     if not 0.0 <= args.redeem_share <= 1.0:
@@ -518,6 +524,7 @@ def run(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             title="claimcore loadgen",
             front_cpu=front_cpu,
+            max_lateness_ms=args.max_lateness,
             run={
                 "targets": targets,
                 "mode": args.mode,

@@ -84,6 +84,32 @@ class Check:
     detail: str
 
 
+# When 1 % of the sends went out later than this behind their planned arrival, the load generator set the
+# pace, not the nodes: the report says so in plain words (`behind_plan`). --max-lateness makes it a check.
+BEHIND_PLAN_MS = 1000.0
+
+
+def behind_plan(lateness_ms: Mapping[str, float],
+                max_lateness_ms: float | None) -> tuple[str | None, Check | None]:
+    """The warning a run's send lateness calls for (None: it kept to its plan), and with max_lateness_ms
+    the check "generator kept up" (p99 send lateness within it)."""
+    limit = BEHIND_PLAN_MS if max_lateness_ms is None else max_lateness_ms
+    p99, worst = lateness_ms.get("p99", math.nan), lateness_ms.get("max", math.nan)
+    if not lateness_ms.get("count") or not math.isfinite(p99):
+        return None, None
+    warning = None
+    if p99 > limit:
+        warning = (f"the load generator fell behind its plan: 1 % of the sends went out more than "
+                   f"{p99 / 1000:,.1f} s after their planned arrival (worst {worst / 1000:,.1f} s; limit "
+                   f"{limit / 1000:,.1f} s): the offered load was lower than planned, so these figures "
+                   "describe the generator as much as the nodes (all --concurrency calls were in flight, "
+                   "or its processes ran out of CPU: more --concurrency, --processes or machines)")
+    check = None if max_lateness_ms is None else Check(
+        "generator kept up", p99 <= max_lateness_ms,
+        f"p99 send lateness {p99:,.0f} ms (limit --max-lateness {max_lateness_ms:,.0f} ms)")
+    return warning, check
+
+
 def evaluate_checks(
     *,
     inventory: int,
@@ -353,6 +379,7 @@ def build_report(
     title: str = "claimcore demo",
     run: dict[str, Any] | None = None,
     front_cpu: Mapping[str, Any] | None = None,
+    max_lateness_ms: float | None = None,
 ) -> dict[str, Any]:
     """Everything a run's report says, as a JSON-ready dict, with the checks.
 
@@ -384,6 +411,10 @@ def build_report(
         verified=verified,
         server_remaining=None if remaining is None else int(remaining),
     )
+    lateness = latency_summary(merged["lateness"])
+    warning, kept_up = behind_plan(lateness, max_lateness_ms)
+    if kept_up is not None:
+        checks.append(kept_up)
     report: dict[str, Any] = {"title": title, "campaign": campaign_id}
     if run is not None:
         report["run"] = run
@@ -442,7 +473,9 @@ def build_report(
             "replies_per_second": per_second(merged["ticks"], tick_s),
             "latency_ms": latency_summary(merged["latency"]),
             "response_ms": latency_summary(merged["response"]),
-            "lateness_ms": latency_summary(merged["lateness"]),
+            "lateness_ms": lateness,
+            "behind_plan": warning,
+            "max_lateness_ms": max_lateness_ms,
             "series": throughput_series(
                 merged["ticks"], merged["slices"], tick_s, merged["slice_s"] or tick_s
             ),

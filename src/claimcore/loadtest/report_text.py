@@ -271,6 +271,8 @@ def format_report(report: dict[str, Any]) -> str:
     if dup["vouchers"]:
         lines.append(f" vouchers seen for >1 user (first {len(dup['vouchers'])}):")
         lines.extend(f"   {v}: {', '.join(us)}" for v, us in dup["vouchers"].items())
+    if report.get("behind_plan"):
+        lines.append(f" WARNING: {report['behind_plan']}")
     if report["ok"]:
         lines.append(" RESULT: PASS (all checks passed)")
     else:
