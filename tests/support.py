@@ -140,3 +140,11 @@ def run_cli(env: dict[str, str], *args: str, **more: str) -> subprocess.Complete
     """`python -m claimcore ARGS` in `env` (plus `more`), its output captured as text."""
     return subprocess.run([sys.executable, "-m", "claimcore", *args], capture_output=True, text=True,
                           env={**env, **more}, timeout=60)
+
+
+def outcome_of(fn: Callable[..., object], *args: object) -> object:
+    """fn(*args), or the type of what it raised: how twins are compared, errors included."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # compared by type
+        return type(exc)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import random
-from collections.abc import Callable
 from types import ModuleType
 
 import pytest
@@ -28,6 +27,7 @@ from claimcore import validation
 from claimcore._fast import NO_EXTENSIONS
 from claimcore._fast._wire_errors import WireError
 from claimcore.v1 import claims_pb2 as pb
+from support import outcome_of
 
 pytestmark = pytest.mark.twins
 
@@ -48,13 +48,6 @@ def _mod(name: str) -> ModuleType:
 @pytest.fixture(scope="module", params=[CW_C, CW_PY], ids=["c-extension-module", "pure-python-module"])
 def claim_wire(request: pytest.FixtureRequest) -> ModuleType:
     return _mod(request.param)
-
-
-def _outcome(fn: Callable[..., object], *args: object) -> object:
-    try:
-        return fn(*args)
-    except Exception as exc:  # compared by type
-        return type(exc)
 
 
 def _varint(n: int) -> bytes:
@@ -531,11 +524,12 @@ def test_twins_agree_on_everything(seed: int) -> None:
         raw = bytearray(pb.ClaimBatchRequest(claims=claims).SerializeToString())
         if raw and rng.random() < 0.5:
             raw[rng.randrange(len(raw))] = rng.randrange(256)
-        assert _outcome(py.decode_claim_batch, bytes(raw)) == _outcome(c.decode_claim_batch, bytes(raw))
+        assert outcome_of(py.decode_claim_batch, bytes(raw)) == outcome_of(c.decode_claim_batch, bytes(raw))
         ids = [claim.campaign_id for claim in claims[:5]] + [""] * (5 - min(len(claims), 5))
         assert py.claim_fields_ok(*ids) is c.claim_fields_ok(*ids)
     for replies, _ in BAD_REPLIES:
-        assert _outcome(py.encode_claim_batch_reply, replies) is _outcome(c.encode_claim_batch_reply, replies)
+        expected = outcome_of(py.encode_claim_batch_reply, replies)
+        assert outcome_of(c.encode_claim_batch_reply, replies) is expected
 
 
 def test_encode_takes_any_iterable(claim_wire: ModuleType) -> None:

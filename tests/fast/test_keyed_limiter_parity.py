@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 import math
 import random
-from collections.abc import Callable
 from types import ModuleType
 
 import pytest
@@ -22,6 +21,7 @@ from hypothesis import strategies as st
 
 import claimcore._fast as fast
 from claimcore._fast import NO_EXTENSIONS
+from support import outcome_of
 
 pytestmark = pytest.mark.twins
 
@@ -39,13 +39,6 @@ def _mod(name: str) -> ModuleType:
 @pytest.fixture(scope="module", params=[KL_C, KL_PY], ids=["c-extension-module", "pure-python-module"])
 def keyed_limiter(request: pytest.FixtureRequest) -> ModuleType:
     return _mod(request.param)
-
-
-def _outcome(fn: Callable[..., object], *args: object) -> object:
-    try:
-        return fn(*args)
-    except Exception as exc:  # compared by type
-        return type(exc)
 
 
 def _state(kl: object, keys: list[str]) -> tuple:
@@ -163,7 +156,7 @@ def test_parity_extremes(seed: int) -> None:
         n = rng.choice([1, 1, 2, a.burst, a.burst + 1, INT64_MAX, 0, -1, 2**64])
         key: object = rng.choice(keys) if rng.random() < 0.95 else rng.choice([None, b"a", 1])
         method = rng.choice(["take", "take", "peek"])
-        assert _outcome(getattr(a, method), key, now, n) == _outcome(getattr(b, method), key, now, n)
+        assert outcome_of(getattr(a, method), key, now, n) == outcome_of(getattr(b, method), key, now, n)
         assert _state(a, keys) == _state(b, keys)
 
 
@@ -189,7 +182,7 @@ def test_same_interval_and_burst_as_token_bucket() -> None:
     ],
 )
 def test_constructor_errors_match(args: tuple) -> None:
-    ra, rb = _outcome(_mod(KL_PY).KeyedLimiter, *args), _outcome(_mod(KL_C).KeyedLimiter, *args)
+    ra, rb = outcome_of(_mod(KL_PY).KeyedLimiter, *args), outcome_of(_mod(KL_C).KeyedLimiter, *args)
     if isinstance(ra, type):
         assert ra is rb
     else:
@@ -208,7 +201,7 @@ def test_take_errors_match_and_change_nothing(bad: tuple, method: str) -> None:
     for name in (KL_PY, KL_C):
         kl = _mod(name).KeyedLimiter(10.0, 2, 4)
         kl.take("k", 0)
-        results.append(_outcome(getattr(kl, method), *bad))
+        results.append(outcome_of(getattr(kl, method), *bad))
         assert (len(kl), kl.peek("k", 0, 2)) == (1, 100_000_000)
     assert isinstance(results[0], type) and issubclass(results[0], Exception)
     assert results[0] is results[1]
