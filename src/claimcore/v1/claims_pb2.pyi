@@ -10,14 +10,24 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     OUTCOME_UNSPECIFIED: _ClassVar[Outcome]
-    GRANTED: _ClassVar[Outcome]
-    ALREADY_CLAIMED: _ClassVar[Outcome]
-    SOLD_OUT: _ClassVar[Outcome]
-    NOT_STARTED: _ClassVar[Outcome]
-    ENDED: _ClassVar[Outcome]
-    NOT_ELIGIBLE: _ClassVar[Outcome]
-    RATE_LIMITED: _ClassVar[Outcome]
-    PAUSED: _ClassVar[Outcome]
+    OUTCOME_GRANTED: _ClassVar[Outcome]
+    OUTCOME_ALREADY_CLAIMED: _ClassVar[Outcome]
+    OUTCOME_SOLD_OUT: _ClassVar[Outcome]
+    OUTCOME_NOT_STARTED: _ClassVar[Outcome]
+    OUTCOME_ENDED: _ClassVar[Outcome]
+    OUTCOME_NOT_ELIGIBLE: _ClassVar[Outcome]
+    OUTCOME_RATE_LIMITED: _ClassVar[Outcome]
+    OUTCOME_PAUSED: _ClassVar[Outcome]
+
+class NotEligibleReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NOT_ELIGIBLE_REASON_UNSPECIFIED: _ClassVar[NotEligibleReason]
+    NOT_ELIGIBLE_REASON_DENY_LIST: _ClassVar[NotEligibleReason]
+    NOT_ELIGIBLE_REASON_ALLOW_LIST: _ClassVar[NotEligibleReason]
+    NOT_ELIGIBLE_REASON_REGION: _ClassVar[NotEligibleReason]
+    NOT_ELIGIBLE_REASON_TAG: _ClassVar[NotEligibleReason]
+    NOT_ELIGIBLE_REASON_ONE_PER_CATEGORY: _ClassVar[NotEligibleReason]
+    NOT_ELIGIBLE_REASON_BLOCKED: _ClassVar[NotEligibleReason]
 
 class CampaignPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -32,32 +42,39 @@ class CampaignPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 class RedeemOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     REDEEM_OUTCOME_UNSPECIFIED: _ClassVar[RedeemOutcome]
-    REDEEMED: _ClassVar[RedeemOutcome]
-    ALREADY_REDEEMED: _ClassVar[RedeemOutcome]
-    EXPIRED: _ClassVar[RedeemOutcome]
-    NOT_OWNER: _ClassVar[RedeemOutcome]
-    MERCHANT_NOT_ALLOWED: _ClassVar[RedeemOutcome]
-    BELOW_MINIMUM_SPEND: _ClassVar[RedeemOutcome]
-    NOT_STACKABLE: _ClassVar[RedeemOutcome]
-    ORDER_ID_REUSED: _ClassVar[RedeemOutcome]
-    NOT_VERIFIED: _ClassVar[RedeemOutcome]
-    VERIFICATION_UNAVAILABLE: _ClassVar[RedeemOutcome]
-    SN_ALREADY_SUBSIDISED: _ClassVar[RedeemOutcome]
+    REDEEM_OUTCOME_REDEEMED: _ClassVar[RedeemOutcome]
+    REDEEM_OUTCOME_ALREADY_REDEEMED: _ClassVar[RedeemOutcome]
+    REDEEM_OUTCOME_EXPIRED: _ClassVar[RedeemOutcome]
+    REDEEM_OUTCOME_NOT_OWNER: _ClassVar[RedeemOutcome]
+    REDEEM_OUTCOME_MERCHANT_NOT_ALLOWED: _ClassVar[RedeemOutcome]
+    REDEEM_OUTCOME_BELOW_MINIMUM_SPEND: _ClassVar[RedeemOutcome]
+    REDEEM_OUTCOME_NOT_STACKABLE: _ClassVar[RedeemOutcome]
+    REDEEM_OUTCOME_ORDER_ID_REUSED: _ClassVar[RedeemOutcome]
+    REDEEM_OUTCOME_NOT_VERIFIED: _ClassVar[RedeemOutcome]
+    REDEEM_OUTCOME_VERIFICATION_UNAVAILABLE: _ClassVar[RedeemOutcome]
+    REDEEM_OUTCOME_SN_ALREADY_SUBSIDISED: _ClassVar[RedeemOutcome]
 
 class ReverseOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     REVERSE_OUTCOME_UNSPECIFIED: _ClassVar[ReverseOutcome]
-    REVERSED: _ClassVar[ReverseOutcome]
-    ORDER_NOT_FOUND: _ClassVar[ReverseOutcome]
+    REVERSE_OUTCOME_REVERSED: _ClassVar[ReverseOutcome]
+    REVERSE_OUTCOME_ORDER_NOT_FOUND: _ClassVar[ReverseOutcome]
 OUTCOME_UNSPECIFIED: Outcome
-GRANTED: Outcome
-ALREADY_CLAIMED: Outcome
-SOLD_OUT: Outcome
-NOT_STARTED: Outcome
-ENDED: Outcome
-NOT_ELIGIBLE: Outcome
-RATE_LIMITED: Outcome
-PAUSED: Outcome
+OUTCOME_GRANTED: Outcome
+OUTCOME_ALREADY_CLAIMED: Outcome
+OUTCOME_SOLD_OUT: Outcome
+OUTCOME_NOT_STARTED: Outcome
+OUTCOME_ENDED: Outcome
+OUTCOME_NOT_ELIGIBLE: Outcome
+OUTCOME_RATE_LIMITED: Outcome
+OUTCOME_PAUSED: Outcome
+NOT_ELIGIBLE_REASON_UNSPECIFIED: NotEligibleReason
+NOT_ELIGIBLE_REASON_DENY_LIST: NotEligibleReason
+NOT_ELIGIBLE_REASON_ALLOW_LIST: NotEligibleReason
+NOT_ELIGIBLE_REASON_REGION: NotEligibleReason
+NOT_ELIGIBLE_REASON_TAG: NotEligibleReason
+NOT_ELIGIBLE_REASON_ONE_PER_CATEGORY: NotEligibleReason
+NOT_ELIGIBLE_REASON_BLOCKED: NotEligibleReason
 CAMPAIGN_PHASE_UNSPECIFIED: CampaignPhase
 CAMPAIGN_PHASE_OPEN: CampaignPhase
 CAMPAIGN_PHASE_SOLD_OUT: CampaignPhase
@@ -66,20 +83,20 @@ CAMPAIGN_PHASE_PAUSED: CampaignPhase
 CAMPAIGN_PHASE_NOT_STARTED: CampaignPhase
 CAMPAIGN_PHASE_ENDED: CampaignPhase
 REDEEM_OUTCOME_UNSPECIFIED: RedeemOutcome
-REDEEMED: RedeemOutcome
-ALREADY_REDEEMED: RedeemOutcome
-EXPIRED: RedeemOutcome
-NOT_OWNER: RedeemOutcome
-MERCHANT_NOT_ALLOWED: RedeemOutcome
-BELOW_MINIMUM_SPEND: RedeemOutcome
-NOT_STACKABLE: RedeemOutcome
-ORDER_ID_REUSED: RedeemOutcome
-NOT_VERIFIED: RedeemOutcome
-VERIFICATION_UNAVAILABLE: RedeemOutcome
-SN_ALREADY_SUBSIDISED: RedeemOutcome
+REDEEM_OUTCOME_REDEEMED: RedeemOutcome
+REDEEM_OUTCOME_ALREADY_REDEEMED: RedeemOutcome
+REDEEM_OUTCOME_EXPIRED: RedeemOutcome
+REDEEM_OUTCOME_NOT_OWNER: RedeemOutcome
+REDEEM_OUTCOME_MERCHANT_NOT_ALLOWED: RedeemOutcome
+REDEEM_OUTCOME_BELOW_MINIMUM_SPEND: RedeemOutcome
+REDEEM_OUTCOME_NOT_STACKABLE: RedeemOutcome
+REDEEM_OUTCOME_ORDER_ID_REUSED: RedeemOutcome
+REDEEM_OUTCOME_NOT_VERIFIED: RedeemOutcome
+REDEEM_OUTCOME_VERIFICATION_UNAVAILABLE: RedeemOutcome
+REDEEM_OUTCOME_SN_ALREADY_SUBSIDISED: RedeemOutcome
 REVERSE_OUTCOME_UNSPECIFIED: ReverseOutcome
-REVERSED: ReverseOutcome
-ORDER_NOT_FOUND: ReverseOutcome
+REVERSE_OUTCOME_REVERSED: ReverseOutcome
+REVERSE_OUTCOME_ORDER_NOT_FOUND: ReverseOutcome
 
 class ClaimRequest(_message.Message):
     __slots__ = ("campaign_id", "user_id", "request_id", "channel_id", "device_id", "client_ip")
@@ -119,17 +136,19 @@ class Voucher(_message.Message):
     channel_id: str
     def __init__(self, voucher_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., request_id: _Optional[str] = ..., granted_at_ms: _Optional[int] = ..., value_cents: _Optional[int] = ..., min_spend_cents: _Optional[int] = ..., category: _Optional[str] = ..., channel_id: _Optional[str] = ...) -> None: ...
 
-class ClaimReply(_message.Message):
-    __slots__ = ("outcome", "voucher", "retry_after_ms", "detail")
+class ClaimResponse(_message.Message):
+    __slots__ = ("outcome", "voucher", "retry_after_ms", "detail", "not_eligible_reason")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     VOUCHER_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    NOT_ELIGIBLE_REASON_FIELD_NUMBER: _ClassVar[int]
     outcome: Outcome
     voucher: Voucher
     retry_after_ms: int
     detail: str
-    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., voucher: _Optional[_Union[Voucher, _Mapping]] = ..., retry_after_ms: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
+    not_eligible_reason: NotEligibleReason
+    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., voucher: _Optional[_Union[Voucher, _Mapping]] = ..., retry_after_ms: _Optional[int] = ..., detail: _Optional[str] = ..., not_eligible_reason: _Optional[_Union[NotEligibleReason, str]] = ...) -> None: ...
 
 class ClaimBatchRequest(_message.Message):
     __slots__ = ("claims",)
@@ -137,11 +156,11 @@ class ClaimBatchRequest(_message.Message):
     claims: _containers.RepeatedCompositeFieldContainer[ClaimRequest]
     def __init__(self, claims: _Optional[_Iterable[_Union[ClaimRequest, _Mapping]]] = ...) -> None: ...
 
-class ClaimBatchReply(_message.Message):
+class ClaimBatchResponse(_message.Message):
     __slots__ = ("replies",)
     REPLIES_FIELD_NUMBER: _ClassVar[int]
-    replies: _containers.RepeatedCompositeFieldContainer[ClaimReply]
-    def __init__(self, replies: _Optional[_Iterable[_Union[ClaimReply, _Mapping]]] = ...) -> None: ...
+    replies: _containers.RepeatedCompositeFieldContainer[ClaimResponse]
+    def __init__(self, replies: _Optional[_Iterable[_Union[ClaimResponse, _Mapping]]] = ...) -> None: ...
 
 class GetClaimRequest(_message.Message):
     __slots__ = ("campaign_id", "request_id", "user_id")
@@ -153,7 +172,7 @@ class GetClaimRequest(_message.Message):
     user_id: str
     def __init__(self, campaign_id: _Optional[str] = ..., request_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
-class GetClaimReply(_message.Message):
+class GetClaimResponse(_message.Message):
     __slots__ = ("found", "vouchers")
     FOUND_FIELD_NUMBER: _ClassVar[int]
     VOUCHERS_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +185,12 @@ class WatchCampaignsRequest(_message.Message):
     CAMPAIGN_IDS_FIELD_NUMBER: _ClassVar[int]
     campaign_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, campaign_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class WatchCampaignsResponse(_message.Message):
+    __slots__ = ("state",)
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: CampaignState
+    def __init__(self, state: _Optional[_Union[CampaignState, _Mapping]] = ...) -> None: ...
 
 class CampaignState(_message.Message):
     __slots__ = ("campaign_id", "phase", "shard_epoch", "sequence", "observed_at_ms", "sold_out_valid_for_ms", "stock_back_by_ms")
@@ -265,7 +290,7 @@ class UpdateEligibilityRequest(_message.Message):
     records: _containers.RepeatedCompositeFieldContainer[EligibilityRecord]
     def __init__(self, campaign_id: _Optional[str] = ..., records: _Optional[_Iterable[_Union[EligibilityRecord, _Mapping]]] = ...) -> None: ...
 
-class UpdateEligibilityReply(_message.Message):
+class UpdateEligibilityResponse(_message.Message):
     __slots__ = ("updated",)
     UPDATED_FIELD_NUMBER: _ClassVar[int]
     updated: int
@@ -277,7 +302,85 @@ class CreateCampaignRequest(_message.Message):
     campaign: Campaign
     def __init__(self, campaign: _Optional[_Union[Campaign, _Mapping]] = ...) -> None: ...
 
+class CreateCampaignResponse(_message.Message):
+    __slots__ = ("campaign",)
+    CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
+    campaign: CampaignInfo
+    def __init__(self, campaign: _Optional[_Union[CampaignInfo, _Mapping]] = ...) -> None: ...
+
 class GetCampaignRequest(_message.Message):
+    __slots__ = ("campaign_id",)
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    def __init__(self, campaign_id: _Optional[str] = ...) -> None: ...
+
+class GetCampaignResponse(_message.Message):
+    __slots__ = ("campaign",)
+    CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
+    campaign: CampaignInfo
+    def __init__(self, campaign: _Optional[_Union[CampaignInfo, _Mapping]] = ...) -> None: ...
+
+class PauseCampaignRequest(_message.Message):
+    __slots__ = ("campaign_id",)
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    def __init__(self, campaign_id: _Optional[str] = ...) -> None: ...
+
+class PauseCampaignResponse(_message.Message):
+    __slots__ = ("campaign",)
+    CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
+    campaign: CampaignInfo
+    def __init__(self, campaign: _Optional[_Union[CampaignInfo, _Mapping]] = ...) -> None: ...
+
+class ResumeCampaignRequest(_message.Message):
+    __slots__ = ("campaign_id",)
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    def __init__(self, campaign_id: _Optional[str] = ...) -> None: ...
+
+class ResumeCampaignResponse(_message.Message):
+    __slots__ = ("campaign",)
+    CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
+    campaign: CampaignInfo
+    def __init__(self, campaign: _Optional[_Union[CampaignInfo, _Mapping]] = ...) -> None: ...
+
+class ArchiveCampaignRequest(_message.Message):
+    __slots__ = ("campaign_id",)
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    def __init__(self, campaign_id: _Optional[str] = ...) -> None: ...
+
+class ArchiveCampaignResponse(_message.Message):
+    __slots__ = ("campaign",)
+    CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
+    campaign: CampaignInfo
+    def __init__(self, campaign: _Optional[_Union[CampaignInfo, _Mapping]] = ...) -> None: ...
+
+class UnarchiveCampaignRequest(_message.Message):
+    __slots__ = ("campaign_id",)
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    def __init__(self, campaign_id: _Optional[str] = ...) -> None: ...
+
+class UnarchiveCampaignResponse(_message.Message):
+    __slots__ = ("campaign",)
+    CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
+    campaign: CampaignInfo
+    def __init__(self, campaign: _Optional[_Union[CampaignInfo, _Mapping]] = ...) -> None: ...
+
+class RecycleExpiredRequest(_message.Message):
+    __slots__ = ("campaign_id",)
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    def __init__(self, campaign_id: _Optional[str] = ...) -> None: ...
+
+class ListMerchantsRequest(_message.Message):
+    __slots__ = ("campaign_id",)
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    def __init__(self, campaign_id: _Optional[str] = ...) -> None: ...
+
+class ReconcileRequest(_message.Message):
     __slots__ = ("campaign_id",)
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
@@ -329,7 +432,7 @@ class ReshardRequest(_message.Message):
     shards: int
     def __init__(self, campaign_id: _Optional[str] = ..., shards: _Optional[int] = ...) -> None: ...
 
-class ReshardReply(_message.Message):
+class ReshardResponse(_message.Message):
     __slots__ = ("campaign", "from_shards", "to_shards", "shard_epoch", "moved_users", "moved_records", "moved_stock", "frozen_ms", "took_ms", "resumed")
     CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
     FROM_SHARDS_FIELD_NUMBER: _ClassVar[int]
@@ -359,7 +462,7 @@ class ListCampaignsRequest(_message.Message):
     include_archived: bool
     def __init__(self, include_archived: _Optional[bool] = ...) -> None: ...
 
-class ListCampaignsReply(_message.Message):
+class ListCampaignsResponse(_message.Message):
     __slots__ = ("campaign_ids",)
     CAMPAIGN_IDS_FIELD_NUMBER: _ClassVar[int]
     campaign_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -411,7 +514,19 @@ class Merchant(_message.Message):
     region: str
     def __init__(self, campaign_id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., name: _Optional[str] = ..., category: _Optional[str] = ..., region: _Optional[str] = ...) -> None: ...
 
-class ListMerchantsReply(_message.Message):
+class RegisterMerchantRequest(_message.Message):
+    __slots__ = ("merchant",)
+    MERCHANT_FIELD_NUMBER: _ClassVar[int]
+    merchant: Merchant
+    def __init__(self, merchant: _Optional[_Union[Merchant, _Mapping]] = ...) -> None: ...
+
+class RegisterMerchantResponse(_message.Message):
+    __slots__ = ("merchant",)
+    MERCHANT_FIELD_NUMBER: _ClassVar[int]
+    merchant: Merchant
+    def __init__(self, merchant: _Optional[_Union[Merchant, _Mapping]] = ...) -> None: ...
+
+class ListMerchantsResponse(_message.Message):
     __slots__ = ("merchants",)
     MERCHANTS_FIELD_NUMBER: _ClassVar[int]
     merchants: _containers.RepeatedCompositeFieldContainer[Merchant]
@@ -427,7 +542,7 @@ class ReleaseRequest(_message.Message):
     voucher_id: str
     def __init__(self, campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., voucher_id: _Optional[str] = ...) -> None: ...
 
-class ReleaseReply(_message.Message):
+class ReleaseResponse(_message.Message):
     __slots__ = ("released", "detail")
     RELEASED_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
@@ -435,7 +550,7 @@ class ReleaseReply(_message.Message):
     detail: str
     def __init__(self, released: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
 
-class RecycleReply(_message.Message):
+class RecycleExpiredResponse(_message.Message):
     __slots__ = ("recycled",)
     RECYCLED_FIELD_NUMBER: _ClassVar[int]
     recycled: int
@@ -471,7 +586,7 @@ class StackedVouchers(_message.Message):
     voucher_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, campaign_id: _Optional[str] = ..., voucher_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
-class RedeemReply(_message.Message):
+class RedeemResponse(_message.Message):
     __slots__ = ("outcome", "voucher_ids", "subsidy_cents", "redeemed_at_ms", "detail")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     VOUCHER_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -495,7 +610,7 @@ class ReverseRequest(_message.Message):
     order_id: str
     def __init__(self, campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., order_id: _Optional[str] = ...) -> None: ...
 
-class ReverseReply(_message.Message):
+class ReverseResponse(_message.Message):
     __slots__ = ("outcome", "returned_voucher_ids", "expired_voucher_ids", "reversed_at_ms")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     RETURNED_VOUCHER_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -517,7 +632,7 @@ class ExportEventsRequest(_message.Message):
     limit: int
     def __init__(self, campaign_id: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
 
-class ExportEventsReply(_message.Message):
+class ExportEventsResponse(_message.Message):
     __slots__ = ("events", "next_cursor", "more")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
@@ -539,7 +654,7 @@ class ReconcileFigure(_message.Message):
     ok: bool
     def __init__(self, name: _Optional[str] = ..., from_ledger: _Optional[int] = ..., live: _Optional[int] = ..., ok: _Optional[bool] = ...) -> None: ...
 
-class ReconcileReply(_message.Message):
+class ReconcileResponse(_message.Message):
     __slots__ = ("ok", "figures", "events")
     OK_FIELD_NUMBER: _ClassVar[int]
     FIGURES_FIELD_NUMBER: _ClassVar[int]

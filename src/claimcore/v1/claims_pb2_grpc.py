@@ -29,7 +29,7 @@ class ClaimServiceStub:
     """---------------------------------------------------------------- claims
 
     Claims: the launch-second hot path. Every claim is answered with a business
-    outcome in the reply; a non-OK status means the call itself failed.
+    outcome in the response; a non-OK status means the call itself failed.
     """
 
     def __init__(self, channel):
@@ -41,22 +41,22 @@ class ClaimServiceStub:
         self.Claim = channel.unary_unary(
                 '/claimcore.v1.ClaimService/Claim',
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.ClaimRequest.SerializeToString,
-                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ClaimReply.FromString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ClaimResponse.FromString,
                 _registered_method=True)
         self.ClaimBatch = channel.unary_unary(
                 '/claimcore.v1.ClaimService/ClaimBatch',
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.ClaimBatchRequest.SerializeToString,
-                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ClaimBatchReply.FromString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ClaimBatchResponse.FromString,
                 _registered_method=True)
         self.GetClaim = channel.unary_unary(
                 '/claimcore.v1.ClaimService/GetClaim',
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.GetClaimRequest.SerializeToString,
-                response_deserializer=claimcore_dot_v1_dot_claims__pb2.GetClaimReply.FromString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.GetClaimResponse.FromString,
                 _registered_method=True)
         self.WatchCampaigns = channel.unary_stream(
                 '/claimcore.v1.ClaimService/WatchCampaigns',
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.WatchCampaignsRequest.SerializeToString,
-                response_deserializer=claimcore_dot_v1_dot_claims__pb2.CampaignState.FromString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.WatchCampaignsResponse.FromString,
                 _registered_method=True)
 
 
@@ -64,7 +64,7 @@ class ClaimServiceServicer:
     """---------------------------------------------------------------- claims
 
     Claims: the launch-second hot path. Every claim is answered with a business
-    outcome in the reply; a non-OK status means the call itself failed.
+    outcome in the response; a non-OK status means the call itself failed.
     """
 
     def Claim(self, request, context):
@@ -75,15 +75,16 @@ class ClaimServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ClaimBatch(self, request, context):
-        """Many claims in one call (up to 1000 items); one reply per item, in order.
-        Items of one batch may target different campaigns.
+        """Many claims in one call (up to 1000 items); one response per item, in order.
+        Items of one batch may target different campaigns. Each item is idempotent by
+        (campaign_id, user_id, request_id), as a Claim.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetClaim(self, request, context):
-        """Settle a claim whose reply was lost: the grant recorded for a user's
+        """Settle a claim whose response was lost: the grant recorded for a user's
         request_id, or (without request_id) every voucher the user holds. Never grants.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -109,22 +110,22 @@ def add_ClaimServiceServicer_to_server(servicer, server):
             'Claim': grpc.unary_unary_rpc_method_handler(
                     servicer.Claim,
                     request_deserializer=claimcore_dot_v1_dot_claims__pb2.ClaimRequest.FromString,
-                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ClaimReply.SerializeToString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ClaimResponse.SerializeToString,
             ),
             'ClaimBatch': grpc.unary_unary_rpc_method_handler(
                     servicer.ClaimBatch,
                     request_deserializer=claimcore_dot_v1_dot_claims__pb2.ClaimBatchRequest.FromString,
-                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ClaimBatchReply.SerializeToString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ClaimBatchResponse.SerializeToString,
             ),
             'GetClaim': grpc.unary_unary_rpc_method_handler(
                     servicer.GetClaim,
                     request_deserializer=claimcore_dot_v1_dot_claims__pb2.GetClaimRequest.FromString,
-                    response_serializer=claimcore_dot_v1_dot_claims__pb2.GetClaimReply.SerializeToString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.GetClaimResponse.SerializeToString,
             ),
             'WatchCampaigns': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchCampaigns,
                     request_deserializer=claimcore_dot_v1_dot_claims__pb2.WatchCampaignsRequest.FromString,
-                    response_serializer=claimcore_dot_v1_dot_claims__pb2.CampaignState.SerializeToString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.WatchCampaignsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -138,7 +139,7 @@ class ClaimService:
     """---------------------------------------------------------------- claims
 
     Claims: the launch-second hot path. Every claim is answered with a business
-    outcome in the reply; a non-OK status means the call itself failed.
+    outcome in the response; a non-OK status means the call itself failed.
     """
 
     @staticmethod
@@ -157,7 +158,7 @@ class ClaimService:
             target,
             '/claimcore.v1.ClaimService/Claim',
             claimcore_dot_v1_dot_claims__pb2.ClaimRequest.SerializeToString,
-            claimcore_dot_v1_dot_claims__pb2.ClaimReply.FromString,
+            claimcore_dot_v1_dot_claims__pb2.ClaimResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -184,7 +185,7 @@ class ClaimService:
             target,
             '/claimcore.v1.ClaimService/ClaimBatch',
             claimcore_dot_v1_dot_claims__pb2.ClaimBatchRequest.SerializeToString,
-            claimcore_dot_v1_dot_claims__pb2.ClaimBatchReply.FromString,
+            claimcore_dot_v1_dot_claims__pb2.ClaimBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -211,7 +212,7 @@ class ClaimService:
             target,
             '/claimcore.v1.ClaimService/GetClaim',
             claimcore_dot_v1_dot_claims__pb2.GetClaimRequest.SerializeToString,
-            claimcore_dot_v1_dot_claims__pb2.GetClaimReply.FromString,
+            claimcore_dot_v1_dot_claims__pb2.GetClaimResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -238,7 +239,7 @@ class ClaimService:
             target,
             '/claimcore.v1.ClaimService/WatchCampaigns',
             claimcore_dot_v1_dot_claims__pb2.WatchCampaignsRequest.SerializeToString,
-            claimcore_dot_v1_dot_claims__pb2.CampaignState.FromString,
+            claimcore_dot_v1_dot_claims__pb2.WatchCampaignsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -266,72 +267,72 @@ class AdminServiceStub:
         self.CreateCampaign = channel.unary_unary(
                 '/claimcore.v1.AdminService/CreateCampaign',
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.CreateCampaignRequest.SerializeToString,
-                response_deserializer=claimcore_dot_v1_dot_claims__pb2.CampaignInfo.FromString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.CreateCampaignResponse.FromString,
                 _registered_method=True)
         self.GetCampaign = channel.unary_unary(
                 '/claimcore.v1.AdminService/GetCampaign',
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
-                response_deserializer=claimcore_dot_v1_dot_claims__pb2.CampaignInfo.FromString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignResponse.FromString,
                 _registered_method=True)
         self.ListCampaigns = channel.unary_unary(
                 '/claimcore.v1.AdminService/ListCampaigns',
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.ListCampaignsRequest.SerializeToString,
-                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ListCampaignsReply.FromString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ListCampaignsResponse.FromString,
                 _registered_method=True)
         self.PauseCampaign = channel.unary_unary(
                 '/claimcore.v1.AdminService/PauseCampaign',
-                request_serializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
-                response_deserializer=claimcore_dot_v1_dot_claims__pb2.CampaignInfo.FromString,
+                request_serializer=claimcore_dot_v1_dot_claims__pb2.PauseCampaignRequest.SerializeToString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.PauseCampaignResponse.FromString,
                 _registered_method=True)
         self.ResumeCampaign = channel.unary_unary(
                 '/claimcore.v1.AdminService/ResumeCampaign',
-                request_serializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
-                response_deserializer=claimcore_dot_v1_dot_claims__pb2.CampaignInfo.FromString,
+                request_serializer=claimcore_dot_v1_dot_claims__pb2.ResumeCampaignRequest.SerializeToString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ResumeCampaignResponse.FromString,
                 _registered_method=True)
         self.ArchiveCampaign = channel.unary_unary(
                 '/claimcore.v1.AdminService/ArchiveCampaign',
-                request_serializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
-                response_deserializer=claimcore_dot_v1_dot_claims__pb2.CampaignInfo.FromString,
+                request_serializer=claimcore_dot_v1_dot_claims__pb2.ArchiveCampaignRequest.SerializeToString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ArchiveCampaignResponse.FromString,
                 _registered_method=True)
         self.UnarchiveCampaign = channel.unary_unary(
                 '/claimcore.v1.AdminService/UnarchiveCampaign',
-                request_serializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
-                response_deserializer=claimcore_dot_v1_dot_claims__pb2.CampaignInfo.FromString,
+                request_serializer=claimcore_dot_v1_dot_claims__pb2.UnarchiveCampaignRequest.SerializeToString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.UnarchiveCampaignResponse.FromString,
                 _registered_method=True)
         self.Reshard = channel.unary_unary(
                 '/claimcore.v1.AdminService/Reshard',
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.ReshardRequest.SerializeToString,
-                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ReshardReply.FromString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ReshardResponse.FromString,
                 _registered_method=True)
         self.ExportEvents = channel.unary_unary(
                 '/claimcore.v1.AdminService/ExportEvents',
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.ExportEventsRequest.SerializeToString,
-                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ExportEventsReply.FromString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ExportEventsResponse.FromString,
                 _registered_method=True)
         self.UpdateEligibility = channel.unary_unary(
                 '/claimcore.v1.AdminService/UpdateEligibility',
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.UpdateEligibilityRequest.SerializeToString,
-                response_deserializer=claimcore_dot_v1_dot_claims__pb2.UpdateEligibilityReply.FromString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.UpdateEligibilityResponse.FromString,
                 _registered_method=True)
         self.RecycleExpired = channel.unary_unary(
                 '/claimcore.v1.AdminService/RecycleExpired',
-                request_serializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
-                response_deserializer=claimcore_dot_v1_dot_claims__pb2.RecycleReply.FromString,
+                request_serializer=claimcore_dot_v1_dot_claims__pb2.RecycleExpiredRequest.SerializeToString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.RecycleExpiredResponse.FromString,
                 _registered_method=True)
         self.RegisterMerchant = channel.unary_unary(
                 '/claimcore.v1.AdminService/RegisterMerchant',
-                request_serializer=claimcore_dot_v1_dot_claims__pb2.Merchant.SerializeToString,
-                response_deserializer=claimcore_dot_v1_dot_claims__pb2.Merchant.FromString,
+                request_serializer=claimcore_dot_v1_dot_claims__pb2.RegisterMerchantRequest.SerializeToString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.RegisterMerchantResponse.FromString,
                 _registered_method=True)
         self.ListMerchants = channel.unary_unary(
                 '/claimcore.v1.AdminService/ListMerchants',
-                request_serializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
-                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ListMerchantsReply.FromString,
+                request_serializer=claimcore_dot_v1_dot_claims__pb2.ListMerchantsRequest.SerializeToString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ListMerchantsResponse.FromString,
                 _registered_method=True)
         self.Reconcile = channel.unary_unary(
                 '/claimcore.v1.AdminService/Reconcile',
-                request_serializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
-                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ReconcileReply.FromString,
+                request_serializer=claimcore_dot_v1_dot_claims__pb2.ReconcileRequest.SerializeToString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ReconcileResponse.FromString,
                 _registered_method=True)
 
 
@@ -455,72 +456,72 @@ def add_AdminServiceServicer_to_server(servicer, server):
             'CreateCampaign': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateCampaign,
                     request_deserializer=claimcore_dot_v1_dot_claims__pb2.CreateCampaignRequest.FromString,
-                    response_serializer=claimcore_dot_v1_dot_claims__pb2.CampaignInfo.SerializeToString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.CreateCampaignResponse.SerializeToString,
             ),
             'GetCampaign': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCampaign,
                     request_deserializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.FromString,
-                    response_serializer=claimcore_dot_v1_dot_claims__pb2.CampaignInfo.SerializeToString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignResponse.SerializeToString,
             ),
             'ListCampaigns': grpc.unary_unary_rpc_method_handler(
                     servicer.ListCampaigns,
                     request_deserializer=claimcore_dot_v1_dot_claims__pb2.ListCampaignsRequest.FromString,
-                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ListCampaignsReply.SerializeToString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ListCampaignsResponse.SerializeToString,
             ),
             'PauseCampaign': grpc.unary_unary_rpc_method_handler(
                     servicer.PauseCampaign,
-                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.FromString,
-                    response_serializer=claimcore_dot_v1_dot_claims__pb2.CampaignInfo.SerializeToString,
+                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.PauseCampaignRequest.FromString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.PauseCampaignResponse.SerializeToString,
             ),
             'ResumeCampaign': grpc.unary_unary_rpc_method_handler(
                     servicer.ResumeCampaign,
-                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.FromString,
-                    response_serializer=claimcore_dot_v1_dot_claims__pb2.CampaignInfo.SerializeToString,
+                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.ResumeCampaignRequest.FromString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ResumeCampaignResponse.SerializeToString,
             ),
             'ArchiveCampaign': grpc.unary_unary_rpc_method_handler(
                     servicer.ArchiveCampaign,
-                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.FromString,
-                    response_serializer=claimcore_dot_v1_dot_claims__pb2.CampaignInfo.SerializeToString,
+                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.ArchiveCampaignRequest.FromString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ArchiveCampaignResponse.SerializeToString,
             ),
             'UnarchiveCampaign': grpc.unary_unary_rpc_method_handler(
                     servicer.UnarchiveCampaign,
-                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.FromString,
-                    response_serializer=claimcore_dot_v1_dot_claims__pb2.CampaignInfo.SerializeToString,
+                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.UnarchiveCampaignRequest.FromString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.UnarchiveCampaignResponse.SerializeToString,
             ),
             'Reshard': grpc.unary_unary_rpc_method_handler(
                     servicer.Reshard,
                     request_deserializer=claimcore_dot_v1_dot_claims__pb2.ReshardRequest.FromString,
-                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ReshardReply.SerializeToString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ReshardResponse.SerializeToString,
             ),
             'ExportEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ExportEvents,
                     request_deserializer=claimcore_dot_v1_dot_claims__pb2.ExportEventsRequest.FromString,
-                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ExportEventsReply.SerializeToString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ExportEventsResponse.SerializeToString,
             ),
             'UpdateEligibility': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateEligibility,
                     request_deserializer=claimcore_dot_v1_dot_claims__pb2.UpdateEligibilityRequest.FromString,
-                    response_serializer=claimcore_dot_v1_dot_claims__pb2.UpdateEligibilityReply.SerializeToString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.UpdateEligibilityResponse.SerializeToString,
             ),
             'RecycleExpired': grpc.unary_unary_rpc_method_handler(
                     servicer.RecycleExpired,
-                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.FromString,
-                    response_serializer=claimcore_dot_v1_dot_claims__pb2.RecycleReply.SerializeToString,
+                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.RecycleExpiredRequest.FromString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.RecycleExpiredResponse.SerializeToString,
             ),
             'RegisterMerchant': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterMerchant,
-                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.Merchant.FromString,
-                    response_serializer=claimcore_dot_v1_dot_claims__pb2.Merchant.SerializeToString,
+                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.RegisterMerchantRequest.FromString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.RegisterMerchantResponse.SerializeToString,
             ),
             'ListMerchants': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMerchants,
-                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.FromString,
-                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ListMerchantsReply.SerializeToString,
+                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.ListMerchantsRequest.FromString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ListMerchantsResponse.SerializeToString,
             ),
             'Reconcile': grpc.unary_unary_rpc_method_handler(
                     servicer.Reconcile,
-                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.FromString,
-                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ReconcileReply.SerializeToString,
+                    request_deserializer=claimcore_dot_v1_dot_claims__pb2.ReconcileRequest.FromString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ReconcileResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -553,7 +554,7 @@ class AdminService:
             target,
             '/claimcore.v1.AdminService/CreateCampaign',
             claimcore_dot_v1_dot_claims__pb2.CreateCampaignRequest.SerializeToString,
-            claimcore_dot_v1_dot_claims__pb2.CampaignInfo.FromString,
+            claimcore_dot_v1_dot_claims__pb2.CreateCampaignResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -580,7 +581,7 @@ class AdminService:
             target,
             '/claimcore.v1.AdminService/GetCampaign',
             claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
-            claimcore_dot_v1_dot_claims__pb2.CampaignInfo.FromString,
+            claimcore_dot_v1_dot_claims__pb2.GetCampaignResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -607,7 +608,7 @@ class AdminService:
             target,
             '/claimcore.v1.AdminService/ListCampaigns',
             claimcore_dot_v1_dot_claims__pb2.ListCampaignsRequest.SerializeToString,
-            claimcore_dot_v1_dot_claims__pb2.ListCampaignsReply.FromString,
+            claimcore_dot_v1_dot_claims__pb2.ListCampaignsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -633,8 +634,8 @@ class AdminService:
             request,
             target,
             '/claimcore.v1.AdminService/PauseCampaign',
-            claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
-            claimcore_dot_v1_dot_claims__pb2.CampaignInfo.FromString,
+            claimcore_dot_v1_dot_claims__pb2.PauseCampaignRequest.SerializeToString,
+            claimcore_dot_v1_dot_claims__pb2.PauseCampaignResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -660,8 +661,8 @@ class AdminService:
             request,
             target,
             '/claimcore.v1.AdminService/ResumeCampaign',
-            claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
-            claimcore_dot_v1_dot_claims__pb2.CampaignInfo.FromString,
+            claimcore_dot_v1_dot_claims__pb2.ResumeCampaignRequest.SerializeToString,
+            claimcore_dot_v1_dot_claims__pb2.ResumeCampaignResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -687,8 +688,8 @@ class AdminService:
             request,
             target,
             '/claimcore.v1.AdminService/ArchiveCampaign',
-            claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
-            claimcore_dot_v1_dot_claims__pb2.CampaignInfo.FromString,
+            claimcore_dot_v1_dot_claims__pb2.ArchiveCampaignRequest.SerializeToString,
+            claimcore_dot_v1_dot_claims__pb2.ArchiveCampaignResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -714,8 +715,8 @@ class AdminService:
             request,
             target,
             '/claimcore.v1.AdminService/UnarchiveCampaign',
-            claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
-            claimcore_dot_v1_dot_claims__pb2.CampaignInfo.FromString,
+            claimcore_dot_v1_dot_claims__pb2.UnarchiveCampaignRequest.SerializeToString,
+            claimcore_dot_v1_dot_claims__pb2.UnarchiveCampaignResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -742,7 +743,7 @@ class AdminService:
             target,
             '/claimcore.v1.AdminService/Reshard',
             claimcore_dot_v1_dot_claims__pb2.ReshardRequest.SerializeToString,
-            claimcore_dot_v1_dot_claims__pb2.ReshardReply.FromString,
+            claimcore_dot_v1_dot_claims__pb2.ReshardResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -769,7 +770,7 @@ class AdminService:
             target,
             '/claimcore.v1.AdminService/ExportEvents',
             claimcore_dot_v1_dot_claims__pb2.ExportEventsRequest.SerializeToString,
-            claimcore_dot_v1_dot_claims__pb2.ExportEventsReply.FromString,
+            claimcore_dot_v1_dot_claims__pb2.ExportEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -796,7 +797,7 @@ class AdminService:
             target,
             '/claimcore.v1.AdminService/UpdateEligibility',
             claimcore_dot_v1_dot_claims__pb2.UpdateEligibilityRequest.SerializeToString,
-            claimcore_dot_v1_dot_claims__pb2.UpdateEligibilityReply.FromString,
+            claimcore_dot_v1_dot_claims__pb2.UpdateEligibilityResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -822,8 +823,8 @@ class AdminService:
             request,
             target,
             '/claimcore.v1.AdminService/RecycleExpired',
-            claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
-            claimcore_dot_v1_dot_claims__pb2.RecycleReply.FromString,
+            claimcore_dot_v1_dot_claims__pb2.RecycleExpiredRequest.SerializeToString,
+            claimcore_dot_v1_dot_claims__pb2.RecycleExpiredResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -849,8 +850,8 @@ class AdminService:
             request,
             target,
             '/claimcore.v1.AdminService/RegisterMerchant',
-            claimcore_dot_v1_dot_claims__pb2.Merchant.SerializeToString,
-            claimcore_dot_v1_dot_claims__pb2.Merchant.FromString,
+            claimcore_dot_v1_dot_claims__pb2.RegisterMerchantRequest.SerializeToString,
+            claimcore_dot_v1_dot_claims__pb2.RegisterMerchantResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -876,8 +877,8 @@ class AdminService:
             request,
             target,
             '/claimcore.v1.AdminService/ListMerchants',
-            claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
-            claimcore_dot_v1_dot_claims__pb2.ListMerchantsReply.FromString,
+            claimcore_dot_v1_dot_claims__pb2.ListMerchantsRequest.SerializeToString,
+            claimcore_dot_v1_dot_claims__pb2.ListMerchantsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -903,8 +904,8 @@ class AdminService:
             request,
             target,
             '/claimcore.v1.AdminService/Reconcile',
-            claimcore_dot_v1_dot_claims__pb2.GetCampaignRequest.SerializeToString,
-            claimcore_dot_v1_dot_claims__pb2.ReconcileReply.FromString,
+            claimcore_dot_v1_dot_claims__pb2.ReconcileRequest.SerializeToString,
+            claimcore_dot_v1_dot_claims__pb2.ReconcileResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -929,17 +930,17 @@ class RedeemServiceStub:
         self.Redeem = channel.unary_unary(
                 '/claimcore.v1.RedeemService/Redeem',
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.RedeemRequest.SerializeToString,
-                response_deserializer=claimcore_dot_v1_dot_claims__pb2.RedeemReply.FromString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.RedeemResponse.FromString,
                 _registered_method=True)
         self.Reverse = channel.unary_unary(
                 '/claimcore.v1.RedeemService/Reverse',
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.ReverseRequest.SerializeToString,
-                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ReverseReply.FromString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ReverseResponse.FromString,
                 _registered_method=True)
         self.Release = channel.unary_unary(
                 '/claimcore.v1.RedeemService/Release',
                 request_serializer=claimcore_dot_v1_dot_claims__pb2.ReleaseRequest.SerializeToString,
-                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ReleaseReply.FromString,
+                response_deserializer=claimcore_dot_v1_dot_claims__pb2.ReleaseResponse.FromString,
                 _registered_method=True)
 
 
@@ -949,7 +950,8 @@ class RedeemServiceServicer:
 
     def Redeem(self, request, context):
         """Use one or more vouchers of one campaign on one order, atomically: all or none.
-        Idempotent by (user_id, order_id): the same order again gets the original reply.
+        Idempotent by (campaign_id, user_id, order_id): the same order again gets the
+        original response.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -975,17 +977,17 @@ def add_RedeemServiceServicer_to_server(servicer, server):
             'Redeem': grpc.unary_unary_rpc_method_handler(
                     servicer.Redeem,
                     request_deserializer=claimcore_dot_v1_dot_claims__pb2.RedeemRequest.FromString,
-                    response_serializer=claimcore_dot_v1_dot_claims__pb2.RedeemReply.SerializeToString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.RedeemResponse.SerializeToString,
             ),
             'Reverse': grpc.unary_unary_rpc_method_handler(
                     servicer.Reverse,
                     request_deserializer=claimcore_dot_v1_dot_claims__pb2.ReverseRequest.FromString,
-                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ReverseReply.SerializeToString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ReverseResponse.SerializeToString,
             ),
             'Release': grpc.unary_unary_rpc_method_handler(
                     servicer.Release,
                     request_deserializer=claimcore_dot_v1_dot_claims__pb2.ReleaseRequest.FromString,
-                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ReleaseReply.SerializeToString,
+                    response_serializer=claimcore_dot_v1_dot_claims__pb2.ReleaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1015,7 +1017,7 @@ class RedeemService:
             target,
             '/claimcore.v1.RedeemService/Redeem',
             claimcore_dot_v1_dot_claims__pb2.RedeemRequest.SerializeToString,
-            claimcore_dot_v1_dot_claims__pb2.RedeemReply.FromString,
+            claimcore_dot_v1_dot_claims__pb2.RedeemResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1042,7 +1044,7 @@ class RedeemService:
             target,
             '/claimcore.v1.RedeemService/Reverse',
             claimcore_dot_v1_dot_claims__pb2.ReverseRequest.SerializeToString,
-            claimcore_dot_v1_dot_claims__pb2.ReverseReply.FromString,
+            claimcore_dot_v1_dot_claims__pb2.ReverseResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1069,7 +1071,7 @@ class RedeemService:
             target,
             '/claimcore.v1.RedeemService/Release',
             claimcore_dot_v1_dot_claims__pb2.ReleaseRequest.SerializeToString,
-            claimcore_dot_v1_dot_claims__pb2.ReleaseReply.FromString,
+            claimcore_dot_v1_dot_claims__pb2.ReleaseResponse.FromString,
             options,
             channel_credentials,
             insecure,
