@@ -80,7 +80,7 @@ async def load_auto(client: ClaimClient, users: Users, claims: int) -> None:
         while left[0] > 0:
             left[0] -= 1
             reply = await client.claim(CAMPAIGN, users.take("a"))
-            assert reply.outcome == pb.GRANTED, reply
+            assert reply.outcome == pb.OUTCOME_GRANTED, reply
 
     await asyncio.gather(*(caller() for _ in range(CALLERS)))
 
@@ -94,7 +94,7 @@ async def load_batch(client: ClaimClient, users: Users, claims: int) -> None:
             batch = [pb.ClaimRequest(campaign_id=CAMPAIGN, user_id=users.take("b"),
                                      request_id=f"r{users.n}") for _ in range(BATCH)]
             reply = await client.claim_batch(batch)
-            assert all(r.outcome == pb.GRANTED for r in reply.replies)
+            assert all(r.outcome == pb.OUTCOME_GRANTED for r in reply.replies)
 
     await asyncio.gather(*(sender() for _ in range(BATCHES_IN_FLIGHT)))
 
@@ -107,7 +107,7 @@ async def load_unary(stub: pb_grpc.ClaimServiceStub, users: Users, claims: int) 
             left[0] -= 1
             reply = await stub.Claim(pb.ClaimRequest(campaign_id=CAMPAIGN, user_id=users.take("u"),
                                                      request_id=f"r{users.n}"), timeout=10)
-            assert reply.outcome == pb.GRANTED, reply
+            assert reply.outcome == pb.OUTCOME_GRANTED, reply
 
     await asyncio.gather(*(caller() for _ in range(UNARY_IN_FLIGHT)))
 

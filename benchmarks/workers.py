@@ -42,6 +42,7 @@ from claimcore.harness.embedded_redis import EmbeddedRedis, free_port
 from claimcore.harness.local_node import LocalNode
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
+from claimcore.v1 import short_name
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGET_CPU_RATIO = 1.10
@@ -127,7 +128,7 @@ async def _drive(target: str, cid: str, prefix: str, warmup: int, calls: int, co
             for n in range(lane_no, count, concurrency):
                 reply = await stub.Claim(pb.ClaimRequest(campaign_id=cid, user_id=f"{prefix}{tag}{n}",
                                                          request_id="r"), timeout=CALL_TIMEOUT_S)
-                name = pb.Outcome.Name(reply.outcome)
+                name = short_name(pb.Outcome, reply.outcome)
                 outcomes[name] = outcomes.get(name, 0) + 1
 
         await asyncio.gather(*(lane(stubs[i % len(stubs)], i) for i in range(concurrency)))

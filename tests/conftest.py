@@ -105,7 +105,7 @@ def new_campaign_id(prefix: str = "t") -> str:
 
 def create_campaign(admin: pb_grpc.AdminServiceStub, **fields: object) -> pb.CampaignInfo:
     fields.setdefault("campaign_id", new_campaign_id())
-    return admin.CreateCampaign(pb.CreateCampaignRequest(campaign=pb.Campaign(**fields)), timeout=10)
+    return admin.CreateCampaign(pb.CreateCampaignRequest(campaign=pb.Campaign(**fields)), timeout=10).campaign
 
 
 CAMPAIGN_KEY = re.compile(r"cc:\{([^}:]+)(?::\d+)?\}:(\w+)")

@@ -20,17 +20,18 @@ from claimcore.security.auth import digest_line
 from claimcore.store.inventory import RedisInventory
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
+from claimcore.v1 import short_name
 
 
 async def burst(addresses: list[str], cid: str, requests: list[tuple[str, str]],
-                clients: int = 200) -> list[tuple[str, str, pb.ClaimReply]]:
+                clients: int = 200) -> list[tuple[str, str, pb.ClaimResponse]]:
     """`clients` concurrent callers over the given nodes; returns (user, rid, reply) per request."""
     channels = [grpc.aio.insecure_channel(a) for a in addresses]
     stubs = [pb_grpc.ClaimServiceStub(ch) for ch in channels]
     queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
     for item in requests:
         queue.put_nowait(item)
-    results: list[tuple[str, str, pb.ClaimReply]] = []
+    results: list[tuple[str, str, pb.ClaimResponse]] = []
 
     async def client(n: int) -> None:
         stub = stubs[n % len(stubs)]
@@ -48,18 +49,18 @@ async def burst(addresses: list[str], cid: str, requests: list[tuple[str, str]],
     return results
 
 
-def check_burst(results: list[tuple[str, str, pb.ClaimReply]], inventory: int,
+def check_burst(results: list[tuple[str, str, pb.ClaimResponse]], inventory: int,
                 distinct_users: int) -> dict[str, str]:
     """The invariants over every reply: returns user -> voucher id."""
     holder: dict[str, str] = {}
     owner: dict[str, str] = {}
     for user, _, reply in results:
-        if reply.outcome in (pb.GRANTED, pb.ALREADY_CLAIMED):
+        if reply.outcome in (pb.OUTCOME_GRANTED, pb.OUTCOME_ALREADY_CLAIMED):
             vid = reply.voucher.voucher_id
             assert holder.setdefault(user, vid) == vid, f"{user} got two vouchers"
             assert owner.setdefault(vid, user) == user, f"voucher {vid} given to two users"
         else:
-            assert reply.outcome == pb.SOLD_OUT, pb.Outcome.Name(reply.outcome)
+            assert reply.outcome == pb.OUTCOME_SOLD_OUT, short_name(pb.Outcome, reply.outcome)
     assert len(holder) == min(inventory, distinct_users)
     return holder
 

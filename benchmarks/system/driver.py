@@ -25,6 +25,7 @@ import uvloop
 
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
+from claimcore.v1 import short_name
 
 CHANNEL_OPTIONS = [("grpc.enable_retries", 0), ("grpc.max_receive_message_length", 16 << 20)]
 CALL_TIMEOUT_S = 60.0
@@ -91,7 +92,7 @@ async def send_all(method: Any, calls: list[Any], concurrency: int) -> tuple[Cou
             except grpc.aio.AioRpcError as exc:
                 errors[exc.code().name] += 1
                 continue
-            if isinstance(reply, pb.ClaimBatchReply):
+            if isinstance(reply, pb.ClaimBatchResponse):
                 for item in reply.replies:
                     outcomes[item.outcome] += 1
             else:
@@ -117,7 +118,7 @@ async def _work(load: Load, index: int, messages: Any, go: Any) -> dict[str, Any
         outcomes, errors = await send_all(method, measured, load.concurrency)
         t1, cpu1 = time.monotonic(), time.process_time()
     return {"calls": len(measured), "start": t0, "end": t1, "cpu": cpu1 - cpu0,
-            "outcomes": {pb.Outcome.Name(k): v for k, v in outcomes.items()}, "errors": dict(errors)}
+            "outcomes": {short_name(pb.Outcome, k): v for k, v in outcomes.items()}, "errors": dict(errors)}
 
 
 def _worker(load: Load, index: int, messages: Any, go: Any) -> None:

@@ -27,22 +27,22 @@ class EchoService(pb_grpc.ClaimServiceServicer):
         self.granted = granted
         self.seq = itertools.count(1)
 
-    def reply(self, req: pb.ClaimRequest) -> pb.ClaimReply:
+    def reply(self, req: pb.ClaimRequest) -> pb.ClaimResponse:
         if not self.granted:
-            return pb.ClaimReply(outcome=pb.SOLD_OUT)
-        return pb.ClaimReply(outcome=pb.GRANTED, voucher=pb.Voucher(
+            return pb.ClaimResponse(outcome=pb.OUTCOME_SOLD_OUT)
+        return pb.ClaimResponse(outcome=pb.OUTCOME_GRANTED, voucher=pb.Voucher(
             voucher_id=f"{req.campaign_id}-3-{next(self.seq)}", campaign_id=req.campaign_id,
             user_id=req.user_id, request_id=req.request_id, granted_at_ms=time.time_ns() // 1_000_000,
             value_cents=VALUE_CENTS, min_spend_cents=MIN_SPEND_CENTS, category=CATEGORY,
             channel_id=req.channel_id,
         ))
 
-    async def Claim(self, request: pb.ClaimRequest, context: grpc.aio.ServicerContext) -> pb.ClaimReply:
+    async def Claim(self, request: pb.ClaimRequest, context: grpc.aio.ServicerContext) -> pb.ClaimResponse:
         return self.reply(request)
 
     async def ClaimBatch(self, request: pb.ClaimBatchRequest,
-                         context: grpc.aio.ServicerContext) -> pb.ClaimBatchReply:
-        return pb.ClaimBatchReply(replies=[self.reply(c) for c in request.claims])
+                         context: grpc.aio.ServicerContext) -> pb.ClaimBatchResponse:
+        return pb.ClaimBatchResponse(replies=[self.reply(c) for c in request.claims])
 
 
 def main() -> None:

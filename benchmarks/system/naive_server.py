@@ -32,8 +32,9 @@ from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
 
 SCRIPT = (Path(__file__).parent / "naive_claim.lua").read_text()
-OUTCOMES = {1: pb.GRANTED, 2: pb.GRANTED, 3: pb.ALREADY_CLAIMED, 4: pb.SOLD_OUT,
-            5: pb.NOT_STARTED, 6: pb.ENDED, 7: pb.PAUSED}
+OUTCOMES = {1: pb.OUTCOME_GRANTED, 2: pb.OUTCOME_GRANTED, 3: pb.OUTCOME_ALREADY_CLAIMED,
+            4: pb.OUTCOME_SOLD_OUT,
+            5: pb.OUTCOME_NOT_STARTED, 6: pb.OUTCOME_ENDED, 7: pb.OUTCOME_PAUSED}
 ID = re.compile(r"[A-Za-z0-9._:@+=-]{1,128}")  # keeps '|' and '{}' out of keys and records
 CHANNEL = re.compile(r"[A-Za-z0-9._-]{0,64}")
 
@@ -55,7 +56,7 @@ class NaiveService(pb_grpc.ClaimServiceServicer):
     def __init__(self, client: aioredis.Redis) -> None:
         self.claim_script = client.register_script(SCRIPT)  # EVALSHA, reloaded on NOSCRIPT
 
-    async def claim(self, req: pb.ClaimRequest, context: grpc.aio.ServicerContext) -> pb.ClaimReply:
+    async def claim(self, req: pb.ClaimRequest, context: grpc.aio.ServicerContext) -> pb.ClaimResponse:
         if not (ID.fullmatch(req.campaign_id) and ID.fullmatch(req.user_id)
                 and ID.fullmatch(req.request_id) and CHANNEL.fullmatch(req.channel_id)):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad id")
@@ -67,7 +68,7 @@ class NaiveService(pb_grpc.ClaimServiceServicer):
         if out[0] == -1:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no campaign {req.campaign_id}")
         code, voucher_id, at, value_cents, min_spend_cents, category = out
-        reply = pb.ClaimReply(outcome=OUTCOMES[code])
+        reply = pb.ClaimResponse(outcome=OUTCOMES[code])
         if code in (1, 2, 3):
             granted = code != 3
             reply.voucher.CopyFrom(pb.Voucher(
@@ -78,13 +79,13 @@ class NaiveService(pb_grpc.ClaimServiceServicer):
             ))
         return reply
 
-    async def Claim(self, request: pb.ClaimRequest, context: grpc.aio.ServicerContext) -> pb.ClaimReply:
+    async def Claim(self, request: pb.ClaimRequest, context: grpc.aio.ServicerContext) -> pb.ClaimResponse:
         return await self.claim(request, context)
 
     async def ClaimBatch(self, request: pb.ClaimBatchRequest,
-                         context: grpc.aio.ServicerContext) -> pb.ClaimBatchReply:
+                         context: grpc.aio.ServicerContext) -> pb.ClaimBatchResponse:
         replies = await asyncio.gather(*(self.claim(c, context) for c in request.claims))
-        return pb.ClaimBatchReply(replies=replies)
+        return pb.ClaimBatchResponse(replies=replies)
 
 
 async def run(port: int, redis_url: str) -> None:

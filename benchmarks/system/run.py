@@ -132,7 +132,7 @@ def check_naive(address: str, client: redis.Redis) -> None:
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.ClaimServiceStub(channel)
 
-        def claim(user: str, request_id: str) -> pb.ClaimReply:
+        def claim(user: str, request_id: str) -> pb.ClaimResponse:
             return stub.Claim(pb.ClaimRequest(campaign_id="naive-check", user_id=user,
                                               request_id=request_id), timeout=10)
 
@@ -140,14 +140,14 @@ def check_naive(address: str, client: redis.Redis) -> None:
         other, late = claim("bob", "r1"), claim("cat", "r1")
     stock = client.hget(naive_server.keys("naive-check")[0], "stock")
     checks = {
-        "a first claim is granted": first.outcome == pb.GRANTED,
-        "a replay gets the same voucher": replay.outcome == pb.GRANTED
+        "a first claim is granted": first.outcome == pb.OUTCOME_GRANTED,
+        "a replay gets the same voucher": replay.outcome == pb.OUTCOME_GRANTED
         and replay.voucher.voucher_id == first.voucher.voucher_id,
-        "a second request of the user is ALREADY_CLAIMED": second_tap.outcome == pb.ALREADY_CLAIMED
+        "a second request of the user is ALREADY_CLAIMED": second_tap.outcome == pb.OUTCOME_ALREADY_CLAIMED
         and second_tap.voucher.voucher_id == first.voucher.voucher_id,
-        "another user gets another voucher": other.outcome == pb.GRANTED
+        "another user gets another voucher": other.outcome == pb.OUTCOME_GRANTED
         and other.voucher.voucher_id != first.voucher.voucher_id,
-        "no grant beyond the stock": late.outcome == pb.SOLD_OUT and stock in (b"0", "0"),
+        "no grant beyond the stock": late.outcome == pb.OUTCOME_SOLD_OUT and stock in (b"0", "0"),
     }
     failed = [what for what, ok in checks.items() if not ok]
     if failed:

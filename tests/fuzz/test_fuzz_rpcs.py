@@ -172,18 +172,18 @@ def setup_world(ch: grpc.Channel) -> dict[str, Any]:
     for cid, spec in TARGET_SPECS.items():
         call(ch, "CreateCampaign", campaign(cid, **spec))
     for cid in ("fz-main", "fz-stack"):
-        call(ch, "RegisterMerchant",
-             pb.Merchant(campaign_id=cid, merchant_id="m1", category="dining", region="r1"))
+        call(ch, "RegisterMerchant", pb.RegisterMerchantRequest(
+            merchant=pb.Merchant(campaign_id=cid, merchant_id="m1", category="dining", region="r1")))
         for user in HOLDERS:
             reply = call(ch, "Claim", pb.ClaimRequest(campaign_id=cid, user_id=user, request_id=f"r-{user}"))
-            assert reply.outcome == pb.GRANTED, reply
+            assert reply.outcome == pb.OUTCOME_GRANTED, reply
             world["vouchers"][cid, user] = reply.voucher.voucher_id
     call(ch, "UpdateEligibility", pb.UpdateEligibilityRequest(campaign_id="fz-elig", records=[
         pb.EligibilityRecord(user_id="h0", allowed=True, region="r1", tags=["t1"])]))
     done = call(ch, "Redeem", pb.RedeemRequest(
         campaign_id="fz-main", user_id="h0", voucher_ids=[world["vouchers"]["fz-main", "h0"]],
         merchant_id="m1", order_id="o-h0", order_amount_cents=1000))
-    assert done.outcome == pb.REDEEMED, done
+    assert done.outcome == pb.REDEEM_OUTCOME_REDEEMED, done
     page = call(ch, "ExportEvents", pb.ExportEventsRequest(campaign_id="fz-main", limit=2))
     assert page.more and page.next_cursor
     world["cursor"] = page.next_cursor
@@ -348,7 +348,10 @@ def valid_export(draw: st.DrawFn) -> pb.ExportEventsRequest:
                                   limit=draw(st.integers(0, 10_000)))
 
 
-get_campaign = st.builds(pb.GetCampaignRequest, campaign_id=st.one_of(targets, ids.map("nx-".__add__)))
+def by_campaign_id(rpc: str) -> st.SearchStrategy[Message]:
+    """<rpc>Request(campaign_id=...): the request of each admin call that names one campaign."""
+    return st.builds(getattr(pb, f"{rpc}Request"), campaign_id=st.one_of(targets, ids.map("nx-".__add__)))
+
 
 VALID: dict[str, st.SearchStrategy[Message]] = {
     "Claim": valid_claim(),
@@ -357,12 +360,12 @@ VALID: dict[str, st.SearchStrategy[Message]] = {
     "GetClaim": st.builds(pb.GetClaimRequest, campaign_id=targets, user_id=holders,
                           request_id=st.sampled_from(["", "r-h1", "nope"])),
     "CreateCampaign": valid_campaign(),
-    "GetCampaign": get_campaign,
+    "GetCampaign": by_campaign_id("GetCampaign"),
     "ListCampaigns": st.builds(pb.ListCampaignsRequest, include_archived=st.booleans()),
-    "PauseCampaign": get_campaign,
-    "ResumeCampaign": get_campaign,
-    "ArchiveCampaign": get_campaign,
-    "UnarchiveCampaign": get_campaign,
+    "PauseCampaign": by_campaign_id("PauseCampaign"),
+    "ResumeCampaign": by_campaign_id("ResumeCampaign"),
+    "ArchiveCampaign": by_campaign_id("ArchiveCampaign"),
+    "UnarchiveCampaign": by_campaign_id("UnarchiveCampaign"),
     "Reshard": st.builds(pb.ReshardRequest, campaign_id=targets, shards=st.integers(1, 6)),
     "ExportEvents": valid_export(),
     "UpdateEligibility": st.builds(pb.UpdateEligibilityRequest, campaign_id=targets, records=st.lists(
@@ -370,12 +373,14 @@ VALID: dict[str, st.SearchStrategy[Message]] = {
                   region=st.sampled_from(["", "r1"]),
                   tags=st.lists(st.sampled_from(["t1", "t2"]), max_size=2), remove=st.booleans()),
         min_size=1, max_size=3, unique_by=lambda r: r.user_id)),
-    "RecycleExpired": get_campaign,
-    "RegisterMerchant": st.builds(pb.Merchant, campaign_id=st.sampled_from(["fz-main", "fz-stack"]),
-                                  merchant_id=ids, name=st.text(alphabet="abc XYZ-éü用", max_size=20),
-                                  category=st.just("dining"), region=st.sampled_from(["r1", "r2"])),
-    "ListMerchants": get_campaign,
-    "Reconcile": get_campaign,
+    "RecycleExpired": by_campaign_id("RecycleExpired"),
+    "RegisterMerchant": st.builds(
+        pb.RegisterMerchantRequest,
+        merchant=st.builds(pb.Merchant, campaign_id=st.sampled_from(["fz-main", "fz-stack"]),
+                           merchant_id=ids, name=st.text(alphabet="abc XYZ-éü用", max_size=20),
+                           category=st.just("dining"), region=st.sampled_from(["r1", "r2"]))),
+    "ListMerchants": by_campaign_id("ListMerchants"),
+    "Reconcile": by_campaign_id("Reconcile"),
     "Redeem": valid_redeem(),
     "Reverse": st.builds(pb.ReverseRequest, campaign_id=st.sampled_from(["fz-main", "fz-stack"]),
                          user_id=holders, order_id=st.sampled_from(["o-h0", "o-none"])),
@@ -509,7 +514,9 @@ def rec(user: str, **fields: Any) -> pb.EligibilityRecord:
 
 def mer(what: str, expect: grpc.StatusCode, field: str = "", **fields: Any) -> Limit:
     base = dict(campaign_id="fz-main", merchant_id="lim-m", category="dining", region="r1")
-    return Limit(what, "RegisterMerchant", lambda w: pb.Merchant(**{**base, **fields}), expect, field)
+    return Limit(what, "RegisterMerchant",
+                 lambda w: pb.RegisterMerchantRequest(merchant=pb.Merchant(**{**base,
+                                                                              **fields})), expect, field)
 
 
 def rdm(what: str, expect: grpc.StatusCode, field: str = "", **fields: Any) -> Limit:

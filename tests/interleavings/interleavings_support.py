@@ -31,6 +31,7 @@ from claimcore.store.campaign_cache import CampaignCache
 from claimcore.store.inventory import RedisInventory
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
+from claimcore.v1 import short_name
 
 # Every script by its SHA, so hooks can name what is being sent (read at call time: the
 # scripts change while issue 12 is fixed).
@@ -204,47 +205,48 @@ def new_id(prefix: str) -> str:
 
 def create(admin: pb_grpc.AdminServiceStub, merchant: str = "m1", **fields: Any) -> str:
     fields.setdefault("campaign_id", new_id("il"))
-    reply = admin.CreateCampaign(pb.CreateCampaignRequest(campaign=pb.Campaign(**fields)), timeout=10)
+    reply = admin.CreateCampaign(pb.CreateCampaignRequest(campaign=pb.Campaign(**fields)),
+                                 timeout=10).campaign
     cid = reply.campaign.campaign_id
     if merchant:
-        admin.RegisterMerchant(pb.Merchant(campaign_id=cid, merchant_id=merchant,
-                                           category=fields.get("category", "")), timeout=10)
+        admin.RegisterMerchant(pb.RegisterMerchantRequest(merchant=pb.Merchant(
+            campaign_id=cid, merchant_id=merchant, category=fields.get("category", ""))), timeout=10)
     return cid
 
 
-def claim(claims: pb_grpc.ClaimServiceStub, cid: str, user: str, rid: str = "r") -> pb.ClaimReply:
+def claim(claims: pb_grpc.ClaimServiceStub, cid: str, user: str, rid: str = "r") -> pb.ClaimResponse:
     return claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id=user, request_id=rid), timeout=15)
 
 
 def granted(claims: pb_grpc.ClaimServiceStub, cid: str, user: str, rid: str = "r") -> str:
     reply = claim(claims, cid, user, rid)
-    assert reply.outcome == pb.GRANTED, (user, pb.Outcome.Name(reply.outcome), reply.detail)
+    assert reply.outcome == pb.OUTCOME_GRANTED, (user, short_name(pb.Outcome, reply.outcome), reply.detail)
     return reply.voucher.voucher_id
 
 
 def redeem(stub: pb_grpc.RedeemServiceStub, cid: str, user: str, vouchers: list[str], order: str,
            sns: tuple[str, ...] = (), stacked: tuple[tuple[str, list[str]], ...] = (),
-           amount: int = 5000) -> pb.RedeemReply:
+           amount: int = 5000) -> pb.RedeemResponse:
     return stub.Redeem(pb.RedeemRequest(
         campaign_id=cid, user_id=user, voucher_ids=vouchers, merchant_id="m1", order_id=order,
         order_amount_cents=amount, sn_codes=list(sns),
         stacked=[pb.StackedVouchers(campaign_id=c, voucher_ids=v) for c, v in stacked]), timeout=15)
 
 
-def outcome(reply: pb.RedeemReply) -> str:
-    return pb.RedeemOutcome.Name(reply.outcome)
+def outcome(reply: pb.RedeemResponse) -> str:
+    return short_name(pb.RedeemOutcome, reply.outcome)
 
 
-def reverse(stub: pb_grpc.RedeemServiceStub, cid: str, user: str, order: str) -> pb.ReverseReply:
+def reverse(stub: pb_grpc.RedeemServiceStub, cid: str, user: str, order: str) -> pb.ReverseResponse:
     return stub.Reverse(pb.ReverseRequest(campaign_id=cid, user_id=user, order_id=order), timeout=15)
 
 
 def recycle(admin: pb_grpc.AdminServiceStub, cid: str) -> int:
-    return admin.RecycleExpired(pb.GetCampaignRequest(campaign_id=cid), timeout=30).recycled
+    return admin.RecycleExpired(pb.RecycleExpiredRequest(campaign_id=cid), timeout=30).recycled
 
 
 def campaign_info(admin: pb_grpc.AdminServiceStub, cid: str) -> pb.CampaignInfo:
-    return admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
+    return admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10).campaign
 
 
 def events(admin: pb_grpc.AdminServiceStub, cid: str) -> list[pb.Event]:

@@ -97,7 +97,7 @@ def observe(watch: CampaignWatch, cid: str, answers: list[LocalAnswer], pushed: 
     """Record every local answer with the watch's state then, and every state pushed (in order)."""
     local_answer, receive = watch.local_answer, watch._receive
 
-    def observed_answer(campaign_id: str) -> pb.ClaimReply | None:
+    def observed_answer(campaign_id: str) -> pb.ClaimResponse | None:
         reply = local_answer(campaign_id)
         if reply is not None:
             now = time.monotonic()
@@ -118,7 +118,7 @@ def observe(watch: CampaignWatch, cid: str, answers: list[LocalAnswer], pushed: 
 
 
 async def claim(client: ClaimClient, history: History, cid: str, user: str, rid: str,
-                replies: dict[tuple[str, str], list[pb.ClaimReply]]) -> None:
+                replies: dict[tuple[str, str], list[pb.ClaimResponse]]) -> None:
     op = history.invoke(cid, user, rid)
     try:
         reply = await client.claim(cid, user, rid, timeout=10)
@@ -147,7 +147,7 @@ def test_the_watching_batching_client_is_exact_through_a_reshard_and_a_release(s
     admin.CreateCampaign(pb.CreateCampaignRequest(campaign=pb.Campaign(
         campaign_id=cid, inventory=VOUCHERS, shards=2)), timeout=10)
     history = History()
-    replies: dict[tuple[str, str], list[pb.ClaimReply]] = defaultdict(list)
+    replies: dict[tuple[str, str], list[pb.ClaimResponse]] = defaultdict(list)
     answers: list[LocalAnswer] = []
     pushed: list[Pushed] = []
     releases: list[tuple[int, int]] = []  # (wall ms before the call, wall ms after it)
@@ -207,7 +207,7 @@ def test_the_watching_batching_client_is_exact_through_a_reshard_and_a_release(s
     assert report.ok, report.summary()
     assert report.lost == 0 and report.duplicates == 0 and report.oversold == 0
     assert state.granted == VOUCHERS + RELEASED, "the released stock was not granted again"
-    assert admin.Reconcile(pb.GetCampaignRequest(campaign_id=cid), timeout=30).ok
+    assert admin.Reconcile(pb.ReconcileRequest(campaign_id=cid), timeout=30).ok
 
     # ---- replays: a request sent again after a GRANTED reply gets that voucher again, from a node
     # (one answered SOLD_OUT may be granted later, when returned stock is claimable: it wrote nothing)
@@ -220,7 +220,7 @@ def test_the_watching_batching_client_is_exact_through_a_reshard_and_a_release(s
             if op.t_invoke > (first.t_complete or 0):
                 assert (op.outcome, op.voucher_id) == ("GRANTED", first.voucher_id), (first, op)
     for got in replies.values():
-        if any(g.outcome == pb.GRANTED for g in got):
+        if any(g.outcome == pb.OUTCOME_GRANTED for g in got):
             assert all(g.detail != LOCAL_DETAIL for g in got), got
     resends = [ops for ops in by_request(history.ops).values() if len(ops) > 1]
     assert len(resends) >= USERS // DOUBLE_TAP_EVERY

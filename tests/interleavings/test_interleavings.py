@@ -52,6 +52,7 @@ from claimcore.store.replies import ClaimItem, Code
 from claimcore.store.reshard import reshard
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
+from claimcore.v1 import short_name
 from support import users_on
 
 
@@ -100,7 +101,7 @@ def test_defect_1_a_sweep_racing_a_reshard_recycles_each_voucher_once(redis_serv
     users = [f"u{i}" for i in range(40)]
     batch = s.claims.ClaimBatch(pb.ClaimBatchRequest(claims=[
         pb.ClaimRequest(campaign_id=cid, user_id=u, request_id="r") for u in users]), timeout=30)
-    assert [r.outcome for r in batch.replies] == [pb.GRANTED] * len(users)
+    assert [r.outcome for r in batch.replies] == [pb.OUTCOME_GRANTED] * len(users)
     movers = [u for u in users if shard_of(u, 2) != shard_of(u, 4)]
     assert movers  # about half of them move to the new shards
     wait_past(500)  # every voucher has expired, none recycled yet
@@ -118,7 +119,7 @@ def test_defect_1_a_sweep_racing_a_reshard_recycles_each_voucher_once(redis_serv
         async with grpc.aio.insecure_channel(node.address) as ch:
             try:  # the new shards are frozen: the sweep may wait for them past this deadline
                 await pb_grpc.AdminServiceStub(ch).RecycleExpired(
-                    pb.GetCampaignRequest(campaign_id=cid), timeout=1.0)
+                    pb.RecycleExpiredRequest(campaign_id=cid), timeout=1.0)
             except grpc.aio.AioRpcError as err:
                 assert err.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE), err
         copied.go.set()
@@ -154,7 +155,8 @@ def test_defect_2_a_voucher_recycled_as_expired_is_never_redeemed_by_a_node_behi
     alone = redeem(late.redeem, a, "alone", [alone_voucher], "o1")
     stacked = redeem(late.redeem, a, "stacker", [stacked_voucher], "o2", stacked=((b, [other_part]),))
     for user, reply, order in (("alone", alone, "o1"), ("stacker", stacked, "o2")):
-        if reply.outcome == pb.REDEEMED:  # the order is refunded: the voucher goes back to its user
+        # the order is refunded: the voucher goes back to its user
+        if reply.outcome == pb.REDEEM_OUTCOME_REDEEMED:
             reverse(late.redeem, a, user, order)
     recycle(s.admin, a)
     got = {"alone": outcome(alone), "stacked": outcome(stacked), "expire events": expire_counts(s.admin, a)}
@@ -177,10 +179,10 @@ def test_defect_3_a_double_tap_in_one_flush_keeps_the_users_category(node, stubs
     taps = s.claims.ClaimBatch(pb.ClaimBatchRequest(claims=[
         pb.ClaimRequest(campaign_id=first, user_id="tapper", request_id=rid) for rid in ("r1", "r2")]),
         timeout=15)
-    assert sorted(r.outcome for r in taps.replies) == sorted([pb.GRANTED, pb.SOLD_OUT])
+    assert sorted(r.outcome for r in taps.replies) == sorted([pb.OUTCOME_GRANTED, pb.OUTCOME_SOLD_OUT])
     wait_past(500)  # the node settles the flush's holds in the background
     elsewhere = claim(s.claims, second, "tapper")
-    assert pb.Outcome.Name(elsewhere.outcome) == "NOT_ELIGIBLE"
+    assert short_name(pb.Outcome, elsewhere.outcome) == "NOT_ELIGIBLE"
 
 
 def test_defect_4_a_category_hold_is_dropped_only_by_the_flush_that_took_it(redis_server, node, stubs_of):
@@ -207,10 +209,9 @@ def test_defect_4_a_category_hold_is_dropped_only_by_the_flush_that_took_it(redi
         await stalled.wait_reached()  # node 2 holds u for the campaign, and stalls
 
         def node1() -> tuple[int, int]:
-            request = pb.GetCampaignRequest(campaign_id=first)
-            s.admin.PauseCampaign(request, timeout=10)
+            s.admin.PauseCampaign(pb.PauseCampaignRequest(campaign_id=first), timeout=10)
             paused = claim(s.claims, first, "u", "r1").outcome  # node 1 holds u too, then drops
-            s.admin.ResumeCampaign(request, timeout=10)
+            s.admin.ResumeCampaign(pb.ResumeCampaignRequest(campaign_id=first), timeout=10)
             wait_past(500)  # node 1 drops its holds in the background
             return paused, claim(s.claims, third, "u", "r3").outcome
 
@@ -220,9 +221,9 @@ def test_defect_4_a_category_hold_is_dropped_only_by_the_flush_that_took_it(redi
 
     paused, in_third, by_node2 = run_async(redis_server, two_nodes)
     holds_from = [name for name, won in (("first, through node 2", by_node2 == Code.GRANTED),
-                                         ("third, through node 1", in_third == pb.GRANTED)) if won]
+                                         ("third, through node 1", in_third == pb.OUTCOME_GRANTED)) if won]
     assert len(holds_from) == 1, \
-        f"u holds vouchers of {holds_from} (node 1's claim while paused: {pb.Outcome.Name(paused)})"
+        f"u holds vouchers of {holds_from} (node 1's claim while paused: {short_name(pb.Outcome, paused)})"
 
 
 def test_defect_5_a_deny_list_loaded_after_a_shrink_holds_on_shards_revived_by_a_growth(node, stubs_of):
@@ -237,7 +238,7 @@ def test_defect_5_a_deny_list_loaded_after_a_shrink_holds_on_shards_revived_by_a
     s.admin.UpdateEligibility(pb.UpdateEligibilityRequest(campaign_id=cid, records=[
         pb.EligibilityRecord(user_id=u, denied=True) for u in (moving, staying)]), timeout=10)
     s.admin.Reshard(pb.ReshardRequest(campaign_id=cid, shards=4), timeout=60)
-    got = {u: pb.Outcome.Name(claim(s.claims, cid, u).outcome) for u in (moving, staying)}
+    got = {u: short_name(pb.Outcome, claim(s.claims, cid, u).outcome) for u in (moving, staying)}
     assert got == {moving: "NOT_ELIGIBLE", staying: "NOT_ELIGIBLE"}
 
 
@@ -274,7 +275,7 @@ def test_defect_5_the_first_deny_list_landing_during_a_reshard_holds_on_the_new_
         await resharding
 
     run_async(redis_server, update_while_fencing)
-    assert pb.Outcome.Name(claim(s.claims, cid, denied).outcome) == "NOT_ELIGIBLE"
+    assert short_name(pb.Outcome, claim(s.claims, cid, denied).outcome) == "NOT_ELIGIBLE"
 
 
 def test_defect_6_a_stale_sn_hold_of_a_decided_stacked_order_is_settled_as_used(
@@ -358,7 +359,8 @@ def test_defect_10_a_stacked_decision_commits_only_its_own_order(redis_server, n
                          min_spend_cents=1000) for _ in range(4))
     a, b = sorted((a, b))  # parts are prepared in campaign id order: a's first
     va, vb, vc, vd = (granted(s.claims, cid, "u") for cid in (a, b, c, d))
-    assert redeem(s.redeem, b, "u", [vb], "elsewhere").outcome == pb.REDEEMED  # so b's part is refused
+    # so b's part is refused
+    assert redeem(s.redeem, b, "u", [vb], "elsewhere").outcome == pb.REDEEM_OUTCOME_REDEEMED
     short_holds(1500)
 
     async def coordinator(client: HookedRedis) -> str:
@@ -370,7 +372,7 @@ def test_defect_10_a_stacked_decision_commits_only_its_own_order(redis_server, n
 
     assert run_async(redis_server, coordinator) == "1,2"  # a's part prepared, b's refused
     other_order = redeem(s.redeem, c, "u", [vc], "o", stacked=((d, [vd]),))
-    assert other_order.outcome == pb.REDEEMED
+    assert other_order.outcome == pb.REDEEM_OUTCOME_REDEEMED
     wait_past(1500 + 1000 + 300)  # the prepared part's deadline and margin: it is stale now
     met = redeem(s.redeem, a, "u", [va], "o-new")
     orders_in_a = sorted({e.order_id for e in events(s.admin, a) if e.kind == "redeem"})
@@ -389,14 +391,14 @@ def test_defect_11_every_redemption_record_moves_with_its_user(node, stubs_of):
     cid = create(s.admin, inventory=10, shards=2, value_cents=500, min_spend_cents=1000)
     user = mover("orders", 2, 4)
     voucher = granted(s.claims, cid, user)
-    assert redeem(s.redeem, cid, user, [voucher], "o1").outcome == pb.REDEEMED
+    assert redeem(s.redeem, cid, user, [voucher], "o1").outcome == pb.REDEEM_OUTCOME_REDEEMED
     first_reversal = reverse(s.redeem, cid, user, "o1")
-    assert redeem(s.redeem, cid, user, [voucher], "o2").outcome == pb.REDEEMED
-    assert reverse(s.redeem, cid, user, "o2").outcome == pb.REVERSED
+    assert redeem(s.redeem, cid, user, [voucher], "o2").outcome == pb.REDEEM_OUTCOME_REDEEMED
+    assert reverse(s.redeem, cid, user, "o2").outcome == pb.REVERSE_OUTCOME_REVERSED
     s.admin.Reshard(pb.ReshardRequest(campaign_id=cid, shards=4), timeout=60)
     replay = reverse(s.redeem, cid, user, "o1")
     reuse = redeem(s.redeem, cid, user, [voucher], "o1")
-    got = {"replay": (pb.ReverseOutcome.Name(replay.outcome), list(replay.returned_voucher_ids),
+    got = {"replay": (short_name(pb.ReverseOutcome, replay.outcome), list(replay.returned_voucher_ids),
                       replay.reversed_at_ms),
            "o1 again": outcome(reuse)}
     assert got == {"replay": ("REVERSED", [voucher], first_reversal.reversed_at_ms),
@@ -454,7 +456,7 @@ def test_defect_15_a_voucher_reversed_after_its_expiry_comes_back_to_stock_once(
     s = stubs_of(node)
     cid = create(s.admin, inventory=5, shards=1, valid_for_ms=1000, value_cents=500, min_spend_cents=1000)
     voucher = granted(s.claims, cid, "u")
-    assert redeem(s.redeem, cid, "u", [voucher], "o").outcome == pb.REDEEMED
+    assert redeem(s.redeem, cid, "u", [voucher], "o").outcome == pb.REDEEM_OUTCOME_REDEEMED
     wait_past(1200)
     reversal = reverse(s.redeem, cid, "u", "o")
     assert list(reversal.expired_voucher_ids) == [voucher]
@@ -504,8 +506,9 @@ def test_also_a_failed_sn_hold_never_frees_the_orders_own_committed_uses(node, s
     va, vb = granted(s.claims, a, "u"), granted(s.claims, b, "u")
     vx, vw = granted(s.claims, a, "x"), granted(s.claims, a, "w")
     first_sn, second_sn = new_id("sn"), new_id("sn")
-    assert redeem(s.redeem, a, "x", [vx], "ox", sns=(second_sn,)).outcome == pb.REDEEMED
-    assert redeem(s.redeem, a, "u", [va], "o", sns=(first_sn,), stacked=((b, [vb]),)).outcome == pb.REDEEMED
+    assert redeem(s.redeem, a, "x", [vx], "ox", sns=(second_sn,)).outcome == pb.REDEEM_OUTCOME_REDEEMED
+    stacked = redeem(s.redeem, a, "u", [va], "o", sns=(first_sn,), stacked=((b, [vb]),))
+    assert stacked.outcome == pb.REDEEM_OUTCOME_REDEEMED
     again = redeem(s.redeem, a, "u", [va], "o", sns=(first_sn, second_sn), stacked=((b, [vb]),))
     third = redeem(s.redeem, a, "w", [vw], "ow", sns=(first_sn,))
     assert outcome(third) == "SN_ALREADY_SUBSIDISED", f"the order sent again: {outcome(again)}"
@@ -536,4 +539,4 @@ def test_also_a_resent_eligibility_update_never_overwrites_a_newer_one(redis_ser
         await scripts.ELIGIBILITY(client, sent.keys, sent.args)
 
     run_async(redis_server, resend)
-    assert pb.Outcome.Name(claim(s.claims, cid, "u").outcome) == "GRANTED"
+    assert short_name(pb.Outcome, claim(s.claims, cid, "u").outcome) == "GRANTED"

@@ -28,6 +28,7 @@ from claimcore.security.access import Access
 from claimcore.store.keyspace import shard_keys
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
+from claimcore.v1 import short_name
 from conftest import LocalNode, new_campaign_id
 from support import keygen
 
@@ -72,7 +73,7 @@ class Stubs:
         self.admin = pb_grpc.AdminServiceStub(channel)
         self.redeem = pb_grpc.RedeemServiceStub(channel)
 
-    def claim(self, cid: str, user: str, rid: str = "r", channel: str = "") -> pb.ClaimReply:
+    def claim(self, cid: str, user: str, rid: str = "r", channel: str = "") -> pb.ClaimResponse:
         return self.claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id=user, request_id=rid,
                                                  channel_id=channel), timeout=10)
 
@@ -109,7 +110,7 @@ def until(what: Callable[[], T], ok: Callable[[T], bool], within_s: float = 15) 
     return reply
 
 
-def answered_locally(stubs: Stubs, client: redis.Redis, cid: str, user: str) -> tuple[pb.ClaimReply, bool]:
+def answered_locally(stubs: Stubs, client: redis.Redis, cid: str, user: str) -> tuple[pb.ClaimResponse, bool]:
     before = script_calls(client)
     reply = stubs.claim(cid, user, "probe")
     return reply, script_calls(client) == before
@@ -119,15 +120,15 @@ def snapshot_answers(stubs: Stubs, client: redis.Redis, cid: str) -> None:
     """Wait until the node answers a newcomer SOLD_OUT from its snapshot, without a script call."""
     count = iter(range(1_000_000))
 
-    def probe() -> tuple[pb.ClaimReply, bool]:
+    def probe() -> tuple[pb.ClaimResponse, bool]:
         return answered_locally(stubs, client, cid, f"probe{next(count)}")
 
     deadline = time.monotonic() + 15
     reply, local = probe()
-    while not (local and reply.outcome == pb.SOLD_OUT) and time.monotonic() < deadline:
+    while not (local and reply.outcome == pb.OUTCOME_SOLD_OUT) and time.monotonic() < deadline:
         time.sleep(0.05)
         reply, local = probe()
-    assert local and reply.outcome == pb.SOLD_OUT, pb.Outcome.Name(reply.outcome)
+    assert local and reply.outcome == pb.OUTCOME_SOLD_OUT, short_name(pb.Outcome, reply.outcome)
 
 
 def users_on(shards: int, wanted: Callable[[int], bool], n: int, prefix: str = "u") -> list[str]:
@@ -146,8 +147,8 @@ def test_stock_back_on_a_shard_a_growth_reshard_made_reopens_the_campaign(a, cli
     stayers = users_on(4, lambda s: s < 2, 3, "s")
     cid = create(a, inventory=4, shards=2)
     vouchers = {u: a.claim(cid, u) for u in [mover, *stayers]}
-    assert all(r.outcome == pb.GRANTED for r in vouchers.values())
-    assert a.claim(cid, "late").outcome == pb.SOLD_OUT
+    assert all(r.outcome == pb.OUTCOME_GRANTED for r in vouchers.values())
+    assert a.claim(cid, "late").outcome == pb.OUTCOME_SOLD_OUT
     snapshot_answers(a, client, cid)
 
     grown = a.admin.Reshard(pb.ReshardRequest(campaign_id=cid, shards=4), timeout=60)
@@ -156,10 +157,10 @@ def test_stock_back_on_a_shard_a_growth_reshard_made_reopens_the_campaign(a, cli
                                                   voucher_id=vouchers[mover].voucher.voucher_id), timeout=10)
     assert released.released
 
-    late = until(lambda: a.claim(cid, "late"), lambda r: r.outcome != pb.SOLD_OUT)
-    assert late.outcome == pb.GRANTED
-    assert a.claim(cid, "later").outcome == pb.SOLD_OUT
-    assert a.admin.Reconcile(pb.GetCampaignRequest(campaign_id=cid), timeout=30).ok
+    late = until(lambda: a.claim(cid, "late"), lambda r: r.outcome != pb.OUTCOME_SOLD_OUT)
+    assert late.outcome == pb.OUTCOME_GRANTED
+    assert a.claim(cid, "later").outcome == pb.OUTCOME_SOLD_OUT
+    assert a.admin.Reconcile(pb.ReconcileRequest(campaign_id=cid), timeout=30).ok
 
 
 def test_the_retry_of_a_grant_made_on_another_node_gets_its_voucher(a, b, client):
@@ -171,19 +172,19 @@ def test_the_retry_of_a_grant_made_on_another_node_gets_its_voucher(a, b, client
     cid = create(a, inventory=3, shards=2)
     vouchers = {u: a.claim(cid, u).voucher.voucher_id for u in users}
     assert all(vouchers.values())
-    assert a.claim(cid, "nobody").outcome == pb.SOLD_OUT
+    assert a.claim(cid, "nobody").outcome == pb.OUTCOME_SOLD_OUT
     for n, user in enumerate(users[:2]):
         snapshot_answers(a, client, cid)
         assert a.redeem.Release(pb.ReleaseRequest(campaign_id=cid, user_id=user, voucher_id=vouchers[user]),
                                 timeout=10).released
         latecomer = f"late{n}"
-        first = until(lambda u=latecomer: b.claim(cid, u), lambda r: r.outcome == pb.GRANTED)
+        first = until(lambda u=latecomer: b.claim(cid, u), lambda r: r.outcome == pb.OUTCOME_GRANTED)
         retry = a.claim(cid, latecomer)
-        assert first.outcome == pb.GRANTED
-        assert retry.outcome == pb.GRANTED, f"round {n}: {pb.Outcome.Name(retry.outcome)}"
+        assert first.outcome == pb.OUTCOME_GRANTED
+        assert retry.outcome == pb.OUTCOME_GRANTED, f"round {n}: {short_name(pb.Outcome, retry.outcome)}"
         assert retry.voucher.voucher_id == first.voucher.voucher_id
         # sold out again: a goes back to its snapshot
-        until(lambda rid=f"again{n}": a.claim(cid, "nobody", rid), lambda r: r.outcome == pb.SOLD_OUT)
+        until(lambda rid=f"again{n}": a.claim(cid, "nobody", rid), lambda r: r.outcome == pb.OUTCOME_SOLD_OUT)
 
 
 def test_a_round_is_seen_by_redis_time_on_a_node_whose_clock_is_behind(nodes, b, client):
@@ -192,34 +193,35 @@ def test_a_round_is_seen_by_redis_time_on_a_node_whose_clock_is_behind(nodes, b,
     late = Stubs(nodes["late"])
     release_at = client.time()[0] * 1000 + 8000  # by Redis's clock: time to sell out first
     cid = create(b, inventory=4, shards=2, rounds=[pb.Round(release_at_ms=release_at, amount=2)])
-    assert b.claim(cid, "p").outcome == pb.GRANTED and late.claim(cid, "q").outcome == pb.GRANTED
+    assert b.claim(cid, "p").outcome == pb.OUTCOME_GRANTED
+    assert late.claim(cid, "q").outcome == pb.OUTCOME_GRANTED
     for stubs in (b, late):
-        assert stubs.claim(cid, "nobody").outcome == pb.SOLD_OUT
+        assert stubs.claim(cid, "nobody").outcome == pb.OUTCOME_SOLD_OUT
         snapshot_answers(stubs, client, cid)
 
-    first = until(lambda: b.claim(cid, "eager"), lambda r: r.outcome == pb.GRANTED)
+    first = until(lambda: b.claim(cid, "eager"), lambda r: r.outcome == pb.OUTCOME_GRANTED)
     retry = late.claim(cid, "eager")
-    assert first.outcome == pb.GRANTED
-    assert retry.outcome == pb.GRANTED and retry.voucher.voucher_id == first.voucher.voucher_id
-    assert late.claim(cid, "other").outcome == pb.GRANTED  # the round's second voucher
+    assert first.outcome == pb.OUTCOME_GRANTED
+    assert retry.outcome == pb.OUTCOME_GRANTED and retry.voucher.voucher_id == first.voucher.voucher_id
+    assert late.claim(cid, "other").outcome == pb.OUTCOME_GRANTED  # the round's second voucher
 
 
 def test_a_replay_from_another_channel_learns_nothing_through_redis_or_the_snapshot(a, client):
     """Defect 14: a replay answers as recorded, to the channel that was granted only."""
     cid = create(a, inventory=2, shards=2)
     granted = a.claim(cid, "ann", "r1", channel="web")
-    assert granted.outcome == pb.GRANTED and granted.voucher.channel_id == "web"
+    assert granted.outcome == pb.OUTCOME_GRANTED and granted.voucher.channel_id == "web"
     for where in ("redis", "snapshot"):
         if where == "snapshot":
-            assert a.claim(cid, "bob").outcome == pb.GRANTED
-            assert a.claim(cid, "cy").outcome == pb.SOLD_OUT
+            assert a.claim(cid, "bob").outcome == pb.OUTCOME_GRANTED
+            assert a.claim(cid, "cy").outcome == pb.OUTCOME_SOLD_OUT
             snapshot_answers(a, client, cid)
         before = script_calls(client)
         other = a.claim(cid, "ann", "r1", channel="app")
         same = a.claim(cid, "ann", "r1", channel="web")
         assert (script_calls(client) == before) == (where == "snapshot")
-        assert other.outcome == pb.ALREADY_CLAIMED and not other.HasField("voucher"), where
-        assert same.outcome == pb.GRANTED and same.voucher == granted.voucher, where
+        assert other.outcome == pb.OUTCOME_ALREADY_CLAIMED and not other.HasField("voucher"), where
+        assert same.outcome == pb.OUTCOME_GRANTED and same.voucher == granted.voucher, where
 
 
 @pytest.fixture(scope="module")
@@ -242,11 +244,11 @@ def test_channels_see_only_their_own_grants_in_replays_and_get_claim(secured, cl
     admin, web, app = Stubs(node, keys["admin"]), Stubs(node, keys["web"]), Stubs(node, keys["app"])
     cid = create(admin, inventory=1, shards=1)
     granted = web.claim(cid, "ann", "r1")
-    assert granted.outcome == pb.GRANTED and granted.voucher.channel_id == "web"
-    assert web.claim(cid, "bob").outcome == pb.SOLD_OUT
+    assert granted.outcome == pb.OUTCOME_GRANTED and granted.voucher.channel_id == "web"
+    assert web.claim(cid, "bob").outcome == pb.OUTCOME_SOLD_OUT
     for _ in ("redis or snapshot", "snapshot"):
         other = app.claim(cid, "ann", "r1")
-        assert other.outcome == pb.ALREADY_CLAIMED and not other.HasField("voucher")
+        assert other.outcome == pb.OUTCOME_ALREADY_CLAIMED and not other.HasField("voucher")
         assert web.claim(cid, "ann", "r1").voucher == granted.voucher
         assert not app.claims.GetClaim(pb.GetClaimRequest(campaign_id=cid, user_id="ann", request_id="r1"),
                                        timeout=10).found
@@ -259,19 +261,20 @@ def test_channels_see_only_their_own_grants_in_replays_and_get_claim(secured, cl
 def test_the_snapshot_answers_paused_like_claim_lua_and_without_redis(a, client):
     cid = create(a, inventory=2, shards=2)
     granted = a.claim(cid, "ann")
-    assert a.claim(cid, "al").outcome == pb.GRANTED
-    assert a.claim(cid, "bob").outcome == pb.SOLD_OUT
+    assert a.claim(cid, "al").outcome == pb.OUTCOME_GRANTED
+    assert a.claim(cid, "bob").outcome == pb.OUTCOME_SOLD_OUT
     snapshot_answers(a, client, cid)
-    a.admin.PauseCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
-    until(lambda: a.claim(cid, "cy"), lambda r: r.outcome == pb.PAUSED)
+    a.admin.PauseCampaign(pb.PauseCampaignRequest(campaign_id=cid), timeout=10)
+    until(lambda: a.claim(cid, "cy"), lambda r: r.outcome == pb.OUTCOME_PAUSED)
     for n in range(20):
         reply, local = answered_locally(a, client, cid, f"p{n}")
-        assert reply.outcome == pb.PAUSED and local
+        assert reply.outcome == pb.OUTCOME_PAUSED and local
     limited, local = answered_locally(a, client, cid, "ann")  # the limit comes before the pause
-    assert local and limited.outcome == pb.ALREADY_CLAIMED
+    assert local and limited.outcome == pb.OUTCOME_ALREADY_CLAIMED
     assert limited.voucher.voucher_id == granted.voucher.voucher_id
-    a.admin.ResumeCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
-    assert until(lambda: a.claim(cid, "cy"), lambda r: r.outcome == pb.SOLD_OUT).outcome == pb.SOLD_OUT
+    a.admin.ResumeCampaign(pb.ResumeCampaignRequest(campaign_id=cid), timeout=10)
+    cy = until(lambda: a.claim(cid, "cy"), lambda r: r.outcome == pb.OUTCOME_SOLD_OUT)
+    assert cy.outcome == pb.OUTCOME_SOLD_OUT
 
 
 def test_the_snapshot_leaves_eligibility_to_redis(a, client):
@@ -279,15 +282,15 @@ def test_the_snapshot_leaves_eligibility_to_redis(a, client):
     cid = create(a, inventory=2, shards=2)
     a.admin.UpdateEligibility(pb.UpdateEligibilityRequest(campaign_id=cid, records=[
         pb.EligibilityRecord(user_id="denied", denied=True)]), timeout=10)
-    assert a.claim(cid, "ann").outcome == a.claim(cid, "al").outcome == pb.GRANTED
-    assert a.claim(cid, "bob").outcome == pb.SOLD_OUT
+    assert a.claim(cid, "ann").outcome == a.claim(cid, "al").outcome == pb.OUTCOME_GRANTED
+    assert a.claim(cid, "bob").outcome == pb.OUTCOME_SOLD_OUT
     loaded = until(lambda: answered_locally(a, client, cid, "ann"), lambda r: r[1])  # the snapshot is in
-    assert loaded[1] and loaded[0].outcome == pb.ALREADY_CLAIMED
+    assert loaded[1] and loaded[0].outcome == pb.OUTCOME_ALREADY_CLAIMED
     for _ in range(3):
-        assert a.claim(cid, "denied").outcome == pb.NOT_ELIGIBLE
-        assert a.claim(cid, "cy").outcome == pb.SOLD_OUT
+        assert a.claim(cid, "denied").outcome == pb.OUTCOME_NOT_ELIGIBLE
+        assert a.claim(cid, "cy").outcome == pb.OUTCOME_SOLD_OUT
         replay, local = answered_locally(a, client, cid, "ann")
-        assert replay.outcome == pb.ALREADY_CLAIMED and local  # the limit comes before eligibility
+        assert replay.outcome == pb.OUTCOME_ALREADY_CLAIMED and local  # the limit comes before eligibility
 
 
 def test_a_snapshot_its_checks_cannot_confirm_stops_answering_negatively(a, client):
@@ -297,17 +300,17 @@ def test_a_snapshot_its_checks_cannot_confirm_stops_answering_negatively(a, clie
     answered locally (a grant record is never taken back)."""
     cid = create(a, inventory=2, shards=2)
     granted = a.claim(cid, "ann")
-    assert a.claim(cid, "al").outcome == pb.GRANTED
-    assert a.claim(cid, "bob").outcome == pb.SOLD_OUT
+    assert a.claim(cid, "al").outcome == pb.OUTCOME_GRANTED
+    assert a.claim(cid, "bob").outcome == pb.OUTCOME_SOLD_OUT
     snapshot_answers(a, client, cid)
     broken = shard_keys(cid, 0).leases
     client.set(broken, "not a hash")  # figures() now fails: no check can confirm the snapshot
     try:
         count = iter(range(1_000_000))
         asked = until(lambda: answered_locally(a, client, cid, f"n{next(count)}"), lambda r: not r[1])
-        assert not asked[1] and asked[0].outcome == pb.SOLD_OUT
+        assert not asked[1] and asked[0].outcome == pb.OUTCOME_SOLD_OUT
         limited, local = answered_locally(a, client, cid, "ann")  # another request: Redis decides
-        assert not local and limited.outcome == pb.ALREADY_CLAIMED
+        assert not local and limited.outcome == pb.OUTCOME_ALREADY_CLAIMED
         before = script_calls(client)
         assert a.claim(cid, "ann", "r") == granted and script_calls(client) == before
     finally:

@@ -52,7 +52,7 @@ def test_export_paged_during_a_burst_hands_over_each_grant_once(node, admin, red
 
     ids = [e.event_id for e in exported]
     assert len(ids) == len(set(ids)) == inventory and again == []
-    granted = {(u, r): rep.voucher for u, r, rep in results if rep.outcome == pb.GRANTED}
+    granted = {(u, r): rep.voucher for u, r, rep in results if rep.outcome == pb.OUTCOME_GRANTED}
     assert {(e.user_id, e.request_id): e.voucher_id for e in exported} == {
         k: vch.voucher_id for k, vch in granted.items()}
     assert all(e.kind == "grant" and e.at_ms == granted[(e.user_id, e.request_id)].granted_at_ms
@@ -101,12 +101,12 @@ def test_reconcile_agrees_after_a_burst_and_a_reshard_and_finds_tampering(node, 
     asyncio.run(burst([node.address], cid, requests[:200]))
     admin.Reshard(pb.ReshardRequest(campaign_id=cid, shards=8), timeout=60)
     asyncio.run(burst([node.address], cid, requests[200:]))
-    clean = admin.Reconcile(pb.GetCampaignRequest(campaign_id=cid), timeout=60)
+    clean = admin.Reconcile(pb.ReconcileRequest(campaign_id=cid), timeout=60)
     cli = [sys.executable, "-m", "claimcore", "reconcile", cid, "--target", node.address]
     clean_cli = subprocess.run(cli, capture_output=True, text=True, timeout=60)
 
     redis_client.hincrby(shard_keys(cid, 1).state, "granted", 1)  # a counter gone wrong
-    dirty = admin.Reconcile(pb.GetCampaignRequest(campaign_id=cid), timeout=60)
+    dirty = admin.Reconcile(pb.ReconcileRequest(campaign_id=cid), timeout=60)
     dirty_cli = subprocess.run(cli, capture_output=True, text=True, timeout=60)
     redis_client.hincrby(shard_keys(cid, 1).state, "granted", -1)
 
@@ -139,28 +139,29 @@ def test_reconcile_replays_each_voucher_in_time_order_across_a_shrink(node, admi
     reversed before and redeems again after, two reverse after. Reconcile agrees: each voucher's
     events count in the order they happened, not shard by shard (which got both kinds wrong)."""
     cid = create_campaign(admin, inventory=8, shards=4, value_cents=500).campaign.campaign_id
-    admin.RegisterMerchant(pb.Merchant(campaign_id=cid, merchant_id="m1"), timeout=10)
+    admin.RegisterMerchant(pb.RegisterMerchantRequest(merchant=pb.Merchant(
+        campaign_id=cid, merchant_id="m1")), timeout=10)
     redeem = pb_grpc.RedeemServiceStub(grpc.insecure_channel(node.address))
     again, *later = [u for u in (f"u{i}" for i in range(200)) if shard_of(u, 4) == 3][:3]
 
-    def use(user: str, order: str) -> pb.RedeemReply:
+    def use(user: str, order: str) -> pb.RedeemResponse:
         return redeem.Redeem(pb.RedeemRequest(campaign_id=cid, user_id=user, voucher_ids=[vouchers[user]],
                                               merchant_id="m1", order_id=order, order_amount_cents=100),
                              timeout=10)
 
-    def reverse(user: str, order: str) -> pb.ReverseReply:
+    def reverse(user: str, order: str) -> pb.ReverseResponse:
         return redeem.Reverse(pb.ReverseRequest(campaign_id=cid, user_id=user, order_id=order), timeout=10)
 
     vouchers = {u: claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id=u, request_id="r"),
                                 timeout=10).voucher.voucher_id for u in (again, *later)}
-    assert all(use(u, "o1").outcome == pb.REDEEMED for u in vouchers)
-    assert reverse(again, "o1").outcome == pb.REVERSED
+    assert all(use(u, "o1").outcome == pb.REDEEM_OUTCOME_REDEEMED for u in vouchers)
+    assert reverse(again, "o1").outcome == pb.REVERSE_OUTCOME_REVERSED
     shrunk = admin.Reshard(pb.ReshardRequest(campaign_id=cid, shards=2), timeout=60)
     assert shrunk.moved_users == 3
-    assert use(again, "o2").outcome == pb.REDEEMED  # its last event, on its new shard
-    assert all(reverse(u, "o1").outcome == pb.REVERSED for u in later)
+    assert use(again, "o2").outcome == pb.REDEEM_OUTCOME_REDEEMED  # its last event, on its new shard
+    assert all(reverse(u, "o1").outcome == pb.REVERSE_OUTCOME_REVERSED for u in later)
 
-    reply = admin.Reconcile(pb.GetCampaignRequest(campaign_id=cid), timeout=30)
+    reply = admin.Reconcile(pb.ReconcileRequest(campaign_id=cid), timeout=30)
     figures = {f.name: (f.from_ledger, f.live) for f in reply.figures}
     assert reply.ok, {name: pair for name, pair in figures.items() if pair[0] != pair[1]}
     assert figures["vouchers redeemed (not reversed)"] == (1, 1)

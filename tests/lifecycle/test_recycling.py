@@ -25,30 +25,31 @@ def redeem(channel) -> pb_grpc.RedeemServiceStub:
 
 def campaign(admin, **fields) -> str:
     cid = create_campaign(admin, shards=2, **fields).campaign.campaign_id
-    admin.RegisterMerchant(pb.Merchant(campaign_id=cid, merchant_id="m1"), timeout=10)
+    admin.RegisterMerchant(pb.RegisterMerchantRequest(merchant=pb.Merchant(
+        campaign_id=cid, merchant_id="m1")), timeout=10)
     return cid
 
 
-def claim(claims, cid: str, user: str, rid: str = "r") -> pb.ClaimReply:
+def claim(claims, cid: str, user: str, rid: str = "r") -> pb.ClaimResponse:
     return claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id=user, request_id=rid), timeout=10)
 
 
-def use(redeem, cid: str, user: str, voucher: str, order: str = "o") -> pb.RedeemReply:
+def use(redeem, cid: str, user: str, voucher: str, order: str = "o") -> pb.RedeemResponse:
     return redeem.Redeem(pb.RedeemRequest(campaign_id=cid, user_id=user, voucher_ids=[voucher],
                                           merchant_id="m1", order_id=order, order_amount_cents=100),
                          timeout=10)
 
 
-def give_up(redeem, cid: str, user: str, voucher: str) -> pb.ReleaseReply:
+def give_up(redeem, cid: str, user: str, voucher: str) -> pb.ReleaseResponse:
     return redeem.Release(pb.ReleaseRequest(campaign_id=cid, user_id=user, voucher_id=voucher), timeout=10)
 
 
 def remaining(admin, cid: str) -> int:
-    return admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10).remaining
+    return admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10).campaign.remaining
 
 
 def reconciled(admin, cid: str) -> dict[str, int]:
-    reply = admin.Reconcile(pb.GetCampaignRequest(campaign_id=cid), timeout=30)
+    reply = admin.Reconcile(pb.ReconcileRequest(campaign_id=cid), timeout=30)
     assert reply.ok, [(f.name, f.from_ledger, f.live) for f in reply.figures if not f.ok]
     return {f.name: f.live for f in reply.figures}
 
@@ -56,8 +57,9 @@ def reconciled(admin, cid: str) -> dict[str, int]:
 def test_a_voucher_given_up_goes_back_once_and_reopens_a_sold_out_campaign(admin, claims, redeem):
     cid = campaign(admin, inventory=3)
     vouchers = {u: claim(claims, cid, u).voucher.voucher_id for u in ("a", "b", "c")}
-    assert claim(claims, cid, "late").outcome == pb.SOLD_OUT       # the node holds a sold-out snapshot now
-    assert use(redeem, cid, "b", vouchers["b"]).outcome == pb.REDEEMED
+    # the node holds a sold-out snapshot now
+    assert claim(claims, cid, "late").outcome == pb.OUTCOME_SOLD_OUT
+    assert use(redeem, cid, "b", vouchers["b"]).outcome == pb.REDEEM_OUTCOME_REDEEMED
     first = give_up(redeem, cid, "a", vouchers["a"])
     again = give_up(redeem, cid, "a", vouchers["a"])
     used = give_up(redeem, cid, "b", vouchers["b"])
@@ -65,12 +67,13 @@ def test_a_voucher_given_up_goes_back_once_and_reopens_a_sold_out_campaign(admin
     # A second give-up (a resend) answers alike; the stock still comes back once.
     assert first.released and again.released and not used.released and not not_hers.released
     assert remaining(admin, cid) == 1
-    assert use(redeem, cid, "a", vouchers["a"], "o2").outcome == pb.ALREADY_REDEEMED  # given up: unusable
-    assert claim(claims, cid, "a", "r2").outcome == pb.ALREADY_CLAIMED  # the limit still counts it
+    # given up: unusable
+    assert use(redeem, cid, "a", vouchers["a"], "o2").outcome == pb.REDEEM_OUTCOME_ALREADY_REDEEMED
+    assert claim(claims, cid, "a", "r2").outcome == pb.OUTCOME_ALREADY_CLAIMED  # the limit still counts it
     deadline = time.monotonic() + 5
-    while (late := claim(claims, cid, "late")).outcome == pb.SOLD_OUT and time.monotonic() < deadline:
+    while (late := claim(claims, cid, "late")).outcome == pb.OUTCOME_SOLD_OUT and time.monotonic() < deadline:
         time.sleep(0.1)  # the sold-out snapshot is checked against Redis every second
-    assert late.outcome == pb.GRANTED
+    assert late.outcome == pb.OUTCOME_GRANTED
     figures = reconciled(admin, cid)
     assert figures["vouchers recycled (expired or released)"] == 1 and figures["granted"] == 4
 
@@ -86,7 +89,7 @@ def test_stock_keeps_coming_back_while_vouchers_keep_being_given_up(admin, claim
         if i < 12:  # one more voucher given up every 0.4 s, all along
             assert give_up(redeem, cid, f"u{i}", vouchers[f"u{i}"]).released
             i += 1
-        if claim(claims, cid, f"late{user}").outcome == pb.GRANTED:
+        if claim(claims, cid, f"late{user}").outcome == pb.OUTCOME_GRANTED:
             granted_at = time.monotonic() - first_back
         user += 1
         time.sleep(0.4)
@@ -99,10 +102,10 @@ def granted_when_back(claims, cid: str, users: list[str], wait_s: float = 8.0) -
     waits inventory.RETURN_DELAY_MS, then the nodes' sold-out snapshots reopen); how many got one."""
     granted, deadline = 0, time.monotonic() + wait_s
     for user in users:
-        while (outcome := claim(claims, cid, user).outcome) == pb.SOLD_OUT and granted == 0 \
+        while (outcome := claim(claims, cid, user).outcome) == pb.OUTCOME_SOLD_OUT and granted == 0 \
                 and time.monotonic() < deadline:
             time.sleep(0.1)  # nothing claimable yet: the recycled stock is still on its way back
-        if outcome != pb.GRANTED:
+        if outcome != pb.OUTCOME_GRANTED:
             break
         granted += 1
     return granted
@@ -111,14 +114,14 @@ def granted_when_back(claims, cid: str, users: list[str], wait_s: float = 8.0) -
 def test_expired_unused_vouchers_are_recycled_once_each(admin, claims, redeem):
     cid = campaign(admin, inventory=4, valid_for_ms=800)
     vouchers = {u: claim(claims, cid, u).voucher.voucher_id for u in ("a", "b", "c", "d")}
-    assert use(redeem, cid, "a", vouchers["a"]).outcome == pb.REDEEMED
-    too_early = admin.RecycleExpired(pb.GetCampaignRequest(campaign_id=cid), timeout=30).recycled
+    assert use(redeem, cid, "a", vouchers["a"]).outcome == pb.REDEEM_OUTCOME_REDEEMED
+    too_early = admin.RecycleExpired(pb.RecycleExpiredRequest(campaign_id=cid), timeout=30).recycled
     time.sleep(0.9)
-    swept = admin.RecycleExpired(pb.GetCampaignRequest(campaign_id=cid), timeout=30).recycled
-    swept_again = admin.RecycleExpired(pb.GetCampaignRequest(campaign_id=cid), timeout=30).recycled
+    swept = admin.RecycleExpired(pb.RecycleExpiredRequest(campaign_id=cid), timeout=30).recycled
+    swept_again = admin.RecycleExpired(pb.RecycleExpiredRequest(campaign_id=cid), timeout=30).recycled
     late = use(redeem, cid, "b", vouchers["b"], "o2")
     assert (too_early, swept, swept_again) == (0, 3, 0)
-    assert late.outcome == pb.EXPIRED
+    assert late.outcome == pb.REDEEM_OUTCOME_EXPIRED
     assert granted_when_back(claims, cid, [f"n{i}" for i in range(4)]) == 3  # and the fourth SOLD_OUT
     events, _ = export_all(admin, cid)
     assert sorted(e.voucher_id for e in events if e.kind == "expire") == sorted(vouchers[u] for u in "bcd")
@@ -136,16 +139,18 @@ def test_expiry_racing_redemptions_never_both(node, admin, claims):
             calls = [stub.Redeem(pb.RedeemRequest(
                 campaign_id=cid, user_id=u, voucher_ids=[v], merchant_id="m1", order_id="o",
                 order_amount_cents=100), timeout=10) for u, v in vouchers.items()]
-            calls += [admin_aio.RecycleExpired(pb.GetCampaignRequest(campaign_id=cid), timeout=30)
+            calls += [admin_aio.RecycleExpired(pb.RecycleExpiredRequest(campaign_id=cid), timeout=30)
                       for _ in range(5)]
             return await asyncio.gather(*calls)
 
     replies = asyncio.run(race())
     time.sleep(0.1)
-    final = admin.RecycleExpired(pb.GetCampaignRequest(campaign_id=cid), timeout=30).recycled
-    redeemed = sum(1 for r in replies if isinstance(r, pb.RedeemReply) and r.outcome == pb.REDEEMED)
-    swept = sum(r.recycled for r in replies if isinstance(r, pb.RecycleReply)) + final
-    expired = sum(1 for r in replies if isinstance(r, pb.RedeemReply) and r.outcome == pb.EXPIRED)
+    final = admin.RecycleExpired(pb.RecycleExpiredRequest(campaign_id=cid), timeout=30).recycled
+    redeemed = sum(1 for r in replies
+                   if isinstance(r, pb.RedeemResponse) and r.outcome == pb.REDEEM_OUTCOME_REDEEMED)
+    swept = sum(r.recycled for r in replies if isinstance(r, pb.RecycleExpiredResponse)) + final
+    expired = sum(1 for r in replies
+                  if isinstance(r, pb.RedeemResponse) and r.outcome == pb.REDEEM_OUTCOME_EXPIRED)
     # A redemption that finds its voucher expired records that (and recycles it) itself.
     recycled = reconciled(admin, cid)["vouchers recycled (expired or released)"]
     assert swept <= recycled <= swept + expired

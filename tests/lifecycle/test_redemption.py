@@ -24,6 +24,7 @@ import pytest
 from claimcore.store.replies import RedeemCode, ReverseCode, StackCode
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
+from claimcore.v1 import short_name, short_names
 from conftest import create_campaign, redis_dump
 from support import export_all
 
@@ -40,29 +41,30 @@ def campaign(admin, **fields) -> str:
               "min_spend_cents": MIN_SPEND, "category": "appliances", "regions": ["north"],
               "max_vouchers_per_order": 2, **fields}
     cid = create_campaign(admin, **fields).campaign.campaign_id
-    admin.RegisterMerchant(pb.Merchant(campaign_id=cid, merchant_id="m1", name="Shop One",
-                                       category="appliances", region="north"), timeout=10)
+    admin.RegisterMerchant(pb.RegisterMerchantRequest(merchant=pb.Merchant(
+        campaign_id=cid, merchant_id="m1", name="Shop One", category="appliances", region="north")),
+        timeout=10)
     return cid
 
 
 def grant(claims, cid: str, user: str, rid: str = "r") -> str:
     reply = claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id=user, request_id=rid), timeout=10)
-    assert reply.outcome == pb.GRANTED
+    assert reply.outcome == pb.OUTCOME_GRANTED
     return reply.voucher.voucher_id
 
 
-def use(redeem, cid, user, vouchers, order, amount=300_000, merchant="m1", sns=()) -> pb.RedeemReply:
+def use(redeem, cid, user, vouchers, order, amount=300_000, merchant="m1", sns=()) -> pb.RedeemResponse:
     return redeem.Redeem(pb.RedeemRequest(
         campaign_id=cid, user_id=user, voucher_ids=vouchers, merchant_id=merchant, order_id=order,
         order_amount_cents=amount, sn_codes=sns), timeout=10)
 
 
-def give_back(redeem, cid, user, order) -> pb.ReverseReply:
+def give_back(redeem, cid, user, order) -> pb.ReverseResponse:
     return redeem.Reverse(pb.ReverseRequest(campaign_id=cid, user_id=user, order_id=order), timeout=10)
 
 
-def reconciled(admin, cid: str) -> pb.ReconcileReply:
-    reply = admin.Reconcile(pb.GetCampaignRequest(campaign_id=cid), timeout=30)
+def reconciled(admin, cid: str) -> pb.ReconcileResponse:
+    reply = admin.Reconcile(pb.ReconcileRequest(campaign_id=cid), timeout=30)
     assert reply.ok, [(f.name, f.from_ledger, f.live) for f in reply.figures if not f.ok]
     return reply
 
@@ -88,20 +90,21 @@ def test_every_outcome_of_redeem_and_reverse(admin, claims, redeem):
     after_reverse = use(redeem, cid, "u1", [v1], "o3", amount=200_000)
     reused_reversed = use(redeem, cid, "u1", [v1, v2], "o1")
 
-    assert {k: pb.RedeemOutcome.Name(r.outcome) for k, r in outcomes.items()} == {
+    assert {k: short_name(pb.RedeemOutcome, r.outcome) for k, r in outcomes.items()} == {
         "unknown merchant": "MERCHANT_NOT_ALLOWED", "below minimum": "BELOW_MINIMUM_SPEND",
         "not owner": "NOT_OWNER", "no such voucher": "NOT_OWNER", "too many": "NOT_STACKABLE"}
     assert list(outcomes["not owner"].voucher_ids) == [other] and other in outcomes["not owner"].detail
     assert (done.outcome, sorted(done.voucher_ids), done.subsidy_cents) == (
-        pb.REDEEMED, sorted([v1, v2]), 2 * VALUE)
+        pb.REDEEM_OUTCOME_REDEEMED, sorted([v1, v2]), 2 * VALUE)
     assert (replay.outcome, replay.subsidy_cents, replay.redeemed_at_ms) == (
-        pb.REDEEMED, done.subsidy_cents, done.redeemed_at_ms)
-    assert (twice.outcome, list(twice.voucher_ids)) == (pb.ALREADY_REDEEMED, [v1])
-    assert reused.outcome == pb.ORDER_ID_REUSED and reused_reversed.outcome == pb.ORDER_ID_REUSED
+        pb.REDEEM_OUTCOME_REDEEMED, done.subsidy_cents, done.redeemed_at_ms)
+    assert (twice.outcome, list(twice.voucher_ids)) == (pb.REDEEM_OUTCOME_ALREADY_REDEEMED, [v1])
+    assert reused.outcome == pb.REDEEM_OUTCOME_ORDER_ID_REUSED
+    assert reused_reversed.outcome == pb.REDEEM_OUTCOME_ORDER_ID_REUSED
     assert (back.outcome, sorted(back.returned_voucher_ids), list(back.expired_voucher_ids)) == (
-        pb.REVERSED, sorted([v1, v2]), [])
-    assert back_again == back and missing.outcome == pb.ORDER_NOT_FOUND
-    assert (after_reverse.outcome, after_reverse.subsidy_cents) == (pb.REDEEMED, VALUE)
+        pb.REVERSE_OUTCOME_REVERSED, sorted([v1, v2]), [])
+    assert back_again == back and missing.outcome == pb.REVERSE_OUTCOME_ORDER_NOT_FOUND
+    assert (after_reverse.outcome, after_reverse.subsidy_cents) == (pb.REDEEM_OUTCOME_REDEEMED, VALUE)
 
     events, _ = export_all(admin, cid)
     kinds = [(e.kind, e.order_id, e.voucher_id) for e in events if e.kind != "grant"]
@@ -124,10 +127,10 @@ def test_validity_expired_vouchers_are_refused_and_not_given_back(admin, claims,
     too_late = use(redeem, cid, "late", [late], "o2")
     back = give_back(redeem, cid, "early", "o1")
     again = use(redeem, cid, "early", [early], "o3")
-    assert used.outcome == pb.REDEEMED
-    assert (too_late.outcome, list(too_late.voucher_ids)) == (pb.EXPIRED, [late])
+    assert used.outcome == pb.REDEEM_OUTCOME_REDEEMED
+    assert (too_late.outcome, list(too_late.voucher_ids)) == (pb.REDEEM_OUTCOME_EXPIRED, [late])
     assert (list(back.returned_voucher_ids), list(back.expired_voucher_ids)) == ([], [early])
-    assert again.outcome == pb.EXPIRED
+    assert again.outcome == pb.REDEEM_OUTCOME_EXPIRED
     reconciled(admin, cid)
 
 
@@ -135,7 +138,7 @@ def test_one_voucher_redeemed_by_many_orders_at_once_goes_to_one(node, admin, cl
     cid = campaign(admin)
     voucher = grant(claims, cid, "u1")
 
-    async def race() -> list[pb.RedeemReply]:
+    async def race() -> list[pb.RedeemResponse]:
         async with grpc.aio.insecure_channel(node.address) as ch:
             stub = pb_grpc.RedeemServiceStub(ch)
             return await asyncio.gather(*(stub.Redeem(pb.RedeemRequest(
@@ -143,7 +146,7 @@ def test_one_voucher_redeemed_by_many_orders_at_once_goes_to_one(node, admin, cl
                 order_amount_cents=MIN_SPEND), timeout=10) for i in range(60)))
 
     replies = asyncio.run(race())
-    outcomes = sorted(pb.RedeemOutcome.Name(r.outcome) for r in replies)
+    outcomes = sorted(short_name(pb.RedeemOutcome, r.outcome) for r in replies)
     assert outcomes == ["ALREADY_REDEEMED"] * 59 + ["REDEEMED"]
     reconciled(admin, cid)
 
@@ -151,7 +154,7 @@ def test_one_voucher_redeemed_by_many_orders_at_once_goes_to_one(node, admin, cl
 def test_a_reversal_racing_redemptions_lets_exactly_one_in_after_it(node, admin, claims, redeem):
     cid = campaign(admin)
     voucher = grant(claims, cid, "u1")
-    assert use(redeem, cid, "u1", [voucher], "first").outcome == pb.REDEEMED
+    assert use(redeem, cid, "u1", [voucher], "first").outcome == pb.REDEEM_OUTCOME_REDEEMED
 
     async def race() -> list:
         async with grpc.aio.insecure_channel(node.address) as ch:
@@ -167,11 +170,12 @@ def test_a_reversal_racing_redemptions_lets_exactly_one_in_after_it(node, admin,
             return await asyncio.gather(*calls)
 
     replies = asyncio.run(race())
-    reverse = [r for r in replies if isinstance(r, pb.ReverseReply)]
-    redeems = [r for r in replies if isinstance(r, pb.RedeemReply)]
-    assert [r.outcome for r in reverse] == [pb.REVERSED]
-    assert sum(r.outcome == pb.REDEEMED for r in redeems) == 1  # the one that came after the reversal
-    assert {r.outcome for r in redeems} == {pb.REDEEMED, pb.ALREADY_REDEEMED}
+    reverse = [r for r in replies if isinstance(r, pb.ReverseResponse)]
+    redeems = [r for r in replies if isinstance(r, pb.RedeemResponse)]
+    assert [r.outcome for r in reverse] == [pb.REVERSE_OUTCOME_REVERSED]
+    # the one that came after the reversal
+    assert sum(r.outcome == pb.REDEEM_OUTCOME_REDEEMED for r in redeems) == 1
+    assert {r.outcome for r in redeems} == {pb.REDEEM_OUTCOME_REDEEMED, pb.REDEEM_OUTCOME_ALREADY_REDEEMED}
     reconciled(admin, cid)
 
 
@@ -193,7 +197,7 @@ def test_redeem_while_the_grab_runs_and_across_a_reshard(node, admin, claims, re
                                            timeout=30)
                     answered += 1
 
-            async def early_shopper(i: int) -> tuple[str, str, pb.RedeemReply]:
+            async def early_shopper(i: int) -> tuple[str, str, pb.RedeemResponse]:
                 while answered < 200:  # the grab is under way
                     await asyncio.sleep(0.001)
                 user = f"early{i}"
@@ -214,10 +218,11 @@ def test_redeem_while_the_grab_runs_and_across_a_reshard(node, admin, claims, re
     admin.Reshard(pb.ReshardRequest(campaign_id=cid, shards=9), timeout=60)
     replays = [use(redeem, cid, user, [voucher], f"o{i}") for i, (user, voucher, _) in enumerate(early)]
     reversals = [give_back(redeem, cid, user, f"o{i}") for i, (user, _, _) in enumerate(early[:5])]
-    assert still_grabbing and all(r.outcome == pb.REDEEMED for _, _, r in early)
+    assert still_grabbing and all(r.outcome == pb.REDEEM_OUTCOME_REDEEMED for _, _, r in early)
     assert [(r.outcome, r.redeemed_at_ms) for r in replays] == [
-        (pb.REDEEMED, r.redeemed_at_ms) for _, _, r in early]
-    assert all(r.outcome == pb.REVERSED and len(r.returned_voucher_ids) == 1 for r in reversals)
+        (pb.REDEEM_OUTCOME_REDEEMED, r.redeemed_at_ms) for _, _, r in early]
+    assert all(r.outcome == pb.REVERSE_OUTCOME_REVERSED and len(r.returned_voucher_ids) == 1
+               for r in reversals)
     figures = {f.name: f.live for f in reconciled(admin, cid).figures}
     assert figures["vouchers redeemed (not reversed)"] == 15 and figures["granted"] == grabbers + 20
 
@@ -246,11 +251,11 @@ def test_bad_redeem_requests_change_nothing(admin, claims, redeem, redis_client,
 def test_merchants_must_fit_the_campaign_and_the_cli_registers_them(node, admin):
     cid = campaign(admin)
     with pytest.raises(grpc.RpcError) as wrong_category:
-        admin.RegisterMerchant(pb.Merchant(campaign_id=cid, merchant_id="m2", category="dining",
-                                           region="north"), timeout=10)
+        admin.RegisterMerchant(pb.RegisterMerchantRequest(merchant=pb.Merchant(
+            campaign_id=cid, merchant_id="m2", category="dining", region="north")), timeout=10)
     with pytest.raises(grpc.RpcError) as wrong_region:
-        admin.RegisterMerchant(pb.Merchant(campaign_id=cid, merchant_id="m3", category="appliances",
-                                           region="south"), timeout=10)
+        admin.RegisterMerchant(pb.RegisterMerchantRequest(merchant=pb.Merchant(
+            campaign_id=cid, merchant_id="m3", category="appliances", region="south")), timeout=10)
     cli = [sys.executable, "-m", "claimcore", "merchant", "--target", node.address]
     added = subprocess.run([*cli, "register", cid, "m4", "--name", "Four", "--category", "appliances",
                             "--region", "north"], capture_output=True, text=True, timeout=60)
@@ -265,9 +270,9 @@ def test_each_redemption_scripts_codes_are_its_headers() -> None:
     reverse.lua's and stack.lua's headers, and a code that is also an outcome of claims.proto has
     that outcome's number (the node passes it on as it is)."""
     scripts: tuple[tuple[str, type[IntEnum], dict[str, int]], ...] = (
-        ("redeem", RedeemCode, dict(pb.RedeemOutcome.items())),
-        ("reverse", ReverseCode, dict(pb.ReverseOutcome.items())),
-        ("stack", StackCode, dict(pb.RedeemOutcome.items())))
+        ("redeem", RedeemCode, dict(short_names(pb.RedeemOutcome).items())),
+        ("reverse", ReverseCode, dict(short_names(pb.ReverseOutcome).items())),
+        ("stack", StackCode, dict(short_names(pb.RedeemOutcome).items())))
     for name, codes, outcomes in scripts:
         text = resources.files("claimcore.store.lua").joinpath(f"{name}.lua").read_text()
         header = "\n".join(itertools.takewhile(lambda line: line.startswith(("#!", "--")), text.splitlines()))

@@ -33,20 +33,20 @@ def test_a_later_round_reopens_a_sold_out_campaign_at_its_time(admin, claims):
     cid = create_campaign(admin, inventory=10, shards=2,
                           rounds=[pb.Round(release_at_ms=release_at, amount=4)]).campaign.campaign_id
     first = [claim(claims, cid, f"a{i}") for i in range(7)]
-    before = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
+    before = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10).campaign
     while now_ms() < release_at:
         time.sleep(0.05)
     second, deadline = [], time.monotonic() + 5
     while len(second) < 4 and time.monotonic() < deadline:
-        if claim(claims, cid, f"b{len(second)}") == pb.GRANTED:
+        if claim(claims, cid, f"b{len(second)}") == pb.OUTCOME_GRANTED:
             second.append(True)
         else:
             time.sleep(0.05)
-    after = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
-    reconcile = admin.Reconcile(pb.GetCampaignRequest(campaign_id=cid), timeout=30)
-    assert first == [pb.GRANTED] * 6 + [pb.SOLD_OUT]
+    after = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10).campaign
+    reconcile = admin.Reconcile(pb.ReconcileRequest(campaign_id=cid), timeout=30)
+    assert first == [pb.OUTCOME_GRANTED] * 6 + [pb.OUTCOME_SOLD_OUT]
     assert (before.held_for_rounds, before.remaining, before.granted) == (4, 0, 6)
-    assert len(second) == 4 and claim(claims, cid, "c0") == pb.SOLD_OUT
+    assert len(second) == 4 and claim(claims, cid, "c0") == pb.OUTCOME_SOLD_OUT
     assert (after.held_for_rounds, after.remaining, after.granted) == (0, 0, 10)
     assert reconcile.ok, [(f.name, f.from_ledger, f.live) for f in reconcile.figures if not f.ok]
 

@@ -20,6 +20,7 @@ from claimcore.store.keyspace import SN_BUCKETS, shard_keys, stack_key
 from claimcore.store.replies import StackCode
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
+from claimcore.v1 import short_name
 from conftest import create_campaign
 from support import run
 
@@ -32,7 +33,8 @@ def redeem(channel) -> pb_grpc.RedeemServiceStub:
 def campaign(admin, value: int, stackable: bool = True) -> str:
     cid = create_campaign(admin, inventory=100, shards=2, value_cents=value, min_spend_cents=1000,
                           stackable=stackable).campaign.campaign_id
-    admin.RegisterMerchant(pb.Merchant(campaign_id=cid, merchant_id="m1"), timeout=10)
+    admin.RegisterMerchant(pb.RegisterMerchantRequest(merchant=pb.Merchant(
+        campaign_id=cid, merchant_id="m1")), timeout=10)
     return cid
 
 
@@ -61,14 +63,14 @@ def test_a_stacked_order_redeems_every_part_or_none(admin, claims, redeem):
     again_a = redeem.Redeem(alone(a, va, "u", "o2"), timeout=10)
     again_b = redeem.Redeem(alone(b, vb, "u", "o3"), timeout=10)
     still_free = redeem.Redeem(alone(loose, vl, "u", "o4"), timeout=10)
-    assert refused.outcome == pb.NOT_STACKABLE and loose in refused.detail
+    assert refused.outcome == pb.REDEEM_OUTCOME_NOT_STACKABLE and loose in refused.detail
     assert (done.outcome, done.subsidy_cents, sorted(done.voucher_ids)) == (
-        pb.REDEEMED, 800, sorted([va, vb]))
-    assert (replay.outcome, replay.subsidy_cents) == (pb.REDEEMED, 800)
-    assert again_a.outcome == again_b.outcome == pb.ALREADY_REDEEMED
-    assert still_free.outcome == pb.REDEEMED
+        pb.REDEEM_OUTCOME_REDEEMED, 800, sorted([va, vb]))
+    assert (replay.outcome, replay.subsidy_cents) == (pb.REDEEM_OUTCOME_REDEEMED, 800)
+    assert again_a.outcome == again_b.outcome == pb.REDEEM_OUTCOME_ALREADY_REDEEMED
+    assert still_free.outcome == pb.REDEEM_OUTCOME_REDEEMED
     for cid, subsidy in ((a, 500), (b, 300)):
-        reply = admin.Reconcile(pb.GetCampaignRequest(campaign_id=cid), timeout=30)
+        reply = admin.Reconcile(pb.ReconcileRequest(campaign_id=cid), timeout=30)
         figures = {f.name: f.live for f in reply.figures}
         assert reply.ok and figures["subsidy of redeemed vouchers, cents"] == subsidy
 
@@ -76,27 +78,28 @@ def test_a_stacked_order_redeems_every_part_or_none(admin, claims, redeem):
 def test_one_part_refused_leaves_the_other_untouched(admin, claims, redeem):
     a, b = campaign(admin, 500), campaign(admin, 300)
     va, vb = grant(claims, a, "u"), grant(claims, b, "u")
-    assert redeem.Redeem(alone(b, vb, "u", "elsewhere"), timeout=10).outcome == pb.REDEEMED
+    assert redeem.Redeem(alone(b, vb, "u", "elsewhere"), timeout=10).outcome == pb.REDEEM_OUTCOME_REDEEMED
     failed = redeem.Redeem(stacked(a, va, b, vb, "u", "o1"), timeout=10)
     a_alone = redeem.Redeem(alone(a, va, "u", "o2"), timeout=10)
-    assert failed.outcome == pb.ALREADY_REDEEMED and b in failed.detail and list(failed.voucher_ids) == [vb]
-    assert a_alone.outcome == pb.REDEEMED
+    assert failed.outcome == pb.REDEEM_OUTCOME_ALREADY_REDEEMED
+    assert b in failed.detail and list(failed.voucher_ids) == [vb]
+    assert a_alone.outcome == pb.REDEEM_OUTCOME_REDEEMED
 
 
 def test_thirty_stacked_orders_racing_for_one_pair_let_one_through(node, admin, claims):
     a, b = campaign(admin, 500), campaign(admin, 300)
     va, vb = grant(claims, a, "u"), grant(claims, b, "u")
 
-    async def race() -> list[pb.RedeemReply]:
+    async def race() -> list[pb.RedeemResponse]:
         async with grpc.aio.insecure_channel(node.address) as ch:
             stub = pb_grpc.RedeemServiceStub(ch)
             return await asyncio.gather(*(stub.Redeem(stacked(a, va, b, vb, "u", f"o{i}"), timeout=10)
                                           for i in range(30)))
 
-    outcomes = sorted(pb.RedeemOutcome.Name(r.outcome) for r in asyncio.run(race()))
+    outcomes = sorted(short_name(pb.RedeemOutcome, r.outcome) for r in asyncio.run(race()))
     assert outcomes == ["ALREADY_REDEEMED"] * 29 + ["REDEEMED"]
     for cid in (a, b):
-        assert admin.Reconcile(pb.GetCampaignRequest(campaign_id=cid), timeout=30).ok
+        assert admin.Reconcile(pb.ReconcileRequest(campaign_id=cid), timeout=30).ok
 
 
 def test_parts_left_by_a_dead_coordinator_are_settled_from_its_decision(redis_server, admin, claims, redeem):
@@ -122,10 +125,11 @@ def test_parts_left_by_a_dead_coordinator_are_settled_from_its_decision(redis_se
              ("undecided a", a, wa, "undecided"), ("undecided b", b, wb, "undecided"))
     met = {name: redeem.Redeem(alone(cid, v, user, "new"), timeout=10).outcome
            for name, cid, v, user in cases}
-    assert met == {"decided a": pb.ALREADY_REDEEMED, "decided b": pb.ALREADY_REDEEMED,
-                   "undecided a": pb.REDEEMED, "undecided b": pb.REDEEMED}
+    assert met == {"decided a": pb.REDEEM_OUTCOME_ALREADY_REDEEMED,
+                   "decided b": pb.REDEEM_OUTCOME_ALREADY_REDEEMED,
+                   "undecided a": pb.REDEEM_OUTCOME_REDEEMED, "undecided b": pb.REDEEM_OUTCOME_REDEEMED}
     for cid in (a, b):
-        reply = admin.Reconcile(pb.GetCampaignRequest(campaign_id=cid), timeout=30)
+        reply = admin.Reconcile(pb.ReconcileRequest(campaign_id=cid), timeout=30)
         assert reply.ok and {f.name: f.live for f in reply.figures}["vouchers redeemed (not reversed)"] == 2
 
 

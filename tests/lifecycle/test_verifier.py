@@ -64,13 +64,14 @@ def setup(node: LocalNode, users: list[str]) -> tuple[str, dict[str, str]]:
     with grpc.insecure_channel(node.address) as ch:
         admin, claims = pb_grpc.AdminServiceStub(ch), pb_grpc.ClaimServiceStub(ch)
         cid = create_campaign(admin, inventory=20, shards=2, category="3c").campaign.campaign_id
-        admin.RegisterMerchant(pb.Merchant(campaign_id=cid, merchant_id="m1", category="3c"), timeout=10)
+        admin.RegisterMerchant(pb.RegisterMerchantRequest(merchant=pb.Merchant(
+            campaign_id=cid, merchant_id="m1", category="3c")), timeout=10)
         vouchers = {u: claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id=u, request_id="r"),
                                     timeout=10).voucher.voucher_id for u in users}
     return cid, vouchers
 
 
-def redeem(node: LocalNode, cid: str, user: str, voucher: str, order: str = "o1") -> pb.RedeemReply:
+def redeem(node: LocalNode, cid: str, user: str, voucher: str, order: str = "o1") -> pb.RedeemResponse:
     with grpc.insecure_channel(node.address) as ch:
         return pb_grpc.RedeemServiceStub(ch).Redeem(pb.RedeemRequest(
             campaign_id=cid, user_id=user, voucher_ids=[voucher], merchant_id="m1", order_id=order,
@@ -88,13 +89,14 @@ def test_verdicts_and_silences(verified_node, redis_client):
     slow = redeem(verified_node, cid, "slow1", vouchers["slow1"])
     junk = redeem(verified_node, cid, "junk1", vouchers["junk1"])
     after = redis_dump(redis_client, cid)
-    assert approved.outcome == pb.REDEEMED and replay.outcome == pb.REDEEMED
+    assert approved.outcome == pb.REDEEM_OUTCOME_REDEEMED and replay.outcome == pb.REDEEM_OUTCOME_REDEEMED
     assert asked == [{"campaign_id": cid, "category": "3c", "user_id": "yes1",
                       "voucher_ids": [vouchers["yes1"]], "merchant_id": "m1", "order_id": "o1",
                       "order_amount_cents": 5000, "sn_codes": ["SN9"]}]
     assert sum(1 for r in SEEN if r["user_id"] == "yes1") == 1  # the replay was not asked again
-    assert (refused.outcome, refused.detail) == (pb.NOT_VERIFIED, "already subsidised this year")
-    assert slow.outcome == junk.outcome == pb.VERIFICATION_UNAVAILABLE
+    assert refused.outcome == pb.REDEEM_OUTCOME_NOT_VERIFIED
+    assert refused.detail == "already subsidised this year"
+    assert slow.outcome == junk.outcome == pb.REDEEM_OUTCOME_VERIFICATION_UNAVAILABLE
     assert "Timeout" in slow.detail and "500" in junk.detail
     assert after == before  # nothing was written for the three that were not verified
 
@@ -106,7 +108,7 @@ def test_a_verifier_that_is_down(redis_server):
         reply = redeem(node, cid, "u1", vouchers["u1"])
     finally:
         node.stop()
-    assert reply.outcome == pb.VERIFICATION_UNAVAILABLE and "refused" in reply.detail.lower()
+    assert reply.outcome == pb.REDEEM_OUTCOME_VERIFICATION_UNAVAILABLE and "refused" in reply.detail.lower()
 
 
 def test_serve_refuses_a_bad_verifier_url(redis_server):

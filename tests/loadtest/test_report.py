@@ -224,13 +224,13 @@ def test_sampled_lost_vouchers_fail_only_when_sampled():
 
 
 def clean_results() -> list[dict]:
-    granted = claims_pb2.GRANTED
-    sold_out = claims_pb2.SOLD_OUT
+    granted = claims_pb2.OUTCOME_GRANTED
+    sold_out = claims_pb2.OUTCOME_SOLD_OUT
     return [
         worker_result(
             0,
             pairs=[("u000000", "v0"), ("u000001", "v1"), ("u000001", "v1")],
-            outcomes={granted: 2, claims_pb2.ALREADY_CLAIMED: 1, sold_out: 1},
+            outcomes={granted: 2, claims_pb2.OUTCOME_ALREADY_CLAIMED: 1, sold_out: 1},
             latencies=[0.1, 0.2, 0.3, 0.4],
             ticks={10: [2, 2, 0], 70: [2, 0, 1]},
             slices={1: [0.1, 0.2], 7: [0.3, 0.4]},
@@ -339,7 +339,7 @@ def test_report_shows_how_the_load_was_made():
 def test_merge_adds_counts_histograms_and_ticks():
     merged = merge_worker_results(clean_results())
     assert merged["outcomes"] == Counter(
-        {claims_pb2.GRANTED: 3, claims_pb2.SOLD_OUT: 4, claims_pb2.ALREADY_CLAIMED: 1}
+        {claims_pb2.OUTCOME_GRANTED: 3, claims_pb2.OUTCOME_SOLD_OUT: 4, claims_pb2.OUTCOME_ALREADY_CLAIMED: 1}
     )
     assert merged["latency"].count == 8 and merged["latency"].max == 800
     assert merged["start"] == 1000.0 and merged["end"] == 1002.0

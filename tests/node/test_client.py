@@ -27,7 +27,7 @@ def test_a_node_killed_mid_burst_costs_the_callers_nothing(redis_server, node, a
 
     async def main() -> tuple[list, list, int]:
         async with ClaimClient([victim.address, node.address], backoff_s=0.02) as client:
-            answered: list[tuple[str, str, pb.ClaimReply]] = []
+            answered: list[tuple[str, str, pb.ClaimResponse]] = []
             queue = [(f"u{i}", f"r{i}") for i in range(users)]
 
             async def caller() -> None:
@@ -52,7 +52,7 @@ def test_a_node_killed_mid_burst_costs_the_callers_nothing(redis_server, node, a
 def test_errors_retrying_cannot_fix_are_raised_at_once(node, admin):
     cid = create_campaign(admin, inventory=5, shards=1).campaign.campaign_id
 
-    async def main() -> tuple[grpc.StatusCode, grpc.StatusCode, int, pb.GetClaimReply]:
+    async def main() -> tuple[grpc.StatusCode, grpc.StatusCode, int, pb.GetClaimResponse]:
         async with ClaimClient([node.address]) as client:
             with pytest.raises(grpc.aio.AioRpcError) as bad:
                 await client.claim(cid, "bad user id")

@@ -61,9 +61,9 @@ def test_a_thousand_concurrent_claims_go_out_in_a_few_batches(metered, admin, re
     history = History()
     before = calls_by_method(metered)
 
-    async def main() -> list[tuple[str, str, pb.ClaimReply]]:
+    async def main() -> list[tuple[str, str, pb.ClaimResponse]]:
         async with ClaimClient([metered.address]) as client:
-            async def caller(i: int) -> tuple[str, str, pb.ClaimReply]:
+            async def caller(i: int) -> tuple[str, str, pb.ClaimResponse]:
                 user, rid = f"u{i}", f"r{i}"
                 op = history.invoke(cid, user, rid)
                 reply = await client.claim(cid, user, rid)
@@ -82,9 +82,9 @@ def test_a_thousand_concurrent_claims_go_out_in_a_few_batches(metered, admin, re
     assert batches >= users // 100  # at most 100 claims a batch (the default max_batch)
     holder = check_burst(answered, inventory, users)  # nobody twice, no voucher twice, 300 holders
     for user, rid, reply in answered:  # each caller got its own reply, not a neighbour's
-        if reply.outcome == pb.GRANTED:
+        if reply.outcome == pb.OUTCOME_GRANTED:
             assert (reply.voucher.user_id, reply.voucher.request_id) == (user, rid)
-    assert sum(r.outcome == pb.GRANTED for _, _, r in answered) == len(holder) == inventory
+    assert sum(r.outcome == pb.OUTCOME_GRANTED for _, _, r in answered) == len(holder) == inventory
     report = check_history(history, redis_client, cid)
     assert report.ok and report.granted_final == inventory, report.summary()
 
@@ -98,7 +98,7 @@ def test_a_node_killed_mid_run_costs_nothing_and_grants_nothing_twice(redis_serv
 
     async def main() -> tuple[list, list, int, int]:
         async with ClaimClient([victim.address, node.address], backoff_s=0.02) as client:
-            answered: list[tuple[str, str, pb.ClaimReply]] = []
+            answered: list[tuple[str, str, pb.ClaimResponse]] = []
             queue = [(f"u{i}", f"r{i}") for i in range(users)]
 
             async def caller() -> None:
@@ -138,7 +138,7 @@ def test_a_lone_claim_goes_out_at_once_and_a_same_moment_pair_together(node, adm
         # A linger of a minute: a claim that waited for it would time the test out.
         async with ClaimClient([node.address], linger_s=60.0) as client:
             lone = await asyncio.wait_for(client.claim(cid, "lone", "r-lone"), 20)
-            assert lone.outcome == pb.GRANTED
+            assert lone.outcome == pb.OUTCOME_GRANTED
             stats = client.batching
             assert (stats.alone, stats.batches, stats.sent_idle, stats.sent_lingered) == (1, 0, 1, 0)
             pair = await asyncio.wait_for(asyncio.gather(client.claim(cid, "p1"), client.claim(cid, "p2")),
@@ -167,7 +167,7 @@ def test_bad_input_and_unknown_campaigns_fail_only_their_own_caller(node, admin)
 
     results = asyncio.run(main())
     granted = [results[i] for i in (0, 1, 2, 3, 7)]
-    assert all(isinstance(r, pb.ClaimReply) and r.outcome == pb.GRANTED for r in granted), granted
+    assert all(isinstance(r, pb.ClaimResponse) and r.outcome == pb.OUTCOME_GRANTED for r in granted), granted
     codes = [r.code() if isinstance(r, grpc.aio.AioRpcError) else r for r in results[4:7]]
     assert codes == [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INVALID_ARGUMENT,
                      grpc.StatusCode.NOT_FOUND]
@@ -196,7 +196,7 @@ def test_a_callers_deadline_is_its_own_and_gives_its_request_id_back():
 def test_the_sync_client_batches_fifty_threads(node, admin):
     inventory, threads, each = 300, 50, 10
     cid = create_campaign(admin, inventory=inventory, shards=4).campaign.campaign_id
-    answered: list[tuple[str, str, pb.ClaimReply]] = []
+    answered: list[tuple[str, str, pb.ClaimResponse]] = []
     lock = threading.Lock()
 
     with SyncClaimClient([node.address], linger_s=0.005) as client:
@@ -215,7 +215,7 @@ def test_the_sync_client_batches_fifty_threads(node, admin):
         stats = client.batching
         with pytest.raises(grpc.RpcError) as bad:
             client.claim(cid, "")
-        voucher = next(r.voucher for _, _, r in answered if r.outcome == pb.GRANTED)
+        voucher = next(r.voucher for _, _, r in answered if r.outcome == pb.OUTCOME_GRANTED)
         released = client.release(cid, voucher.user_id, voucher.voucher_id)
     assert len(answered) == threads * each
     assert len(check_burst(answered, inventory, threads * each)) == inventory
@@ -229,7 +229,7 @@ def test_the_sync_client_batches_fifty_threads(node, admin):
 def test_device_ip_and_metadata_reach_the_anti_scalper_limits(metered, admin):
     cid = create_campaign(admin, inventory=10, shards=1).campaign.campaign_id
 
-    async def main() -> list[pb.ClaimReply]:
+    async def main() -> list[pb.ClaimResponse]:
         async with ClaimClient([metered.address], metadata=[("x-app", "bank-app")]) as client:
             return await asyncio.gather(
                 client.claim(cid, "d1", device_id=BANNED_DEVICE),
@@ -239,12 +239,13 @@ def test_device_ip_and_metadata_reach_the_anti_scalper_limits(metered, admin):
             )
 
     replies = asyncio.run(main())
-    assert [r.outcome for r in replies] == [pb.NOT_ELIGIBLE, pb.NOT_ELIGIBLE, pb.NOT_ELIGIBLE, pb.GRANTED]
+    assert [r.outcome for r in replies] == [pb.OUTCOME_NOT_ELIGIBLE] * 3 + [pb.OUTCOME_GRANTED]
 
 
 def test_redeem_reverse_and_release_through_the_client(node, admin):
     cid = create_campaign(admin, inventory=10, shards=1, value_cents=500).campaign.campaign_id
-    admin.RegisterMerchant(pb.Merchant(campaign_id=cid, merchant_id="m1", name="shop"), timeout=10)
+    admin.RegisterMerchant(pb.RegisterMerchantRequest(merchant=pb.Merchant(
+        campaign_id=cid, merchant_id="m1", name="shop")), timeout=10)
 
     async def main() -> tuple:
         async with ClaimClient([node.address]) as client:
@@ -261,8 +262,9 @@ def test_redeem_reverse_and_release_through_the_client(node, admin):
             return redeemed, replayed, reversed_, released, again, bad.value.code(), found, a, client.retries
 
     redeemed, replayed, reversed_, released, again, bad, found, a, retries = asyncio.run(main())
-    assert redeemed.outcome == pb.REDEEMED and redeemed.subsidy_cents == 500
-    assert (replayed.outcome, replayed.redeemed_at_ms) == (pb.REDEEMED, redeemed.redeemed_at_ms)
-    assert reversed_.outcome == pb.REVERSED and list(reversed_.returned_voucher_ids) == [a]
+    assert redeemed.outcome == pb.REDEEM_OUTCOME_REDEEMED and redeemed.subsidy_cents == 500
+    assert replayed.outcome == pb.REDEEM_OUTCOME_REDEEMED
+    assert replayed.redeemed_at_ms == redeemed.redeemed_at_ms
+    assert reversed_.outcome == pb.REVERSE_OUTCOME_REVERSED and list(reversed_.returned_voucher_ids) == [a]
     assert released.released and again.released and not found.released
     assert bad == grpc.StatusCode.INVALID_ARGUMENT and retries == 0

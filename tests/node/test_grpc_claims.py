@@ -20,6 +20,7 @@ from claimcore._fast import shard_of
 from claimcore.store.keyspace import shard_keys
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
+from claimcore.v1 import short_name
 from conftest import LocalNode, create_campaign, new_campaign_id, redis_dump
 from support import burst, check_burst
 
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.twins
 
 
 def claim(stub: pb_grpc.ClaimServiceStub, cid: str, user: str, rid: str | None = None,
-          timeout: float = 10) -> pb.ClaimReply:
+          timeout: float = 10) -> pb.ClaimResponse:
     return stub.Claim(pb.ClaimRequest(campaign_id=cid, user_id=user, request_id=rid or f"r-{user}"),
                       timeout=timeout)
 
@@ -44,7 +45,7 @@ def test_200_concurrent_clients_grant_exactly_the_stock(admin, claims, node, red
     assert len(results) == len(requests)
     holder = check_burst(results, inventory, users)
 
-    info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
+    info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10).campaign
     assert info.granted == inventory and info.remaining == 0
     assert info.sold_out_at_ms > 0
     stored = {}
@@ -70,7 +71,7 @@ def test_two_front_nodes_on_one_redis_never_oversell(admin, redis_server):
     finally:
         second.stop()
     check_burst(results, inventory, users)
-    info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
+    info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10).campaign
     assert info.granted == inventory
 
 
@@ -79,9 +80,9 @@ def test_no_stranded_stock_when_all_users_hash_to_one_shard(admin, claims):
     cid = create_campaign(admin, inventory=80, shards=8).campaign.campaign_id
     users = [u for u in (f"user{i}" for i in range(5000)) if shard_of(u, 8) == 0][:120]
     assert len(users) == 120
-    outcomes = Counter(pb.Outcome.Name(claim(claims, cid, u).outcome) for u in users)
+    outcomes = Counter(short_name(pb.Outcome, claim(claims, cid, u).outcome) for u in users)
     assert outcomes == {"GRANTED": 80, "SOLD_OUT": 40}
-    info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
+    info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10).campaign
     assert info.granted == 80 and info.remaining == 0
     assert [s.granted for s in info.shards] == [80, 0, 0, 0, 0, 0, 0, 0]
 
@@ -89,7 +90,7 @@ def test_no_stranded_stock_when_all_users_hash_to_one_shard(admin, claims):
 def test_per_user_limit_across_requests(admin, claims):
     cid = create_campaign(admin, inventory=50, shards=4, per_user_limit=2).campaign.campaign_id
     replies = [claim(claims, cid, "alice", f"a{i}") for i in range(5)]
-    assert [r.outcome for r in replies] == [pb.GRANTED, pb.GRANTED] + [pb.ALREADY_CLAIMED] * 3
+    assert [r.outcome for r in replies] == [pb.OUTCOME_GRANTED] * 2 + [pb.OUTCOME_ALREADY_CLAIMED] * 3
     assert replies[2].voucher.voucher_id == replies[1].voucher.voucher_id
     held = claims.GetClaim(pb.GetClaimRequest(campaign_id=cid, user_id="alice"), timeout=5)
     assert sorted(v.voucher_id for v in held.vouchers) == sorted(
@@ -111,20 +112,20 @@ def test_idempotent_replay_survives_node_restart(admin, redis_server):
             double = claim(stub, cid, "bob", "req-2")
     finally:
         second.stop()
-    assert granted.outcome == replay.outcome == pb.GRANTED
+    assert granted.outcome == replay.outcome == pb.OUTCOME_GRANTED
     assert replay.voucher == granted.voucher and granted.voucher.value_cents == 6000
-    assert other.outcome == pb.GRANTED and other.voucher.voucher_id != granted.voucher.voucher_id
-    assert double.outcome == pb.ALREADY_CLAIMED
+    assert other.outcome == pb.OUTCOME_GRANTED and other.voucher.voucher_id != granted.voucher.voucher_id
+    assert double.outcome == pb.OUTCOME_ALREADY_CLAIMED
     assert double.voucher.voucher_id == granted.voucher.voucher_id
-    info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5)
+    info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5).campaign
     assert info.granted == 2
 
 
 def test_sold_out_is_answered_without_redis(admin, claims, redis_client):
     cid = create_campaign(admin, inventory=3, shards=3).campaign.campaign_id
     grants = {u: claim(claims, cid, u) for u in ("a", "b", "c")}
-    assert all(r.outcome == pb.GRANTED for r in grants.values())
-    assert claim(claims, cid, "d").outcome == pb.SOLD_OUT
+    assert all(r.outcome == pb.OUTCOME_GRANTED for r in grants.values())
+    assert claim(claims, cid, "d").outcome == pb.OUTCOME_SOLD_OUT
     time.sleep(0.5)  # the node loads its snapshot of the grants in the background
 
     def script_calls() -> int:
@@ -133,51 +134,52 @@ def test_sold_out_is_answered_without_redis(admin, claims, redis_client):
 
     before = script_calls()
     for i in range(100):
-        assert claim(claims, cid, f"late{i}").outcome == pb.SOLD_OUT
+        assert claim(claims, cid, f"late{i}").outcome == pb.OUTCOME_SOLD_OUT
     replay = claim(claims, cid, "a")  # same request id as a's grant
     again = claim(claims, cid, "b", "other-request")
     assert script_calls() == before
-    assert replay.outcome == pb.GRANTED and replay.voucher.voucher_id == grants["a"].voucher.voucher_id
-    assert again.outcome == pb.ALREADY_CLAIMED
+    assert replay.outcome == pb.OUTCOME_GRANTED
+    assert replay.voucher.voucher_id == grants["a"].voucher.voucher_id
+    assert again.outcome == pb.OUTCOME_ALREADY_CLAIMED
     assert again.voucher.voucher_id == grants["b"].voucher.voucher_id
 
 
 def test_sold_out_cache_reopens_when_stock_comes_back(admin, claims, redis_client):
     cid = create_campaign(admin, inventory=2, shards=2).campaign.campaign_id
-    assert claim(claims, cid, "a").outcome == pb.GRANTED
-    assert claim(claims, cid, "b").outcome == pb.GRANTED
-    assert claim(claims, cid, "c").outcome == pb.SOLD_OUT
+    assert claim(claims, cid, "a").outcome == pb.OUTCOME_GRANTED
+    assert claim(claims, cid, "b").outcome == pb.OUTCOME_GRANTED
+    assert claim(claims, cid, "c").outcome == pb.OUTCOME_SOLD_OUT
     redis_client.hincrby(shard_keys(cid, 1).state, "stock", 1)  # a restock, as recycling will do
     deadline = time.monotonic() + 5
-    outcome = pb.SOLD_OUT
-    while outcome == pb.SOLD_OUT and time.monotonic() < deadline:
+    outcome = pb.OUTCOME_SOLD_OUT
+    while outcome == pb.OUTCOME_SOLD_OUT and time.monotonic() < deadline:
         time.sleep(0.2)
         outcome = claim(claims, cid, "c").outcome
-    assert outcome == pb.GRANTED
-    assert claim(claims, cid, "d").outcome == pb.SOLD_OUT
+    assert outcome == pb.OUTCOME_GRANTED
+    assert claim(claims, cid, "d").outcome == pb.OUTCOME_SOLD_OUT
 
 
 def test_pause_and_resume(admin, claims):
     cid = create_campaign(admin, inventory=10, shards=2).campaign.campaign_id
     granted = claim(claims, cid, "early")
-    info = admin.PauseCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5)
+    info = admin.PauseCampaign(pb.PauseCampaignRequest(campaign_id=cid), timeout=5).campaign
     assert info.paused
-    assert claim(claims, cid, "x").outcome == pb.PAUSED
+    assert claim(claims, cid, "x").outcome == pb.OUTCOME_PAUSED
     assert claim(claims, cid, "early").voucher == granted.voucher  # replays still answer
-    assert not admin.ResumeCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5).paused
-    assert claim(claims, cid, "x").outcome == pb.GRANTED
+    assert not admin.ResumeCampaign(pb.ResumeCampaignRequest(campaign_id=cid), timeout=5).campaign.paused
+    assert claim(claims, cid, "x").outcome == pb.OUTCOME_GRANTED
 
 
 def test_not_started_and_ended(admin, claims):
     now = int(time.time() * 1000)
     future = create_campaign(admin, inventory=5, starts_at_ms=now + 3_600_000).campaign.campaign_id
     reply = claim(claims, future, "u1")
-    assert reply.outcome == pb.NOT_STARTED
+    assert reply.outcome == pb.OUTCOME_NOT_STARTED
     assert 3_500_000 < reply.retry_after_ms <= 3_600_000
     past = create_campaign(admin, inventory=5, starts_at_ms=now - 7_200_000,
                            ends_at_ms=now - 3_600_000).campaign.campaign_id
-    assert claim(claims, past, "u1").outcome == pb.ENDED
-    info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=past), timeout=5)
+    assert claim(claims, past, "u1").outcome == pb.OUTCOME_ENDED
+    info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=past), timeout=5).campaign
     assert info.granted == 0 and info.remaining == 5
 
 
@@ -186,12 +188,12 @@ def test_admission_sheds_beyond_the_rate(admin, claims):
                           admission_burst=20).campaign.campaign_id
     replies = [claim(claims, cid, f"u{i}") for i in range(60)]
     outcomes = Counter(r.outcome for r in replies)
-    assert outcomes[pb.RATE_LIMITED] > 0
-    assert outcomes[pb.GRANTED] + outcomes[pb.RATE_LIMITED] == 60
-    limited = [r for r in replies if r.outcome == pb.RATE_LIMITED]
+    assert outcomes[pb.OUTCOME_RATE_LIMITED] > 0
+    assert outcomes[pb.OUTCOME_GRANTED] + outcomes[pb.OUTCOME_RATE_LIMITED] == 60
+    limited = [r for r in replies if r.outcome == pb.OUTCOME_RATE_LIMITED]
     assert all(0 < r.retry_after_ms <= 1000 for r in limited)
-    info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5)
-    assert info.granted == outcomes[pb.GRANTED]  # a limited claim wrote nothing
+    info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5).campaign
+    assert info.granted == outcomes[pb.OUTCOME_GRANTED]  # a limited claim wrote nothing
 
 
 def test_claim_batch_keeps_order_and_mixes_outcomes(admin, claims):
@@ -202,7 +204,7 @@ def test_claim_batch_keeps_order_and_mixes_outcomes(admin, claims):
     assert len(replies) == 8
     by_user: dict[str, set[str]] = defaultdict(set)
     for item, reply in zip(items, replies, strict=True):
-        assert reply.outcome in (pb.GRANTED, pb.ALREADY_CLAIMED, pb.SOLD_OUT)
+        assert reply.outcome in (pb.OUTCOME_GRANTED, pb.OUTCOME_ALREADY_CLAIMED, pb.OUTCOME_SOLD_OUT)
         if reply.HasField("voucher"):
             assert reply.voucher.user_id == item.user_id
             by_user[item.user_id].add(reply.voucher.voucher_id)
@@ -210,8 +212,8 @@ def test_claim_batch_keeps_order_and_mixes_outcomes(admin, claims):
     assert len(by_user) == 3
     again = claims.ClaimBatch(pb.ClaimBatchRequest(claims=items), timeout=10).replies
     for first, second in zip(replies, again, strict=True):
-        if first.outcome == pb.GRANTED:
-            assert second.outcome == pb.GRANTED and second.voucher == first.voucher
+        if first.outcome == pb.OUTCOME_GRANTED:
+            assert second.outcome == pb.OUTCOME_GRANTED and second.voucher == first.voucher
 
 
 def test_get_claim_settles_by_request_or_user(admin, claims):
@@ -278,7 +280,7 @@ def test_oversized_and_empty_batches_are_rejected(admin, claims, redis_client):
 def test_unknown_campaign_is_not_found(claims, admin):
     cid = new_campaign_id("missing")
     for call in (lambda: claim(claims, cid, "u"),
-                 lambda: admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5),
+                 lambda: admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5).campaign,
                  lambda: claims.GetClaim(pb.GetClaimRequest(campaign_id=cid, user_id="u"), timeout=5)):
         with pytest.raises(grpc.RpcError) as err:
             call()

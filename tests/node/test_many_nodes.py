@@ -30,7 +30,7 @@ def test_node_killed_mid_burst_loses_nothing(redis_server, node):
         cid = create_campaign(admin, inventory=inventory, shards=4).campaign.campaign_id
 
     requests = [(f"u{i}", f"r{i}") for i in range(users)]
-    first: dict[tuple[str, str], pb.ClaimReply] = {}
+    first: dict[tuple[str, str], pb.ClaimResponse] = {}
 
     async def through_victim() -> int:
         """Claim through the victim; kill it with SIGKILL after 150 replies."""
@@ -57,7 +57,7 @@ def test_node_killed_mid_burst_loses_nothing(redis_server, node):
     failed = asyncio.run(through_victim())
     assert victim.proc is None and 150 <= len(first) < users and failed > 0
 
-    async def retry_all_through_survivor() -> dict[tuple[str, str], pb.ClaimReply]:
+    async def retry_all_through_survivor() -> dict[tuple[str, str], pb.ClaimResponse]:
         async with grpc.aio.insecure_channel(node.address) as channel:
             stub = pb_grpc.ClaimServiceStub(channel)
             replies = await asyncio.gather(*(
@@ -67,14 +67,15 @@ def test_node_killed_mid_burst_loses_nothing(redis_server, node):
 
     second = asyncio.run(retry_all_through_survivor())
     for key, before in first.items():
-        if before.outcome == pb.GRANTED:  # recorded before the kill: the retry gets it back
-            assert second[key].outcome == pb.GRANTED and second[key].voucher == before.voucher
+        if before.outcome == pb.OUTCOME_GRANTED:  # recorded before the kill: the retry gets it back
+            assert second[key].outcome == pb.OUTCOME_GRANTED and second[key].voucher == before.voucher
     holders = {user: reply.voucher.voucher_id for (user, _), reply in second.items()
-               if reply.outcome == pb.GRANTED}
+               if reply.outcome == pb.OUTCOME_GRANTED}
     assert len(holders) == inventory == len(set(holders.values()))
-    assert {r.outcome for r in second.values()} == {pb.GRANTED, pb.SOLD_OUT}
+    assert {r.outcome for r in second.values()} == {pb.OUTCOME_GRANTED, pb.OUTCOME_SOLD_OUT}
     with grpc.insecure_channel(node.address) as ch:
-        info = pb_grpc.AdminServiceStub(ch).GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5)
+        info = pb_grpc.AdminServiceStub(ch).GetCampaign(pb.GetCampaignRequest(campaign_id=cid),
+                                                        timeout=5).campaign
     assert info.granted == inventory and info.remaining == 0
 
 
@@ -93,7 +94,7 @@ def test_campaign_created_through_one_node_reaches_another(redis_server, node):
             with grpc.insecure_channel(node.address) as ch_a:
                 create_campaign(pb_grpc.AdminServiceStub(ch_a), campaign_id=cid, inventory=5)
             time.sleep(NEGATIVE_TTL_S + 0.1)
-            assert claims.Claim(request, timeout=5).outcome == pb.GRANTED
+            assert claims.Claim(request, timeout=5).outcome == pb.OUTCOME_GRANTED
     finally:
         other.stop()
 
@@ -107,22 +108,22 @@ def test_pause_and_reshard_through_one_node_reach_another_at_once(redis_server, 
             admin_a, claims_b = pb_grpc.AdminServiceStub(ch_a), pb_grpc.ClaimServiceStub(ch_b)
             cid = create_campaign(admin_a, inventory=50, shards=2).campaign.campaign_id
 
-            def claim_b(user: str) -> pb.ClaimReply:
+            def claim_b(user: str) -> pb.ClaimResponse:
                 request = pb.ClaimRequest(campaign_id=cid, user_id=user, request_id="r")
                 return claims_b.Claim(request, timeout=5)
 
             first = claim_b("u0")  # `other` now caches the campaign, at 2 shards
-            admin_a.PauseCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5)
+            admin_a.PauseCampaign(pb.PauseCampaignRequest(campaign_id=cid), timeout=5)
             paused = claim_b("u1")
-            admin_a.ResumeCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5)
+            admin_a.ResumeCampaign(pb.ResumeCampaignRequest(campaign_id=cid), timeout=5)
             admin_a.Reshard(pb.ReshardRequest(campaign_id=cid, shards=7), timeout=30)
             after = [claim_b(f"u{i}") for i in range(1, 20)]
             replay = claim_b("u0")
-            info = admin_a.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5)
+            info = admin_a.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5).campaign
     finally:
         other.stop()
-    assert (first.outcome, paused.outcome) == (pb.GRANTED, pb.PAUSED)
-    assert {r.outcome for r in after} == {pb.GRANTED}
+    assert (first.outcome, paused.outcome) == (pb.OUTCOME_GRANTED, pb.OUTCOME_PAUSED)
+    assert {r.outcome for r in after} == {pb.OUTCOME_GRANTED}
     assert replay.voucher.voucher_id == first.voucher.voucher_id
     assert info.granted == 20 and info.campaign.shards == 7
     shards_used = {int(r.voucher.voucher_id.rsplit("-", 2)[1]) for r in after}

@@ -19,6 +19,7 @@ from claimcore.harness.embedded_redis import EmbeddedRedis, free_port
 from claimcore.node.metrics import NodeMetrics, WorkersMetrics
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
+from claimcore.v1 import short_name
 from conftest import LocalNode, create_campaign
 from support import metrics_port, wait_for
 
@@ -69,7 +70,7 @@ def stubs(metered):  # type: ignore[no-untyped-def]
 
 
 def outcome_name(outcome: int) -> str:
-    return pb.Outcome.Name(outcome).lower()
+    return short_name(pb.Outcome, outcome).lower()
 
 
 def test_a_burst_is_counted_as_the_replies_said(metered, stubs):
@@ -98,9 +99,9 @@ def test_a_burst_is_counted_as_the_replies_said(metered, stubs):
         reply = claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id=first, request_id=rid), timeout=10)
         tally[cid, outcome_name(reply.outcome)] += 1
         unary_calls += 1
-    assert reply.outcome == pb.RATE_LIMITED and reply.detail == "user rate"
+    assert reply.outcome == pb.OUTCOME_RATE_LIMITED and reply.detail == "user rate"
     denied = claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id="scalper-1", request_id="r"), timeout=10)
-    assert denied.outcome == pb.NOT_ELIGIBLE and denied.detail == "user denied"
+    assert denied.outcome == pb.OUTCOME_NOT_ELIGIBLE and denied.detail == "user denied"
     tally[cid, "not_eligible"] += 1
     unary_calls += 1
     assert tally[cid, "granted"] == 20 and tally[cid, "sold_out"] >= 19 and tally[cid, "rate_limited"] == 1
@@ -200,7 +201,8 @@ def test_a_burst_is_counted_as_the_replies_said(metered, stubs):
 def test_redemptions_are_counted_by_outcome(metered, stubs):
     claims, admin, redeem, _ = stubs
     cid = create_campaign(admin, inventory=10, shards=2, value_cents=1000).campaign.campaign_id
-    admin.RegisterMerchant(pb.Merchant(campaign_id=cid, merchant_id="m1"), timeout=10)
+    admin.RegisterMerchant(pb.RegisterMerchantRequest(merchant=pb.Merchant(
+        campaign_id=cid, merchant_id="m1")), timeout=10)
     voucher = claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id="buyer", request_id="r"),
                            timeout=10).voucher.voucher_id
     outcomes = Counter()
@@ -208,7 +210,7 @@ def test_redemptions_are_counted_by_outcome(metered, stubs):
         reply = redeem.Redeem(pb.RedeemRequest(campaign_id=cid, user_id="buyer", voucher_ids=[voucher],
                                                merchant_id="m1", order_id=order, order_amount_cents=5000),
                               timeout=10)
-        outcomes[pb.RedeemOutcome.Name(reply.outcome).lower()] += 1
+        outcomes[short_name(pb.RedeemOutcome, reply.outcome).lower()] += 1
     assert outcomes == {"redeemed": 2, "already_redeemed": 1}
     samples = scrape(metered.metrics_port)
     counted = {dict(labels)["outcome"]: v
@@ -221,14 +223,15 @@ def test_campaign_labels_stop_at_the_cap():
     """Past max_campaigns distinct campaigns, every new one is counted as "other"."""
     metrics = NodeMetrics(max_campaigns=2)
     for cid in ("a", "b", "c", "d", "a"):
-        metrics.claimed(cid, pb.GRANTED)
+        metrics.claimed(cid, pb.OUTCOME_GRANTED)
     metrics.dropped("e", "abuse")
     text = "\n".join(f"{s.name}{s.labels}={s.value}" for family in metrics.registry.collect()
                      for s in family.samples if s.name in ("claimcore_claims_total",
                                                           "claimcore_admission_drops_total"))
     assert "'campaign': 'a'" in text and "'campaign': 'b'" in text
     assert "'c'" not in text and "'d'" not in text and "'e'" not in text
-    assert metrics.claims == {("a", pb.GRANTED): 2, ("b", pb.GRANTED): 1, ("other", pb.GRANTED): 2}
+    granted = pb.OUTCOME_GRANTED
+    assert metrics.claims == {("a", granted): 2, ("b", granted): 1, ("other", granted): 2}
     assert metrics.drops == {("other", "abuse"): 1}
 
 

@@ -40,7 +40,7 @@ def test_redis_down_gives_unavailable_fast_then_recovers(own_redis):
             admin, claims = pb_grpc.AdminServiceStub(ch), pb_grpc.ClaimServiceStub(ch)
             cid = create_campaign(admin, inventory=10, shards=2).campaign.campaign_id
             first = claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id="a", request_id="ra"), timeout=5)
-            assert first.outcome == pb.GRANTED
+            assert first.outcome == pb.OUTCOME_GRANTED
 
             own_redis.kill()
             started = time.monotonic()
@@ -57,7 +57,7 @@ def test_redis_down_gives_unavailable_fast_then_recovers(own_redis):
             replay = claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id="a", request_id="ra"), timeout=5)
             assert replay.voucher == first.voucher  # the acknowledged grant survived the crash
             later = claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id="b", request_id="rb"), timeout=5)
-            assert later.outcome == pb.GRANTED  # no script cache needed re-loading by hand
+            assert later.outcome == pb.OUTCOME_GRANTED  # no script cache needed re-loading by hand
     finally:
         node.stop()
 
@@ -79,8 +79,8 @@ def test_deadline_is_honoured_when_redis_stalls_and_retry_settles(own_redis):
             assert elapsed < 1.0
             time.sleep(1.6)  # the paused claim runs once Redis resumes: its outcome is unknown to the caller
             retry = claims.Claim(request, timeout=5)
-            assert retry.outcome == pb.GRANTED
-            info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5)
+            assert retry.outcome == pb.OUTCOME_GRANTED
+            info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5).campaign
             assert info.granted == 1  # the retry settled the same grant, not a second one
     finally:
         direct.close()
@@ -106,8 +106,8 @@ def test_a_stalled_redis_makes_the_node_shed_at_once_and_write_nothing_for_the_s
                 except grpc.RpcError as err:
                     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
                     shed.append(i)
-            assert len(shed) >= 100 and all(outcome == pb.GRANTED for _, outcome in answered)
-            info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5)
+            assert len(shed) >= 100 and all(outcome == pb.OUTCOME_GRANTED for _, outcome in answered)
+            info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5).campaign
             assert info.granted == len(answered)
             for i in shed[:20]:
                 found = claims.GetClaim(pb.GetClaimRequest(campaign_id=cid, user_id=f"u{i}"), timeout=5)
@@ -141,8 +141,8 @@ def test_a_batch_that_does_not_fit_is_shed_whole(own_redis):
                     timeout=5)
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value
             for call in sent:
-                assert [r.outcome for r in call.result().replies] == [pb.GRANTED] * 15
-            info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5)
+                assert [r.outcome for r in call.result().replies] == [pb.OUTCOME_GRANTED] * 15
+            info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5).campaign
             assert info.granted == 30
             for i in range(10):
                 found = claims.GetClaim(pb.GetClaimRequest(campaign_id=cid, user_id=f"b{i}"), timeout=5)
@@ -176,8 +176,8 @@ def test_sigterm_drains_in_flight_claims(own_redis):
             node.proc.send_signal(signal.SIGTERM)
             assert wait_for(lambda: health_status(node.address) != health_pb2.HealthCheckResponse.SERVING, 3)
             caller.join(timeout=10)
-        assert len(results) == 1 and isinstance(results[0], pb.ClaimReply)
-        assert results[0].outcome == pb.GRANTED
+        assert len(results) == 1 and isinstance(results[0], pb.ClaimResponse)
+        assert results[0].outcome == pb.OUTCOME_GRANTED
         assert node.proc.wait(timeout=10) == 0  # drained and exited by itself
     finally:
         direct.close()
@@ -200,6 +200,6 @@ def test_serve_without_redis_starts_its_own():
             admin, claims = pb_grpc.AdminServiceStub(ch), pb_grpc.ClaimServiceStub(ch)
             cid = create_campaign(admin, inventory=1).campaign.campaign_id
             reply = claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id="u", request_id="r"), timeout=5)
-            assert reply.outcome == pb.GRANTED
+            assert reply.outcome == pb.OUTCOME_GRANTED
     finally:
         assert node.stop() == 0

@@ -37,12 +37,12 @@ def test_claim_spans_continue_the_callers_trace_and_the_flush_links_them(redis_s
                 metadata=[("traceparent", f"00-{trace_id}-{parent_id}-01")])
             others = [claims.Claim.future(pb.ClaimRequest(campaign_id=cid, user_id=f"user-{token}-{i}",
                                                           request_id="r1"), timeout=10) for i in range(1, 4)]
-            assert traced.result().outcome == pb.GRANTED
-            assert all(f.result().outcome == pb.GRANTED for f in others)
+            assert traced.result().outcome == pb.OUTCOME_GRANTED
+            assert all(f.result().outcome == pb.OUTCOME_GRANTED for f in others)
             batch = claims.ClaimBatch(pb.ClaimBatchRequest(claims=[
                 pb.ClaimRequest(campaign_id=cid, user_id=f"user-{token}-{i}", request_id="r1")
                 for i in range(4, 8)]), timeout=10)
-            assert [r.outcome for r in batch.replies].count(pb.GRANTED) == 1  # 5 in stock, 4 taken
+            assert [r.outcome for r in batch.replies].count(pb.OUTCOME_GRANTED) == 1  # 5 in stock, 4 taken
     finally:
         assert node.stop() == 0  # SIGTERM: the node flushes its buffered spans as it stops
 

@@ -37,16 +37,16 @@ def other_node(redis_server) -> LocalNode:
     node.stop()
 
 
-async def claim(address: str, cid: str, user: str) -> pb.ClaimReply:
+async def claim(address: str, cid: str, user: str) -> pb.ClaimResponse:
     async with grpc.aio.insecure_channel(address) as ch:
         return await pb_grpc.ClaimServiceStub(ch).Claim(
             pb.ClaimRequest(campaign_id=cid, user_id=user, request_id=f"r-{user}"), timeout=10)
 
 
-async def take_all(address: str, cid: str, inventory: int) -> list[pb.ClaimReply]:
+async def take_all(address: str, cid: str, inventory: int) -> list[pb.ClaimResponse]:
     """Claims by inventory + 1 users: all the stock, and one SOLD_OUT."""
     replies = [await claim(address, cid, f"u{i}") for i in range(inventory + 1)]
-    assert [r.outcome for r in replies].count(pb.GRANTED) == inventory
+    assert [r.outcome for r in replies].count(pb.OUTCOME_GRANTED) == inventory
     return replies
 
 
@@ -62,7 +62,7 @@ def test_a_watcher_sees_open_then_sold_out_when_the_claims_went_to_another_node(
             sold = await watch.wait_for(cid, SOLD_OUT)
             assert 0 < sold.state.sold_out_valid_for_ms <= 1500
             reply = watch.local_answer(cid)
-            assert reply is not None and reply.outcome == pb.SOLD_OUT and reply.detail == LOCAL_DETAIL
+            assert reply is not None and reply.outcome == pb.OUTCOME_SOLD_OUT and reply.detail == LOCAL_DETAIL
             assert watch.answered_locally == 1 and watch.untrusted == 0
             # Heartbeats: the sold-out state keeps being confirmed, each a new state.
             again = await watch.wait_for(cid, SOLD_OUT, min_epoch=0)
@@ -99,7 +99,7 @@ def test_a_release_leaves_sold_out_before_the_returned_stock_can_be_granted(node
                         local = watch.local_answer(cid)  # what the client would have answered itself
                         reply = await stub.Claim(pb.ClaimRequest(
                             campaign_id=cid, user_id=f"late{i}", request_id=f"late{i}"), timeout=10)
-                        if reply.outcome == pb.GRANTED:
+                        if reply.outcome == pb.OUTCOME_GRANTED:
                             first_grant.append(time.monotonic())
                             if local is not None:
                                 wrong.append(f"late{i} answered SOLD_OUT locally, granted by the node")
@@ -128,10 +128,10 @@ def test_pause_resume_and_a_reshard_are_pushed(node, admin):
     async def main() -> None:
         async with CampaignWatch([node.address], [cid]) as watch:
             assert (await watch.wait_for(cid, OPEN)).state.shard_epoch == 0
-            admin.PauseCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
+            admin.PauseCampaign(pb.PauseCampaignRequest(campaign_id=cid), timeout=10)
             await watch.wait_for(cid, pb.CAMPAIGN_PHASE_PAUSED)
             assert watch.local_answer(cid) is None  # only SOLD_OUT is answered locally
-            admin.ResumeCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
+            admin.ResumeCampaign(pb.ResumeCampaignRequest(campaign_id=cid), timeout=10)
             await watch.wait_for(cid, OPEN)
             epoch = admin.Reshard(pb.ReshardRequest(campaign_id=cid, shards=4), timeout=30).shard_epoch
             assert epoch >= 1
@@ -191,11 +191,11 @@ def test_five_hundred_watchers_on_one_node_all_receive_one_change(node, admin):
             pb.WatchCampaignsRequest(campaign_ids=[cid])) for i in range(streams_n)]
         try:
             firsts = await asyncio.wait_for(asyncio.gather(*(c.read() for c in calls)), 30)
-            assert {s.phase for s in firsts} == {OPEN}
-            admin.PauseCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
+            assert {m.state.phase for m in firsts} == {OPEN}
+            admin.PauseCampaign(pb.PauseCampaignRequest(campaign_id=cid), timeout=10)
 
             async def until_paused(call) -> pb.CampaignState:
-                while (state := await call.read()).phase != pb.CAMPAIGN_PHASE_PAUSED:
+                while (state := (await call.read()).state).phase != pb.CAMPAIGN_PHASE_PAUSED:
                     pass
                 return state
 
@@ -248,7 +248,7 @@ def test_on_a_node_with_credentials_a_channel_watches_only_its_campaigns(redis_s
             stream = pb_grpc.ClaimServiceStub(reach.channel(secured.address)).WatchCampaigns(
                 pb.WatchCampaignsRequest(campaign_ids=ids), metadata=reach.metadata, timeout=10)
             try:
-                return next(stream)
+                return next(stream).state
             finally:
                 stream.cancel()
 
@@ -276,18 +276,18 @@ def test_a_watching_client_answers_new_claims_of_a_sold_out_campaign_itself(node
     async def main() -> None:
         async with ClaimClient([node.address, other_node.address], watch=True) as client:
             granted = [await client.claim(cid, f"u{i}", f"r{i}") for i in range(4)]
-            assert [r.outcome for r in granted] == [pb.GRANTED] * 4
+            assert [r.outcome for r in granted] == [pb.OUTCOME_GRANTED] * 4
             assert client.watch is not None
             await client.watch.wait_for(cid, SOLD_OUT)
             fresh = await client.claim(cid, "late-1")  # no request id: new by construction
-            assert fresh.outcome == pb.SOLD_OUT and fresh.detail == LOCAL_DETAIL
+            assert fresh.outcome == pb.OUTCOME_SOLD_OUT and fresh.detail == LOCAL_DETAIL
             named = await client.claim(cid, "late-2", "never-sent")
             assert named.detail == LOCAL_DETAIL
             replay = await client.claim(cid, "u0", "r0")  # sent before: a node answers, with the grant
-            assert replay.outcome == pb.GRANTED
+            assert replay.outcome == pb.OUTCOME_GRANTED
             assert replay.voucher.voucher_id == granted[0].voucher.voucher_id
             holder = await client.claim(cid, "u1")  # holds a voucher; a new request: SOLD_OUT locally
-            assert holder.outcome == pb.SOLD_OUT and holder.detail == LOCAL_DETAIL
+            assert holder.outcome == pb.OUTCOME_SOLD_OUT and holder.detail == LOCAL_DETAIL
             assert client.answered_locally == 3
 
     asyncio.run(main())

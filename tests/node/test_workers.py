@@ -98,7 +98,8 @@ def test_claims_over_several_connections_reach_both_workers_and_never_oversell(w
         return Counter(r.outcome for batch in batches for r in batch.replies)
 
     outcomes = asyncio.run(burst())
-    assert outcomes[pb.GRANTED] == 50 and outcomes[pb.SOLD_OUT] == 250  # exactly the stock, across workers
+    # exactly the stock, across workers
+    assert outcomes[pb.OUTCOME_GRANTED] == 50 and outcomes[pb.OUTCOME_SOLD_OUT] == 250
 
     after = scrape(workers.metrics_port)
     spread = {w: n - per_worker(before).get(w, 0) for w, n in per_worker(after).items()}

@@ -20,7 +20,10 @@ from conftest import create_campaign, new_campaign_id, redis_dump
 
 
 def ask(call, campaign_id: str) -> pb.CampaignInfo:  # type: ignore[no-untyped-def]
-    return call(pb.GetCampaignRequest(campaign_id=campaign_id), timeout=10)
+    """The campaign as an admin call (GetCampaign, PauseCampaign, ...) answers: its request and response
+    types are the call's own, named after it."""
+    request = getattr(pb, f"{call._method.decode().rsplit('/', 1)[1]}Request")
+    return call(request(campaign_id=campaign_id), timeout=10).campaign
 
 
 def refused(call, campaign_id: str) -> grpc.RpcError:  # type: ignore[no-untyped-def]
@@ -34,7 +37,7 @@ def listed(admin, include_archived: bool = False) -> list[str]:  # type: ignore[
     return list(admin.ListCampaigns(request, timeout=10).campaign_ids)
 
 
-def claim(claims, cid: str, user: str) -> pb.ClaimReply:  # type: ignore[no-untyped-def]
+def claim(claims, cid: str, user: str) -> pb.ClaimResponse:  # type: ignore[no-untyped-def]
     return claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id=user, request_id="r", channel_id="app"),
                         timeout=10)
 
@@ -52,7 +55,7 @@ def test_an_open_campaign_is_refused_and_nothing_changes(node, admin, redis_clie
 def test_a_paused_campaign_leaves_the_lists_keeps_its_figures_and_ledger(node, admin, claims):
     cid = create_campaign(admin, inventory=10, shards=2).campaign.campaign_id
     for i in range(3):
-        assert claim(claims, cid, f"u{i}").outcome == pb.GRANTED
+        assert claim(claims, cid, f"u{i}").outcome == pb.OUTCOME_GRANTED
     ask(admin.PauseCampaign, cid)
     first = ask(admin.ArchiveCampaign, cid)
     again = ask(admin.ArchiveCampaign, cid)  # a resend answers as the first time
@@ -62,19 +65,19 @@ def test_a_paused_campaign_leaves_the_lists_keeps_its_figures_and_ledger(node, a
     assert ask(admin.GetCampaign, cid) == first
     events = admin.ExportEvents(pb.ExportEventsRequest(campaign_id=cid), timeout=10).events
     assert sorted(e.user_id for e in events if e.kind == "grant") == ["u0", "u1", "u2"]
-    assert admin.Reconcile(pb.GetCampaignRequest(campaign_id=cid), timeout=30).ok
-    assert claim(claims, cid, "late").outcome == pb.PAUSED  # still paused on every shard
+    assert admin.Reconcile(pb.ReconcileRequest(campaign_id=cid), timeout=30).ok
+    assert claim(claims, cid, "late").outcome == pb.OUTCOME_PAUSED  # still paused on every shard
 
     err = refused(admin.ResumeCampaign, cid)
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert err.details() == f"campaign {cid} is archived: unarchive it first"
-    assert ask(admin.GetCampaign, cid).paused and claim(claims, cid, "late").outcome == pb.PAUSED
+    assert ask(admin.GetCampaign, cid).paused and claim(claims, cid, "late").outcome == pb.OUTCOME_PAUSED
 
     back = ask(admin.UnarchiveCampaign, cid)
     assert not back.archived and back == ask(admin.UnarchiveCampaign, cid)
     assert cid in listed(admin) and cid in listed(admin, include_archived=True)
     assert not ask(admin.ResumeCampaign, cid).paused
-    assert claim(claims, cid, "late").outcome == pb.GRANTED
+    assert claim(claims, cid, "late").outcome == pb.OUTCOME_GRANTED
 
 
 def test_an_ended_or_sold_out_campaign_may_be_archived_unpaused(node, admin, claims):
@@ -87,7 +90,7 @@ def test_an_ended_or_sold_out_campaign_may_be_archived_unpaused(node, admin, cla
 
     cid = create_campaign(admin, inventory=2, shards=2).campaign.campaign_id
     granted = [claim(claims, cid, f"u{i}").outcome for i in range(4)]
-    assert granted.count(pb.GRANTED) == 2
+    assert granted.count(pb.OUTCOME_GRANTED) == 2
     info = ask(admin.ArchiveCampaign, cid)
     assert info.archived and not info.paused and (info.granted, info.remaining) == (2, 0)
     assert refused(admin.ResumeCampaign, cid).code() == grpc.StatusCode.FAILED_PRECONDITION

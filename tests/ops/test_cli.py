@@ -38,7 +38,7 @@ def grant(claims, cid: str, n: int) -> None:  # type: ignore[no-untyped-def]
     for i in range(n):
         reply = claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id=f"u{i}", request_id="r",
                                              channel_id="app"), timeout=10)
-        assert reply.outcome in (pb.GRANTED, pb.SOLD_OUT)
+        assert reply.outcome in (pb.OUTCOME_GRANTED, pb.OUTCOME_SOLD_OUT)
 
 
 @pytest.fixture
@@ -51,8 +51,8 @@ def test_campaign_list_is_a_table_with_a_row_per_campaign_and_json_has_its_rows(
     grant(claims, sold, 5)
     paused = create_campaign(admin, inventory=40, shards=4).campaign.campaign_id
     grant(claims, paused, 2)
-    admin.PauseCampaign(pb.GetCampaignRequest(campaign_id=paused), timeout=10)
-    sold_at = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=sold), timeout=10).sold_out_at_ms
+    admin.PauseCampaign(pb.PauseCampaignRequest(campaign_id=paused), timeout=10)
+    sold_at = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=sold), timeout=10).campaign.sold_out_at_ms
 
     table = run(env, "campaign", "list", "--target", node.address)
     listed = run(env, "campaign", "list", "--target", node.address, "--json")
@@ -84,7 +84,7 @@ def test_show_is_a_block_and_a_shard_table_and_json_is_the_whole_reply(node, adm
     grant(claims, cid, 4)
     text = run(env, "campaign", "show", cid, "--target", node.address)
     raw = run(env, "campaign", "show", cid, "--target", node.address, "--json")
-    info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
+    info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10).campaign
 
     assert text.returncode == 0, text.stderr
     block, shards = text.stdout.split("\n\n")
@@ -108,13 +108,14 @@ def test_create_pause_resume_reshard_recycle_speak_text_and_json(node, admin, en
     paused = run(env, "campaign", "pause", cid, "--target", node.address)
     assert paused.returncode == 0 and re.search(r"^status\s+paused$", paused.stdout, re.M)
     resumed = run(env, "campaign", "resume", cid, "--target", node.address, "--json")
-    assert resumed.stdout == as_json(admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10),
+    assert resumed.stdout == as_json(admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid),
+                                                       timeout=10).campaign,
                                      status="live")
     resharded = run(env, "campaign", "reshard", cid, "--shards", "5", "--target", node.address)
     assert resharded.returncode == 0, resharded.stderr
     assert re.search(r"^shards\s+2 -> 5 \(epoch 1\)$", resharded.stdout, re.M), resharded.stdout
     assert re.search(r"^moved stock\s+\S+$", resharded.stdout, re.M)
-    assert admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10).campaign.shards == 5
+    assert admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10).campaign.campaign.shards == 5
     recycled = run(env, "campaign", "recycle", cid, "--target", node.address)
     assert recycled.returncode == 0 and re.search(r"^recycled\s+0$", recycled.stdout, re.M)
     again = run(env, "campaign", "create", cid, "--inventory", "1200", "--shards", "2",
@@ -136,7 +137,7 @@ def test_merchants_is_an_alias_and_lists_a_table(node, admin, env):
     assert table.stdout == ("MERCHANT  NAME      CATEGORY    REGION\n"
                             "m1        Shop One  appliances  north\n"
                             "m2        -         appliances  -\n")
-    assert raw.stdout == as_json(admin.ListMerchants(pb.GetCampaignRequest(campaign_id=cid), timeout=10))
+    assert raw.stdout == as_json(admin.ListMerchants(pb.ListMerchantsRequest(campaign_id=cid), timeout=10))
 
 
 def test_node_flags_go_before_or_after_the_action(node, admin, env, dead):
@@ -224,7 +225,8 @@ def test_eligibility_and_keygen_speak_json_when_asked(node, admin, env, tmp_path
 
 def test_target_and_output_come_from_flag_then_env_then_config(node, admin, env, dead, tmp_path):
     cid = create_campaign(admin, inventory=5, shards=1).campaign.campaign_id
-    info = as_json(admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10), status="live")
+    info = as_json(admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10).campaign,
+                   status="live")
     config = tmp_path / "cc.toml"
     config.write_text(f'target = "{node.address}"\noutput = "json"\n')
     by_file = run(env, "campaign", "show", cid, "--config", str(config))

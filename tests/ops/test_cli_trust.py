@@ -26,6 +26,7 @@ from claimcore.ops import cli
 from claimcore.security.access import Access
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
+from claimcore.v1 import short_name
 from conftest import create_campaign, new_campaign_id
 from support import CLI_ERROR_LINE
 from support import run_cli as run
@@ -363,7 +364,7 @@ def test_a_bad_eligibility_file_names_its_line_and_sends_nothing(node, admin, en
 def pb_outcome(node, request) -> str:  # type: ignore[no-untyped-def]
     with grpc.insecure_channel(node.address) as channel:
         reply = pb_grpc.ClaimServiceStub(channel).Claim(request, timeout=10)
-    return pb.Outcome.Name(reply.outcome)
+    return short_name(pb.Outcome, reply.outcome)
 
 
 def test_a_good_eligibility_file_loads_in_any_column_order_and_help_lists_the_columns(node, admin, env,

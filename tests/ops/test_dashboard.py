@@ -297,10 +297,11 @@ def test_the_page_puts_the_launch_on_screen_live_to_sold_out(launch_node, tmp_pa
     admin, claims = pb_grpc.AdminServiceStub(channel), pb_grpc.ClaimServiceStub(channel)
     # Today's launch first and named to sort last: neither creation nor the alphabet puts it first.
     cid = create(admin, "zz-launch", "Spring appliance subsidy", inventory, 4)
-    launch_created_ms = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10).created_at_ms
+    launch_created_ms = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid),
+                                          timeout=10).campaign.created_at_ms
     rehearsals = [create(admin, "a-rehearsal", f"Rehearsal {n}", 100 * n, 2) for n in (1, 2)]
     for n, rid in enumerate(rehearsals, 1):  # sold out before the dashboard starts
-        assert claim_users(claims, rid, range(100 * n + 20)).count(pb.SOLD_OUT) == 20
+        assert claim_users(claims, rid, range(100 * n + 20)).count(pb.OUTCOME_SOLD_OUT) == 20
     tomorrow = create(admin, "b-tomorrow", "Tomorrow's dining vouchers", 5000, 2,
                       starts_at_ms=int(time.time() * 1000) + 2 * 3600 * 1000)
 
@@ -318,7 +319,7 @@ def test_the_page_puts_the_launch_on_screen_live_to_sold_out(launch_node, tmp_pa
 
         # The launch starts (its first claim is well after its creation: the clock starts there).
         time.sleep(0.3)
-        assert claim_users(claims, cid, range(first_wave)) == [pb.GRANTED] * first_wave
+        assert claim_users(claims, cid, range(first_wave)) == [pb.OUTCOME_GRANTED] * first_wave
         wait_for("the first wave in the dashboard", lambda: [
             c for c in dash.snapshot()["campaigns"] if c["id"] == cid and c["granted"] == first_wave])
 
@@ -368,7 +369,7 @@ def test_the_page_puts_the_launch_on_screen_live_to_sold_out(launch_node, tmp_pa
         updates_before = page["updates"]
 
         # The burst goes on: the card's figures move on the page, without a reload.
-        assert claim_users(claims, cid, range(first_wave, before_crowd)) == [pb.GRANTED] * second_wave
+        assert claim_users(claims, cid, range(first_wave, before_crowd)) == [pb.OUTCOME_GRANTED] * second_wave
 
         def after_second_wave() -> Any:
             c = driver.execute_script(READ_CARD, cid)
@@ -400,10 +401,10 @@ def test_the_page_puts_the_launch_on_screen_live_to_sold_out(launch_node, tmp_pa
             t.join(120)
         assert not errors, errors
         flat = [o for r in results for o in r]
-        assert flat.count(pb.GRANTED) == inventory - before_crowd
-        assert flat.count(pb.SOLD_OUT) == crowd - (inventory - before_crowd)
+        assert flat.count(pb.OUTCOME_GRANTED) == inventory - before_crowd
+        assert flat.count(pb.OUTCOME_SOLD_OUT) == crowd - (inventory - before_crowd)
 
-        info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
+        info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10).campaign
         assert info.remaining == 0 and info.granted == inventory and info.sold_out_at_ms > 0
         first_claim = first_grant_ms(admin, cid)
         assert first_claim >= launch_created_ms + 300
@@ -526,8 +527,8 @@ def test_time_to_sold_out_counts_from_the_start_time(launch_node) -> None:  # ty
         assert c["clock_from"] == "start" and c["clock_from_ms"] == starts_at
         wait_for("the start time", lambda: time.time() * 1000 > starts_at + 200)
         outcomes = claim_users(claims, cid, range(25))
-        assert outcomes.count(pb.GRANTED) == 20 and outcomes.count(pb.SOLD_OUT) == 5
-        info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
+        assert outcomes.count(pb.OUTCOME_GRANTED) == 20 and outcomes.count(pb.OUTCOME_SOLD_OUT) == 5
+        info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10).campaign
         c = wait_for("sold out in the dashboard", lambda: (lambda s: s["campaigns"][0] if (
             s["campaigns"][0]["status"] == "SOLD_OUT") else None)(dash.snapshot()))
         assert first_grant_ms(admin, cid) > starts_at + 200  # the first claim came later: not the clock

@@ -277,7 +277,7 @@ def exported(redis_server):  # type: ignore[no-untyped-def]
             cid = create_campaign(admin, inventory=1, shards=1, value_cents=1000).campaign.campaign_id
             outcomes = [claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id=f"u-{token}-{i}",
                                                      request_id="r"), timeout=10) for i in range(2)]
-            assert [o.outcome for o in outcomes] == [pb.GRANTED, pb.SOLD_OUT]
+            assert [o.outcome for o in outcomes] == [pb.OUTCOME_GRANTED, pb.OUTCOME_SOLD_OUT]
             with pytest.raises(grpc.RpcError) as err:
                 claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id="bad user!", request_id="r"),
                              timeout=10)
@@ -286,11 +286,12 @@ def exported(redis_server):  # type: ignore[no-untyped-def]
             details = [claims.Claim(pb.ClaimRequest(campaign_id=slow, user_id=f"s-{token}-{i}",
                                                     request_id="r"), timeout=10).detail for i in range(6)]
             assert "admission rate exceeded" in details
-            admin.RegisterMerchant(pb.Merchant(campaign_id=cid, merchant_id="m1"), timeout=10)
+            admin.RegisterMerchant(pb.RegisterMerchantRequest(merchant=pb.Merchant(
+                campaign_id=cid, merchant_id="m1")), timeout=10)
             redeemed = redeem.Redeem(pb.RedeemRequest(
                 campaign_id=cid, user_id=f"u-{token}-0", voucher_ids=[outcomes[0].voucher.voucher_id],
                 merchant_id="m1", order_id="o1", order_amount_cents=5000), timeout=10)
-            assert redeemed.outcome == pb.REDEEMED
+            assert redeemed.outcome == pb.REDEEM_OUTCOME_REDEEMED
         # The stock gauges are sampled about once a second: wait for the sell-out to show.
         assert wait_for(lambda: bool(scrape(port).get("claimcore_sold_out_seconds")), 15)
         single = scrape(port)

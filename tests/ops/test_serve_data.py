@@ -47,11 +47,12 @@ def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
 
 def figures(node: LocalNode, cid: str) -> tuple[int, int]:
     with grpc.insecure_channel(node.address) as ch:
-        info = pb_grpc.AdminServiceStub(ch).GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
+        info = pb_grpc.AdminServiceStub(ch).GetCampaign(pb.GetCampaignRequest(campaign_id=cid),
+                                                        timeout=10).campaign
     return info.granted, info.remaining
 
 
-def claim(node: LocalNode, cid: str, user: str, request: str) -> pb.ClaimReply:
+def claim(node: LocalNode, cid: str, user: str, request: str) -> pb.ClaimResponse:
     with grpc.insecure_channel(node.address) as ch:
         return pb_grpc.ClaimServiceStub(ch).Claim(
             pb.ClaimRequest(campaign_id=cid, user_id=user, request_id=request), timeout=10)
@@ -75,7 +76,7 @@ def test_a_restart_keeps_every_campaign_and_grant(tmp_path: Path) -> None:
         with grpc.insecure_channel(first.address) as ch:
             cid = create_campaign(pb_grpc.AdminServiceStub(ch), inventory=5, shards=1).campaign.campaign_id
         granted = claim(first, cid, "u1", "r1")
-        assert granted.outcome == pb.GRANTED
+        assert granted.outcome == pb.OUTCOME_GRANTED
         assert figures(first, cid) == (1, 4)
     finally:
         assert first.stop() == 0
@@ -87,10 +88,10 @@ def test_a_restart_keeps_every_campaign_and_grant(tmp_path: Path) -> None:
         assert re.fullmatch(rf"data in {re.escape(str(data))} \(kept: \d+ keys loaded\)", line), line
         assert figures(second, cid) == (1, 4)
         replay = claim(second, cid, "u1", "r1")
-        assert (replay.outcome, replay.voucher) == (pb.GRANTED, granted.voucher)
+        assert (replay.outcome, replay.voucher) == (pb.OUTCOME_GRANTED, granted.voucher)
         assert figures(second, cid) == (1, 4)  # the replay took no stock
         other = claim(second, cid, "u2", "r2")  # the shard's sequence goes on: no voucher id reissued
-        assert other.outcome == pb.GRANTED and other.voucher.voucher_id != granted.voucher.voucher_id
+        assert other.outcome == pb.OUTCOME_GRANTED and other.voucher.voucher_id != granted.voucher.voucher_id
         assert figures(second, cid) == (2, 3)
     finally:
         assert second.stop() == 0
@@ -203,7 +204,7 @@ def test_workers_share_one_embedded_server_and_a_ctrl_c_drains_before_it_stops(t
         assert start_line(node).startswith(f"data in {data} (kept: ")  # one server, started by the parent
         with grpc.insecure_channel(node.address) as ch:
             cid = create_campaign(pb_grpc.AdminServiceStub(ch), inventory=3).campaign.campaign_id
-        assert claim(node, cid, "u1", "r1").outcome == pb.GRANTED
+        assert claim(node, cid, "u1", "r1").outcome == pb.OUTCOME_GRANTED
         assert node.proc is not None
         parent = node.proc.pid
         _, server, _ = (int(x) for x in (data / LOCK_FILE).read_text().split())

@@ -95,7 +95,7 @@ def test_unknown_or_missing_keys_are_unauthenticated_and_write_nothing(secured, 
         claims, admin, redeem = stubs(secured, key)
         calls = [lambda c=claims: c.Claim(pb.ClaimRequest(campaign_id=cid, user_id="u", request_id="r"),
                                           timeout=5),
-                 lambda a=admin: a.PauseCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5),
+                 lambda a=admin: a.PauseCampaign(pb.PauseCampaignRequest(campaign_id=cid), timeout=5),
                  lambda r=redeem: r.Release(pb.ReleaseRequest(campaign_id=cid, user_id="u", voucher_id="v"),
                                             timeout=5)]
         assert [code_of(call) for call in calls] == [grpc.StatusCode.UNAUTHENTICATED] * 3
@@ -108,7 +108,7 @@ def test_channels_may_not_administer(secured, keys, redis_client):
     cid = make_campaign(secured, keys["admin"])
     before = redis_dump(redis_client, cid)
     _, admin, _ = stubs(secured, keys["alipay"])
-    for call in (lambda: admin.PauseCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5),
+    for call in (lambda: admin.PauseCampaign(pb.PauseCampaignRequest(campaign_id=cid), timeout=5),
                  lambda: admin.ListCampaigns(pb.ListCampaignsRequest(), timeout=5),
                  lambda: admin.CreateCampaign(pb.CreateCampaignRequest(campaign=pb.Campaign(
                      campaign_id=new_campaign_id("sec"), inventory=5)), timeout=5)):
@@ -136,7 +136,7 @@ def test_a_channel_claims_only_where_open_and_only_as_itself(secured, keys, redi
     for key, user in ((keys["alipay"], "u1"), (keys["old-alipay"], "u2")):
         claims, _, _ = stubs(secured, key)
         reply = claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id=user, request_id="r"), timeout=5)
-        assert reply.outcome == pb.GRANTED and reply.voucher.channel_id == "alipay"
+        assert reply.outcome == pb.OUTCOME_GRANTED and reply.voucher.channel_id == "alipay"
 
 
 def test_a_channel_sees_and_redeems_only_what_it_issued(secured, keys, redis_client):
@@ -145,10 +145,11 @@ def test_a_channel_sees_and_redeems_only_what_it_issued(secured, keys, redis_cli
     bank, _, bank_redeem = stubs(secured, keys["bank"])
     _, _, alipay_redeem = stubs(secured, keys["alipay"])
     _, admin, _ = stubs(secured, keys["admin"])
-    admin.RegisterMerchant(pb.Merchant(campaign_id=cid, merchant_id="m1"), timeout=5)
+    admin.RegisterMerchant(pb.RegisterMerchantRequest(merchant=pb.Merchant(
+        campaign_id=cid, merchant_id="m1")), timeout=5)
     granted = bank.Claim(pb.ClaimRequest(campaign_id=cid, user_id="u9", request_id="r9"), timeout=5)
     voucher = granted.voucher.voucher_id
-    assert granted.outcome == pb.GRANTED and granted.voucher.channel_id == "bank"
+    assert granted.outcome == pb.OUTCOME_GRANTED and granted.voucher.channel_id == "bank"
 
     assert not alipay.GetClaim(pb.GetClaimRequest(campaign_id=cid, user_id="u9"), timeout=5).found
     assert bank.GetClaim(pb.GetClaimRequest(campaign_id=cid, user_id="u9"), timeout=5).vouchers[0] \
@@ -162,14 +163,14 @@ def test_a_channel_sees_and_redeems_only_what_it_issued(secured, keys, redis_cli
                                                                    voucher_id=voucher), timeout=5)
                    ) == grpc.StatusCode.PERMISSION_DENIED
     assert redis_dump(redis_client, cid) == before
-    assert bank_redeem.Redeem(pb.RedeemRequest(**order), timeout=5).outcome == pb.REDEEMED
+    assert bank_redeem.Redeem(pb.RedeemRequest(**order), timeout=5).outcome == pb.REDEEM_OUTCOME_REDEEMED
     before = redis_dump(redis_client, cid)
     assert code_of(lambda: alipay_redeem.Reverse(pb.ReverseRequest(campaign_id=cid, user_id="u9",
                                                                    order_id="o1"), timeout=5)
                    ) == grpc.StatusCode.PERMISSION_DENIED
     assert redis_dump(redis_client, cid) == before
     assert bank_redeem.Reverse(pb.ReverseRequest(campaign_id=cid, user_id="u9", order_id="o1"),
-                               timeout=5).outcome == pb.REVERSED
+                               timeout=5).outcome == pb.REVERSE_OUTCOME_REVERSED
 
 
 def test_keys_and_user_ids_stay_out_of_the_log(secured, keys):
@@ -189,7 +190,7 @@ def test_tls_and_mutual_tls(redis_server, pki):
                      reach=Access(ca=str(pki / "ca.pem"), cert=str(pki / "client.pem"),
                                   key=str(pki / "client.key"))).start()
     try:
-        def list_on(node: LocalNode, reach: Access) -> pb.ListCampaignsReply:
+        def list_on(node: LocalNode, reach: Access) -> pb.ListCampaignsResponse:
             return pb_grpc.AdminServiceStub(reach.channel(node.address)).ListCampaigns(
                 pb.ListCampaignsRequest(), timeout=3)
 
@@ -261,4 +262,4 @@ def test_the_load_generator_reaches_a_secured_node_from_its_spawned_workers(secu
     done = run_cli(*args, env={"CLAIMCORE_API_KEY": keys["admin"]})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     _, admin, _ = stubs(secured, keys["admin"])
-    assert admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5).granted == 20
+    assert admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=5).campaign.granted == 20

@@ -46,7 +46,7 @@ def first_state(node: LocalNode, ids: list[str], metadata: tuple[tuple[str, str]
     stream = pb_grpc.ClaimServiceStub(grpc.insecure_channel(node.address)).WatchCampaigns(
         pb.WatchCampaignsRequest(campaign_ids=ids), metadata=metadata, timeout=10)
     try:
-        return next(stream)
+        return next(stream).state
     finally:
         stream.cancel()
 
@@ -77,11 +77,11 @@ def test_a_known_key_watches_as_its_caller_for_the_whole_stream(secured, campaig
         pb.WatchCampaignsRequest(campaign_ids=[campaigns["bank"]]), metadata=bank, timeout=10)
     try:
         claims = pb_grpc.ClaimServiceStub(Access(api_key=keys["bank"]).channel(secured.address))
-        first = next(stream)
+        first = next(stream).state
         for i in range(5):
             claims.Claim(pb.ClaimRequest(campaign_id=campaigns["bank"], user_id=f"u{i}", request_id=f"r{i}"),
                          timeout=10)
-        later = next(s for s in stream if s.phase == pb.CAMPAIGN_PHASE_SOLD_OUT)
+        later = next(m.state for m in stream if m.state.phase == pb.CAMPAIGN_PHASE_SOLD_OUT)
         assert later.sequence > first.sequence
     finally:
         stream.cancel()

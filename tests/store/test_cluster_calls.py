@@ -181,7 +181,7 @@ def test_side_by_side_pipelined_against_one_evalsha_per_call(cluster, monkeypatc
             node_cpu = _cpu_s(node.proc.pid) - node_cpu0
             reads1, evalsha1, redis_cpu1 = _redis_totals(cluster)
             check_burst(results, claims, claims)
-            assert all(r.outcome == pb.GRANTED for _, _, r in results)
+            assert all(r.outcome == pb.OUTCOME_GRANTED for _, _, r in results)
             rows[name] = (claims / wall, evalsha1 - evalsha0, reads1 - reads0,
                           node_cpu / claims * 1e6, (redis_cpu1 - redis_cpu0) / claims * 1e6)
     finally:

@@ -33,6 +33,7 @@ from claimcore.harness.embedded_redis import EmbeddedCluster
 from claimcore.store.keyspace import shard_keys
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
+from claimcore.v1 import short_name
 from conftest import LocalNode, create_campaign, new_campaign_id
 
 INVENTORY, USERS, SHARDS = 2000, 3000, 4
@@ -41,7 +42,7 @@ RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 @dataclass
 class BurstLog:
-    final: dict[tuple[str, str], pb.ClaimReply] = field(default_factory=dict)
+    final: dict[tuple[str, str], pb.ClaimResponse] = field(default_factory=dict)
     granted_seen: list[tuple[str, str, str]] = field(default_factory=list)  # every GRANTED reply
     retried: Counter[str] = field(default_factory=Counter)                  # status code -> retries
 
@@ -85,7 +86,7 @@ async def resilient_burst(address: str, cid: str, requests: list[tuple[str, str]
                             raise
                         log.retried[err.code().name] += 1
                         await asyncio.sleep(0.05 + random.random() * 0.1)
-                if reply.outcome == pb.GRANTED:
+                if reply.outcome == pb.OUTCOME_GRANTED:
                     log.granted_seen.append((user, rid, reply.voucher.voucher_id))
                 log.final[(user, rid)] = reply
                 answered += 1
@@ -103,7 +104,7 @@ async def resilient_burst(address: str, cid: str, requests: list[tuple[str, str]
 
 
 def check_invariants(cluster: EmbeddedCluster, node: LocalNode, cid: str, log: BurstLog) -> None:
-    outcomes = Counter(pb.Outcome.Name(r.outcome) for r in log.final.values())
+    outcomes = Counter(short_name(pb.Outcome, r.outcome) for r in log.final.values())
     assert set(outcomes) <= {"GRANTED", "ALREADY_CLAIMED", "SOLD_OUT"}, outcomes
     # No user twice, no voucher twice, one voucher per request however often it was retried.
     holder: dict[str, str] = {}
@@ -112,7 +113,7 @@ def check_invariants(cluster: EmbeddedCluster, node: LocalNode, cid: str, log: B
     for user, rid, vid in log.granted_seen:
         assert by_request.setdefault((user, rid), vid) == vid, f"{user}/{rid} got two vouchers"
     for (user, _), reply in log.final.items():
-        if reply.outcome in (pb.GRANTED, pb.ALREADY_CLAIMED):
+        if reply.outcome in (pb.OUTCOME_GRANTED, pb.OUTCOME_ALREADY_CLAIMED):
             vid = reply.voucher.voucher_id
             assert holder.setdefault(user, vid) == vid, f"{user} got two vouchers"
             assert owner.setdefault(vid, user) == user, f"voucher {vid} given to two users"
@@ -144,7 +145,8 @@ def check_invariants(cluster: EmbeddedCluster, node: LocalNode, cid: str, log: B
         assert stored.get((user, rid)) == vid, f"GRANTED {vid} to {user}/{rid} is not in Redis"
     assert {user for user, _ in stored} == set(holder)
     with grpc.insecure_channel(node.address) as ch:
-        info = pb_grpc.AdminServiceStub(ch).GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
+        info = pb_grpc.AdminServiceStub(ch).GetCampaign(pb.GetCampaignRequest(campaign_id=cid),
+                                                        timeout=10).campaign
     assert info.granted == INVENTORY and info.remaining == 0
 
 

@@ -80,7 +80,7 @@ async def burst_with_reshards(addresses: list[str], cid: str, requests: list[tup
     stubs = [pb_grpc.ClaimServiceStub(ch) for ch in channels]
     admin = pb_grpc.AdminServiceStub(channels[0])
     queue = list(reversed(requests))
-    results: list[tuple[str, str, pb.ClaimReply]] = []
+    results: list[tuple[str, str, pb.ClaimResponse]] = []
     latencies: list[float] = []
     unavailable = 0
     done: list[dict[str, Any]] = []
@@ -128,14 +128,14 @@ def check_after_reshards(addresses: list[str], cid: str, requests: list[tuple[st
                          out: dict[str, Any], inventory: int, users: int, final_shards: int) -> None:
     holder = check_burst(out["results"], inventory, users)
     first_voucher = {(u, r): rep.voucher.voucher_id
-                     for u, r, rep in out["results"] if rep.outcome == pb.GRANTED}
+                     for u, r, rep in out["results"] if rep.outcome == pb.OUTCOME_GRANTED}
     with grpc.insecure_channel(addresses[-1]) as ch:
         claims, admin = pb_grpc.ClaimServiceStub(ch), pb_grpc.AdminServiceStub(ch)
-        info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
+        info = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10).campaign
         # every request made before or during the reshards gets its original outcome again
         for (user, rid), voucher in first_voucher.items():
             again = claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id=user, request_id=rid), timeout=10)
-            assert (again.outcome, again.voucher.voucher_id) == (pb.GRANTED, voucher), (user, rid)
+            assert (again.outcome, again.voucher.voucher_id) == (pb.OUTCOME_GRANTED, voucher), (user, rid)
         for user, voucher in random.Random(3).sample(sorted(holder.items()), 200):
             found = claims.GetClaim(pb.GetClaimRequest(campaign_id=cid, user_id=user), timeout=10)
             assert [v.voucher_id for v in found.vouchers] == [voucher]
@@ -286,7 +286,7 @@ def test_unfinished_reshard_is_finished_by_running_it_again(redis_server, admin,
         await rs._fence(inv, status.config, status.config.with_map(3, 0, 3), paused=False)
 
     run(redis_server, half)
-    mid = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10)
+    mid = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=cid), timeout=10).campaign
     with pytest.raises(grpc.RpcError) as other:
         admin.Reshard(pb.ReshardRequest(campaign_id=cid, shards=5), timeout=30)
     done = admin.Reshard(pb.ReshardRequest(campaign_id=cid, shards=7), timeout=30)

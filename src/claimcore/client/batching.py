@@ -62,7 +62,7 @@ class Ticket:
 
     __slots__ = ("request", "future", "submitted", "deadline", "node", "jitter", "refused")
 
-    def __init__(self, request: pb.ClaimRequest, future: asyncio.Future[pb.ClaimReply],
+    def __init__(self, request: pb.ClaimRequest, future: asyncio.Future[pb.ClaimResponse],
                  submitted: float, deadline: float, node: int | None) -> None:
         self.request = request
         self.future = future

@@ -142,7 +142,7 @@ class ClaimClient:
     async def claim(self, campaign_id: str, user_id: str, request_id: str | None = None,
                     channel_id: str = "", *, device_id: str = "", client_ip: str = "",
                     timeout: float | None = None, metadata: Sequence[tuple[str, str]] = ()
-                    ) -> pb.ClaimReply:
+                    ) -> pb.ClaimResponse:
         """One claim, batched with the other callers' (batching.py). request_id defaults to a fresh
         one (keep it to retry later yourself); device_id and client_ip are the end user's, for the
         anti-scalper limits. Malformed input raises INVALID_ARGUMENT here, for this caller only."""
@@ -160,7 +160,7 @@ class ClaimClient:
                 return local
         return await self._send_claim(request, self._metadata(metadata), self._timeout(timeout))
 
-    def _local_answer(self, request: pb.ClaimRequest) -> pb.ClaimReply | None:
+    def _local_answer(self, request: pb.ClaimRequest) -> pb.ClaimResponse | None:
         """SOLD_OUT from the pushed state for a claim this client never sent, else None (and the
         claim is remembered as sent). The campaign is watched from its first claim on."""
         assert self.watch is not None
@@ -179,7 +179,7 @@ class ClaimClient:
         return None
 
     async def _send_claim(self, request: pb.ClaimRequest, metadata: Metadata,
-                          timeout: float) -> pb.ClaimReply:
+                          timeout: float) -> pb.ClaimResponse:
         """Where a claim goes to the nodes: in the next batch to leave, and each retry (same
         request_id) in a batch to the node after the one that failed. A claim whose batch was
         refused for another claim's fault is sent again alone, to the same node."""
@@ -219,7 +219,7 @@ class ClaimClient:
         raise ClaimOutcomeUnknown(request.request_id, last)
 
     async def claim_batch(self, claims: Sequence[pb.ClaimRequest], *, timeout: float | None = None,
-                          metadata: Sequence[tuple[str, str]] = ()) -> pb.ClaimBatchReply:
+                          metadata: Sequence[tuple[str, str]] = ()) -> pb.ClaimBatchResponse:
         """Up to 1,000 claims in one call; each must carry its request_id (they are retried)."""
         if any(not c.request_id for c in claims):
             raise ValueError("every claim of a batch needs a request_id, so that a retry is safe")
@@ -228,7 +228,7 @@ class ClaimClient:
 
     async def get_claim(self, campaign_id: str, user_id: str, request_id: str = "", *,
                         timeout: float | None = None, metadata: Sequence[tuple[str, str]] = ()
-                        ) -> pb.GetClaimReply:
+                        ) -> pb.GetClaimResponse:
         """Settle a claim whose outcome is unknown, or list a user's vouchers."""
         request = pb.GetClaimRequest(campaign_id=campaign_id, user_id=user_id, request_id=request_id)
         return await self._call(self._stubs, "GetClaim", request, request_id, timeout, metadata)
@@ -237,7 +237,7 @@ class ClaimClient:
                      order_id: str, order_amount_cents: int, *, sn_codes: Sequence[str] = (),
                      channel_id: str = "", stacked: Mapping[str, Sequence[str]] | None = None,
                      timeout: float | None = None, metadata: Sequence[tuple[str, str]] = ()
-                     ) -> pb.RedeemReply:
+                     ) -> pb.RedeemResponse:
         """Use vouchers on an order at a merchant (docs/redemption.md); stacked: other campaigns'
         vouchers on the same order, by campaign id. Idempotent by (user_id, order_id): retried."""
         request = pb.RedeemRequest(
@@ -249,14 +249,14 @@ class ClaimClient:
 
     async def reverse(self, campaign_id: str, user_id: str, order_id: str, *,
                       timeout: float | None = None, metadata: Sequence[tuple[str, str]] = ()
-                      ) -> pb.ReverseReply:
+                      ) -> pb.ReverseResponse:
         """A refunded order: its vouchers go back to their user. Idempotent: retried."""
         request = pb.ReverseRequest(campaign_id=campaign_id, user_id=user_id, order_id=order_id)
         return await self._call(self._redeem_stubs, "Reverse", request, order_id, timeout, metadata)
 
     async def release(self, campaign_id: str, user_id: str, voucher_id: str, *,
                       timeout: float | None = None, metadata: Sequence[tuple[str, str]] = ()
-                      ) -> pb.ReleaseReply:
+                      ) -> pb.ReleaseResponse:
         """The user gives up an unused voucher: its stock goes back, once. Idempotent: retried."""
         request = pb.ReleaseRequest(campaign_id=campaign_id, user_id=user_id, voucher_id=voucher_id)
         return await self._call(self._redeem_stubs, "Release", request, voucher_id, timeout, metadata)

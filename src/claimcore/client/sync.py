@@ -81,35 +81,36 @@ class SyncClaimClient:
 
     def claim(self, campaign_id: str, user_id: str, request_id: str | None = None, channel_id: str = "",
               *, device_id: str = "", client_ip: str = "", timeout: float | None = None,
-              metadata: Sequence[tuple[str, str]] = ()) -> pb.ClaimReply:
+              metadata: Sequence[tuple[str, str]] = ()) -> pb.ClaimResponse:
         """ClaimClient.claim, blocking: batched with the other threads' claims."""
         return self._run(self.client.claim(campaign_id, user_id, request_id, channel_id,
                                            device_id=device_id, client_ip=client_ip, timeout=timeout,
                                            metadata=metadata))
 
     def claim_batch(self, claims: Sequence[pb.ClaimRequest], *, timeout: float | None = None,
-                    metadata: Sequence[tuple[str, str]] = ()) -> pb.ClaimBatchReply:
+                    metadata: Sequence[tuple[str, str]] = ()) -> pb.ClaimBatchResponse:
         return self._run(self.client.claim_batch(claims, timeout=timeout, metadata=metadata))
 
     def get_claim(self, campaign_id: str, user_id: str, request_id: str = "", *,
-                  timeout: float | None = None, metadata: Sequence[tuple[str, str]] = ()) -> pb.GetClaimReply:
+                  timeout: float | None = None,
+                  metadata: Sequence[tuple[str, str]] = ()) -> pb.GetClaimResponse:
         return self._run(self.client.get_claim(campaign_id, user_id, request_id, timeout=timeout,
                                                metadata=metadata))
 
     def redeem(self, campaign_id: str, user_id: str, voucher_ids: Sequence[str], merchant_id: str,
                order_id: str, order_amount_cents: int, *, sn_codes: Sequence[str] = (),
                channel_id: str = "", stacked: Mapping[str, Sequence[str]] | None = None,
-               timeout: float | None = None, metadata: Sequence[tuple[str, str]] = ()) -> pb.RedeemReply:
+               timeout: float | None = None, metadata: Sequence[tuple[str, str]] = ()) -> pb.RedeemResponse:
         return self._run(self.client.redeem(
             campaign_id, user_id, voucher_ids, merchant_id, order_id, order_amount_cents,
             sn_codes=sn_codes, channel_id=channel_id, stacked=stacked, timeout=timeout, metadata=metadata))
 
     def reverse(self, campaign_id: str, user_id: str, order_id: str, *, timeout: float | None = None,
-                metadata: Sequence[tuple[str, str]] = ()) -> pb.ReverseReply:
+                metadata: Sequence[tuple[str, str]] = ()) -> pb.ReverseResponse:
         return self._run(self.client.reverse(campaign_id, user_id, order_id, timeout=timeout,
                                              metadata=metadata))
 
     def release(self, campaign_id: str, user_id: str, voucher_id: str, *, timeout: float | None = None,
-                metadata: Sequence[tuple[str, str]] = ()) -> pb.ReleaseReply:
+                metadata: Sequence[tuple[str, str]] = ()) -> pb.ReleaseResponse:
         return self._run(self.client.release(campaign_id, user_id, voucher_id, timeout=timeout,
                                              metadata=metadata))

@@ -15,7 +15,7 @@ stale). Past that, stock may be coming back without the client having heard: cla
 docs/architecture.md, "The pushed campaign state", has the argument why no claim gets a local
 SOLD_OUT that a node could have granted.
 
-A local answer is a pb.ClaimReply(outcome=SOLD_OUT, detail=LOCAL_DETAIL): the reply type has no
+A local answer is a pb.ClaimResponse(outcome=SOLD_OUT, detail=LOCAL_DETAIL): the reply type has no
 room for a flag, so the detail says it, and `answered_locally` counts them. What the caller must
 do around it (the claim path's rules):
 - never answer locally a request id already sent to a node (a retry, a replay, an unknown
@@ -145,14 +145,14 @@ class CampaignWatch:
     def state(self, campaign_id: str) -> Received | None:
         return self._states.get(campaign_id)
 
-    def local_answer(self, campaign_id: str) -> pb.ClaimReply | None:
+    def local_answer(self, campaign_id: str) -> pb.ClaimResponse | None:
         """SOLD_OUT if the pushed state says so and is fresh, else None (send the claim to a node).
         For new requests only: never for a request id already sent (see the module docstring)."""
         received = self._states.get(campaign_id)
         if received is None or not received.sold_out(time.monotonic()):
             return None
         self.answered_locally += 1
-        return pb.ClaimReply(outcome=pb.SOLD_OUT, detail=LOCAL_DETAIL)
+        return pb.ClaimResponse(outcome=pb.OUTCOME_SOLD_OUT, detail=LOCAL_DETAIL)
 
     async def wait_for(self, campaign_id: str, *phases: int, min_epoch: int = 0,
                        timeout: float = 10.0) -> Received:
@@ -198,12 +198,12 @@ class CampaignWatch:
             try:
                 while True:
                     async with asyncio.timeout(self.silent_s):
-                        state = await call.read()
-                    if state is grpc.aio.EOF:
+                        message = await call.read()
+                    if message is grpc.aio.EOF:
                         return delivered
                     if not delivered:
                         self.node, delivered = target, True
-                    await self._receive(state, target)
+                    await self._receive(message.state, target)
             finally:
                 call.cancel()
 

@@ -105,10 +105,11 @@ class History:
         return op
 
     def replied(self, op: Op, reply: Any) -> Op:
-        """A ClaimReply arrived (claimcore.v1.claims_pb2.ClaimReply)."""
+        """A ClaimResponse arrived (claimcore.v1.claims_pb2.ClaimResponse)."""
         from claimcore.v1 import claims_pb2 as pb
+        from claimcore.v1 import short_name
 
-        outcome = pb.Outcome.Name(reply.outcome)
+        outcome = short_name(pb.Outcome, reply.outcome)
         voucher = reply.voucher.voucher_id if outcome in ACKNOWLEDGED else ""
         return self.complete(op, outcome, voucher)
 

@@ -82,15 +82,15 @@ class Redemptions:
         if len(vouchers) != len(voucher_ids):
             raise v.InvalidInput("voucher_ids repeats a voucher")
         if len(vouchers) > config.max_vouchers_per_order:
-            return Redeemed(RedeemOutcome.NOT_STACKABLE, vouchers, detail=(
+            return Redeemed(RedeemOutcome.REDEEM_OUTCOME_NOT_STACKABLE, vouchers, detail=(
                 f"at most {config.max_vouchers_per_order} voucher(s) of this campaign per order"))
         merchant = (await self.merchants.of_campaign(config.campaign_id)).get(merchant_id)
         if merchant is None:
-            return Redeemed(RedeemOutcome.MERCHANT_NOT_ALLOWED, [],
+            return Redeemed(RedeemOutcome.REDEEM_OUTCOME_MERCHANT_NOT_ALLOWED, [],
                             detail=f"merchant {merchant_id} is not registered for this campaign")
         why_not = merchant.allowed_in(config)
         if why_not:
-            return Redeemed(RedeemOutcome.MERCHANT_NOT_ALLOWED, [], detail=why_not)
+            return Redeemed(RedeemOutcome.REDEEM_OUTCOME_MERCHANT_NOT_ALLOWED, [], detail=why_not)
         # A replay of a recorded order is neither verified nor SN-held again; the read is only
         # worth a round trip when there is a verifier or SN codes.
         recorded = (self.verifier is not None or bool(sn_codes)) and \
@@ -106,7 +106,7 @@ class Redemptions:
         if sn_codes and not recorded:
             trusted_until, taken, token = await self.sns.hold(owner, list(sn_codes))
             if taken:
-                return Redeemed(RedeemOutcome.SN_ALREADY_SUBSIDISED, [],
+                return Redeemed(RedeemOutcome.REDEEM_OUTCOME_SN_ALREADY_SUBSIDISED, [],
                                 detail=f"{', '.join(taken)}: subsidised already, or being subsidised")
             held = list(sn_codes)
 
@@ -148,16 +148,16 @@ class Redemptions:
         """
         for config, vouchers in parts:
             if not config.stackable:
-                return Redeemed(RedeemOutcome.NOT_STACKABLE, vouchers, detail=(
+                return Redeemed(RedeemOutcome.REDEEM_OUTCOME_NOT_STACKABLE, vouchers, detail=(
                     f"campaign {config.campaign_id}'s vouchers may not be combined with others"))
             if len(vouchers) > config.max_vouchers_per_order:
-                return Redeemed(RedeemOutcome.NOT_STACKABLE, vouchers, detail=(
+                return Redeemed(RedeemOutcome.REDEEM_OUTCOME_NOT_STACKABLE, vouchers, detail=(
                     f"at most {config.max_vouchers_per_order} voucher(s) of {config.campaign_id} per order"))
             merchant = (await self.merchants.of_campaign(config.campaign_id)).get(merchant_id)
             why_not = (f"merchant {merchant_id} is not registered for campaign {config.campaign_id}"
                        if merchant is None else merchant.allowed_in(config))
             if why_not:
-                return Redeemed(RedeemOutcome.MERCHANT_NOT_ALLOWED, [], detail=why_not)
+                return Redeemed(RedeemOutcome.REDEEM_OUTCOME_MERCHANT_NOT_ALLOWED, [], detail=why_not)
         primary = parts[0][0]
         every_voucher = [v for _, vouchers in parts for v in vouchers]
         if self.verifier is not None:
@@ -173,7 +173,7 @@ class Redemptions:
         if sn_codes:
             trusted_until, taken, token = await self.sns.hold(owner, list(sn_codes))
             if taken:
-                return Redeemed(RedeemOutcome.SN_ALREADY_SUBSIDISED, [],
+                return Redeemed(RedeemOutcome.REDEEM_OUTCOME_SN_ALREADY_SUBSIDISED, [],
                                 detail=f"{', '.join(taken)}: subsidised already, or being subsidised")
             held = list(sn_codes)
         deadline = await order.deadline(trusted_until)
@@ -193,7 +193,8 @@ class Redemptions:
         await order.commit()
         if held:
             await self.sns.commit(owner, held)
-        return Redeemed(RedeemOutcome.REDEEMED, every_voucher, sum(int(r[1]) for r in replies), now_ms())
+        return Redeemed(RedeemOutcome.REDEEM_OUTCOME_REDEEMED, every_voucher, sum(int(r[1]) for r in replies),
+                        now_ms())
 
     async def _order_recorded(self, config: CampaignConfig, user_id: str, order_id: str) -> bool:
         """Whether this order was redeemed (or reversed) already: a replay is not verified again,
@@ -208,9 +209,9 @@ class Redemptions:
         try:
             verdict = await self.verifier.verify(request)
         except VerifierUnavailable as exc:
-            return Redeemed(RedeemOutcome.VERIFICATION_UNAVAILABLE, [], detail=str(exc))
+            return Redeemed(RedeemOutcome.REDEEM_OUTCOME_VERIFICATION_UNAVAILABLE, [], detail=str(exc))
         if not verdict.ok:
-            return Redeemed(RedeemOutcome.NOT_VERIFIED, [],
+            return Redeemed(RedeemOutcome.REDEEM_OUTCOME_NOT_VERIFIED, [],
                             detail=verdict.reason or "refused by the verifier")
         return None
 

@@ -69,7 +69,7 @@ def create_campaign(channel: grpc.Channel, args: argparse.Namespace, campaign_id
         category="dining",
     )
     try:
-        info = admin.CreateCampaign(claims_pb2.CreateCampaignRequest(campaign=campaign), timeout=30)
+        info = admin.CreateCampaign(claims_pb2.CreateCampaignRequest(campaign=campaign), timeout=30).campaign
     except grpc.RpcError as exc:
         raise DemoError(
             f"CreateCampaign failed: {exc.code().name} {exc.details()}"  # type: ignore[attr-defined]

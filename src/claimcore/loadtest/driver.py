@@ -39,7 +39,7 @@ from claimcore.loadtest.arrivals import DOUBLE_TAP, FIRST, REPLAY, Plan
 from claimcore.loadtest.histogram import LatencyHistogram
 from claimcore.loadtest.report import EXAMPLES_KEPT, outcome_name
 from claimcore.security import access
-from claimcore.v1 import claims_pb2, claims_pb2_grpc
+from claimcore.v1 import claims_pb2, claims_pb2_grpc, short_name
 
 #: Transport failures after which the same request_id is resent.
 RETRYABLE_CODES = frozenset(
@@ -64,7 +64,7 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
 ]
 #: Outcomes whose reply carries the user's voucher.
-HOLDING_OUTCOMES = (claims_pb2.GRANTED, claims_pb2.ALREADY_CLAIMED)
+HOLDING_OUTCOMES = (claims_pb2.OUTCOME_GRANTED, claims_pb2.OUTCOME_ALREADY_CLAIMED)
 MODES = ("unary", "batch", "auto")
 
 
@@ -341,7 +341,7 @@ class Driver:
         if hist is None:
             hist = st.slices[key] = LatencyHistogram(SLICE_DIGITS)
         hist.record_seconds(elapsed)
-        if reply.outcome == claims_pb2.SOLD_OUT and reply.detail == LOCAL_DETAIL:
+        if reply.outcome == claims_pb2.OUTCOME_SOLD_OUT and reply.detail == LOCAL_DETAIL:
             claim.local = True
             st.answered_locally += 1
         self._answered(claim, reply, done)
@@ -356,7 +356,7 @@ class Driver:
                 "retries": self.client.retries, "failed_batches": stats.failed,
                 "refused_batches": stats.refused}
 
-    def _answered(self, claim: _Claim, reply: claims_pb2.ClaimReply, now: float) -> None:
+    def _answered(self, claim: _Claim, reply: claims_pb2.ClaimResponse, now: float) -> None:
         st = self.tally
         outcome = reply.outcome
         st.outcomes[outcome] += 1
@@ -365,14 +365,14 @@ class Driver:
         if row is None:
             row = st.ticks[tick] = [0, 0, 0]
         row[0] += 1
-        if outcome == claims_pb2.RATE_LIMITED and claim.attempts < self.cfg.max_attempts:
+        if outcome == claims_pb2.OUTCOME_RATE_LIMITED and claim.attempts < self.cfg.max_attempts:
             # Shed by admission control: the reply says when to come back; same request_id.
             st.rate_limited_resends += 1
             wait = min(RATE_LIMITED_WAIT_CAP_S, reply.retry_after_ms / 1000.0)
             self._later(wait * self.rng.uniform(1.0, 1.5), claim)
             return
         voucher = ""
-        if outcome == claims_pb2.GRANTED and claim.kind != REPLAY:  # a replay's grant is not new
+        if outcome == claims_pb2.OUTCOME_GRANTED and claim.kind != REPLAY:  # a replay's grant is not new
             row[1] += 1
             st.last_granted = now if st.last_granted is None else max(st.last_granted, now)
             if claim.kind == FIRST and self.redeem_stubs and self.rng.random() < self.cfg.redeem_share:
@@ -380,7 +380,7 @@ class Driver:
                     self._redeem(claim.user, reply.voucher.voucher_id))
                 self.redeeming.add(task)
                 task.add_done_callback(self.redeeming.discard)
-        elif outcome == claims_pb2.SOLD_OUT:
+        elif outcome == claims_pb2.OUTCOME_SOLD_OUT:
             row[2] += 1
             if st.first_sold_out is None or now < st.first_sold_out:
                 st.first_sold_out = now
@@ -441,7 +441,7 @@ class Driver:
                         f"{claim.user} {claim.request_id}: replay of a request sent to a node was "
                         "answered locally")
                 # A GRANTED request must be answered alike; no reply at all is a transport error.
-                if first[0] == claims_pb2.GRANTED and answer is not None and answer != first:
+                if first[0] == claims_pb2.OUTCOME_GRANTED and answer is not None and answer != first:
                     st.retry_violations.append(
                         f"{claim.user} {claim.request_id}: first {_describe(first)}, "
                         f"replay {_describe(answer)}"
@@ -452,9 +452,9 @@ class Driver:
                     st.local_to_holders += 1  # documented: a node would say ALREADY_CLAIMED
                 elif answer is not None:
                     if held:
-                        ok = answer == (claims_pb2.ALREADY_CLAIMED, held)
+                        ok = answer == (claims_pb2.OUTCOME_ALREADY_CLAIMED, held)
                     else:
-                        ok = answer[0] == claims_pb2.SOLD_OUT
+                        ok = answer[0] == claims_pb2.OUTCOME_SOLD_OUT
                     if not ok:
                         st.double_tap_unexpected.append(
                             f"{claim.user}: first {_describe(first)}, second tap {_describe(answer)}"
@@ -494,13 +494,14 @@ class Driver:
 
     def progress(self) -> Progress:
         st, out = self.tally, self.tally.outcomes
-        main = out[claims_pb2.GRANTED] + out[claims_pb2.ALREADY_CLAIMED] + out[claims_pb2.SOLD_OUT]
+        main = (out[claims_pb2.OUTCOME_GRANTED] + out[claims_pb2.OUTCOME_ALREADY_CLAIMED]
+                + out[claims_pb2.OUTCOME_SOLD_OUT])
         return Progress(
             sent=st.sent,
             replies=sum(out.values()),
-            granted=out[claims_pb2.GRANTED],
-            already_claimed=out[claims_pb2.ALREADY_CLAIMED],
-            sold_out=out[claims_pb2.SOLD_OUT],
+            granted=out[claims_pb2.OUTCOME_GRANTED],
+            already_claimed=out[claims_pb2.OUTCOME_ALREADY_CLAIMED],
+            sold_out=out[claims_pb2.OUTCOME_SOLD_OUT],
             other=sum(out.values()) - main,
             retried=sum(st.transient.values()) + st.rate_limited_resends,
             failed=sum(st.errors.values()),
@@ -559,7 +560,7 @@ class Driver:
                     break
                 await asyncio.sleep(BACKOFF_BASE_S * 2**attempt * self.rng.uniform(0.5, 1.5))
                 continue
-            st.redeems[claims_pb2.RedeemOutcome.Name(reply.outcome)] += 1
+            st.redeems[short_name(claims_pb2.RedeemOutcome, reply.outcome)] += 1
             return
         st.redeem_errors[code.name if code is not None else "UNKNOWN"] += 1
 

@@ -300,7 +300,7 @@ def campaign_on_every_target(
             while True:
                 try:
                     request = claims_pb2.GetCampaignRequest(campaign_id=campaign_id)
-                    info = admin.GetCampaign(request, timeout=10)
+                    info = admin.GetCampaign(request, timeout=10).campaign
                     break
                 except grpc.RpcError as exc:
                     if exc.code() == grpc.StatusCode.NOT_FOUND and time.monotonic() < give_up:  # type: ignore[attr-defined]
@@ -319,10 +319,11 @@ def register_merchant(target: str, campaign: claims_pb2.Campaign) -> tuple[str, 
     """A merchant that may redeem the campaign's vouchers, and an order amount that qualifies."""
     with access.dial(target) as channel:
         try:
-            claims_pb2_grpc.AdminServiceStub(channel).RegisterMerchant(claims_pb2.Merchant(
+            merchant = claims_pb2.Merchant(
                 campaign_id=campaign.campaign_id, merchant_id=LOADGEN_MERCHANT, name="claimcore loadgen",
-                category=campaign.category, region=campaign.regions[0] if campaign.regions else ""),
-                timeout=10)
+                category=campaign.category, region=campaign.regions[0] if campaign.regions else "")
+            claims_pb2_grpc.AdminServiceStub(channel).RegisterMerchant(
+                claims_pb2.RegisterMerchantRequest(merchant=merchant), timeout=10)
         except grpc.RpcError as exc:
             raise _rpc_error("RegisterMerchant", exc) from exc
     return LOADGEN_MERCHANT, max(1, campaign.min_spend_cents)
@@ -333,7 +334,7 @@ def add_reconcile(report: dict[str, Any], target: str, campaign_id: str) -> None
     with access.dial(target) as channel:
         try:
             reply = claims_pb2_grpc.AdminServiceStub(channel).Reconcile(
-                claims_pb2.GetCampaignRequest(campaign_id=campaign_id), timeout=300)
+                claims_pb2.ReconcileRequest(campaign_id=campaign_id), timeout=300)
         except grpc.RpcError as exc:
             raise _rpc_error("Reconcile", exc) from exc
     report["reconcile"] = {"ok": reply.ok, "events": reply.events, "figures": [
@@ -388,7 +389,7 @@ class ProgressLine:
             try:
                 info = self.admin.GetCampaign(
                     claims_pb2.GetCampaignRequest(campaign_id=self.campaign_id), timeout=0.5
-                )
+                ).campaign
                 self.stock = f"{info.remaining:,}"
             except grpc.RpcError:
                 self.stock = "?"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from claimcore.loadtest.histogram import LatencyHistogram
-from claimcore.v1 import claims_pb2
+from claimcore.v1 import claims_pb2, short_name
 
 #: How many violations / examples are kept in the report.
 EXAMPLES_KEPT = 10
@@ -310,7 +310,7 @@ def outcome_name(value: int | str) -> str:
     if isinstance(value, str):
         return value
     try:
-        return claims_pb2.Outcome.Name(value)
+        return short_name(claims_pb2.Outcome, value)
     except ValueError:
         return f"OUTCOME_{value}"
 

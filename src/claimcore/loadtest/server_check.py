@@ -42,7 +42,7 @@ def check_against_server(target: str, campaign_id: str, results: Sequence[dict[s
 def get_campaign(channel: grpc.Channel, campaign_id: str) -> dict[str, Any]:
     admin = claims_pb2_grpc.AdminServiceStub(channel)
     try:
-        info = admin.GetCampaign(claims_pb2.GetCampaignRequest(campaign_id=campaign_id), timeout=30)
+        info = admin.GetCampaign(claims_pb2.GetCampaignRequest(campaign_id=campaign_id), timeout=30).campaign
     except grpc.RpcError as exc:
         raise ServerCheckError(f"GetCampaign failed: {_rpc_error(exc)}") from exc
     return {

@@ -55,7 +55,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
         )
 
     async def CreateCampaign(self, request: pb.CreateCampaignRequest,
-                             context: grpc.aio.ServicerContext) -> pb.CampaignInfo:
+                             context: grpc.aio.ServicerContext) -> pb.CreateCampaignResponse:
         async with grpc_errors(context):
             if not request.HasField("campaign"):
                 raise v.InvalidInput("campaign is required")
@@ -66,23 +66,23 @@ class AdminService(pb_grpc.AdminServiceServicer):
                 await context.abort(grpc.StatusCode.ALREADY_EXISTS,
                                     f"campaign {config.campaign_id} exists with another config")
             self.campaigns.put(config.campaign_id, config)
-            return await self.info(config.campaign_id)
+            return pb.CreateCampaignResponse(campaign=await self.info(config.campaign_id))
         raise AssertionError("unreachable")
 
     async def GetCampaign(self, request: pb.GetCampaignRequest,
-                          context: grpc.aio.ServicerContext) -> pb.CampaignInfo:
+                          context: grpc.aio.ServicerContext) -> pb.GetCampaignResponse:
         async with grpc_errors(context):
-            return await self.info(request.campaign_id)
+            return pb.GetCampaignResponse(campaign=await self.info(request.campaign_id))
         raise AssertionError("unreachable")
 
     async def ListCampaigns(self, request: pb.ListCampaignsRequest,
-                            context: grpc.aio.ServicerContext) -> pb.ListCampaignsReply:
+                            context: grpc.aio.ServicerContext) -> pb.ListCampaignsResponse:
         async with grpc_errors(context):
-            return pb.ListCampaignsReply(
+            return pb.ListCampaignsResponse(
                 campaign_ids=await self.inventory.list_campaigns(request.include_archived))
         raise AssertionError("unreachable")
 
-    async def _set_paused(self, request: pb.GetCampaignRequest,
+    async def _set_paused(self, request: pb.PauseCampaignRequest | pb.ResumeCampaignRequest,
                           context: grpc.aio.ServicerContext, paused: bool) -> pb.CampaignInfo:
         async with grpc_errors(context):
             status = await self.status(request.campaign_id)
@@ -94,7 +94,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
             return await self.info(request.campaign_id)
         raise AssertionError("unreachable")
 
-    async def _set_archived(self, request: pb.GetCampaignRequest,
+    async def _set_archived(self, request: pb.ArchiveCampaignRequest | pb.UnarchiveCampaignRequest,
                             context: grpc.aio.ServicerContext, archived: bool) -> pb.CampaignInfo:
         async with grpc_errors(context):
             status = await self.status(request.campaign_id)
@@ -107,29 +107,30 @@ class AdminService(pb_grpc.AdminServiceServicer):
             return await self.info(request.campaign_id)
         raise AssertionError("unreachable")
 
-    async def ArchiveCampaign(self, request: pb.GetCampaignRequest,
-                              context: grpc.aio.ServicerContext) -> pb.CampaignInfo:
-        return await self._set_archived(request, context, True)
+    async def ArchiveCampaign(self, request: pb.ArchiveCampaignRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ArchiveCampaignResponse:
+        return pb.ArchiveCampaignResponse(campaign=await self._set_archived(request, context, True))
 
-    async def UnarchiveCampaign(self, request: pb.GetCampaignRequest,
-                                context: grpc.aio.ServicerContext) -> pb.CampaignInfo:
-        return await self._set_archived(request, context, False)
+    async def UnarchiveCampaign(self, request: pb.UnarchiveCampaignRequest,
+                                context: grpc.aio.ServicerContext) -> pb.UnarchiveCampaignResponse:
+        return pb.UnarchiveCampaignResponse(campaign=await self._set_archived(request, context, False))
 
-    async def PauseCampaign(self, request: pb.GetCampaignRequest,
-                            context: grpc.aio.ServicerContext) -> pb.CampaignInfo:
-        return await self._set_paused(request, context, True)
+    async def PauseCampaign(self, request: pb.PauseCampaignRequest,
+                            context: grpc.aio.ServicerContext) -> pb.PauseCampaignResponse:
+        return pb.PauseCampaignResponse(campaign=await self._set_paused(request, context, True))
 
-    async def ResumeCampaign(self, request: pb.GetCampaignRequest,
-                             context: grpc.aio.ServicerContext) -> pb.CampaignInfo:
-        return await self._set_paused(request, context, False)
+    async def ResumeCampaign(self, request: pb.ResumeCampaignRequest,
+                             context: grpc.aio.ServicerContext) -> pb.ResumeCampaignResponse:
+        return pb.ResumeCampaignResponse(campaign=await self._set_paused(request, context, False))
 
-    async def Reshard(self, request: pb.ReshardRequest, context: grpc.aio.ServicerContext) -> pb.ReshardReply:
+    async def Reshard(self, request: pb.ReshardRequest,
+                      context: grpc.aio.ServicerContext) -> pb.ReshardResponse:
         async with grpc_errors(context):
             v.check_id("campaign_id", request.campaign_id, v.CAMPAIGN_ID)
             done = await reshard(self.inventory, request.campaign_id, request.shards)
             status = await self.status(request.campaign_id)
             self.campaigns.put(request.campaign_id, status.config)
-            return pb.ReshardReply(
+            return pb.ReshardResponse(
                 campaign=await self.info(request.campaign_id), from_shards=done.from_shards,
                 to_shards=done.to_shards, shard_epoch=done.epoch, moved_users=done.moved_users,
                 moved_records=done.moved_records, moved_stock=done.moved_stock,
@@ -138,59 +139,61 @@ class AdminService(pb_grpc.AdminServiceServicer):
         raise AssertionError("unreachable")
 
     async def ExportEvents(self, request: pb.ExportEventsRequest,
-                           context: grpc.aio.ServicerContext) -> pb.ExportEventsReply:
+                           context: grpc.aio.ServicerContext) -> pb.ExportEventsResponse:
         async with grpc_errors(context):
             config = (await self.status(request.campaign_id)).config
             events, cursor, more = await ledger.read_page(
                 self.inventory, config, request.cursor, request.limit or ledger.DEFAULT_PAGE)
-            return pb.ExportEventsReply(
+            return pb.ExportEventsResponse(
                 events=[pb.Event(**dataclasses.asdict(e)) for e in events], next_cursor=cursor, more=more)
         raise AssertionError("unreachable")
 
-    async def Reconcile(self, request: pb.GetCampaignRequest,
-                        context: grpc.aio.ServicerContext) -> pb.ReconcileReply:
+    async def Reconcile(self, request: pb.ReconcileRequest,
+                        context: grpc.aio.ServicerContext) -> pb.ReconcileResponse:
         async with grpc_errors(context):
             config = (await self.status(request.campaign_id)).config
             figures, events = await ledger.reconcile(self.inventory, config)
-            return pb.ReconcileReply(ok=all(f.ok for f in figures), events=events, figures=[
+            return pb.ReconcileResponse(ok=all(f.ok for f in figures), events=events, figures=[
                 pb.ReconcileFigure(name=f.name, from_ledger=f.from_ledger, live=f.live, ok=f.ok)
                 for f in figures])
         raise AssertionError("unreachable")
 
-    async def RegisterMerchant(self, request: pb.Merchant, context: grpc.aio.ServicerContext) -> pb.Merchant:
+    async def RegisterMerchant(self, request: pb.RegisterMerchantRequest,
+                               context: grpc.aio.ServicerContext) -> pb.RegisterMerchantResponse:
         async with grpc_errors(context):
-            merchant = Merchant(request.campaign_id, request.merchant_id, request.name, request.category,
-                                request.region)
+            given = request.merchant
+            merchant = Merchant(given.campaign_id, given.merchant_id, given.name, given.category,
+                                given.region)
             merchant.check()
-            config = (await self.status(request.campaign_id)).config
+            config = (await self.status(given.campaign_id)).config
             await self.redemptions.merchants.register(config, merchant)
-            return request
+            return pb.RegisterMerchantResponse(merchant=given)
         raise AssertionError("unreachable")
 
-    async def ListMerchants(self, request: pb.GetCampaignRequest,
-                            context: grpc.aio.ServicerContext) -> pb.ListMerchantsReply:
+    async def ListMerchants(self, request: pb.ListMerchantsRequest,
+                            context: grpc.aio.ServicerContext) -> pb.ListMerchantsResponse:
         async with grpc_errors(context):
             await self.status(request.campaign_id)
             found = await self.redemptions.merchants.of_campaign(request.campaign_id, fresh=True)
-            return pb.ListMerchantsReply(merchants=[
+            return pb.ListMerchantsResponse(merchants=[
                 pb.Merchant(**dataclasses.asdict(m)) for _, m in sorted(found.items())])
         raise AssertionError("unreachable")
 
     async def UpdateEligibility(self, request: pb.UpdateEligibilityRequest,
-                                context: grpc.aio.ServicerContext) -> pb.UpdateEligibilityReply:
+                                context: grpc.aio.ServicerContext) -> pb.UpdateEligibilityResponse:
         async with grpc_errors(context):
             config = (await self.status(request.campaign_id)).config
             records = [
                 eligibility.Eligibility(r.user_id, r.allowed, r.denied, r.region, tuple(r.tags), r.remove)
                 for r in request.records]
             updated = await eligibility.update(self.inventory, self.campaigns, config, records)
-            return pb.UpdateEligibilityReply(updated=updated)
+            return pb.UpdateEligibilityResponse(updated=updated)
         raise AssertionError("unreachable")
 
-    async def RecycleExpired(self, request: pb.GetCampaignRequest,
-                             context: grpc.aio.ServicerContext) -> pb.RecycleReply:
+    async def RecycleExpired(self, request: pb.RecycleExpiredRequest,
+                             context: grpc.aio.ServicerContext) -> pb.RecycleExpiredResponse:
         async with grpc_errors(context):
             config = (await self.status(request.campaign_id)).config
             recycled = await recycling.recycle_expired(self.inventory, self.campaigns, config)
-            return pb.RecycleReply(recycled=recycled)
+            return pb.RecycleExpiredResponse(recycled=recycled)
         raise AssertionError("unreachable")

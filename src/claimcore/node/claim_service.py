@@ -51,21 +51,21 @@ log = logging.getLogger(__name__)
 NOT_STARTED = ItemResult(Code.NOT_STARTED, "", 0)
 
 OUTCOMES = {
-    Code.GRANTED: pb.GRANTED,
-    Code.REPLAY: pb.GRANTED,
-    Code.ALREADY_CLAIMED: pb.ALREADY_CLAIMED,
-    Code.NOT_STARTED: pb.NOT_STARTED,
-    Code.ENDED: pb.ENDED,
-    Code.PAUSED: pb.PAUSED,
-    Code.NOT_ELIGIBLE: pb.NOT_ELIGIBLE,
-    Code.SOLD_OUT: pb.SOLD_OUT,
+    Code.GRANTED: pb.OUTCOME_GRANTED,
+    Code.REPLAY: pb.OUTCOME_GRANTED,
+    Code.ALREADY_CLAIMED: pb.OUTCOME_ALREADY_CLAIMED,
+    Code.NOT_STARTED: pb.OUTCOME_NOT_STARTED,
+    Code.ENDED: pb.OUTCOME_ENDED,
+    Code.PAUSED: pb.OUTCOME_PAUSED,
+    Code.NOT_ELIGIBLE: pb.OUTCOME_NOT_ELIGIBLE,
+    Code.SOLD_OUT: pb.OUTCOME_SOLD_OUT,
     # A replay of a request another channel was granted: not this channel's grant, so no voucher.
-    Code.OTHER_CHANNEL: pb.ALREADY_CLAIMED,
+    Code.OTHER_CHANNEL: pb.OUTCOME_ALREADY_CLAIMED,
 }
 
 # A claim's fields, as ClaimRequest orders them: campaign, user, request, channel, device, client_ip.
 Row = tuple[str, str, str, str, str, str]
-# A ClaimReply as claim_wire encodes it: (outcome, retry_after_ms, detail, voucher or None), a voucher
+# A ClaimResponse as claim_wire encodes it: (outcome, retry_after_ms, detail, voucher or None), a voucher
 # being Voucher's nine fields in order. Replies are built as these tuples and written straight to
 # bytes: no protobuf object per claim.
 Voucher = tuple[str, str, str, str, int, int, int, str, str]
@@ -87,13 +87,13 @@ def reply_for(config: CampaignConfig, row: Row, result: ItemResult, channel: str
     # A replay comes back only to the channel that was granted (another channel's gets
     # OTHER_CHANNEL), so the caller's channel is the one the grant recorded.
     if code == Code.GRANTED or code == Code.REPLAY:
-        return (pb.GRANTED, 0, "",
+        return (pb.OUTCOME_GRANTED, 0, "",
                 voucher_of(config, row[1], row[2], channel, result.voucher_id, result.granted_at_ms))
     if code == Code.ALREADY_CLAIMED:
-        return (pb.ALREADY_CLAIMED, 0, "",
+        return (pb.OUTCOME_ALREADY_CLAIMED, 0, "",
                 voucher_of(config, row[1], "", "", result.voucher_id, result.granted_at_ms))
     if code == Code.NOT_STARTED:
-        return (pb.NOT_STARTED, max(0, config.starts_at_ms - now_ms()), "", None)
+        return (pb.OUTCOME_NOT_STARTED, max(0, config.starts_at_ms - now_ms()), "", None)
     return (OUTCOMES[code], 0, "", None)
 
 
@@ -156,7 +156,7 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
         if refused is None:
             return None
         self.metrics.dropped(config.campaign_id, "abuse")
-        outcome = pb.RATE_LIMITED if refused.outcome == RATE_LIMITED else pb.NOT_ELIGIBLE
+        outcome = pb.OUTCOME_RATE_LIMITED if refused.outcome == RATE_LIMITED else pb.OUTCOME_NOT_ELIGIBLE
         return (outcome, refused.retry_after_ms, refused.reason, None)
 
     def _start(self, config: CampaignConfig, row: Row, channel: str, hints: tuple[str, str]
@@ -177,7 +177,7 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
         wait_ms = self.admission.admit(config, shard)
         if wait_ms:
             self.metrics.dropped(config.campaign_id, "admission_rate")
-            return (pb.RATE_LIMITED, wait_ms, "admission rate exceeded", None)
+            return (pb.OUTCOME_RATE_LIMITED, wait_ms, "admission rate exceeded", None)
         return shard, item
 
     async def Claim(self, request: pb.ClaimRequest, context: grpc.aio.ServicerContext) -> bytes:
@@ -265,7 +265,7 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
             await abort_for(context, exc, ids.pop() if len(ids) == 1 else "")
 
     async def GetClaim(self, request: pb.GetClaimRequest,
-                       context: grpc.aio.ServicerContext) -> pb.GetClaimReply:
+                       context: grpc.aio.ServicerContext) -> pb.GetClaimResponse:
         async with grpc_errors(context):
             v.check_id("campaign_id", request.campaign_id, v.CAMPAIGN_ID)
             v.check_id("user_id", request.user_id, v.USER_ID)
@@ -274,7 +274,7 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
             config = await self._config(request.campaign_id)
             records = scope.visible(auth.current(), await scope.user_records(
                 self.inventory, self.campaigns, config, request.user_id, request.request_id))
-            return pb.GetClaimReply(found=bool(records), vouchers=[
+            return pb.GetClaimResponse(found=bool(records), vouchers=[
                 pb_voucher(voucher_of(config, r.user_id, r.request_id, r.channel_id, r.voucher_id,
                                       r.granted_at_ms))
                 for r in records
@@ -297,10 +297,10 @@ def add_to_server(service: ClaimService, server: Any) -> None:
         "ClaimBatch": grpc.unary_unary_rpc_method_handler(service.ClaimBatch),
         "GetClaim": grpc.unary_unary_rpc_method_handler(
             service.GetClaim, request_deserializer=pb.GetClaimRequest.FromString,
-            response_serializer=pb.GetClaimReply.SerializeToString),
+            response_serializer=pb.GetClaimResponse.SerializeToString),
         "WatchCampaigns": grpc.unary_stream_rpc_method_handler(
             service.WatchCampaigns, request_deserializer=pb.WatchCampaignsRequest.FromString,
-            response_serializer=pb.CampaignState.SerializeToString),
+            response_serializer=pb.WatchCampaignsResponse.SerializeToString),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
     server.add_registered_method_handlers(name, handlers)

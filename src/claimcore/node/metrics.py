@@ -59,12 +59,13 @@ from claimcore.campaign import CampaignConfig
 from claimcore.node.pipeline import rewrapped
 from claimcore.store.inventory import RedisInventory
 from claimcore.v1 import claims_pb2 as pb
+from claimcore.v1 import short_names
 
 CAMPAIGN_LABELS = 1_000  # distinct campaign label values, at most; then "other"
 OTHER = "other"
 
-CLAIM_OUTCOMES = {number: name.lower() for name, number in pb.Outcome.items()}
-REDEEM_OUTCOMES = {number: name.lower() for name, number in pb.RedeemOutcome.items()}
+CLAIM_OUTCOMES = {number: name.lower() for name, number in short_names(pb.Outcome).items()}
+REDEEM_OUTCOMES = {number: name.lower() for name, number in short_names(pb.RedeemOutcome).items()}
 TIMED_METHODS = ("Claim", "ClaimBatch")
 DROP_REASONS = ("admission_rate", "abuse", "overloaded")
 

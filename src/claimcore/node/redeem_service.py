@@ -36,7 +36,7 @@ class RedeemService(pb_grpc.RedeemServiceServicer):
         v.check_id("campaign_id", campaign_id, v.CAMPAIGN_ID)
         return await self.campaigns.require(campaign_id)
 
-    async def Redeem(self, request: pb.RedeemRequest, context: grpc.aio.ServicerContext) -> pb.RedeemReply:
+    async def Redeem(self, request: pb.RedeemRequest, context: grpc.aio.ServicerContext) -> pb.RedeemResponse:
         async with grpc_errors(context):
             v.check_id("user_id", request.user_id, v.USER_ID)
             v.check_id("merchant_id", request.merchant_id, v.MERCHANT_ID)
@@ -60,9 +60,9 @@ class RedeemService(pb_grpc.RedeemServiceServicer):
                     request.order_amount_cents, list(request.sn_codes), channel)
             self.metrics.redeemed(config.campaign_id, done.code)
             detail = done.detail or DETAILS.get(done.code, "")
-            if done.vouchers and done.code != pb.RedeemOutcome.REDEEMED:
+            if done.vouchers and done.code != pb.RedeemOutcome.REDEEM_OUTCOME_REDEEMED:
                 detail = f"{', '.join(done.vouchers)}: {detail}"
-            return pb.RedeemReply(outcome=done.code, voucher_ids=done.vouchers,
+            return pb.RedeemResponse(outcome=done.code, voucher_ids=done.vouchers,
                                   subsidy_cents=done.subsidy_cents, redeemed_at_ms=done.at_ms, detail=detail)
         raise AssertionError("unreachable")
 
@@ -89,7 +89,8 @@ class RedeemService(pb_grpc.RedeemServiceServicer):
             parts, request.user_id, request.merchant_id, request.order_id, request.order_amount_cents,
             list(request.sn_codes), channel)
 
-    async def Reverse(self, request: pb.ReverseRequest, context: grpc.aio.ServicerContext) -> pb.ReverseReply:
+    async def Reverse(self, request: pb.ReverseRequest,
+                      context: grpc.aio.ServicerContext) -> pb.ReverseResponse:
         async with grpc_errors(context):
             v.check_id("user_id", request.user_id, v.USER_ID)
             v.check_id("order_id", request.order_id, v.ORDER_ID)
@@ -97,11 +98,12 @@ class RedeemService(pb_grpc.RedeemServiceServicer):
             await scope.require_own_order(auth.current(), self.redemptions.inventory, config,
                                           request.user_id, request.order_id)
             done = await self.redemptions.reverse(config, request.user_id, request.order_id)
-            return pb.ReverseReply(outcome=done.code, returned_voucher_ids=done.returned,
+            return pb.ReverseResponse(outcome=done.code, returned_voucher_ids=done.returned,
                                    expired_voucher_ids=done.expired, reversed_at_ms=done.at_ms)
         raise AssertionError("unreachable")
 
-    async def Release(self, request: pb.ReleaseRequest, context: grpc.aio.ServicerContext) -> pb.ReleaseReply:
+    async def Release(self, request: pb.ReleaseRequest,
+                      context: grpc.aio.ServicerContext) -> pb.ReleaseResponse:
         async with grpc_errors(context):
             v.check_id("user_id", request.user_id, v.USER_ID)
             v.check_id("voucher_id", request.voucher_id, VOUCHER_ID)
@@ -109,6 +111,6 @@ class RedeemService(pb_grpc.RedeemServiceServicer):
             await self._require_issued(config, request.user_id, [request.voucher_id])
             released = await recycling.release(self.redemptions.inventory, self.campaigns, config,
                                                request.user_id, request.voucher_id)
-            return pb.ReleaseReply(released=released, detail="" if released else (
+            return pb.ReleaseResponse(released=released, detail="" if released else (
                 "not released: not this user's voucher, in use, or expired"))
         raise AssertionError("unreachable")

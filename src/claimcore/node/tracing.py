@@ -32,6 +32,7 @@ import grpc
 
 from claimcore.node.pipeline import rewrapped
 from claimcore.v1 import claims_pb2 as pb
+from claimcore.v1 import short_name
 
 ENV = "CLAIMCORE_TRACE_FILE"
 TRACED_METHODS = {
@@ -159,7 +160,7 @@ def end_span(span: Any, error: BaseException | None = None) -> None:
 
 
 def _outcome_name(outcome: int) -> str:
-    return pb.Outcome.Name(outcome).lower() if outcome in pb.Outcome.values() else str(outcome)
+    return short_name(pb.Outcome, outcome).lower() if outcome in pb.Outcome.values() else str(outcome)
 
 
 def _claim_attributes(request: Any) -> dict[str, Any]:
@@ -173,8 +174,8 @@ def _claim_attributes(request: Any) -> dict[str, Any]:
 
 def _reply_attributes(method: str, reply: Any) -> dict[str, Any]:
     if isinstance(reply, bytes):  # Claim and ClaimBatch send encoded replies (claim_service.add_to_server)
-        reply = (pb.ClaimReply if method == "claimcore.Claim" else pb.ClaimBatchReply).FromString(reply)
-    if isinstance(reply, pb.ClaimReply):
+        reply = (pb.ClaimResponse if method == "claimcore.Claim" else pb.ClaimBatchResponse).FromString(reply)
+    if isinstance(reply, pb.ClaimResponse):
         return {"claimcore.outcome": _outcome_name(reply.outcome)}
     counts: dict[str, int] = {}
     for r in reply.replies:

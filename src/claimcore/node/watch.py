@@ -148,7 +148,7 @@ class CampaignStates:
             while not self._closing:
                 await watcher.wake.wait()
                 for state, made in watcher.take():
-                    await context.write(fresh(state, made))
+                    await context.write(pb.WatchCampaignsResponse(state=fresh(state, made)))
         finally:
             for entry in entries:
                 self._unsubscribe(entry, watcher)

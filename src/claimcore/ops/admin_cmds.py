@@ -221,7 +221,7 @@ def _campaign_infos(admin: pb_grpc.AdminServiceStub, ids: list[str]) -> list[pb.
                    for cid in ids[start:start + 64]]
         for future in futures:
             try:
-                infos.append(future.result())
+                infos.append(future.result().campaign)
             except grpc.RpcError as err:
                 if err.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
                     raise  # NOT_FOUND: deleted since the list was read
@@ -253,7 +253,7 @@ def _campaign_rows(infos: list[pb.CampaignInfo]) -> list[dict[str, Any]]:
              "created_at_ms": i.created_at_ms} for i in infos]
 
 
-def _reshard_text(reply: pb.ReshardReply) -> str:
+def _reshard_text(reply: pb.ReshardResponse) -> str:
     n = cli_output.number
     pairs: list[tuple[str, object]] = [
         ("campaign", reply.campaign.campaign.campaign_id),
@@ -287,7 +287,7 @@ def run_campaign(args: argparse.Namespace) -> int:
             one_per_category=args.one_per_category, stackable=args.stackable,
             channels=args.channel,
         )
-        info = admin.CreateCampaign(pb.CreateCampaignRequest(campaign=campaign), timeout=10)
+        info = admin.CreateCampaign(pb.CreateCampaignRequest(campaign=campaign), timeout=10).campaign
         _emit(args, _info_json(info), lambda: _campaign_text(info))
     elif args.action == "list":
         listed = admin.ListCampaigns(pb.ListCampaignsRequest(include_archived=args.archived), timeout=10)
@@ -297,7 +297,7 @@ def run_campaign(args: argparse.Namespace) -> int:
     elif args.action == "recycle":
         with cli_output.Progress() as progress:
             recycled = progress.wait(admin.RecycleExpired.future(
-                pb.GetCampaignRequest(campaign_id=args.campaign_id), timeout=300),
+                pb.RecycleExpiredRequest(campaign_id=args.campaign_id), timeout=300),
                 f"recycling the expired vouchers of {args.campaign_id}")
         _emit(args, {"campaign_id": args.campaign_id, "recycled": recycled.recycled},
               lambda: cli_output.block([("campaign", args.campaign_id),
@@ -309,10 +309,12 @@ def run_campaign(args: argparse.Namespace) -> int:
                 f"resharding {args.campaign_id} to {args.shards} shards")
         _emit(args, done, lambda: _reshard_text(done))
     else:
-        call = {"show": admin.GetCampaign, "pause": admin.PauseCampaign,
-                "resume": admin.ResumeCampaign, "archive": admin.ArchiveCampaign,
-                "unarchive": admin.UnarchiveCampaign}[args.action]
-        info = call(pb.GetCampaignRequest(campaign_id=args.campaign_id), timeout=10)
+        call, request = {"show": (admin.GetCampaign, pb.GetCampaignRequest),
+                         "pause": (admin.PauseCampaign, pb.PauseCampaignRequest),
+                         "resume": (admin.ResumeCampaign, pb.ResumeCampaignRequest),
+                         "archive": (admin.ArchiveCampaign, pb.ArchiveCampaignRequest),
+                         "unarchive": (admin.UnarchiveCampaign, pb.UnarchiveCampaignRequest)}[args.action]
+        info = call(request(campaign_id=args.campaign_id), timeout=10).campaign
         _emit(args, _info_json(info), lambda: _campaign_text(info))
     return 0
 
@@ -336,9 +338,9 @@ def add_merchant_arguments(parser: argparse.ArgumentParser, parents: Parents) ->
 def run_merchant(args: argparse.Namespace) -> int:
     admin = _admin(args)
     if args.action == "register":
-        merchant = admin.RegisterMerchant(pb.Merchant(
+        merchant = admin.RegisterMerchant(pb.RegisterMerchantRequest(merchant=pb.Merchant(
             campaign_id=args.campaign_id, merchant_id=args.merchant_id, name=args.name,
-            category=args.category, region=args.region), timeout=10)
+            category=args.category, region=args.region)), timeout=10).merchant
         if args.output == "json":
             _print(merchant)
         else:
@@ -346,7 +348,7 @@ def run_merchant(args: argparse.Namespace) -> int:
                                     ("name", merchant.name), ("category", merchant.category),
                                     ("region", merchant.region)]))
     else:
-        listed = admin.ListMerchants(pb.GetCampaignRequest(campaign_id=args.campaign_id), timeout=10)
+        listed = admin.ListMerchants(pb.ListMerchantsRequest(campaign_id=args.campaign_id), timeout=10)
         if args.output == "json":
             _print(listed)
         elif not listed.merchants:

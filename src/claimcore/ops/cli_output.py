@@ -32,6 +32,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from claimcore.security import access
+from claimcore.v1 import short_name
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -131,7 +132,7 @@ def reach(args: argparse.Namespace) -> grpc.Channel:
 def message_json(message: Message) -> dict[str, Any]:
     """A reply as the --json output shows it: every field by its proto name (snake_case), zero, false and
     empty ones included, numbers as JSON numbers (int64 too: protobuf's own JSON writes those as strings),
-    enums by name, bytes as base64."""
+    enums by name without their enum's prefix (claimcore.v1.short_name), bytes as base64."""
     out: dict[str, Any] = {}
     for field in message.DESCRIPTOR.fields:
         value = getattr(message, field.name)
@@ -153,9 +154,11 @@ def _repeated(field: FieldDescriptor) -> bool:
 def _field_json(field: FieldDescriptor, value: Any) -> Any:
     if field.type == FieldDescriptor.TYPE_MESSAGE:
         return message_json(value)
-    if field.type == FieldDescriptor.TYPE_ENUM:
-        known = field.enum_type.values_by_number.get(value)
-        return known.name if known is not None else value
+    if field.type == FieldDescriptor.TYPE_ENUM:  # by its short name: "GRANTED", not "OUTCOME_GRANTED"
+        try:
+            return short_name(field.enum_type, value)
+        except ValueError:
+            return value
     if field.type == FieldDescriptor.TYPE_BYTES:
         return base64.b64encode(value).decode()
     return value  # int (any width), float, bool, str: JSON has each

@@ -126,7 +126,7 @@ def check_id(name: str) -> str:
     return CHECK_IDS.get(name) or re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def reconcile_json(campaign_id: str, reply: pb.ReconcileReply) -> dict[str, object]:
+def reconcile_json(campaign_id: str, reply: pb.ReconcileResponse) -> dict[str, object]:
     """reconcile --json: the checks keyed by stable id, the per-shard grant counts as a list."""
     checks: dict[str, object] = {}
     shards: list[object] = []
@@ -149,7 +149,7 @@ def add_reconcile_arguments(parser: argparse.ArgumentParser) -> None:
 def run_reconcile(args: argparse.Namespace) -> int:
     with cli_output.reach(args) as channel, cli_output.Progress() as progress:
         reply = progress.wait(pb_grpc.AdminServiceStub(channel).Reconcile.future(
-            pb.GetCampaignRequest(campaign_id=args.campaign_id), timeout=300),
+            pb.ReconcileRequest(campaign_id=args.campaign_id), timeout=300),
             f"reconciling {args.campaign_id} against its ledger")
     if args.output == "json":
         cli_output.print_json(reconcile_json(args.campaign_id, reply))

@@ -24,6 +24,7 @@ from claimcore.simulation.checks import Violation
 from claimcore.simulation.model import Model, Order
 from claimcore.simulation.world import World
 from claimcore.v1 import claims_pb2 as pb
+from claimcore.v1 import short_name
 
 DEADLINE_S = 5.0
 RESHARD_DEADLINE_S = 30.0
@@ -109,8 +110,8 @@ async def claim(
     return _claim_answer(ctx, call, reply)
 
 
-def _claim_answer(ctx: Ctx, call: Call, reply: pb.ClaimReply) -> Call:
-    outcome = pb.Outcome.Name(reply.outcome)
+def _claim_answer(ctx: Ctx, call: Call, reply: pb.ClaimResponse) -> Call:
+    outcome = short_name(pb.Outcome, reply.outcome)
     v = reply.voucher
     ctx.log.end(
         call,
@@ -194,7 +195,7 @@ async def redeem(ctx: Ctx, op: str, node: int, order: Order, timeout: float = DE
     reply = await _unary(ctx, call, ctx.world.nodes[node].redeem.Redeem, request, timeout)
     if reply is None:
         return call
-    outcome = pb.RedeemOutcome.Name(reply.outcome)
+    outcome = short_name(pb.RedeemOutcome, reply.outcome)
     ctx.log.end(call, outcome, vouchers=list(reply.voucher_ids), subsidy=reply.subsidy_cents)
     if outcome == "REDEEMED":
         order.redeemed = True
@@ -212,7 +213,7 @@ async def reverse(ctx: Ctx, op: str, node: int, campaign: str, order: Order) -> 
     )
     if reply is None:
         return call
-    outcome = pb.ReverseOutcome.Name(reply.outcome)
+    outcome = short_name(pb.ReverseOutcome, reply.outcome)
     ctx.log.end(
         call, outcome, returned=list(reply.returned_voucher_ids), expired=list(reply.expired_voucher_ids)
     )
@@ -240,7 +241,7 @@ async def release(ctx: Ctx, op: str, node: int, campaign: str, user: str, vouche
 async def recycle(ctx: Ctx, op: str, node: int, campaign: str) -> Call:
     call = ctx.log.begin(op, "RecycleExpired", node, campaign)
     reply = await _unary(
-        ctx, call, ctx.world.nodes[node].admin.RecycleExpired, pb.GetCampaignRequest(campaign_id=campaign)
+        ctx, call, ctx.world.nodes[node].admin.RecycleExpired, pb.RecycleExpiredRequest(campaign_id=campaign)
     )
     if reply is not None:
         ctx.log.end(call, "RECYCLED", recycled=reply.recycled)
@@ -818,18 +819,20 @@ async def set_archived(ctx: Ctx, op: str, node: int, campaign: str, archived: bo
     rpc = "ArchiveCampaign" if archived else "UnarchiveCampaign"
     call = ctx.log.begin(op, rpc, node, campaign)
     admin = ctx.world.nodes[node].admin
-    reply = await _unary(ctx, call, getattr(admin, rpc), pb.GetCampaignRequest(campaign_id=campaign))
+    request = pb.ArchiveCampaignRequest if archived else pb.UnarchiveCampaignRequest
+    reply = await _unary(ctx, call, getattr(admin, rpc), request(campaign_id=campaign))
     if reply is not None:
-        ctx.log.end(call, "ARCHIVED" if reply.archived else "UNARCHIVED", granted=reply.granted,
-                    remaining=reply.remaining, paused=reply.paused)
+        info = reply.campaign
+        ctx.log.end(call, "ARCHIVED" if info.archived else "UNARCHIVED", granted=info.granted,
+                    remaining=info.remaining, paused=info.paused)
     return call
 
 
 async def _archive_view(ctx: Ctx, node: int, campaign: str) -> tuple[int, int, int, bool] | None:
     """(granted, remaining, held for rounds, paused) by GetCampaign; None if the node did not answer."""
     try:
-        info = await ctx.world.nodes[node].admin.GetCampaign(pb.GetCampaignRequest(campaign_id=campaign),
-                                                            timeout=DEADLINE_S)
+        info = (await ctx.world.nodes[node].admin.GetCampaign(pb.GetCampaignRequest(campaign_id=campaign),
+                                                            timeout=DEADLINE_S)).campaign
     except grpc.aio.AioRpcError:
         return None
     return info.granted, info.remaining, info.held_for_rounds, info.paused

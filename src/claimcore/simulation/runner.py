@@ -38,12 +38,9 @@ async def _create(world: World, plans: list[Plan]) -> None:
     for plan in plans:
         await admin.CreateCampaign(pb.CreateCampaignRequest(campaign=plan.campaign), timeout=20)
         category = plan.campaign.category
-        await admin.RegisterMerchant(
-            pb.Merchant(
-                campaign_id=plan.campaign_id, merchant_id=MERCHANTS[category], name="sim", category=category
-            ),
-            timeout=10,
-        )
+        merchant = pb.Merchant(campaign_id=plan.campaign_id, merchant_id=MERCHANTS[category], name="sim",
+                               category=category)
+        await admin.RegisterMerchant(pb.RegisterMerchantRequest(merchant=merchant), timeout=10)
 
 
 async def _drive(ctx: Ctx, steps: list[Any], result: SeedResult) -> None:
@@ -125,7 +122,7 @@ async def _reconcile(ctx: Ctx, plans: list[Plan]) -> list[Violation]:
         call = ctx.log.begin("reconcile", "Reconcile", node, plan.campaign_id)
         try:
             reply = await ctx.world.nodes[node].admin.Reconcile(
-                pb.GetCampaignRequest(campaign_id=plan.campaign_id), timeout=30
+                pb.ReconcileRequest(campaign_id=plan.campaign_id), timeout=30
             )
         except grpc.aio.AioRpcError as err:
             ctx.log.failed(call, err.code().name)

@@ -6,6 +6,8 @@ REDEEM_OUTCOME_REDEEMED), as protobuf enum values share their package's scope. P
 it: reports, JSON, logs, CLI output and metric labels show "GRANTED" (or "granted"), through these
 helpers and nowhere else.
 
+Each takes the enum (pb.Outcome) or its descriptor (a field's enum_type).
+
     short_name(pb.Outcome, pb.OUTCOME_GRANTED) == "GRANTED"
     short_names(pb.Outcome) == {"UNSPECIFIED": 0, "GRANTED": 1, ...}
     value_of(pb.Outcome, "GRANTED") == pb.OUTCOME_GRANTED
@@ -23,14 +25,15 @@ __all__ = ["prefix_of", "short_name", "short_names", "value_of"]
 @cache
 def prefix_of(enum: Any) -> str:
     """The prefix of an enum's values: its name in UPPER_SNAKE_CASE and "_" (Outcome -> "OUTCOME_")."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", enum.DESCRIPTOR.name).upper() + "_"
+    name = getattr(enum, "DESCRIPTOR", enum).name
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper() + "_"
 
 
 @cache
 def short_names(enum: Any) -> dict[str, int]:
     """Every value of an enum by its short name, in declaration order."""
-    cut = len(prefix_of(enum))
-    return {name[cut:]: number for name, number in enum.items()}
+    prefix = prefix_of(enum)
+    return {v.name.removeprefix(prefix): v.number for v in getattr(enum, "DESCRIPTOR", enum).values}
 
 
 @cache
@@ -43,7 +46,8 @@ def short_name(enum: Any, number: int) -> str:
     try:
         return _by_number(enum)[number]
     except (KeyError, TypeError):
-        raise ValueError(f"enum {enum.DESCRIPTOR.name} has no value {number!r}") from None
+        name = getattr(enum, "DESCRIPTOR", enum).name
+        raise ValueError(f"enum {name} has no value {number!r}") from None
 
 
 def value_of(enum: Any, name: str) -> int:
@@ -51,4 +55,7 @@ def value_of(enum: Any, name: str) -> int:
     names = short_names(enum)
     if name in names:
         return names[name]
-    return int(enum.Value(name))
+    full = getattr(enum, "DESCRIPTOR", enum).values_by_name.get(name)
+    if full is None:
+        raise ValueError(f"enum {getattr(enum, 'DESCRIPTOR', enum).name} has no value {name!r}")
+    return int(full.number)

@@ -221,8 +221,8 @@ class Collector:
         async def one(campaign_id: str) -> None:
             async with limit:
                 try:
-                    info = await self._admin_call(
-                        "GetCampaign", claims_pb2.GetCampaignRequest(campaign_id=campaign_id))
+                    info = (await self._admin_call(
+                        "GetCampaign", claims_pb2.GetCampaignRequest(campaign_id=campaign_id))).campaign
                 except grpc.RpcError as exc:
                     self.info_errors[campaign_id] = _rpc_text(exc)
                     self.stale_since.setdefault(campaign_id, time.time())
