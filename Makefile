@@ -8,8 +8,9 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py $(wildcard src/claimcore/_fast/*.pyx src/claimcore/_fast/*.pxd)
+$(STAMP): pyproject.toml setup.py scripts/install-buf.sh $(wildcard src/claimcore/_fast/*.pyx src/claimcore/_fast/*.pxd)
 	./scripts/install-redis.sh && ./scripts/install-chromium.sh && ./scripts/install-promtool.sh
+	./scripts/install-buf.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel cython==3.3.1
 	$(BIN)/pip install -q --no-build-isolation -e '.[dev]'
@@ -71,6 +72,8 @@ simulate: setup
 
 proto: setup
 	$(BIN)/python scripts/gen_proto.py
+	$(BIN)/python scripts/gen_api_docs.py
+	.tools/buf/node_modules/.bin/buf lint
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks scripts
