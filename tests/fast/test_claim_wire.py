@@ -417,12 +417,16 @@ def _int(bounds: tuple[int, int]) -> st.SearchStrategy[int]:
 
 
 VOUCHER = st.tuples(TEXT, TEXT, TEXT, TEXT, _int(INT64), _int(INT64), _int(INT64), TEXT, TEXT)
-REPLY = st.tuples(_int(INT32), _int(INT64), TEXT, st.none() | VOUCHER)
+# (outcome, retry_after_ms, detail, voucher) or with a fifth, not_eligible_reason
+REPLY = (st.tuples(_int(INT32), _int(INT64), TEXT, st.none() | VOUCHER)
+         | st.tuples(_int(INT32), _int(INT64), TEXT, st.none() | VOUCHER, _int(INT32)))
 
 
-def _pb_reply(reply: tuple) -> pb.ClaimReply:
-    outcome, retry_after_ms, detail, voucher = reply
-    message = pb.ClaimReply(outcome=outcome, retry_after_ms=retry_after_ms, detail=detail)
+def _pb_reply(reply: tuple) -> pb.ClaimResponse:
+    outcome, retry_after_ms, detail, voucher = reply[:4]
+    reason = reply[4] if len(reply) == 5 else 0
+    message = pb.ClaimResponse(outcome=outcome, retry_after_ms=retry_after_ms, detail=detail,
+                               not_eligible_reason=reason)
     if voucher is not None:
         names = ("voucher_id", "campaign_id", "user_id", "request_id", "granted_at_ms", "value_cents",
                  "min_spend_cents", "category", "channel_id")
@@ -436,8 +440,10 @@ def _pb_reply(reply: tuple) -> pb.ClaimReply:
 @example(replies=[(0, 0, "", None)])
 @example(replies=[(0, 0, "", ("", "", "", "", 0, 0, 0, "", ""))])
 @example(replies=[(-1, -(2**63), "é", ("v", "c", "u", "r", -1, 2**63 - 1, 1, "cat", "ch"))])
+@example(replies=[(6, 0, "", None, 3), (6, 0, "x", None, -(2**31)), (1, 0, "", None, 0),
+                  (6, 0, "", None, 2**31 - 1)])
 def test_encode_equals_protobuf(claim_wire: ModuleType, replies: list[tuple]) -> None:
-    expected = pb.ClaimBatchReply(replies=[_pb_reply(r) for r in replies]).SerializeToString()
+    expected = pb.ClaimBatchResponse(replies=[_pb_reply(r) for r in replies]).SerializeToString()
     assert claim_wire.encode_claim_batch_reply(replies) == expected
     assert claim_wire.encode_claim_batch_reply(tuple(replies)) == expected
 
@@ -446,6 +452,7 @@ def test_encode_equals_protobuf(claim_wire: ModuleType, replies: list[tuple]) ->
 @given(reply=REPLY)
 @example(reply=(0, 0, "", None))
 @example(reply=(0, 0, "", ("", "", "", "", 0, 0, 0, "", "")))
+@example(reply=(6, 0, "", None, 1))
 def test_encode_one_reply_equals_protobuf(claim_wire: ModuleType, reply: tuple) -> None:
     assert claim_wire.encode_claim_reply(reply) == _pb_reply(reply).SerializeToString()
 
@@ -454,7 +461,7 @@ def test_encode_one_reply_equals_protobuf(claim_wire: ModuleType, reply: tuple) 
 @given(replies=st.lists(st.tuples(st.booleans(), REPLY), max_size=10))
 def test_encode_splices_serialized_replies(claim_wire: ModuleType, replies: list[tuple[bool, tuple]]) -> None:
     given_ = [_pb_reply(r).SerializeToString() if as_bytes else r for as_bytes, r in replies]
-    expected = pb.ClaimBatchReply(replies=[_pb_reply(r) for _, r in replies]).SerializeToString()
+    expected = pb.ClaimBatchResponse(replies=[_pb_reply(r) for _, r in replies]).SerializeToString()
     assert claim_wire.encode_claim_batch_reply(given_) == expected
 
 
@@ -469,10 +476,14 @@ def test_encode_a_realistic_batch(claim_wire: ModuleType) -> None:
     replies = [(1, 0, "", (f"launch-1-3-{i}", "launch-1", f"u{i:05d}-67", f"req-{i:08d}",
                            1_795_440_000_000 + i, 500, 2000, "food", "bench-app")) for i in range(100)]
     replies[7] = (7, 250, "rate limited", None)
+    replies[9] = (pb.OUTCOME_NOT_ELIGIBLE, 0, "", None, pb.NOT_ELIGIBLE_REASON_REGION)
     raw = claim_wire.encode_claim_batch_reply(replies)
-    parsed = pb.ClaimBatchReply.FromString(raw)
+    parsed = pb.ClaimBatchResponse.FromString(raw)
     assert len(parsed.replies) == 100
     assert parsed.replies[7].retry_after_ms == 250 and not parsed.replies[7].HasField("voucher")
+    assert parsed.replies[9].not_eligible_reason == pb.NOT_ELIGIBLE_REASON_REGION
+    assert parsed.replies[9].outcome == pb.OUTCOME_NOT_ELIGIBLE and not parsed.replies[9].HasField("voucher")
+    assert parsed.replies[7].not_eligible_reason == pb.NOT_ELIGIBLE_REASON_UNSPECIFIED
     assert parsed.replies[42].voucher.request_id == "req-00000042"
     assert raw == parsed.SerializeToString()
 
@@ -480,7 +491,11 @@ def test_encode_a_realistic_batch(claim_wire: ModuleType) -> None:
 V = ("v", "c", "u", "r", 1, 2, 3, "cat", "ch")
 BAD_REPLIES = [
     ([(1.0, 0, "", None)], TypeError),
-    ([(1, 0, "", None, 5)], ValueError),
+    ([(1, 0, "", None, 5, 0)], ValueError),
+    ([(6, 0, "", None, 1.0)], TypeError),
+    ([(6, 0, "", None, None)], TypeError),
+    ([(6, 0, "", None, 2**31)], ValueError),
+    ([(6, 0, "", None, -(2**31) - 1)], ValueError),
     ([(1, 0, "")], ValueError),
     ([(2**31, 0, "", None)], ValueError),
     ([(-(2**31) - 1, 0, "", None)], ValueError),
@@ -550,5 +565,5 @@ def test_subclasses_of_bytes_and_str_are_taken(claim_wire: ModuleType) -> None:
     assert claim_wire.claim_fields_ok(Text("a"), "u", "r", "", "")
     assert not claim_wire.claim_fields_ok(Text("a:"), "u", "r", "", "")
     assert claim_wire.encode_claim_batch_reply([(1, 0, Text("dé"), None), Raw(b"\x08\x03")]) == (
-        pb.ClaimBatchReply(replies=[pb.ClaimReply(outcome=1, detail="dé"), pb.ClaimReply(outcome=3)])
+        pb.ClaimBatchResponse(replies=[pb.ClaimResponse(outcome=1, detail="dé"), pb.ClaimResponse(outcome=3)])
         .SerializeToString())

@@ -18,12 +18,17 @@ from claimcore.lifecycle.categories import BUCKETS
 from claimcore.store.keyspace import category_key
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
+from claimcore.v1 import short_name
 from conftest import LocalNode, create_campaign, new_campaign_id
 
 
 def claim(claims, cid: str, user: str, rid: str = "r") -> str:
+    """The outcome's name; for NOT_ELIGIBLE, with its reason: "NOT_ELIGIBLE:ONE_PER_CATEGORY"."""
     reply = claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id=user, request_id=rid), timeout=10)
-    return pb.Outcome.Name(reply.outcome)
+    name = short_name(pb.Outcome, reply.outcome)
+    if reply.not_eligible_reason:
+        name += ":" + short_name(pb.NotEligibleReason, reply.not_eligible_reason)
+    return name
 
 
 def campaigns(admin, category: str, n: int, **fields) -> list[str]:
@@ -44,7 +49,8 @@ def test_one_voucher_per_category_across_campaigns(admin, claims):
         "ann in another category": claim(claims, other, "ann"),
     }
     assert got == {
-        "ann in a": "GRANTED", "ann in b": "NOT_ELIGIBLE", "bob in b": "GRANTED", "bob in a": "NOT_ELIGIBLE",
+        "ann in a": "GRANTED", "ann in b": "NOT_ELIGIBLE:ONE_PER_CATEGORY", "bob in b": "GRANTED",
+        "bob in a": "NOT_ELIGIBLE:ONE_PER_CATEGORY",
         "ann again in a": "GRANTED", "ann in a campaign without the rule": "GRANTED",
         "ann in another category": "GRANTED",
     }
@@ -75,9 +81,10 @@ def test_two_claims_of_one_user_racing_in_two_campaigns_get_one_voucher(redis_se
     by_user: dict[str, list[int]] = {}
     for user, _, outcome in results:
         by_user.setdefault(user, []).append(outcome)
-    assert all(sorted(o) == sorted([pb.GRANTED, pb.NOT_ELIGIBLE]) for o in by_user.values()), by_user
-    granted = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=a), timeout=10).granted + \
-        admin.GetCampaign(pb.GetCampaignRequest(campaign_id=b), timeout=10).granted
+    either = sorted([pb.OUTCOME_GRANTED, pb.OUTCOME_NOT_ELIGIBLE])
+    assert all(sorted(o) == either for o in by_user.values()), by_user
+    granted = admin.GetCampaign(pb.GetCampaignRequest(campaign_id=a), timeout=10).campaign.granted + \
+        admin.GetCampaign(pb.GetCampaignRequest(campaign_id=b), timeout=10).campaign.granted
     assert granted == len(users)
 
 
@@ -93,7 +100,7 @@ def test_holds_left_by_a_dead_node_are_settled_from_the_records(admin, claims, r
     stale_hold("holder", a)  # a's node granted "holder", then died before turning the hold into a use
     got = (claim(claims, b, "never"), claim(claims, b, "holder"))
     record = redis_client.hget(category_key(category, shard_of("holder", BUCKETS)), "holder")
-    assert got == ("GRANTED", "NOT_ELIGIBLE") and record == f"U|0||{a}"
+    assert got == ("GRANTED", "NOT_ELIGIBLE:ONE_PER_CATEGORY") and record == f"U|0||{a}"
 
 
 def test_one_per_category_needs_a_category(admin):

@@ -1,8 +1,9 @@
 """Eligibility checked inside the claim (issue 6), through real gRPC and a real redis-server.
 
-Allow list, deny list, region of residence and tags; changes while the
-campaign runs (变更资格); records that move with their users on a reshard;
-bad input refused without a change; the CLI loader.
+Allow list, deny list, region of residence and tags, each NOT_ELIGIBLE saying which of them refused
+(not_eligible_reason, the first in that order: deny list, allow list, region, tag) in Claim and in
+ClaimBatch; changes while the campaign runs (变更资格); records that move with their users on a
+reshard; bad input refused without a change; the CLI loader.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import sys
 import grpc
 import pytest
 
+from claimcore.store.replies import Ineligible
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
+from claimcore.v1 import short_name, short_names
 from conftest import create_campaign, redis_dump
 from support import burst
 
@@ -25,9 +28,51 @@ def load(admin, cid: str, *records: pb.EligibilityRecord) -> int:
                                    timeout=30).updated
 
 
+def verdict(reply: pb.ClaimResponse) -> str:
+    """"GRANTED", or "NOT_ELIGIBLE:REGION": the outcome and, when set, the reason."""
+    name = short_name(pb.Outcome, reply.outcome)
+    if reply.not_eligible_reason:
+        name += ":" + short_name(pb.NotEligibleReason, reply.not_eligible_reason)
+    return name
+
+
 def outcome(claims, cid: str, user: str, rid: str = "r") -> str:
-    reply = claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id=user, request_id=rid), timeout=10)
-    return pb.Outcome.Name(reply.outcome)
+    return verdict(claims.Claim(pb.ClaimRequest(campaign_id=cid, user_id=user, request_id=rid), timeout=10))
+
+
+# Records for a campaign with every rule: allow list, resident in north, tag vip. Each user but "ok" is
+# refused by exactly the rule named, the earlier ones first (a denied user fails every other rule too).
+EVERY_RULE = dict(allow_list=True, resident_regions=["north"], required_tags=["vip"])
+RECORDS = [
+    pb.EligibilityRecord(user_id="denied", allowed=False, denied=True, region="south"),
+    pb.EligibilityRecord(user_id="stranger", allowed=False, region="south"),
+    pb.EligibilityRecord(user_id="southern", allowed=True, region="south"),
+    pb.EligibilityRecord(user_id="untagged", allowed=True, region="north", tags=["x"]),
+    pb.EligibilityRecord(user_id="ok", allowed=True, region="north", tags=["x", "vip"]),
+]
+EXPECTED = {"denied": "NOT_ELIGIBLE:DENY_LIST", "stranger": "NOT_ELIGIBLE:ALLOW_LIST",
+            "southern": "NOT_ELIGIBLE:REGION", "untagged": "NOT_ELIGIBLE:TAG", "ok": "GRANTED",
+            "nobody": "NOT_ELIGIBLE:ALLOW_LIST"}  # no record: on no list, of no region, no tag
+
+
+def test_not_eligible_says_why_in_claim_and_in_claim_batch(admin, claims):
+    one, batched = (create_campaign(admin, inventory=50, shards=3, **EVERY_RULE).campaign.campaign_id
+                    for _ in range(2))
+    for cid in (one, batched):
+        load(admin, cid, *RECORDS)
+    alone = {u: outcome(claims, one, u) for u in EXPECTED}
+    batch = claims.ClaimBatch(pb.ClaimBatchRequest(claims=[
+        pb.ClaimRequest(campaign_id=batched, user_id=u, request_id="r") for u in EXPECTED]), timeout=10)
+    assert alone == EXPECTED
+    assert dict(zip(EXPECTED, map(verdict, batch.replies), strict=True)) == EXPECTED
+    assert all(not r.HasField("voucher") and r.retry_after_ms == 0 for r in batch.replies
+               if r.outcome == pb.OUTCOME_NOT_ELIGIBLE)
+
+
+def test_the_store_and_the_proto_number_the_reasons_alike() -> None:
+    """claim.lua writes Ineligible's numbers; the node passes them on as NotEligibleReason's."""
+    assert {r.name: r.value for r in Ineligible} == {
+        name: n for name, n in short_names(pb.NotEligibleReason).items() if name != "UNSPECIFIED"}
 
 
 def test_allow_and_deny_lists(admin, claims):
@@ -40,7 +85,9 @@ def test_allow_and_deny_lists(admin, claims):
          pb.EligibilityRecord(user_id="dan", allowed=True))
     later = {"ann replay": outcome(claims, cid, "ann"), "ann new": outcome(claims, cid, "ann", "r2"),
              "dan": outcome(claims, cid, "dan")}
-    assert first == {"ann": "GRANTED", "bob": "NOT_ELIGIBLE", "cat": "GRANTED", "dan": "NOT_ELIGIBLE"}
+    # bob is allowed and denied: the deny list wins; dan has no record yet: not on the allow list
+    assert first == {"ann": "GRANTED", "bob": "NOT_ELIGIBLE:DENY_LIST", "cat": "GRANTED",
+                     "dan": "NOT_ELIGIBLE:ALLOW_LIST"}
     # a granted request replays whatever changed since; a new one meets the limit first
     assert later == {"ann replay": "GRANTED", "ann new": "ALREADY_CLAIMED", "dan": "GRANTED"}
 
@@ -52,7 +99,8 @@ def test_residence_and_tags(admin, claims):
          pb.EligibilityRecord(user_id="far", region="south", tags=["adult", "resident"]),
          pb.EligibilityRecord(user_id="young", region="north", tags=["resident"]))
     got = {u: outcome(claims, cid, u) for u in ("ok", "far", "young", "unknown")}
-    assert got == {"ok": "GRANTED", "far": "NOT_ELIGIBLE", "young": "NOT_ELIGIBLE", "unknown": "NOT_ELIGIBLE"}
+    assert got == {"ok": "GRANTED", "far": "NOT_ELIGIBLE:REGION", "young": "NOT_ELIGIBLE:TAG",
+                   "unknown": "NOT_ELIGIBLE:REGION"}
 
 
 def test_a_deny_list_on_an_open_campaign_and_removing_a_record(admin, claims):
@@ -62,7 +110,8 @@ def test_a_deny_list_on_an_open_campaign_and_removing_a_record(admin, claims):
     denied = outcome(claims, cid, "scalper")
     others = outcome(claims, cid, "someone")
     load(admin, cid, pb.EligibilityRecord(user_id="scalper", remove=True))
-    assert (denied, others, outcome(claims, cid, "scalper")) == ("NOT_ELIGIBLE", "GRANTED", "GRANTED")
+    back = outcome(claims, cid, "scalper")
+    assert (denied, others, back) == ("NOT_ELIGIBLE:DENY_LIST", "GRANTED", "GRANTED")
 
 
 def test_changes_while_the_grab_runs(node, admin):
@@ -84,11 +133,11 @@ def test_changes_while_the_grab_runs(node, admin):
         return await grab, late
 
     during, late = asyncio.run(run())
-    by_user = {u: pb.Outcome.Name(r.outcome) for u, _, r in during + late}
+    by_user = {u: short_name(pb.Outcome, r.outcome) for u, _, r in during + late}
     assert {by_user[u] for u in group_a} == {"GRANTED"}
     assert {by_user[u] for u in group_b} == {"NOT_ELIGIBLE"}
     assert {by_user[u] for u in group_c} == {"GRANTED"}
-    reply = admin.Reconcile(pb.GetCampaignRequest(campaign_id=cid), timeout=30)
+    reply = admin.Reconcile(pb.ReconcileRequest(campaign_id=cid), timeout=30)
     assert reply.ok and reply.events == 900
 
 
@@ -102,7 +151,8 @@ def test_records_move_with_their_users_on_a_reshard(admin, claims):
     admin.Reshard(pb.ReshardRequest(campaign_id=cid, shards=7), timeout=60)
     after = {u: outcome(claims, cid, u) for u in allowed[50:] + denied}
     assert set(granted_before.values()) == {"GRANTED"}
-    assert {after[u] for u in allowed[50:]} == {"GRANTED"} and {after[u] for u in denied} == {"NOT_ELIGIBLE"}
+    assert {after[u] for u in allowed[50:]} == {"GRANTED"}
+    assert {after[u] for u in denied} == {"NOT_ELIGIBLE:DENY_LIST"}
 
 
 @pytest.mark.parametrize("records", [
@@ -133,4 +183,4 @@ def test_cli_loads_a_csv_and_names_a_bad_line(node, admin, claims, tmp_path):
     assert ok.returncode == 0 and "3 records" in ok.stdout, ok.stderr
     assert wrong.returncode == 2 and "line 2" in wrong.stderr and "maybe" in wrong.stderr
     assert [outcome(claims, cid, u) for u in ("u1", "u2", "u3", "u9")] == [
-        "GRANTED", "NOT_ELIGIBLE", "NOT_ELIGIBLE", "NOT_ELIGIBLE"]
+        "GRANTED", "NOT_ELIGIBLE:TAG", "NOT_ELIGIBLE:DENY_LIST", "NOT_ELIGIBLE:ALLOW_LIST"]

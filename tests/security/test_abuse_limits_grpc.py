@@ -44,9 +44,9 @@ def test_a_user_past_their_rate_is_rate_limited_and_others_are_not(stubs):
     claims, admin = stubs
     cid = create_campaign(admin, inventory=100, shards=2, per_user_limit=10).campaign.campaign_id
     replies = [claim(claims, cid, "u-fast", n) for n in range(3)]
-    assert [r.outcome for r in replies] == [pb.GRANTED, pb.GRANTED, pb.RATE_LIMITED]
+    assert [r.outcome for r in replies] == [pb.OUTCOME_GRANTED, pb.OUTCOME_GRANTED, pb.OUTCOME_RATE_LIMITED]
     assert replies[2].detail == "user rate" and 1_000 <= replies[2].retry_after_ms <= 10_000
-    assert claim(claims, cid, "u-calm", 0).outcome == pb.GRANTED
+    assert claim(claims, cid, "u-calm", 0).outcome == pb.OUTCOME_GRANTED
 
 
 def test_device_and_ip_come_from_the_request_or_the_metadata(stubs):
@@ -54,13 +54,14 @@ def test_device_and_ip_come_from_the_request_or_the_metadata(stubs):
     cid = create_campaign(admin, inventory=100, shards=2).campaign.campaign_id
     by_field = [claim(claims, cid, f"d{n}", 0, device_id="phone-42").outcome for n in range(3)]
     by_meta = claim(claims, cid, "d3", 0, metadata=(("x-device-id", "phone-42"),))
-    assert by_field == [pb.GRANTED] * 3 and by_meta.outcome == pb.RATE_LIMITED
+    assert by_field == [pb.OUTCOME_GRANTED] * 3 and by_meta.outcome == pb.OUTCOME_RATE_LIMITED
     assert by_meta.detail == "device rate"
     # one IPv6 /64 is one subscriber: its addresses share a bucket
     ips = [f"2001:db8:aa:bb::{n}" for n in range(1, 6)]
     outcomes = [claim(claims, cid, f"i{n}", 0, client_ip=ip).outcome for n, ip in enumerate(ips[:4])]
     fifth = claim(claims, cid, "i5", 0, metadata=(("x-client-ip", ips[4]),))
-    assert outcomes == [pb.GRANTED] * 4 and (fifth.outcome, fifth.detail) == (pb.RATE_LIMITED, "ip rate")
+    assert outcomes == [pb.OUTCOME_GRANTED] * 4
+    assert (fifth.outcome, fifth.detail) == (pb.OUTCOME_RATE_LIMITED, "ip rate")
 
 
 @pytest.mark.parametrize("fields, metadata, reason", [
@@ -76,7 +77,8 @@ def test_the_deny_list_answers_not_eligible_and_writes_nothing(stubs, redis_clie
     before = redis_dump(redis_client, cid)
     request = {"user_id": "someone", **fields}
     reply = claim(claims, cid, request.pop("user_id"), 0, metadata=metadata, **request)
-    assert (reply.outcome, reply.detail) == (pb.NOT_ELIGIBLE, reason)
+    assert (reply.outcome, reply.detail) == (pb.OUTCOME_NOT_ELIGIBLE, reason)
+    assert reply.not_eligible_reason == pb.NOT_ELIGIBLE_REASON_BLOCKED
     assert redis_dump(redis_client, cid) == before
 
 
@@ -84,9 +86,10 @@ def test_a_channel_at_its_quota_does_not_starve_the_others(stubs):
     claims, admin = stubs
     cid = create_campaign(admin, inventory=100, shards=2).campaign.campaign_id
     busy = [claim(claims, cid, f"b{n}", 0, channel_id="busy") for n in range(4)]
-    assert [r.outcome for r in busy] == [pb.GRANTED, pb.GRANTED, pb.RATE_LIMITED, pb.RATE_LIMITED]
+    assert [r.outcome for r in busy] == [pb.OUTCOME_GRANTED] * 2 + [pb.OUTCOME_RATE_LIMITED] * 2
     assert busy[2].detail == "channel quota"
-    assert all(claim(claims, cid, f"c{n}", 0, channel_id="calm").outcome == pb.GRANTED for n in range(4))
+    assert all(claim(claims, cid, f"c{n}", 0, channel_id="calm").outcome == pb.OUTCOME_GRANTED
+               for n in range(4))
 
 
 def test_a_scalper_device_is_held_back_while_honest_users_all_get_through(stubs):
@@ -94,8 +97,8 @@ def test_a_scalper_device_is_held_back_while_honest_users_all_get_through(stubs)
     cid = create_campaign(admin, inventory=1000, shards=4).campaign.campaign_id
     scalper = [claim(claims, cid, f"sock-{n}", 0, device_id="farm-1").outcome for n in range(100)]
     honest = [claim(claims, cid, f"citizen-{n}", 0, device_id=f"own-{n}").outcome for n in range(50)]
-    assert scalper.count(pb.GRANTED) == 3 and scalper.count(pb.RATE_LIMITED) == 97
-    assert honest == [pb.GRANTED] * 50
+    assert scalper.count(pb.OUTCOME_GRANTED) == 3 and scalper.count(pb.OUTCOME_RATE_LIMITED) == 97
+    assert honest == [pb.OUTCOME_GRANTED] * 50
 
 
 @pytest.mark.parametrize("fields, metadata", [
@@ -132,6 +135,6 @@ def test_a_user_rate_alone_is_enforced(redis_server):
             claims, admin = pb_grpc.ClaimServiceStub(ch), pb_grpc.AdminServiceStub(ch)
             cid = create_campaign(admin, inventory=10, shards=1, per_user_limit=5).campaign.campaign_id
             outcomes = [claim(claims, cid, "solo", n).outcome for n in range(2)]
-            assert outcomes == [pb.GRANTED, pb.RATE_LIMITED]
+            assert outcomes == [pb.OUTCOME_GRANTED, pb.OUTCOME_RATE_LIMITED]
     finally:
         node.stop()

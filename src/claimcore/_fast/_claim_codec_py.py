@@ -3,7 +3,9 @@
 unpack_claim_reply(reply, result_type) -> (stock_left, results): one
 result_type(code, voucher_id, granted_at_ms) per (code, voucher, at) triple of
 the script's reply (see lua/claim.lua); result_type is a tuple subclass of
-three fields (claimcore.store.replies.ItemResult).
+three fields (claimcore.store.replies.ItemResult). For NOT_ELIGIBLE (code 8) the
+script writes why in the `at` place (a NotEligibleReason number): it comes
+through as any `at`, an int.
 
 pack_claims(sha, calls, now_ms) -> bytes: one EVALSHA command per call,
 concatenated, exactly as redis-py's Connection.pack_command would encode

@@ -314,10 +314,11 @@ def claim_fields_ok(campaign_id, user_id, request_id, channel_id, device_id):
 
 
 cdef struct _Sizes:
-    Py_ssize_t body       # the ClaimReply's bytes (or the spliced bytes' length)
+    Py_ssize_t body       # the ClaimResponse's bytes (or the spliced bytes' length)
     Py_ssize_t voucher    # the Voucher's bytes, -1 when absent
     int64_t outcome
     int64_t retry_after_ms
+    int64_t reason        # not_eligible_reason: 0 for a 4-tuple
     int64_t ints[3]       # granted_at_ms, value_cents, min_spend_cents
 
 
@@ -390,8 +391,8 @@ cdef Py_ssize_t _measure(object reply, _Sizes* s) except -1:
     if not PyTuple_Check(reply):
         raise TypeError(f"a reply is bytes or a tuple, not {type(reply).__name__}")
     t = <tuple>reply
-    if len(t) != 4:
-        raise ValueError(f"a reply tuple has 4 fields, not {len(t)}")
+    if len(t) != 4 and len(t) != 5:
+        raise ValueError(f"a reply tuple has 4 or 5 fields, not {len(t)}")
     s.outcome = _as_int(t[0], True)
     body = _int_size(s.outcome)
     s.voucher = -1
@@ -412,6 +413,8 @@ cdef Py_ssize_t _measure(object reply, _Sizes* s) except -1:
     s.retry_after_ms = _as_int(t[1], False)
     body += _int_size(s.retry_after_ms)
     body += _str_size(t[2])
+    s.reason = _as_int(t[4], True) if len(t) == 5 else 0
+    body += _int_size(s.reason)
     s.body = body
     return body
 
@@ -426,7 +429,7 @@ cdef uint8_t* _write(uint8_t* p, object reply, _Sizes* s) noexcept:
 
 
 cdef uint8_t* _write_reply(uint8_t* p, tuple t, _Sizes* s) noexcept:
-    """One ClaimReply's fields (the body of a reply tuple that _measure sized)."""
+    """One ClaimResponse's fields (the body of a reply tuple that _measure sized)."""
     cdef tuple v
     p = _put_int(p, 0x08, s.outcome)
     if s.voucher >= 0:
@@ -443,7 +446,8 @@ cdef uint8_t* _write_reply(uint8_t* p, tuple t, _Sizes* s) noexcept:
         p = _put_str(p, 0x42, v[7])
         p = _put_str(p, 0x4A, v[8])
     p = _put_int(p, 0x18, s.retry_after_ms)
-    return _put_str(p, 0x22, t[2])
+    p = _put_str(p, 0x22, t[2])
+    return _put_int(p, 0x28, s.reason)
 
 
 def encode_claim_batch_reply(replies):

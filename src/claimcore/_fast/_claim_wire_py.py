@@ -6,16 +6,18 @@
         absent field. first_bad: the index of the first row whose five ids break the
         id rules below (client_ip is not checked here: the caller does), or -1.
     encode_claim_batch_reply(replies) -> bytes
-        A ClaimBatchReply, byte for byte what protobuf's SerializeToString gives. Each
-        element is a serialized ClaimReply (bytes, spliced in as is) or a tuple
-        (outcome, retry_after_ms, detail, voucher), voucher None or the 9-tuple
-        (voucher_id, campaign_id, user_id, request_id, granted_at_ms, value_cents,
-        min_spend_cents, category, channel_id) in Voucher's field order. proto3: zero
-        and "" are left out; a voucher tuple is always written, even all default.
-        Strings must be str (TypeError), ints int (TypeError); outcome outside int32 or
-        another int outside int64 is ValueError; a tuple of the wrong length ValueError.
+        A ClaimBatchResponse, byte for byte what protobuf's SerializeToString gives. Each
+        element is a serialized ClaimResponse (bytes, spliced in as is) or a tuple
+        (outcome, retry_after_ms, detail, voucher[, not_eligible_reason]), voucher None or
+        the 9-tuple (voucher_id, campaign_id, user_id, request_id, granted_at_ms,
+        value_cents, min_spend_cents, category, channel_id) in Voucher's field order; the
+        fifth element may be left out (0: only NOT_ELIGIBLE replies carry a reason).
+        proto3: zero and "" are left out; a voucher tuple is always written, even all
+        default. Strings must be str (TypeError), ints int (TypeError); outcome or reason
+        outside int32 or another int outside int64 is ValueError; a tuple of the wrong
+        length ValueError.
     encode_claim_reply(reply) -> bytes
-        One ClaimReply (for the unary Claim) from such a tuple, as SerializeToString gives it.
+        One ClaimResponse (for the unary Claim) from such a tuple, as SerializeToString gives it.
     claim_fields_ok(campaign_id, user_id, request_id, channel_id, device_id) -> bool
         The same id rules for one claim (TypeError for a non-str).
 
@@ -235,15 +237,20 @@ def _voucher(voucher: object) -> bytearray:
 
 
 def _reply(reply: tuple) -> bytearray:
-    if len(reply) != 4:
-        raise ValueError(f"a reply tuple has 4 fields, not {len(reply)}")
-    outcome, retry_after_ms, detail, voucher = reply
+    if len(reply) == 4:
+        outcome, retry_after_ms, detail, voucher = reply
+        reason = 0
+    elif len(reply) == 5:
+        outcome, retry_after_ms, detail, voucher, reason = reply
+    else:
+        raise ValueError(f"a reply tuple has 4 or 5 fields, not {len(reply)}")
     body = bytearray()
     _put_int(body, 0x08, outcome, _INT32)
     if voucher is not None:
         _put_message(body, 0x12, _voucher(voucher))
     _put_int(body, 0x18, retry_after_ms, _INT64)
     _put_str(body, 0x22, detail)
+    _put_int(body, 0x28, reason, _INT32)
     return body
 
 

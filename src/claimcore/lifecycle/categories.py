@@ -35,7 +35,7 @@ from claimcore.lifecycle.snregistry import HOLD_MS, MARGIN_MS, run_holds
 from claimcore.store import scripts
 from claimcore.store.inventory import RedisInventory
 from claimcore.store.keyspace import SN_BUCKETS, category_key
-from claimcore.store.replies import Code, ItemResult
+from claimcore.store.replies import Code, Ineligible, ItemResult
 
 BUCKETS = SN_BUCKETS
 # the user holds a voucher of the campaign
@@ -101,4 +101,4 @@ class CategoryGate:
                             ["settle", holder, "", 1 if holds_one else 0, MARGIN_MS, user])
 
 
-NOT_ELIGIBLE = ItemResult(Code.NOT_ELIGIBLE, "", 0)
+NOT_ELIGIBLE = ItemResult(Code.NOT_ELIGIBLE, "", Ineligible.ONE_PER_CATEGORY)

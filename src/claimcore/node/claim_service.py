@@ -41,6 +41,7 @@ from claimcore.store.inventory import RedisInventory
 from claimcore.store.replies import (
     ClaimItem,
     Code,
+    Ineligible,
     ItemResult,
 )
 from claimcore.v1 import claims_pb2 as pb
@@ -66,10 +67,10 @@ OUTCOMES = {
 # A claim's fields, as ClaimRequest orders them: campaign, user, request, channel, device, client_ip.
 Row = tuple[str, str, str, str, str, str]
 # A ClaimResponse as claim_wire encodes it: (outcome, retry_after_ms, detail, voucher or None), a voucher
-# being Voucher's nine fields in order. Replies are built as these tuples and written straight to
-# bytes: no protobuf object per claim.
+# being Voucher's nine fields in order, and for NOT_ELIGIBLE a fifth, not_eligible_reason. Replies are
+# built as these tuples and written straight to bytes: no protobuf object per claim.
 Voucher = tuple[str, str, str, str, int, int, int, str, str]
-Reply = tuple[int, int, str, Voucher | None]
+Reply = tuple[int, int, str, Voucher | None] | tuple[int, int, str, None, int]
 
 
 def row_of(req: pb.ClaimRequest) -> Row:
@@ -94,6 +95,8 @@ def reply_for(config: CampaignConfig, row: Row, result: ItemResult, channel: str
                 voucher_of(config, row[1], "", "", result.voucher_id, result.granted_at_ms))
     if code == Code.NOT_STARTED:
         return (pb.OUTCOME_NOT_STARTED, max(0, config.starts_at_ms - now_ms()), "", None)
+    if code == Code.NOT_ELIGIBLE:  # why rides in the time's place (claim.lua, categories.py)
+        return (pb.OUTCOME_NOT_ELIGIBLE, 0, "", None, result.granted_at_ms)
     return (OUTCOMES[code], 0, "", None)
 
 
@@ -156,8 +159,9 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
         if refused is None:
             return None
         self.metrics.dropped(config.campaign_id, "abuse")
-        outcome = pb.OUTCOME_RATE_LIMITED if refused.outcome == RATE_LIMITED else pb.OUTCOME_NOT_ELIGIBLE
-        return (outcome, refused.retry_after_ms, refused.reason, None)
+        if refused.outcome == RATE_LIMITED:
+            return (pb.OUTCOME_RATE_LIMITED, refused.retry_after_ms, refused.reason, None)
+        return (pb.OUTCOME_NOT_ELIGIBLE, 0, refused.reason, None, Ineligible.BLOCKED)
 
     def _start(self, config: CampaignConfig, row: Row, channel: str, hints: tuple[str, str]
                ) -> Reply | tuple[int, ClaimItem]:

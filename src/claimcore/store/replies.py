@@ -42,7 +42,22 @@ class ClaimItem(NamedTuple):
     channel_id: str
 
 
+class Ineligible(IntEnum):
+    """Why a claim is NOT_ELIGIBLE: claim.lua's numbers (1-4), the node's (5, 6); the same as
+    claimcore.v1.NotEligibleReason's, which carries them to the caller."""
+
+    DENY_LIST = 1         # on the campaign's deny list
+    ALLOW_LIST = 2        # the campaign has an allow list, and the user is not on it
+    REGION = 3            # not resident in one of the campaign's regions
+    TAG = 4               # lacks one of the campaign's required tags
+    ONE_PER_CATEGORY = 5  # holds (or is claiming) a voucher of another campaign of the category
+    BLOCKED = 6           # on the node's anti-scalper deny lists (user, device or IP)
+
+
 class ItemResult(NamedTuple):
+    """One claim's result, as claim.lua answers it: (code, voucher, at). For NOT_ELIGIBLE the third
+    holds why instead of a time (an Ineligible number): the hot path's codec needs no fourth field."""
+
     code: int
     voucher_id: str
     granted_at_ms: int

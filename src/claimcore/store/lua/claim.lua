@@ -27,9 +27,11 @@
 -- Codes: 1 GRANTED now, 2 GRANTED earlier to this request_id (replay),
 -- 3 ALREADY_CLAIMED (user at limit; voucher = latest, if the caller's channel issued it), 4 EMPTY (this shard has
 -- no stock; the node may borrow from other shards), 5 NOT_STARTED, 6 ENDED,
--- 7 PAUSED, 8 NOT_ELIGIBLE, 9 OTHER_CHANNEL (a replay of a request granted through another
--- channel: answered without that grant, as a channel never learns another's). The idempotency key is (user, request_id): request ids are made by
--- many independent apps, so the same id from two users names two claims.
+-- 7 PAUSED, 8 NOT_ELIGIBLE (at = why: 1 deny list, 2 allow list, 3 region, 4 tag; the
+-- numbers of claimcore.v1.NotEligibleReason), 9 OTHER_CHANNEL (a replay of a request granted
+-- through another channel: answered without that grant, as a channel never learns another's).
+-- The idempotency key is (campaign, user, request_id), this campaign's reqs field "user|request_id":
+-- request ids are made by many independent apps, so the same id from two users names two claims.
 --
 -- Order per claim: replay, user limit, eligibility, window/pause, stock. Every check runs
 -- before any write, and all writes happen at the end in three HSETs, stock
@@ -74,18 +76,22 @@ local rule = st[10] or ''
 local check_elig = rule ~= '' or st[11] == '1'
 local rule_allow, rule_regions, rule_tags
 if check_elig then rule_allow, rule_regions, rule_tags = string.match(rule, '^(%d?)|?([^|]*)|?(.*)$') end
-local function eligible(user)
+-- 0 when the user may claim, else why not (NotEligibleReason): the first rule that refuses, in the
+-- order deny list, allow list, region, tag. A user without a record is on no list, of no region,
+-- with no tag.
+local function not_eligible(user)
   local rec = redis.call('HGET', KEYS[5], user)
-  if not rec then return rule_allow ~= '1' and rule_regions == '' and rule_tags == '' end
-  local allowed, denied, region, tags = string.match(rec, '^(%d)|(%d)|([^|]*)|(.*)$')
-  if denied == '1' or (rule_allow == '1' and allowed ~= '1') then return false end
+  local allowed, denied, region, tags = '0', '0', '', ''
+  if rec then allowed, denied, region, tags = string.match(rec, '^(%d)|(%d)|([^|]*)|(.*)$') end
+  if denied == '1' then return 1 end
+  if rule_allow == '1' and allowed ~= '1' then return 2 end
   if rule_regions ~= '' and not string.find(',' .. rule_regions .. ',', ',' .. region .. ',', 1, true) then
-    return false
+    return 3
   end
   for tag in string.gmatch(rule_tags, '[^,]+') do
-    if not string.find(',' .. tags .. ',', ',' .. tag .. ',', 1, true) then return false end
+    if not string.find(',' .. tags .. ',', ',' .. tag .. ',', 1, true) then return 4 end
   end
-  return true
+  return 0
 end
 
 local out = { 0 }
@@ -112,14 +118,16 @@ for i = 5, #ARGV, 3 do
       count, lvid, lat, rids = string.match(urec, '^(%d+)|([^|]*)|([^|]*)|(.*)$')
       count = tonumber(count)
     end
+    local why = 0                     -- NOT_ELIGIBLE's reason, for a user below the limit
+    if check_elig and count < limit then why = not_eligible(user) end
     if count >= limit then
       -- the latest voucher, unless another channel issued it (a channel never learns that)
       local last = new_reqs[user .. '|' .. string.match(rids, '([^,]*)$')] or
         redis.call('HGET', KEYS[3], user .. '|' .. string.match(rids, '([^,]*)$'))
       if last and select(3, parse_grant(last)) ~= chan then lvid, lat = '', 0 end
       out[#out + 1] = 3; out[#out + 1] = lvid; out[#out + 1] = lat
-    elseif check_elig and not eligible(user) then
-      out[#out + 1] = 8; out[#out + 1] = ''; out[#out + 1] = 0
+    elseif why ~= 0 then
+      out[#out + 1] = 8; out[#out + 1] = ''; out[#out + 1] = why
     elseif closed ~= 0 then
       out[#out + 1] = closed; out[#out + 1] = ''; out[#out + 1] = 0
     elseif stock <= 0 then
