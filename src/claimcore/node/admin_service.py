@@ -142,7 +142,8 @@ class AdminService(pb_grpc.AdminServiceServicer):
         async with grpc_errors(context):
             config = (await self.status(request.campaign_id)).config
             events, cursor, more = await ledger.read_page(
-                self.inventory, config, request.cursor, request.limit or ledger.DEFAULT_PAGE)
+                self.inventory, config, request.cursor, request.limit or ledger.DEFAULT_PAGE,
+                request.time_order)
             return pb.ExportEventsReply(
                 events=[pb.Event(**dataclasses.asdict(e)) for e in events], next_cursor=cursor, more=more)
         raise AssertionError("unreachable")
