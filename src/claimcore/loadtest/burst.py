@@ -6,7 +6,7 @@ ready, and from a common start instant sends its share with claimcore.loadtest.d
 (which holds the sending, the retries and the checks of one worker). In auto mode each worker
 is an app backend: its claims go through one ClaimClient(watch=True) of its own.
 
-`run_load` returns one compact dict per worker (histogram buckets, not raw latencies);
+`run_load` returns one compact dict per worker (HdrHistogram-encoded latencies, not raw ones);
 `claimcore.loadtest.report.merge_worker_results` folds them into one. `run_burst` is the demo's
 burst: every user at the same instant.
 """
