@@ -224,7 +224,8 @@ def test_cli_export_writes_every_kind_with_one_type_per_field(node, admin, claim
 
     def export(fmt: str, *extra: str) -> str:
         run = subprocess.run([sys.executable, "-m", "claimcore", "export", cid, "--target", node.address,
-                              "--format", fmt, "--page", "7", *extra], capture_output=True, text=True, timeout=60)
+                              "--format", fmt, "--page", "7", *extra],
+                             capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, run.stderr
         return run.stdout
 
@@ -237,7 +238,8 @@ def test_cli_export_writes_every_kind_with_one_type_per_field(node, admin, claim
 
     rows = {(r["kind"], r["user_id"]): r for r in csv.DictReader(export("csv").splitlines())}
     assert len(rows) == total  # one event per (kind, user)
-    assert rows[("redeem", "u1")]["sn_codes"] == f"SN-{cid};SN.{cid}" and rows[("redeem", "u2")]["sn_codes"] == ""
+    assert rows[("redeem", "u1")]["sn_codes"] == f"SN-{cid};SN.{cid}"
+    assert rows[("redeem", "u2")]["sn_codes"] == ""
     assert rows[("reverse", "u2")]["returned"] == "true" and rows[("grant", "u3")]["returned"] == "false"
     assert rows[("grant", "u3")]["subsidy_cents"] == "0"
     assert not any(cell in ("False", "True", "[]") or cell.startswith("['")
