@@ -46,6 +46,15 @@ def assert_clean(report: dict, users: int = USERS) -> None:
     assert report["latency_ms"]["p50"] <= report["latency_ms"]["p99.9"] <= report["latency_ms"]["max"]
     assert report["time_to_sold_out_server_s"] is not None
     assert sum(report["replies_per_second"]) == report["replies"]
+    # The offered load against the achieved, slice by slice, adds up to the totals.
+    totals = report["flow_totals"]
+    for column in ("planned", "sent", "resent", "replies", "granted_first", "granted_replays", "sold_out"):
+        assert sum(row[column] for row in report["per_slice"]) == totals[column], column
+    assert totals["replies"] == report["replies"]
+    assert totals["sent"] + totals["resent"] == report["requests_sent"]
+    assert totals["granted_first"] + totals["granted_replays"] == report["outcomes"]["GRANTED"]
+    assert totals["granted_first"] + report["settled_by_getclaim"] == report["distinct_vouchers"]
+    assert report["per_slice"][-1]["stock_remaining"] == INVENTORY - totals["granted_first"]
 
 
 @pytest.mark.timeout(60)
@@ -71,7 +80,10 @@ def test_unary_run_records_a_trace_that_replays_against_a_fresh_campaign(node, t
     assert first["run"]["planned_claims"] == len(planned)
     assert first["retries"] == planned.counts()["replay"] and first["retry_violations"] == 0
     page = html.read_text()
-    assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 2 and "<script" not in page
+    assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 5 and "<script" not in page
+    assert "planned arrivals (the offered load)" in page
+    assert first["flow_totals"]["planned"] == len(planned)
+    assert "first grants (+" in out and " s  planned  " in out  # the GRANTED row, the per-second table
 
     replay_json = tmp_path / "replay.json"
     code, out, err = run_loadgen(

@@ -32,6 +32,7 @@ import grpc
 from claimcore.harness.embedded_redis import EmbeddedRedis, free_port
 from claimcore.harness.local_node import LocalNode, NodeStartError
 from claimcore.loadtest.burst import BurstError, run_burst
+from claimcore.loadtest.charts import render_html
 from claimcore.loadtest.node_cpu import CpuMeter, NodeCpuError
 from claimcore.loadtest.report_text import format_report, report_json
 from claimcore.loadtest.server_check import ServerCheckError, check_against_server
@@ -131,6 +132,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", metavar="PATH", default=None, help="also write the report as JSON to PATH"
     )
+    parser.add_argument(
+        "--html", metavar="PATH", default=None,
+        help="also write the report as a self-contained HTML page with charts to PATH "
+             "(docs/load-reports.md)",
+    )
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -215,11 +221,13 @@ def run(args: argparse.Namespace) -> int:
         print(format_report(report), file=out, flush=True)
         if args.json:
             Path(args.json).write_text(report_json(report) + "\n")
+        if args.html:
+            Path(args.html).write_text(render_html(report))
         return EXIT_OK if report["ok"] else EXIT_CHECK_FAILED
     except KeyboardInterrupt:
         print("demo: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
-    except (DemoError, NodeStartError, BurstError, ServerCheckError, NodeCpuError) as exc:
+    except (DemoError, NodeStartError, BurstError, ServerCheckError, NodeCpuError, OSError) as exc:
         print(f"demo: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_ERROR
     finally:
