@@ -55,7 +55,7 @@ def test_buckets_are_no_wider_than_the_stated_precision(digits):
     while value <= HOUR_US:
         low, high = hdr.get_lowest_equivalent_value(value), hdr.get_highest_equivalent_value(value)
         assert low <= value <= high
-        assert (high - low + 1) <= max(1, value * width_bound * 2) and (high - low + 1) <= max(1, low * width_bound)
+        assert high - low + 1 <= max(1, low * width_bound)
         value = value * 3 // 2 + 1
 
 
@@ -133,9 +133,8 @@ def test_merging_across_processes_equals_recording_everything_in_one():
     whole = LatencyHistogram()
     for seed in (11, 12, 13):
         whole.merge(LatencyHistogram.from_state(_record_part(seed)))
-    direct = filled(
-        [int(rng.lognormvariate(8, 1.2)) for rng in (random.Random(s) for s in (11, 12, 13)) for _ in range(5000)]
-    )
+    rngs = [random.Random(seed) for seed in (11, 12, 13)]
+    direct = filled([int(rng.lognormvariate(8, 1.2)) for rng in rngs for _ in range(5000)])
     assert merged.count == 15_000 == direct.count
     assert merged.encode() == direct.encode() == whole.encode()
     assert merged.percentiles(QS) == direct.percentiles(QS)
