@@ -107,7 +107,7 @@ def test_the_planned_line_is_drawn_dashed_beside_sends_and_replies():
     assert len(dashed) == 1 and len(lines) == 3  # planned; sent and replies
     # Planned 12 then 10 per 100 ms: 120 and 100 per second, above the sends (100, 20).
     ys = [float(p.split(",")[1]) for p in dashed[0].get("points").split()]
-    sent = [float(p.split(",")[1]) for p in lines[1].get("points").split()]
+    sent = [float(p.split(",")[1]) for p in lines[2].get("points").split()]
     assert ys[1] < sent[1]  # higher on the page: more planned than sent in the second slice
     legend = [t.text for t in chart.iter(f"{SVG}text")]
     assert "planned arrivals (the offered load)" in legend and "sent (first sends)" in legend

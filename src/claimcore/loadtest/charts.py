@@ -173,20 +173,21 @@ def line_chart(
     chart_id: str = "",
 ) -> str:
     """An SVG line chart over the run's time: lines are (label, colour, [(x, y), ...]) with an optional
-    fourth item, a stroke-dasharray (DOTS: dots, no line); points with NaN y are gaps. marker_x: the
-    sold-out moment; markers: (x, until or None, label) reshards."""
+    fourth item, a stroke-dasharray (DOTS: dots, no line), and fifth, a stroke width; points with NaN y
+    are gaps. marker_x: the sold-out moment; markers: (x, until or None, label) reshards."""
     ys = [y for line in lines for _, y in line[2] if _finite(y)]
     frame = _Frame(title, x_max=x_max, y_max=y_max or nice_ceiling(max(ys, default=0.0)), y_label=y_label,
                    chart_id=chart_id)
     _marks(frame, marker_x, markers)
     for label, colour, points, *rest in lines:
         dash = rest[0] if rest else ""
+        width = rest[1] if len(rest) > 1 else 2.5 if dash else 1.8
         if dash == DOTS:
             frame.out.extend(f'<circle class="dot" cx="{frame.px(x):.1f}" cy="{frame.py(y):.1f}" r="3" '
                              f'fill="{colour}"/>' for x, y in points if _finite(y))
             frame.legend(label, colour, dash="1 4")
             continue
-        frame.line(colour, points, dash=dash, width=2.5 if dash else 1.8)
+        frame.line(colour, points, dash=dash, width=width)
         frame.legend(label, colour, dash=dash)
     return frame.svg()
 
@@ -283,9 +284,10 @@ def _time_charts(report: Mapping[str, Any]) -> dict[str, str]:
     sold_out = report.get("time_to_sold_out_server_s")
     common: dict[str, Any] = {"x_max": span, "marker_x": sold_out, "markers": reshards}
     per = f"{slice_s * 1000:.0f} ms slices, as a rate per second"
+    # Replies drawn wide under the sends: where the nodes keep up the two lines lie on each other.
     arrivals = [("planned arrivals (the offered load)", COLOURS["planned"], rate("planned"), "7 4"),
-                ("sent (first sends)", COLOURS["sent"], rate("sent")),
-                ("replies", COLOURS["replies"], rate("replies"))]
+                ("replies", COLOURS["replies"], rate("replies"), "", 4.0),
+                ("sent (first sends)", COLOURS["sent"], rate("sent"), "", 1.6)]
     if any(r["resent"] for r in rows):
         arrivals.append(("sent again (resends)", COLOURS["resent"], rate("resent")))
     inventory = int(report.get("inventory") or 0)
