@@ -75,6 +75,7 @@ def error(reason: str, message: str, field: str | None = None, **metadata: str) 
 
 # ------------------------------------------------------------------ the field of an InvalidInput
 
+
 def _field_names() -> frozenset[str]:
     """Every field name of every message of the node's proto, nested messages included."""
     names: set[str] = set()
@@ -93,7 +94,7 @@ _LEADING_PATH = re.compile(r"[a-z][a-z0-9_]*(?:\[\d+\])?(?:\.[a-z][a-z0-9_]*(?:\
 def field_of(exc: v.InvalidInput) -> str:
     """The path of the field an InvalidInput is about: the one it was raised with, else the path its
     message starts with when that names a field of the proto ("name must be ..." -> "name"), else ""
-    (the request as a whole)."""
+    (no one field: a rule across fields, or bytes that do not decode)."""
     if exc.field is not None:
         return exc.field
     found = _LEADING_PATH.match(str(exc))
@@ -146,7 +147,6 @@ def status_details(err: Error) -> bytes:
     message are the call's (grpc_status.rpc_status.from_call checks that they match). Protobuf
     concatenates: the code and message, then the kept details."""
     return status_pb2.Status(code=err.code.value[0], message=err.message).SerializeToString() + _tail(err)
-
 
 
 # ------------------------------------------------------------------ ending a call
