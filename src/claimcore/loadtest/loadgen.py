@@ -12,11 +12,13 @@ the seed in leading comment lines (claimcore.loadtest.recording), and replayed l
 same timing and ids: `--replay FILE` alone creates a campaign like the recorded one.
 While it runs, a progress line goes to stderr; at the end it prints the report, checks
 it against the server's own figures (AdminService.GetCampaign), and writes JSON and an
-HTML picture if asked.
+HTML picture if asked. With --baseline REPORT.json it also prints the run side by side with
+an earlier one (claimcore.loadtest.baseline), flagging regressions beyond --baseline-margin;
+--fail-on-regression makes a regression a failed check.
 
 Exit codes: 0 all checks passed, 1 a check failed, 2 it could not run (bad flags, a target
 that does not answer, a --node-metrics address that does not answer, an unknown or used
-campaign, a bad trace), 130 interrupted.
+campaign, a bad trace, a --baseline file that is missing or not a report), 130 interrupted.
 
 This module only orchestrates: the plan is claimcore.loadtest.arrivals (or claimcore.loadtest.recording), the
 sending claimcore.loadtest.burst, the checks and the report claimcore.loadtest.report, the picture
@@ -38,6 +40,14 @@ import grpc
 
 from claimcore import validation
 from claimcore.loadtest.arrivals import SHAPES, ArrivalShape, Plan, plan_claims
+from claimcore.loadtest.baseline import (
+    DEFAULT_MARGIN_PCT,
+    BaselineError,
+    add_regression_check,
+    compare,
+    format_comparison,
+    load_baseline,
+)
 from claimcore.loadtest.burst import BurstError, run_load
 from claimcore.loadtest.charts import render_html
 from claimcore.loadtest.driver import MAX_ATTEMPTS, MODES, Progress
@@ -167,6 +177,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="fail the run (check \"generator kept up\") when 1 %% of the sends went out more "
                         "than MS after their planned arrival; without it a run later than 1000 ms is only "
                         "warned about (default: warn only)")
+    o.add_argument("--baseline", metavar="REPORT.json",
+                   help="after the run, print it side by side with an earlier run's --json report "
+                        "(throughput, latency and response percentiles, time to sold out, node CPU per "
+                        "claim), flagging REGRESSION where this run is worse by more than "
+                        "--baseline-margin; the --json report gets a `baseline` section")
+    o.add_argument("--baseline-margin", type=float, metavar="PCT",
+                   help=f"per cent a metric may be worse than the baseline before it is flagged "
+                        f"(default {DEFAULT_MARGIN_PCT:g})")
+    o.add_argument("--fail-on-regression", action="store_true",
+                   help="with --baseline: a regression fails the run (check \"no regression vs "
+                        "baseline\", exit 1); without it regressions are only flagged")
     o.add_argument("--no-progress", action="store_true", help="no live progress line on stderr")
 
 
@@ -261,6 +282,13 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         problems.append("--max-lateness must be > 0 (milliseconds)")
     if args.connect_timeout <= 0:
         problems.append("--connect-timeout must be > 0")
+    if args.baseline is None:
+        for flag, given in (("--baseline-margin", args.baseline_margin is not None),
+                            ("--fail-on-regression", args.fail_on_regression)):
+            if given:
+                problems.append(f"{flag} needs --baseline REPORT.json")
+    elif args.baseline_margin is not None and not args.baseline_margin >= 0:
+        problems.append("--baseline-margin must be >= 0 (per cent)")
     if not 0.0 <= args.redeem_share <= 1.0:
         problems.append("--redeem-share must be within 0..1")
     for parse in (lambda: parse_schedule(args.reshard),
@@ -527,6 +555,7 @@ def run(args: argparse.Namespace) -> int:
         problems = check_arguments(args)
         if problems:
             raise LoadgenError("; ".join(problems))
+        baseline = load_baseline(args.baseline) if args.baseline else None  # a bad one: nothing run
         recording = read_recording(args.replay) if args.replay else None  # a bad trace: nothing created
         if recording is not None:
             problems = check_replay(args, recording)
@@ -633,7 +662,16 @@ def run(args: argparse.Namespace) -> int:
         )
         if args.redeem_share:
             add_reconcile(report, targets[0], campaign_id)
+        comparison = None
+        if baseline is not None:
+            margin = args.baseline_margin if args.baseline_margin is not None else DEFAULT_MARGIN_PCT
+            comparison = compare(baseline, report, margin, source=args.baseline)
+            report["baseline"] = comparison
+            if args.fail_on_regression:
+                add_regression_check(report, comparison)
         print(format_report(report), file=out, flush=True)
+        if comparison is not None:
+            print(format_comparison(comparison), file=out, flush=True)
         if args.json:
             Path(args.json).write_text(report_json(report) + "\n")
         if args.html:
@@ -643,7 +681,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\nloadgen: interrupted", file=err, flush=True)
         return EXIT_INTERRUPTED
-    except (LoadgenError, ServerCheckError, TraceError, BurstError, NodeCpuError, OSError) as exc:
+    except (LoadgenError, ServerCheckError, TraceError, BurstError, NodeCpuError, BaselineError,
+            OSError) as exc:
         print(f"loadgen: error: {exc}", file=err, flush=True)
         return EXIT_ERROR
     finally:
