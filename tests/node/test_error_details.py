@@ -421,8 +421,6 @@ def test_docs_list_every_reason():
         assert re.search(rf"\| `{code.name}` \|[^\n]*`{reason}`", text), f"docs/errors.md misses {reason}"
 
 
-@pytest.mark.xfail(strict=True, reason="AdminService's own refusals (ALREADY_EXISTS, FAILED_PRECONDITION) "
-                   "still call context.abort directly: admin_service.py must end them through abort_with")
 def test_admin_refusals_carry_details(admin):
     cid = create_campaign(admin, inventory=5).campaign.campaign_id
     other = pb.CreateCampaignRequest(campaign=pb.Campaign(campaign_id=cid, inventory=6))
