@@ -192,6 +192,10 @@ def test_reshards_during_a_run_are_reported_and_keep_the_checks(node, tmp_path, 
     # Users must have moved with their records; how many by the first step depends on how far the run
     # got by 0.8 s on a loaded machine (once none had claimed yet), so it is asserted over both steps.
     assert sum(s["moved_users"] for s in steps) > 0
+    # Each step is timed from when the workers start sending, as the report's time axis counts (it
+    # once counted from before the worker processes spawned, so "12@0.8" ran before the load did).
+    called = [row["at_s"] for row in report["reshards"]]
+    assert len(called) == 2 and called[0] >= 0.8 - 0.05 and called[1] >= 1.8 - 0.05, called
     assert "reshard 4 -> 12" in out and "reshard 12 -> 3" in out
 
 

@@ -142,6 +142,7 @@ def run_load(
     merchant_id: str = "",
     order_amount_cents: int = 0,
     connections: int = 1,
+    on_start: Callable[[float], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Send the plan's claims from `processes` spawned workers; return their results.
 
@@ -153,6 +154,8 @@ def run_load(
     given, is called in this process about every progress_every_s once the run has started.
     connections: TCP connections each worker opens to each target (a node run with
     `serve --workers N` spreads connections over its workers, not calls: give at least N).
+    on_start, if given, is called once with the wall-clock time the workers start sending at
+    (what a plan's offsets count from), as soon as it is fixed.
     Raises BurstError if a worker fails.
     """
     if mode not in MODES:
@@ -202,6 +205,8 @@ def run_load(
         except threading.BrokenBarrierError:
             return  # a worker failed or timed out; its error arrives on the queue
         start_value.value = time.time() + START_LEAD_S
+        if on_start is not None:
+            on_start(start_value.value)
 
     def snapshot() -> Progress:
         total = Progress(planned=len(plan), elapsed_s=max(0.0, time.time() - start_value.value))

@@ -609,7 +609,6 @@ def run(args: argparse.Namespace) -> int:
             merchant, order_amount = register_merchant(targets[0], info.campaign)
         meter = CpuMeter(metrics_urls).start() if metrics_urls else None
         reshards = ReshardSchedule(targets[0], campaign_id, parse_schedule(args.reshard))
-        reshards.start()
         results = run_load(
             targets=targets,
             campaign_id=campaign_id,
@@ -623,6 +622,7 @@ def run(args: argparse.Namespace) -> int:
             seed=seed,
             channel_id=CHANNEL_ID,
             on_progress=progress,
+            on_start=reshards.start,  # the steps count from when the workers start sending
             redeem_share=args.redeem_share,
             merchant_id=merchant,
             order_amount_cents=order_amount,
