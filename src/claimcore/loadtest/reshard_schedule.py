@@ -75,7 +75,8 @@ class ReshardSchedule:
                                       "error": f"{exc.code().name}: {exc.details()}"})  # type: ignore[attr-defined]
                     continue
                 self.done.append({
-                    "at_s": round(called, 3), "at_unix": at_unix, "from_shards": reply.from_shards, "to_shards": reply.to_shards,
+                    "at_s": round(called, 3), "at_unix": at_unix,
+                    "from_shards": reply.from_shards, "to_shards": reply.to_shards,
                     "epoch": reply.shard_epoch, "moved_users": reply.moved_users,
                     "moved_records": reply.moved_records, "moved_stock": reply.moved_stock,
                     "frozen_ms": reply.frozen_ms, "took_ms": reply.took_ms,
