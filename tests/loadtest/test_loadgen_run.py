@@ -196,6 +196,11 @@ def test_reshards_during_a_run_are_reported_and_keep_the_checks(node, tmp_path, 
     # once counted from before the worker processes spawned, so "12@0.8" ran before the load did).
     called = [row["at_s"] for row in report["reshards"]]
     assert len(called) == 2 and called[0] >= 0.8 - 0.05 and called[1] >= 1.8 - 0.05, called
+    # the server's own stock figure, read during the run: never rises (nothing recycled), never
+    # leaves [0, inventory], whatever the reshards moved between shards
+    remaining = [sample["remaining"] for sample in report["stock_samples"]]
+    assert len(remaining) >= 2 and remaining == sorted(remaining, reverse=True), remaining
+    assert 0 <= remaining[-1] <= remaining[0] <= 2500
     assert "reshard 4 -> 12" in out and "reshard 12 -> 3" in out
 
 

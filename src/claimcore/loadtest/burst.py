@@ -265,6 +265,7 @@ def run_burst(
     deadline: float,
     seed: int,
     channel_id: str = "burst",
+    on_start: Callable[[float], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Claim once for each of `users` users, all at the same instant; return the workers' results.
 
@@ -289,4 +290,5 @@ def run_burst(
         deadline=deadline,
         seed=seed,
         channel_id=channel_id,
+        on_start=on_start,
     )

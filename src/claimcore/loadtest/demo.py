@@ -36,6 +36,7 @@ from claimcore.loadtest.charts import render_html
 from claimcore.loadtest.node_cpu import CpuMeter, NodeCpuError
 from claimcore.loadtest.report_text import format_report, report_json
 from claimcore.loadtest.server_check import ServerCheckError, check_against_server
+from claimcore.loadtest.stock_sampler import StockSampler
 from claimcore.security import access
 from claimcore.v1 import claims_pb2, claims_pb2_grpc
 
@@ -197,18 +198,23 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         meter = CpuMeter(metrics_urls).start() if metrics_urls else None
-        results = run_burst(
-            target=target,
-            campaign_id=campaign_id,
-            users=args.users,
-            processes=processes,
-            concurrency=args.concurrency,
-            retry_share=args.retry_share,
-            double_tap_share=args.double_tap_share,
-            deadline=args.deadline,
-            seed=seed,
-            channel_id=CHANNEL_ID,
-        )
+        stock = StockSampler(target, campaign_id)
+        try:
+            results = run_burst(
+                target=target,
+                campaign_id=campaign_id,
+                users=args.users,
+                processes=processes,
+                concurrency=args.concurrency,
+                retry_share=args.retry_share,
+                double_tap_share=args.double_tap_share,
+                deadline=args.deadline,
+                seed=seed,
+                channel_id=CHANNEL_ID,
+                on_start=stock.start,
+            )
+        finally:
+            stock_samples = stock.stop()
         if node is not None and not node.alive():
             raise DemoError(f"front node died during the burst:\n{node.log_tail()}")
         front_cpu = meter.stop() if meter is not None else None
@@ -216,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
             target, campaign_id, results, args.verify_sample, seed,
             inventory=args.inventory, shards=args.shards, users=args.users,
             processes=processes, concurrency=args.concurrency, front_cpu=front_cpu,
+            stock_samples=stock_samples,
         )
         report["seed"] = seed
         print(format_report(report), file=out, flush=True)

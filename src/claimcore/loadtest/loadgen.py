@@ -63,6 +63,7 @@ from claimcore.loadtest.recording import (
 from claimcore.loadtest.report_text import format_report, report_json
 from claimcore.loadtest.reshard_schedule import ReshardSchedule, parse_schedule
 from claimcore.loadtest.server_check import ServerCheckError, check_against_server
+from claimcore.loadtest.stock_sampler import StockSampler
 from claimcore.security import access
 from claimcore.v1 import claims_pb2, claims_pb2_grpc
 
@@ -609,25 +610,34 @@ def run(args: argparse.Namespace) -> int:
             merchant, order_amount = register_merchant(targets[0], info.campaign)
         meter = CpuMeter(metrics_urls).start() if metrics_urls else None
         reshards = ReshardSchedule(targets[0], campaign_id, parse_schedule(args.reshard))
-        results = run_load(
-            targets=targets,
-            campaign_id=campaign_id,
-            plan=plan,
-            processes=processes,
-            concurrency=args.concurrency,
-            mode=args.mode,
-            batch_size=batch_size,
-            deadline=args.deadline,
-            max_attempts=args.max_attempts,
-            seed=seed,
-            channel_id=CHANNEL_ID,
-            on_progress=progress,
-            on_start=reshards.start,  # the steps count from when the workers start sending
-            redeem_share=args.redeem_share,
-            merchant_id=merchant,
-            order_amount_cents=order_amount,
-            connections=args.connections,
-        )
+        stock = StockSampler(targets[0], campaign_id)
+
+        def started(at_unix: float) -> None:  # the schedule and the readings count from here
+            reshards.start(at_unix)
+            stock.start(at_unix)
+
+        try:
+            results = run_load(
+                targets=targets,
+                campaign_id=campaign_id,
+                plan=plan,
+                processes=processes,
+                concurrency=args.concurrency,
+                mode=args.mode,
+                batch_size=batch_size,
+                deadline=args.deadline,
+                max_attempts=args.max_attempts,
+                seed=seed,
+                channel_id=CHANNEL_ID,
+                on_progress=progress,
+                on_start=started,
+                redeem_share=args.redeem_share,
+                merchant_id=merchant,
+                order_amount_cents=order_amount,
+                connections=args.connections,
+            )
+        finally:
+            stock_samples = stock.stop()
         front_cpu = meter.stop() if meter is not None else None
         if progress is not None:
             progress.close()
@@ -643,6 +653,7 @@ def run(args: argparse.Namespace) -> int:
             title="claimcore loadgen",
             front_cpu=front_cpu,
             max_lateness_ms=args.max_lateness,
+            stock_samples=stock_samples,
             run={
                 "targets": targets,
                 "mode": args.mode,
