@@ -1,7 +1,8 @@
 """Input limits, checked before anything touches Redis.
 
-Every violation raises InvalidInput with a message naming the field; the gRPC
-services turn it into INVALID_ARGUMENT. The alphabets keep ids safe inside
+Every violation raises InvalidInput with a message naming the field, and the field's path as
+its `field` (the check_* helpers set it); the gRPC services turn it into INVALID_ARGUMENT with
+a BadRequest naming that field (node/errors.py, docs/errors.md). The alphabets keep ids safe inside
 Redis keys and stored records (see keyspace.py).
 """
 
@@ -40,19 +41,39 @@ MAX_TIME_MS = 2**53  # unix ms; far beyond any real date, still exact in Lua dou
 
 
 class InvalidInput(ValueError):
-    """Malformed input: the caller must fix it; nothing was changed."""
+    """Malformed input: the caller must fix it; nothing was changed.
+
+    `field`: the path of the field at fault ("user_id", "claims[3].user_id"), "" for the request as
+    a whole, None when the raiser did not say (node/errors.py then reads it off the message)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class MalformedRequest(InvalidInput):
+    """The request's bytes are not the message the method takes: no field to name."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "")
+
+
+def _path(label: str) -> str:
+    """The field path a check's label names: the label, or its last word ("number of voucher_ids"
+    -> "voucher_ids", "metadata x-device-id" -> "x-device-id")."""
+    return label.rsplit(" ", 1)[-1]
 
 
 def check_id(field: str, value: str, pattern: re.Pattern[str]) -> str:
     if pattern.fullmatch(value) is None:
         shown = value if len(value) <= 40 else value[:40] + "..."
-        raise InvalidInput(f"{field} {shown!r} must match {pattern.pattern}")
+        raise InvalidInput(f"{field} {shown!r} must match {pattern.pattern}", _path(field))
     return value
 
 
 def check_range(field: str, value: int, low: int, high: int) -> int:
     if not low <= value <= high:
-        raise InvalidInput(f"{field} must be between {low} and {high}, not {value}")
+        raise InvalidInput(f"{field} must be between {low} and {high}, not {value}", _path(field))
     return value
 
 
@@ -65,7 +86,8 @@ def check_ip(field: str, value: str) -> str:
                 raise ValueError
             ipaddress.ip_address(value)
         except ValueError:
-            raise InvalidInput(f"{field} {shown!r} must be an IPv4 or IPv6 address, or empty") from None
+            raise InvalidInput(f"{field} {shown!r} must be an IPv4 or IPv6 address, or empty",
+                               _path(field)) from None
     return value
 
 
@@ -74,7 +96,7 @@ def check_stream_id(field: str, value: str) -> str:
     range may start after (Redis refuses "(" before the very last id, 2^64-1 - 2^64-1)."""
     parts = [int(p) for p in value.split("-")] if STREAM_ID.fullmatch(value) else []
     if not parts or max(parts) >= 2**64 or parts == [2**64 - 1, 2**64 - 1]:
-        raise InvalidInput(f"{field} holds {value[:40]!r}, not a stream entry id")
+        raise InvalidInput(f"{field} holds {value[:40]!r}, not a stream entry id", _path(field))
     return value
 
 

@@ -51,6 +51,7 @@ def test_user_ids_match_the_documented_format():
 @pytest.mark.timeout(120)
 def test_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "report.json"
+    page = tmp_path / "report.html"
     args = parse(
         [
             "--users", "3000",
@@ -60,6 +61,7 @@ def test_demo_end_to_end(tmp_path, capsys):
             "--concurrency", "32",
             "--verify-sample", "200",
             "--json", str(out),
+            "--html", str(page),
         ]
     )  # fmt: skip
     started = time.monotonic()
@@ -76,4 +78,12 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert report["outcomes"]["GRANTED"] >= 500
     assert report["outcomes"]["SOLD_OUT"] > 0
     assert "RESULT: PASS" in printed.out
+    # Every claim planned at the start (a burst); first grants apart from replays of a grant.
+    totals = report["flow_totals"]
+    assert totals["planned"] == report["per_slice"][0]["planned"]
+    assert totals["planned"] == report["requests_sent"] - totals["resent"]
+    assert totals["granted_first"] == 500 and report["per_slice"][-1]["stock_remaining"] == 0
+    assert totals["granted_first"] + totals["granted_replays"] == report["outcomes"]["GRANTED"]
+    assert f"500 first grants (+{totals['granted_replays']} replays of a grant" in printed.out
+    assert page.read_text().count("<svg") == 5
     assert time.monotonic() - started < 60

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 
+from claimcore.loadtest import recording as recording_mod
 from claimcore.loadtest.arrivals import ArrivalShape, Event, Plan, plan_claims
-from claimcore.loadtest.recording import HEADER, TraceError, read_trace, write_trace
+from claimcore.loadtest.recording import (
+    HEADER,
+    TraceError,
+    campaign_from_spec,
+    campaign_spec,
+    read_recording,
+    read_trace,
+    write_trace,
+)
+from claimcore.v1 import claims_pb2
 
 
 def test_record_then_replay_gives_the_identical_plan(tmp_path):
@@ -87,3 +99,98 @@ def test_missing_header_or_file_is_refused(tmp_path):
         read_trace(path)
     with pytest.raises(TraceError, match="cannot read trace"):
         read_trace(tmp_path / "absent.csv")
+
+
+# ------------------------------------------------------------ the spec lines
+
+SPEC = {
+    "campaign": {"inventory": 500, "shards": 4, "per_user_limit": 1, "admission_rate": 0,
+                 "category": "3c", "regions": ["north", "east"], "value_cents": 1500,
+                 "ends_in_ms": 3_600_000, "rounds": [{"amount": 100, "release_in_ms": 2000}]},
+    "arrival": {"shape": "launch", "users": 3, "duration_s": 1.5, "launch_window_s": 0.5},
+    "seed": 7,
+}  # fmt: skip
+
+
+def small_plan() -> Plan:
+    return Plan.from_events([Event(0, "u1", "r1", "first"), Event(1500, "u2", "r2", "first"),
+                             Event(9000, "u1", "r1", "replay")])  # fmt: skip
+
+
+def test_the_spec_rides_in_comment_lines_and_reads_back(tmp_path):
+    path = tmp_path / "spec.csv"
+    write_trace(small_plan(), path, spec=SPEC)
+    lines = path.read_text().splitlines()
+    header_at = lines.index(HEADER)
+    assert all(line.startswith("# ") for line in lines[:header_at])
+    assert "# version=1" in lines and "# campaign.inventory=500" in lines
+    assert "# campaign.category=3c" in lines and '# campaign.regions=["north","east"]' in lines
+    assert "# arrival.shape=launch" in lines and "# seed=7" in lines
+    recording = read_recording(path)
+    assert recording.plan == small_plan()
+    assert recording.spec == {**SPEC, "version": 1}
+    assert recording.campaign == SPEC["campaign"]
+    # Other tools: a CSV reader that skips '#' lines sees the old file.
+    rows = list(csv.DictReader(line for line in path.read_text().splitlines() if not line.startswith("#")))
+    assert [r["user_id"] for r in rows] == ["u1", "u2", "u1"]
+
+
+def test_a_string_that_reads_as_a_number_is_quoted():
+    path_spec = {"campaign": {"inventory": 5, "category": "2024"}}
+    lines = "".join(recording_mod._spec_lines(path_spec)).splitlines()
+    assert '# campaign.category="2024"' in lines and "# campaign.inventory=5" in lines
+
+
+def test_an_old_trace_has_no_spec(tmp_path):
+    path = tmp_path / "old.csv"
+    write_trace(small_plan(), path)
+    assert path.read_text().splitlines()[0] == HEADER
+    recording = read_recording(path)
+    assert recording.spec == {} and recording.campaign is None and recording.plan == small_plan()
+
+
+def test_campaign_settings_round_trip_with_times_made_relative():
+    campaign = claims_pb2.Campaign(
+        campaign_id="orig", name="the original", inventory=500, shards=4, per_user_limit=1,
+        admission_rate=900, starts_at_ms=1_000_500, ends_at_ms=4_600_000, category="3c",
+        regions=["north"], rounds=[claims_pb2.Round(amount=100, release_at_ms=1_002_000)],
+    )  # fmt: skip
+    spec = campaign_spec(campaign, sending_at_ms=1_000_000)
+    assert spec == {"inventory": 500, "shards": 4, "per_user_limit": 1, "admission_rate": 900,
+                    "category": "3c", "regions": ["north"], "starts_in_ms": 500, "ends_in_ms": 3_600_000,
+                    "rounds": [{"amount": 100, "release_in_ms": 2000}]}  # fmt: skip
+    again = campaign_from_spec(spec, "copy", "a copy", sending_at_ms=5_000_000)
+    expected = claims_pb2.Campaign()
+    expected.CopyFrom(campaign)
+    expected.campaign_id, expected.name = "copy", "a copy"
+    expected.starts_at_ms, expected.ends_at_ms = 5_000_500, 8_600_000
+    expected.rounds[0].release_at_ms = 5_002_000
+    assert again == expected
+    # a start already past when the spec was taken: open at once
+    opened = campaign_from_spec(dict(spec, starts_in_ms=-20), "c", "c", sending_at_ms=5_000_000)
+    assert opened.starts_at_ms == 0
+
+
+@pytest.mark.parametrize(
+    "spec_lines,message",
+    [
+        ("# version=2\n", ":1: trace version 2"),
+        ("# speed=fast\n", ":1: unknown spec key 'speed'"),
+        ("# weather.today=sunny\n", ":1: unknown spec key 'weather.today'"),
+        ("# version=1\n# campaign.colour=red\n", ":2: 'campaign.colour' is not a campaign field"),
+        ("# campaign.inventory=lots\n", "campaign spec: .*inventory"),
+        ("# Campaign Inventory=5\n", ":1: 'Campaign Inventory' is not a spec key"),
+        ("# version=1\n0.000,u,r,first\n", "line 2, after the # lines, must be the header"),
+    ],
+)
+def test_bad_spec_lines_are_refused_naming_the_line(tmp_path, spec_lines, message):
+    path = tmp_path / "bad-spec.csv"
+    path.write_text(spec_lines + HEADER + "\n0.000,u,r,first\n")
+    with pytest.raises(TraceError, match=message):
+        read_recording(path)
+
+
+def test_remarks_without_a_key_are_ignored(tmp_path):
+    path = tmp_path / "remarks.csv"
+    path.write_text("# recorded at the spring launch rehearsal\n# seed=3\n" + HEADER + "\n0.000,u,r,first\n")
+    assert read_recording(path).spec == {"seed": 3}

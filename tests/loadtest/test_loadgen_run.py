@@ -46,6 +46,15 @@ def assert_clean(report: dict, users: int = USERS) -> None:
     assert report["latency_ms"]["p50"] <= report["latency_ms"]["p99.9"] <= report["latency_ms"]["max"]
     assert report["time_to_sold_out_server_s"] is not None
     assert sum(report["replies_per_second"]) == report["replies"]
+    # The offered load against the achieved, slice by slice, adds up to the totals.
+    totals = report["flow_totals"]
+    for column in ("planned", "sent", "resent", "replies", "granted_first", "granted_replays", "sold_out"):
+        assert sum(row[column] for row in report["per_slice"]) == totals[column], column
+    assert totals["replies"] == report["replies"]
+    assert totals["sent"] + totals["resent"] == report["requests_sent"]
+    assert totals["granted_first"] + totals["granted_replays"] == report["outcomes"]["GRANTED"]
+    assert totals["granted_first"] + report["settled_by_getclaim"] == report["distinct_vouchers"]
+    assert report["per_slice"][-1]["stock_remaining"] == INVENTORY - totals["granted_first"]
 
 
 @pytest.mark.timeout(60)
@@ -71,7 +80,10 @@ def test_unary_run_records_a_trace_that_replays_against_a_fresh_campaign(node, t
     assert first["run"]["planned_claims"] == len(planned)
     assert first["retries"] == planned.counts()["replay"] and first["retry_violations"] == 0
     page = html.read_text()
-    assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 2 and "<script" not in page
+    assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 5 and "<script" not in page
+    assert "planned arrivals (the offered load)" in page
+    assert first["flow_totals"]["planned"] == len(planned)
+    assert "first grants (+" in out and " s  planned  " in out  # the GRANTED row, the per-second table
 
     replay_json = tmp_path / "replay.json"
     code, out, err = run_loadgen(
@@ -180,6 +192,15 @@ def test_reshards_during_a_run_are_reported_and_keep_the_checks(node, tmp_path, 
     # Users must have moved with their records; how many by the first step depends on how far the run
     # got by 0.8 s on a loaded machine (once none had claimed yet), so it is asserted over both steps.
     assert sum(s["moved_users"] for s in steps) > 0
+    # Each step is timed from when the workers start sending, as the report's time axis counts (it
+    # once counted from before the worker processes spawned, so "12@0.8" ran before the load did).
+    called = [row["at_s"] for row in report["reshards"]]
+    assert len(called) == 2 and called[0] >= 0.8 - 0.05 and called[1] >= 1.8 - 0.05, called
+    # the server's own stock figure, read during the run: never rises (nothing recycled), never
+    # leaves [0, inventory], whatever the reshards moved between shards
+    remaining = [sample["remaining"] for sample in report["stock_samples"]]
+    assert len(remaining) >= 2 and remaining == sorted(remaining, reverse=True), remaining
+    assert 0 <= remaining[-1] <= remaining[0] <= 2500
     assert "reshard 4 -> 12" in out and "reshard 12 -> 3" in out
 
 

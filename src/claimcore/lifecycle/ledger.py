@@ -123,28 +123,57 @@ def decode_cursor(cursor: str) -> dict[int, str]:
 # ------------------------------------------------------------------ export
 
 
-async def read_page(inventory: RedisInventory, config: CampaignConfig, cursor: str, limit: int
-                    ) -> tuple[list[Event], str, bool]:
-    """Up to `limit` log entries after the cursor, as events; the next cursor; whether more remain."""
+async def read_page(inventory: RedisInventory, config: CampaignConfig, cursor: str, limit: int,
+                    time_order: bool = False) -> tuple[list[Event], str, bool]:
+    """Up to `limit` log entries after the cursor, as events; the next cursor; whether more remain.
+
+    Shard by shard (each shard's log in order, then the next shard's), or with `time_order` the
+    shards' next entries merged by entry id, then shard (see events_in_time_order for what that
+    order means). Either way the cursor is the last entry taken per shard, so each event is
+    handed over once, whichever order a page was read in, and a cursor works in both."""
     v.check_range("limit", limit, 1, MAX_PAGE)
     positions = decode_cursor(cursor)
+    if time_order:
+        entries, more = await _merged_page(inventory, config, positions, limit)
+    else:
+        entries, more = await _shard_page(inventory, config, positions, limit)
     events: list[Event] = []
-    budget = limit
-    more = False
-    for shard in range(config.shard_slots):
-        if budget == 0:
-            more = True
-            break
-        start = f"({positions[shard]}" if shard in positions else "-"
-        entries = await inventory.redis.xrange(shard_keys(config.campaign_id, shard).log, start, "+",
-                                               count=budget + 1)
-        if len(entries) > budget:
-            entries, more = entries[:budget], True
-        for entry_id, fields in entries:
-            events.extend(expand(shard, entry_id, fields))
-            positions[shard] = entry_id
-        budget -= len(entries)
+    for shard, entry_id, fields in entries:
+        events.extend(expand(shard, entry_id, fields))
+        positions[shard] = entry_id
     return events, encode_cursor(positions), more
+
+
+async def _after(inventory: RedisInventory, config: CampaignConfig, positions: dict[int, str], shard: int,
+                 count: int) -> list[tuple[str, dict[str, str]]]:
+    start = f"({positions[shard]}" if shard in positions else "-"
+    return await inventory.redis.xrange(shard_keys(config.campaign_id, shard).log, start, "+", count=count)
+
+
+async def _shard_page(inventory: RedisInventory, config: CampaignConfig, positions: dict[int, str],
+                      limit: int) -> tuple[list[tuple[int, str, dict[str, str]]], bool]:
+    taken: list[tuple[int, str, dict[str, str]]] = []
+    for shard in range(config.shard_slots):
+        budget = limit - len(taken)
+        if budget == 0:
+            return taken, True
+        entries = await _after(inventory, config, positions, shard, budget + 1)
+        taken += [(shard, entry_id, fields) for entry_id, fields in entries[:budget]]
+        if len(entries) > budget:
+            return taken, True
+    return taken, False
+
+
+async def _merged_page(inventory: RedisInventory, config: CampaignConfig, positions: dict[int, str],
+                       limit: int) -> tuple[list[tuple[int, str, dict[str, str]]], bool]:
+    """The first `limit` entries after the cursor in (entry id, shard) order: up to limit + 1 from
+    each shard (the page's entries can all come from one), merged, the rest read again next page."""
+    found: list[tuple[tuple[int, int, int], str, dict[str, str]]] = []
+    for shard in range(config.shard_slots):
+        for entry_id, fields in await _after(inventory, config, positions, shard, limit + 1):
+            found.append(((*stream_position(entry_id), shard), entry_id, fields))
+    found.sort(key=lambda item: item[0])
+    return [(key[2], entry_id, fields) for key, entry_id, fields in found[:limit]], len(found) > limit
 
 
 # ------------------------------------------------------------------ reconcile

@@ -6,7 +6,7 @@ ready, and from a common start instant sends its share with claimcore.loadtest.d
 (which holds the sending, the retries and the checks of one worker). In auto mode each worker
 is an app backend: its claims go through one ClaimClient(watch=True) of its own.
 
-`run_load` returns one compact dict per worker (histogram buckets, not raw latencies);
+`run_load` returns one compact dict per worker (HdrHistogram-encoded latencies, not raw ones);
 `claimcore.loadtest.report.merge_worker_results` folds them into one. `run_burst` is the demo's
 burst: every user at the same instant.
 """
@@ -142,6 +142,7 @@ def run_load(
     merchant_id: str = "",
     order_amount_cents: int = 0,
     connections: int = 1,
+    on_start: Callable[[float], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Send the plan's claims from `processes` spawned workers; return their results.
 
@@ -153,6 +154,8 @@ def run_load(
     given, is called in this process about every progress_every_s once the run has started.
     connections: TCP connections each worker opens to each target (a node run with
     `serve --workers N` spreads connections over its workers, not calls: give at least N).
+    on_start, if given, is called once with the wall-clock time the workers start sending at
+    (what a plan's offsets count from), as soon as it is fixed.
     Raises BurstError if a worker fails.
     """
     if mode not in MODES:
@@ -202,6 +205,8 @@ def run_load(
         except threading.BrokenBarrierError:
             return  # a worker failed or timed out; its error arrives on the queue
         start_value.value = time.time() + START_LEAD_S
+        if on_start is not None:
+            on_start(start_value.value)
 
     def snapshot() -> Progress:
         total = Progress(planned=len(plan), elapsed_s=max(0.0, time.time() - start_value.value))
@@ -260,6 +265,7 @@ def run_burst(
     deadline: float,
     seed: int,
     channel_id: str = "burst",
+    on_start: Callable[[float], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Claim once for each of `users` users, all at the same instant; return the workers' results.
 
@@ -284,4 +290,5 @@ def run_burst(
         deadline=deadline,
         seed=seed,
         channel_id=channel_id,
+        on_start=on_start,
     )

@@ -32,9 +32,11 @@ import grpc
 from claimcore.harness.embedded_redis import EmbeddedRedis, free_port
 from claimcore.harness.local_node import LocalNode, NodeStartError
 from claimcore.loadtest.burst import BurstError, run_burst
+from claimcore.loadtest.charts import render_html
 from claimcore.loadtest.node_cpu import CpuMeter, NodeCpuError
 from claimcore.loadtest.report_text import format_report, report_json
 from claimcore.loadtest.server_check import ServerCheckError, check_against_server
+from claimcore.loadtest.stock_sampler import StockSampler
 from claimcore.security import access
 from claimcore.v1 import claims_pb2, claims_pb2_grpc
 
@@ -131,6 +133,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", metavar="PATH", default=None, help="also write the report as JSON to PATH"
     )
+    parser.add_argument(
+        "--html", metavar="PATH", default=None,
+        help="also write the report as a self-contained HTML page with charts to PATH "
+             "(docs/load-reports.md)",
+    )
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -191,18 +198,23 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         meter = CpuMeter(metrics_urls).start() if metrics_urls else None
-        results = run_burst(
-            target=target,
-            campaign_id=campaign_id,
-            users=args.users,
-            processes=processes,
-            concurrency=args.concurrency,
-            retry_share=args.retry_share,
-            double_tap_share=args.double_tap_share,
-            deadline=args.deadline,
-            seed=seed,
-            channel_id=CHANNEL_ID,
-        )
+        stock = StockSampler(target, campaign_id)
+        try:
+            results = run_burst(
+                target=target,
+                campaign_id=campaign_id,
+                users=args.users,
+                processes=processes,
+                concurrency=args.concurrency,
+                retry_share=args.retry_share,
+                double_tap_share=args.double_tap_share,
+                deadline=args.deadline,
+                seed=seed,
+                channel_id=CHANNEL_ID,
+                on_start=stock.start,
+            )
+        finally:
+            stock_samples = stock.stop()
         if node is not None and not node.alive():
             raise DemoError(f"front node died during the burst:\n{node.log_tail()}")
         front_cpu = meter.stop() if meter is not None else None
@@ -210,16 +222,19 @@ def run(args: argparse.Namespace) -> int:
             target, campaign_id, results, args.verify_sample, seed,
             inventory=args.inventory, shards=args.shards, users=args.users,
             processes=processes, concurrency=args.concurrency, front_cpu=front_cpu,
+            stock_samples=stock_samples,
         )
         report["seed"] = seed
         print(format_report(report), file=out, flush=True)
         if args.json:
             Path(args.json).write_text(report_json(report) + "\n")
+        if args.html:
+            Path(args.html).write_text(render_html(report))
         return EXIT_OK if report["ok"] else EXIT_CHECK_FAILED
     except KeyboardInterrupt:
         print("demo: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
-    except (DemoError, NodeStartError, BurstError, ServerCheckError, NodeCpuError) as exc:
+    except (DemoError, NodeStartError, BurstError, ServerCheckError, NodeCpuError, OSError) as exc:
         print(f"demo: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_ERROR
     finally:

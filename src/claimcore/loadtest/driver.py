@@ -37,7 +37,7 @@ from claimcore.client import ClaimClient, ClaimOutcomeUnknown
 from claimcore.client.watch import LOCAL_DETAIL
 from claimcore.loadtest.arrivals import DOUBLE_TAP, FIRST, REPLAY, Plan
 from claimcore.loadtest.histogram import LatencyHistogram
-from claimcore.loadtest.report import EXAMPLES_KEPT, outcome_name
+from claimcore.loadtest.report import EXAMPLES_KEPT, FLOW_COLUMNS, outcome_name
 from claimcore.security import access
 from claimcore.v1 import claims_pb2, claims_pb2_grpc, short_name
 
@@ -65,6 +65,8 @@ CHANNEL_OPTIONS = [
 ]
 #: Outcomes whose reply carries the user's voucher.
 HOLDING_OUTCOMES = (claims_pb2.OUTCOME_GRANTED, claims_pb2.OUTCOME_ALREADY_CLAIMED)
+#: Columns of a slice's flow row (report.FLOW_COLUMNS), by name.
+PLANNED, SENT, RESENT, GRANTED_FIRST, GRANTED_REPLAY, ALREADY, SOLD_OUT, OTHER = range(len(FLOW_COLUMNS))
 MODES = ("unary", "batch", "auto")
 
 
@@ -141,6 +143,8 @@ class _Tally:
     lateness: LatencyHistogram = field(default_factory=LatencyHistogram)  # planned arrival -> sent
     ticks: dict = field(default_factory=dict)  # 10 ms tick -> [replies, new grants, sold_out]
     slices: dict = field(default_factory=dict)  # 100 ms slice -> LatencyHistogram
+    response_slices: dict = field(default_factory=dict)  # 100 ms slice -> LatencyHistogram, by answer time
+    flow: dict = field(default_factory=dict)  # 100 ms slice -> counts in FLOW_COLUMNS order
     pairs: list = field(default_factory=list)  # (user, voucher_id) of every voucher seen
     unknown: list = field(default_factory=list)  # (user, request_id) with no reply
     settled: int = 0
@@ -160,6 +164,13 @@ class _Tally:
     local_to_holders: int = 0  # of those, second taps of users holding a voucher (a node: ALREADY_CLAIMED)
     client: dict = field(default_factory=dict)  # auto mode: the client's own counters at the end
 
+    def count(self, slice_key: int, column: int, n: int = 1) -> None:
+        """Add n to a slice's FLOW_COLUMNS[column] (planned arrivals, sends, replies by outcome)."""
+        row = self.flow.get(slice_key)
+        if row is None:
+            row = self.flow[slice_key] = [0] * len(FLOW_COLUMNS)
+        row[column] += n
+
     def result(self, index: int, start: float, end: float) -> dict[str, Any]:
         return {
             "index": index,
@@ -176,6 +187,8 @@ class _Tally:
             "ticks": self.ticks,
             "slice_s": SLICE_S,
             "slices": {k: h.state() for k, h in self.slices.items()},
+            "response_slices": {k: h.state() for k, h in self.response_slices.items()},
+            "flow": self.flow,
             "pairs": self.pairs,
             "settled": self.settled,
             "unsettled": self.unsettled,
@@ -202,6 +215,14 @@ def _describe(answer: tuple[int, str] | None) -> str:
     if answer is None:
         return "no reply"
     return f"{outcome_name(answer[0])} {answer[1]}".strip()
+
+
+def _flow_column(outcome: int, kind: int) -> int:
+    """The flow column a reply counts in: a GRANTED reply to a replay is the same voucher again."""
+    if outcome == claims_pb2.OUTCOME_GRANTED:
+        return GRANTED_REPLAY if kind == REPLAY else GRANTED_FIRST
+    columns = {claims_pb2.OUTCOME_ALREADY_CLAIMED: ALREADY, claims_pb2.OUTCOME_SOLD_OUT: SOLD_OUT}
+    return columns.get(outcome, OTHER)
 
 
 def _claims_of(plan: Plan) -> tuple[list[_Claim], int]:
@@ -246,6 +267,9 @@ class Driver:
         self.rng = random.Random(cfg.seed)
         self.tally = _Tally()
         self.firsts, self.total = _claims_of(plan)
+        slice_us = round(SLICE_S * 1_000_000)
+        for offset in plan.offsets_us:  # the offered load: each claim's planned arrival, per slice
+            self.tally.count(int(offset) // slice_us, PLANNED)
         self.batch_size = cfg.batch_size if cfg.mode == "batch" else 1
         # The dispatcher stops feeding the senders at this backlog, to keep the loop responsive.
         self.high_water = max(256, 2 * cfg.concurrency * self.batch_size)
@@ -281,9 +305,11 @@ class Driver:
     async def _send(self, batch: list[_Claim]) -> None:
         cfg, st = self.cfg, self.tally
         now = time.time()
+        key = int((now - self.start_at) / SLICE_S)
         for claim in batch:
             if claim.attempts == 0 and claim.kind == FIRST:
                 st.lateness.record_seconds(now - self.start_at - claim.offset_s)
+            st.count(key, SENT if claim.attempts == 0 else RESENT)
             claim.attempts += 1
         st.sent += len(batch)
         if cfg.mode == "auto":
@@ -365,6 +391,7 @@ class Driver:
         if row is None:
             row = st.ticks[tick] = [0, 0, 0]
         row[0] += 1
+        st.count(int((now - self.start_at) / SLICE_S), _flow_column(outcome, claim.kind))
         if outcome == claims_pb2.OUTCOME_RATE_LIMITED and claim.attempts < self.cfg.max_attempts:
             # Shed by admission control: the reply says when to come back; same request_id.
             st.rate_limited_resends += 1
@@ -423,6 +450,11 @@ class Driver:
             claim.answer = answer
             if answer is not None:
                 st.response.record_seconds(now - self.start_at - claim.offset_s)
+                key = int((now - self.start_at) / SLICE_S)
+                hist = st.response_slices.get(key)
+                if hist is None:
+                    hist = st.response_slices[key] = LatencyHistogram(SLICE_DIGITS)
+                hist.record_seconds(now - self.start_at - claim.offset_s)
             if claim.follow_ups:
                 if answer is None:  # the app never heard back; it would not tap again either
                     st.skipped_follow_ups += len(claim.follow_ups)

@@ -7,14 +7,18 @@ launch), some replaying their request_id or tapping twice, by unary Claim, by Cl
 the claims itself and answers those of a sold-out campaign without reaching a node.
 With --node-metrics it reads the front nodes' process_cpu_seconds_total before and after the
 load and reports what the run cost them (claimcore.loadtest.node_cpu).
-The plan can be recorded to a trace file and replayed later with the same timing and ids.
+The plan can be recorded to a trace file, with the campaign's settings, the arrival settings and
+the seed in leading comment lines (claimcore.loadtest.recording), and replayed later with the
+same timing and ids: `--replay FILE` alone creates a campaign like the recorded one.
 While it runs, a progress line goes to stderr; at the end it prints the report, checks
 it against the server's own figures (AdminService.GetCampaign), and writes JSON and an
-HTML picture if asked.
+HTML picture if asked. With --baseline REPORT.json it also prints the run side by side with
+an earlier one (claimcore.loadtest.baseline), flagging regressions beyond --baseline-margin;
+--fail-on-regression makes a regression a failed check.
 
 Exit codes: 0 all checks passed, 1 a check failed, 2 it could not run (bad flags, a target
 that does not answer, a --node-metrics address that does not answer, an unknown or used
-campaign, a bad trace), 130 interrupted.
+campaign, a bad trace, a --baseline file that is missing or not a report), 130 interrupted.
 
 This module only orchestrates: the plan is claimcore.loadtest.arrivals (or claimcore.loadtest.recording), the
 sending claimcore.loadtest.burst, the checks and the report claimcore.loadtest.report, the picture
@@ -28,7 +32,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -36,14 +40,30 @@ import grpc
 
 from claimcore import validation
 from claimcore.loadtest.arrivals import SHAPES, ArrivalShape, Plan, plan_claims
+from claimcore.loadtest.baseline import (
+    DEFAULT_MARGIN_PCT,
+    BaselineError,
+    add_regression_check,
+    compare,
+    format_comparison,
+    load_baseline,
+)
 from claimcore.loadtest.burst import BurstError, run_load
 from claimcore.loadtest.charts import render_html
 from claimcore.loadtest.driver import MAX_ATTEMPTS, MODES, Progress
 from claimcore.loadtest.node_cpu import CpuMeter, NodeCpuError, parse_metrics_urls
-from claimcore.loadtest.recording import TraceError, read_trace, write_trace
+from claimcore.loadtest.recording import (
+    Recording,
+    TraceError,
+    campaign_from_spec,
+    campaign_spec,
+    read_recording,
+    write_trace,
+)
 from claimcore.loadtest.report_text import format_report, report_json
 from claimcore.loadtest.reshard_schedule import ReshardSchedule, parse_schedule
 from claimcore.loadtest.server_check import ServerCheckError, check_against_server
+from claimcore.loadtest.stock_sampler import StockSampler
 from claimcore.security import access
 from claimcore.v1 import claims_pb2, claims_pb2_grpc
 
@@ -142,9 +162,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"sends per claim, counting resends (default {MAX_ATTEMPTS})")
     o = parser.add_argument_group("trace and output")
     trace = o.add_mutually_exclusive_group()
-    trace.add_argument("--record", metavar="PATH", help="write the planned arrivals to a trace file")
+    trace.add_argument("--record", metavar="PATH",
+                       help="write the planned arrivals to a trace file, after # lines with the campaign's "
+                            "settings, the arrival settings and the seed (docs/cli.md)")
     trace.add_argument("--replay", metavar="PATH",
-                       help="send the arrivals of a recorded trace, with their timing")
+                       help="send the arrivals of a recorded trace, with their timing; without --campaign "
+                            "it creates a campaign like the recorded one from the trace's spec lines (and "
+                            "takes its seed); --inventory, --shards, --admission-rate, --seed or "
+                            "--campaign given on the command line override the trace")
     o.add_argument("--json", metavar="PATH", help="write the report as JSON")
     o.add_argument("--html", metavar="PATH", help="write a self-contained HTML picture of the run")
     o.add_argument("--verify-sample", type=int, default=1000,
@@ -153,6 +178,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="fail the run (check \"generator kept up\") when 1 %% of the sends went out more "
                         "than MS after their planned arrival; without it a run later than 1000 ms is only "
                         "warned about (default: warn only)")
+    o.add_argument("--baseline", metavar="REPORT.json",
+                   help="after the run, print it side by side with an earlier run's --json report "
+                        "(throughput, latency and response percentiles, time to sold out, node CPU per "
+                        "claim), flagging REGRESSION where this run is worse by more than "
+                        "--baseline-margin; the --json report gets a `baseline` section")
+    o.add_argument("--baseline-margin", type=float, metavar="PCT",
+                   help=f"per cent a metric may be worse than the baseline before it is flagged "
+                        f"(default {DEFAULT_MARGIN_PCT:g})")
+    o.add_argument("--fail-on-regression", action="store_true",
+                   help="with --baseline: a regression fails the run (check \"no regression vs "
+                        "baseline\", exit 1); without it regressions are only flagged")
     o.add_argument("--no-progress", action="store_true", help="no live progress line on stderr")
 
 
@@ -182,22 +218,29 @@ def shape_of(args: argparse.Namespace) -> ArrivalShape:
     )
 
 
+def creates_campaign(args: argparse.Namespace) -> bool:
+    """--create-campaign, or --replay without --campaign (the trace's campaign spec is created)."""
+    return bool(args.create_campaign or (args.replay and args.campaign is None))
+
+
 def check_arguments(args: argparse.Namespace) -> list[str]:
     """What is wrong with the flags, as messages naming them (empty when fine)."""
     problems = []
-    if args.campaign is None and not args.create_campaign:
-        problems.append("--campaign ID is required (or --create-campaign)")
+    if args.campaign is None and not args.create_campaign and not args.replay:
+        problems.append("--campaign ID is required (or --create-campaign, or --replay a trace that carries "
+                        "its campaign)")
     if args.campaign is not None and not validation.CAMPAIGN_ID.fullmatch(args.campaign):
         problems.append(f"--campaign {args.campaign!r} must match {validation.CAMPAIGN_ID.pattern}")
-    if args.create_campaign:
+    if creates_campaign(args):
         if args.inventory is None:
-            problems.append("--create-campaign needs --inventory N")
+            if not args.replay:  # a replayed trace may carry it: checked once read (check_replay)
+                problems.append("--create-campaign needs --inventory N")
         elif not 1 <= args.inventory <= validation.MAX_INVENTORY:
             problems.append(f"--inventory must be within 1..{validation.MAX_INVENTORY}")
-        shards = args.shards if args.shards is not None else 8
-        if not 1 <= shards <= validation.MAX_SHARDS:
+        if args.shards is not None and not 1 <= args.shards <= validation.MAX_SHARDS:
             problems.append(f"--shards must be within 1..{validation.MAX_SHARDS}")
-        elif args.inventory is not None and shards > args.inventory:
+        elif (args.inventory is not None and not args.replay  # replay: against the spec, in check_replay
+              and (args.shards if args.shards is not None else 8) > args.inventory):
             problems.append("--shards must not exceed --inventory")
         if args.admission_rate is not None and not 0 <= args.admission_rate <= validation.MAX_RATE:
             problems.append(f"--admission-rate must be within 0..{validation.MAX_RATE}")
@@ -240,6 +283,13 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         problems.append("--max-lateness must be > 0 (milliseconds)")
     if args.connect_timeout <= 0:
         problems.append("--connect-timeout must be > 0")
+    if args.baseline is None:
+        for flag, given in (("--baseline-margin", args.baseline_margin is not None),
+                            ("--fail-on-regression", args.fail_on_regression)):
+            if given:
+                problems.append(f"{flag} needs --baseline REPORT.json")
+    elif args.baseline_margin is not None and not args.baseline_margin >= 0:
+        problems.append("--baseline-margin must be >= 0 (per cent)")
     if not 0.0 <= args.redeem_share <= 1.0:
         problems.append("--redeem-share must be within 0..1")
     for parse in (lambda: parse_schedule(args.reshard),
@@ -268,20 +318,48 @@ def connect(targets: Sequence[str], timeout: float) -> None:
                 raise LoadgenError(f"cannot reach front node {target} within {timeout:g} s") from None
 
 
-def create_campaign(channel: grpc.Channel, args: argparse.Namespace, campaign_id: str) -> None:
-    campaign = claims_pb2.Campaign(
-        campaign_id=campaign_id,
-        name=f"claimcore loadgen {campaign_id}",
-        inventory=args.inventory,
-        shards=args.shards if args.shards is not None else 8,
-        per_user_limit=1,
-        admission_rate=args.admission_rate or 0,
-    )
+def campaign_to_create(
+    args: argparse.Namespace, campaign_id: str, recorded: Mapping[str, Any] | None, sending_at_ms: int
+) -> claims_pb2.Campaign:
+    """The campaign --create-campaign makes: the replayed trace's campaign spec if it has one,
+    with --inventory, --shards and --admission-rate given on the command line taking precedence."""
+    name = f"claimcore loadgen {campaign_id}"
+    if recorded is not None:
+        campaign = campaign_from_spec(recorded, campaign_id, name, sending_at_ms)
+    else:
+        campaign = claims_pb2.Campaign(campaign_id=campaign_id, name=name, shards=8, per_user_limit=1)
+    if args.inventory is not None:
+        campaign.inventory = args.inventory
+    if args.shards is not None:
+        campaign.shards = args.shards
+    if args.admission_rate is not None:
+        campaign.admission_rate = args.admission_rate
+    return campaign
+
+
+def check_replay(args: argparse.Namespace, recording: Recording) -> list[str]:
+    """What stops the replayed trace's campaign from being created (empty when fine)."""
+    if not creates_campaign(args):
+        return []
+    recorded = recording.campaign or {}
+    if args.inventory is None and "inventory" not in recorded:
+        return [f"--replay {args.replay}: the trace carries no campaign spec (recorded by an older "
+                "claimcore); give --campaign ID, or --create-campaign --inventory N [--shards N]"]
+    inventory = args.inventory if args.inventory is not None else recorded["inventory"]
+    shards = args.shards if args.shards is not None else recorded.get("shards", 8)
+    if isinstance(inventory, int) and isinstance(shards, int) and shards > inventory:
+        return [f"--shards {shards} (from {'the command line' if args.shards is not None else 'the trace'}) "
+                f"must not exceed --inventory {inventory} (from "
+                f"{'the command line' if args.inventory is not None else 'the trace'})"]
+    return []
+
+
+def create_campaign(channel: grpc.Channel, campaign: claims_pb2.Campaign) -> None:
     admin = claims_pb2_grpc.AdminServiceStub(channel)
     try:
         admin.CreateCampaign(claims_pb2.CreateCampaignRequest(campaign=campaign), timeout=30)
     except grpc.RpcError as exc:
-        raise _rpc_error(f"CreateCampaign({campaign_id}) failed", exc) from exc
+        raise _rpc_error(f"CreateCampaign({campaign.campaign_id}) failed", exc) from exc
 
 
 def campaign_on_every_target(
@@ -427,10 +505,32 @@ class ProgressLine:
 # ---------------------------------------------------------------- the command
 
 
-def build_plan(args: argparse.Namespace, seed: int) -> tuple[Plan, dict[str, Any]]:
+def arrival_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """How a generated plan is made, as a trace's arrival.* lines record it."""
+    shape = shape_of(args)
+    return {
+        "shape": shape.kind,
+        "users": args.users if args.users is not None else DEFAULTS["users"],
+        "duration_s": shape.duration_s,
+        "rate": shape.rate,
+        "tail_share": shape.tail_share,
+        "launch_window_s": shape.launch_s,
+        "retry_share": args.retry_share if args.retry_share is not None else DEFAULTS["retry_share"],
+        "double_tap_share": (
+            args.double_tap_share if args.double_tap_share is not None else DEFAULTS["double_tap_share"]
+        ),
+        "follow_up_within_s": (
+            args.follow_up_within if args.follow_up_within is not None else DEFAULTS["follow_up_within"]
+        ),
+    }
+
+
+def build_plan(
+    args: argparse.Namespace, seed: int, recording: Recording | None = None
+) -> tuple[Plan, dict[str, Any]]:
     """The plan to send, and how it was made (for the report)."""
-    if args.replay:
-        plan = read_trace(args.replay)
+    if recording is not None:
+        plan = recording.plan
         return plan, {"shape": "trace", "claims": len(plan)}
     shape = shape_of(args)
     plan = plan_claims(
@@ -457,23 +557,42 @@ def run(args: argparse.Namespace) -> int:
         problems = check_arguments(args)
         if problems:
             raise LoadgenError("; ".join(problems))
+        baseline = load_baseline(args.baseline) if args.baseline else None  # a bad one: nothing run
+        recording = read_recording(args.replay) if args.replay else None  # a bad trace: nothing created
+        if recording is not None:
+            problems = check_replay(args, recording)
+            if problems:
+                raise LoadgenError("; ".join(problems))
         targets = parse_targets(args.target)
-        seed = args.seed if args.seed is not None else secrets.randbits(31)
+        recorded_seed = recording.spec.get("seed") if recording is not None else None
+        if args.seed is not None:
+            seed = args.seed
+        elif isinstance(recorded_seed, int):
+            seed = recorded_seed
+        else:
+            seed = secrets.randbits(31)
         connect(targets, args.connect_timeout)
         metrics_urls = parse_metrics_urls(args.node_metrics) if args.node_metrics else []
         CpuMeter(metrics_urls).start()  # a /metrics that does not answer fails before anything is written
         campaign_id = args.campaign or f"loadgen-{int(time.time())}-{secrets.token_hex(3)}"
-        if args.create_campaign:
+        creating = creates_campaign(args)
+        if creating:
+            recorded = recording.campaign if recording is not None else None
+            campaign = campaign_to_create(args, campaign_id, recorded, int(time.time() * 1000))
             with access.dial(targets[0]) as channel:
-                create_campaign(channel, args, campaign_id)
-        info = campaign_on_every_target(targets, campaign_id, patient=args.create_campaign)
+                create_campaign(channel, campaign)
+        info = campaign_on_every_target(targets, campaign_id, patient=creating)
         check_campaign(info)
         inventory, shards = info.campaign.inventory, info.campaign.shards
 
-        plan, arrival = build_plan(args, seed)
+        plan, arrival = build_plan(args, seed, recording)
         users = plan.distinct_users()
         if args.record:
-            write_trace(plan, args.record)
+            write_trace(plan, args.record, spec={
+                "campaign": campaign_spec(info.campaign, int(time.time() * 1000)),
+                "arrival": arrival_settings(args),
+                "seed": seed,
+            })
         processes = min(args.processes, users)
         batch_size = (args.batch_size or DEFAULTS["batch_size"]) if args.mode == "batch" else 1
         counts = plan.counts()
@@ -492,25 +611,34 @@ def run(args: argparse.Namespace) -> int:
             merchant, order_amount = register_merchant(targets[0], info.campaign)
         meter = CpuMeter(metrics_urls).start() if metrics_urls else None
         reshards = ReshardSchedule(targets[0], campaign_id, parse_schedule(args.reshard))
-        reshards.start()
-        results = run_load(
-            targets=targets,
-            campaign_id=campaign_id,
-            plan=plan,
-            processes=processes,
-            concurrency=args.concurrency,
-            mode=args.mode,
-            batch_size=batch_size,
-            deadline=args.deadline,
-            max_attempts=args.max_attempts,
-            seed=seed,
-            channel_id=CHANNEL_ID,
-            on_progress=progress,
-            redeem_share=args.redeem_share,
-            merchant_id=merchant,
-            order_amount_cents=order_amount,
-            connections=args.connections,
-        )
+        stock = StockSampler(targets[0], campaign_id)
+
+        def started(at_unix: float) -> None:  # the schedule and the readings count from here
+            reshards.start(at_unix)
+            stock.start(at_unix)
+
+        try:
+            results = run_load(
+                targets=targets,
+                campaign_id=campaign_id,
+                plan=plan,
+                processes=processes,
+                concurrency=args.concurrency,
+                mode=args.mode,
+                batch_size=batch_size,
+                deadline=args.deadline,
+                max_attempts=args.max_attempts,
+                seed=seed,
+                channel_id=CHANNEL_ID,
+                on_progress=progress,
+                on_start=started,
+                redeem_share=args.redeem_share,
+                merchant_id=merchant,
+                order_amount_cents=order_amount,
+                connections=args.connections,
+            )
+        finally:
+            stock_samples = stock.stop()
         front_cpu = meter.stop() if meter is not None else None
         if progress is not None:
             progress.close()
@@ -526,6 +654,7 @@ def run(args: argparse.Namespace) -> int:
             title="claimcore loadgen",
             front_cpu=front_cpu,
             max_lateness_ms=args.max_lateness,
+            stock_samples=stock_samples,
             run={
                 "targets": targets,
                 "mode": args.mode,
@@ -539,12 +668,22 @@ def run(args: argparse.Namespace) -> int:
                 "seed": seed,
                 "recorded_to": args.record,
                 "replayed_from": args.replay,
+                "recorded_arrival": recording.spec.get("arrival") if recording is not None else None,
                 "reshards": resharded,
             },
         )
         if args.redeem_share:
             add_reconcile(report, targets[0], campaign_id)
+        comparison = None
+        if baseline is not None:
+            margin = args.baseline_margin if args.baseline_margin is not None else DEFAULT_MARGIN_PCT
+            comparison = compare(baseline, report, margin, source=args.baseline)
+            report["baseline"] = comparison
+            if args.fail_on_regression:
+                add_regression_check(report, comparison)
         print(format_report(report), file=out, flush=True)
+        if comparison is not None:
+            print(format_comparison(comparison), file=out, flush=True)
         if args.json:
             Path(args.json).write_text(report_json(report) + "\n")
         if args.html:
@@ -554,7 +693,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\nloadgen: interrupted", file=err, flush=True)
         return EXIT_INTERRUPTED
-    except (LoadgenError, ServerCheckError, TraceError, BurstError, NodeCpuError, OSError) as exc:
+    except (LoadgenError, ServerCheckError, TraceError, BurstError, NodeCpuError, BaselineError,
+            OSError) as exc:
         print(f"loadgen: error: {exc}", file=err, flush=True)
         return EXIT_ERROR
     finally:

@@ -21,6 +21,18 @@ from claimcore.v1 import claims_pb2, short_name
 EXAMPLES_KEPT = 10
 #: The latency percentiles a report gives, besides max and mean.
 QUANTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9))
+#: What each worker counts per slice of the run (driver.py), in this order: the claims whose planned
+#: arrival falls in it, the claims sent in it for the first time and again (a resend after a transient
+#: failure or RATE_LIMITED), and the replies received in it by outcome. "granted_first" is a GRANTED reply
+#: to a user's first claim or second tap (a voucher the user did not hold before, unless the server
+#: replayed it); "granted_replays" a GRANTED reply to a replayed request id: the same voucher again.
+FLOW_COLUMNS = ("planned", "sent", "resent", "granted_first", "granted_replays", "already_claimed",
+                "sold_out", "other")  # fmt: skip
+REPLY_COLUMNS = FLOW_COLUMNS[3:]
+#: The percentiles of the latency distribution the report gives (a percentile curve).
+DISTRIBUTION_QUANTILES = (0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0)
+#: Where the stock-remaining line comes from (the report's stock_remaining_source).
+STOCK_DERIVED = "derived: inventory minus the first grants the load generator received, per slice"
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -187,14 +199,16 @@ def merge_worker_results(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]
 
     Histograms become LatencyHistogram objects; `ticks` maps a tick (tick_s long, counted
     from the common start) to [replies, granted, sold_out]; `slices` maps a slice (slice_s
-    long) to the histogram of the call latencies that ended in it.
+    long) to the histogram of the call latencies that ended in it, `response_slices` to that
+    of the response times (planned arrival to answer) of the first claims answered in it;
+    `flow` maps a slice to its counts in FLOW_COLUMNS order.
     """
     merged: dict[str, Any] = {key: 0 for key in _SUMMED}
     merged.update({key: Counter() for key in _COUNTED})
     merged.update({key: [] for key in _LISTED})
     merged.update({key: LatencyHistogram() for key in _HISTOGRAMS})
     merged.update({key: None for key, _ in _EXTREMES})
-    merged.update(ticks={}, slices={}, tick_s=None, slice_s=None)
+    merged.update(ticks={}, slices={}, response_slices={}, flow={}, tick_s=None, slice_s=None)
     for r in results:
         for key in _SUMMED:
             merged[key] += r.get(key, 0)
@@ -217,13 +231,19 @@ def merge_worker_results(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]
             into = ticks.setdefault(int(tick), [0] * len(row))
             for n, value in enumerate(row):
                 into[n] += value
-        slices = merged["slices"]
-        for key, state in r["slices"].items():
-            hist = LatencyHistogram.from_state(state)
-            if int(key) in slices:
-                slices[int(key)].merge(hist)
-            else:
-                slices[int(key)] = hist
+        for name in ("slices", "response_slices"):
+            slices = merged[name]
+            for key, state in r.get(name, {}).items():
+                hist = LatencyHistogram.from_state(state)
+                if int(key) in slices:
+                    slices[int(key)].merge(hist)
+                else:
+                    slices[int(key)] = hist
+        flow = merged["flow"]
+        for key, row in r.get("flow", {}).items():
+            into = flow.setdefault(int(key), [0] * len(FLOW_COLUMNS))
+            for n, value in enumerate(row):
+                into[n] += value
     return merged
 
 
@@ -306,6 +326,84 @@ def throughput_series(
     return rows
 
 
+def _p50_p99_ms(hist: LatencyHistogram | None) -> tuple[float, float]:
+    if not hist:
+        return math.nan, math.nan
+    p50, p99 = hist.percentiles((50, 99))
+    return p50 / 1000.0, p99 / 1000.0
+
+
+def flow_series(
+    flow: Mapping[int, Sequence[int]],
+    slices: Mapping[int, LatencyHistogram],
+    response_slices: Mapping[int, LatencyHistogram],
+    slice_s: float,
+    inventory: int,
+) -> list[dict[str, Any]]:
+    """One row per slice_s of the run, counts (not rates): the offered load (planned), what was sent,
+    the replies by outcome, the stock remaining at the slice's end (STOCK_DERIVED), and p50/p99 of the
+    call latency and of the response time (planned arrival to answer) of the replies in the slice."""
+    keys = [*flow, *slices, *response_slices]
+    if not keys:
+        return []
+    rows = []
+    stock = inventory
+    empty = [0] * len(FLOW_COLUMNS)
+    for k in range(max(0, min(keys)), max(keys) + 1):
+        counts = dict(zip(FLOW_COLUMNS, flow.get(k, empty), strict=True))
+        stock -= counts["granted_first"]
+        latency = _p50_p99_ms(slices.get(k))
+        response = _p50_p99_ms(response_slices.get(k))
+        rows.append({
+            "t_s": round(k * slice_s, 3), "planned": counts["planned"], "sent": counts["sent"],
+            "resent": counts["resent"], "replies": sum(counts[c] for c in REPLY_COLUMNS),
+            **{c: counts[c] for c in REPLY_COLUMNS}, "stock_remaining": stock,
+            "latency_p50_ms": latency[0], "latency_p99_ms": latency[1],
+            "response_p50_ms": response[0], "response_p99_ms": response[1],
+        })  # fmt: skip
+    return rows
+
+
+#: The columns per_second_rows sums (the others, percentiles and stock, are per slice only).
+SUMMED_PER_SECOND = ("planned", "sent", "resent", "replies", *REPLY_COLUMNS)
+
+
+def per_second_rows(per_slice: Sequence[Mapping[str, Any]], slice_s: float) -> list[dict[str, Any]]:
+    """per_slice summed into whole seconds: {"second", counts..., "stock_remaining" at its end}."""
+    out: list[dict[str, Any]] = []
+    for row in per_slice:
+        second = math.floor(round(row["t_s"] / slice_s) * slice_s + 1e-9)
+        while len(out) <= second:
+            out.append({"second": len(out), **{c: 0 for c in SUMMED_PER_SECOND}, "stock_remaining": None})
+        for column in SUMMED_PER_SECOND:
+            out[second][column] += row[column]
+        out[second]["stock_remaining"] = row["stock_remaining"]
+    stock = None
+    for row in out:  # a second with no slice keeps the stock of the one before
+        if row["stock_remaining"] is None:
+            row["stock_remaining"] = stock
+        stock = row["stock_remaining"]
+    return out
+
+
+def flow_totals(flow: Mapping[int, Sequence[int]]) -> dict[str, int]:
+    """The flow columns summed over the run, and "replies" (every reply, RATE_LIMITED included)."""
+    totals = dict.fromkeys(FLOW_COLUMNS, 0)
+    for row in flow.values():
+        for name, value in zip(FLOW_COLUMNS, row, strict=True):
+            totals[name] += value
+    totals["replies"] = sum(totals[c] for c in REPLY_COLUMNS)
+    return totals
+
+
+def latency_distribution(latency: LatencyHistogram, response: LatencyHistogram) -> list[dict[str, float]]:
+    """The percentile curve of the call latency and of the response time, in milliseconds."""
+    calls = latency.percentiles(DISTRIBUTION_QUANTILES)
+    responses = response.percentiles(DISTRIBUTION_QUANTILES)
+    return [{"percentile": q, "latency_ms": c / 1000.0, "response_ms": r / 1000.0}
+            for q, c, r in zip(DISTRIBUTION_QUANTILES, calls, responses, strict=True)]
+
+
 def outcome_name(value: int | str) -> str:
     if isinstance(value, str):
         return value
@@ -359,6 +457,24 @@ def front_cpu_figures(cpu: Mapping[str, Any] | None, claims: int) -> dict[str, A
 # ---------------------------------------------------------------- the report
 
 
+def reshard_rows(steps: Sequence[Mapping[str, Any]], start: float | None) -> list[dict[str, Any]]:
+    """The reshards called during the run, for the table and the charts' markers: at_s in seconds since
+    the load's start (from a step's at_unix when it has one, else its own at_s), took_s how long the
+    reshard took; a failed one keeps its error."""
+    rows = []
+    for step in steps:
+        at = step.get("at_s", 0.0)
+        if step.get("at_unix") is not None and start is not None:
+            at = step["at_unix"] - start
+        row = {"at_s": round(float(at), 3), "to_shards": step.get("to_shards"),
+               "from_shards": step.get("from_shards"), "took_s": (step.get("took_ms") or 0) / 1000.0,
+               "frozen_ms": step.get("frozen_ms"), "moved_users": step.get("moved_users"),
+               "moved_records": step.get("moved_records"), "moved_stock": step.get("moved_stock"),
+               "error": step.get("error")}  # fmt: skip
+        rows.append(row)
+    return rows
+
+
 def _since(moment: float | None, start: float | None) -> float | None:
     return moment - start if moment is not None and start is not None else None
 
@@ -380,12 +496,16 @@ def build_report(
     run: dict[str, Any] | None = None,
     front_cpu: Mapping[str, Any] | None = None,
     max_lateness_ms: float | None = None,
+    stock_samples: Sequence[tuple[float, int]] | None = None,
 ) -> dict[str, Any]:
     """Everything a run's report says, as a JSON-ready dict, with the checks.
 
     users is the number of distinct users that claimed; run, if given, describes how the
     load was made (targets, arrival shape, mode, ...) and is kept as it is. front_cpu: the
     nodes' CPU counters read around the run (front_cpu_figures), None when not measured.
+    stock_samples: the campaign's remaining stock as read from the server during the run,
+    (seconds since the start, remaining) pairs, if the caller read it; the report draws the
+    stock from the replies either way (STOCK_DERIVED).
     """
     dup_users, dup_vouchers, distinct = find_duplicates(merged["pairs"])
     outcomes = {outcome_name(k): int(v) for k, v in sorted(merged["outcomes"].items())}
@@ -415,6 +535,8 @@ def build_report(
     warning, kept_up = behind_plan(lateness, max_lateness_ms)
     if kept_up is not None:
         checks.append(kept_up)
+    slice_s = merged["slice_s"] or 0.1
+    per_slice = flow_series(merged["flow"], merged["slices"], merged["response_slices"], slice_s, inventory)
     report: dict[str, Any] = {"title": title, "campaign": campaign_id}
     if run is not None:
         report["run"] = run
@@ -479,6 +601,17 @@ def build_report(
             "series": throughput_series(
                 merged["ticks"], merged["slices"], tick_s, merged["slice_s"] or tick_s
             ),
+            "slice_s": slice_s,
+            "flow_totals": flow_totals(merged["flow"]),
+            "per_slice": per_slice,
+            "per_second": per_second_rows(per_slice, slice_s),
+            "stock_remaining_source": STOCK_DERIVED,
+            "stock_samples": [{"t_s": float(t), "remaining": int(n)} for t, n in stock_samples or ()],
+            "reshards": reshard_rows((run or {}).get("reshards") or [], start),
+            "latency_distribution": latency_distribution(merged["latency"], merged["response"]),
+            # Standard HdrHistogram V2 (compressed, base64) of the whole run, in microseconds: any
+            # HdrHistogram implementation decodes them and adds them up across runs.
+            "histograms": {name: merged[name].encode() for name in _HISTOGRAMS},
             "redeems": {k: int(v) for k, v in sorted(merged["redeems"].items())},
             "redeem_errors": {k: int(v) for k, v in sorted(merged["redeem_errors"].items())},
             "answered_locally": local_answer_figures(

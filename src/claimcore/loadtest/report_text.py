@@ -9,13 +9,39 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
-from typing import Any
+import os
+import sys
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
 
 from claimcore.loadtest.report import QUANTILES
 
 #: Seconds of per-second throughput the text report shows (the JSON has all of them).
 THROUGHPUT_SHOWN_S = 12
+#: Rows of the per-second table at most: a longer run is shown in steps of several seconds.
+PER_SECOND_ROWS = 20
+#: Below this many characters for a value beside the longest label, the label column narrows.
+MIN_VALUE_WIDTH = 30
+#: The per-second table's columns: heading, per_second key.
+PER_SECOND_COLUMNS = (("planned", "planned"), ("sent", "sent"), ("replies", "replies"),
+                      ("granted", "granted_first"), ("sold out", "sold_out"),
+                      ("stock left", "stock_remaining"))
+
+
+def terminal_width(stream: TextIO | None = None) -> int | None:
+    """The width of the terminal the report goes to: $COLUMNS if set, else the terminal's own; None when
+    the stream is not a terminal (a file or a pipe: lines are not wrapped)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    stream = sys.stdout if stream is None else stream
+    try:
+        if stream.isatty():
+            return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        pass
+    return None
 
 
 def _n(value: Any) -> str:
@@ -119,6 +145,91 @@ def local_answers_text(report: Mapping[str, Any]) -> str:
     return text
 
 
+def planned_text(report: Mapping[str, Any]) -> str:
+    """The offered load against the achieved: claims planned, first sends, replies."""
+    totals = report.get("flow_totals") or {}
+    if not totals.get("planned"):
+        return "n/a (no per-slice counts in this report)"
+    return (f"{_n(totals['planned'])}  (sent {_n(totals['sent'])} once and {_n(totals['resent'])} again; "
+            f"replies {_n(totals['replies'])}; per second below)")
+
+
+def granted_text(report: Mapping[str, Any]) -> str:
+    """GRANTED replies, first grants apart from replays of a grant (the same voucher again), so that
+    more GRANTED replies than vouchers never reads as an oversell."""
+    granted = report["outcomes"].get("GRANTED", 0)
+    totals = report.get("flow_totals") or {}
+    first, replays = totals.get("granted_first", 0), totals.get("granted_replays", 0)
+    if first + replays != granted or not granted:
+        return _n(granted)
+    return f"{_n(first)} first grants (+{_n(replays)} replays of a grant, not new vouchers)"
+
+
+def per_second_table(rows: Sequence[Mapping[str, Any]], width: int | None) -> list[str]:
+    """The offered and achieved load second by second (in steps of several seconds past
+    PER_SECOND_ROWS), as lines no wider than width where the columns allow."""
+    if not rows:
+        return []
+    step = max(1, math.ceil(len(rows) / PER_SECOND_ROWS))
+    table = []
+    for first in range(0, len(rows), step):
+        group = rows[first:first + step]
+        label = f"{first}" if step == 1 else f"{first}-{first + len(group)}"
+        cells = [label] + [_n(sum(r[key] for r in group)) for _, key in PER_SECOND_COLUMNS[:-1]]
+        stock = group[-1].get("stock_remaining")
+        table.append(cells + [_n(stock)])
+    heads = ["s" if step == 1 else "s (from-to)"] + [h for h, _ in PER_SECOND_COLUMNS]
+    widths = [max(len(heads[n]), *(len(r[n]) for r in table)) for n in range(len(heads))]
+    while width is not None and len(widths) > 4 and 1 + sum(w + 2 for w in widths) > width:
+        widths.pop()  # stock left first, then sold out: the first columns are the point
+        heads.pop()
+
+    def line(cells: Sequence[str]) -> str:
+        first_cell = f" {cells[0]:<{widths[0]}}"
+        return first_cell + "".join(f"  {c:>{w}}" for c, w in zip(cells[1:], widths[1:], strict=False))
+
+    title = ("per second: planned arrivals (the offered load), first sends, replies, first grants, "
+             "SOLD_OUT replies, stock left (inventory - first grants)")
+    out = _wrap(title, width, " ", "   ")
+    out += [line(heads), *(line(cells[:len(widths)]) for cells in table)]
+    return out
+
+
+def _wrap(text: str, width: int | None, first: str, rest: str) -> list[str]:
+    if width is None:
+        return [first + text]
+    return textwrap.wrap(text, width=max(20, width), initial_indent=first, subsequent_indent=rest,
+                         break_on_hyphens=False) or [first]
+
+
+def _table(rows: Sequence[tuple[str, str, str]], width: int | None) -> list[str]:
+    """The two-column table with verdicts; values wrap at width, and go under their label when the
+    terminal is too narrow to keep them beside it."""
+    label_w = max(len(r[0]) for r in rows)
+    mark_w = max((len(r[2]) for r in rows), default=0)
+    if width is None:
+        value_w = min(100, max(len(r[1]) for r in rows))
+        bar = "-" * (label_w + value_w + 10)
+        return [bar, *(f" {label:<{label_w}}  {value:<{value_w}}  {mark}".rstrip()
+                       for label, value, mark in rows), bar]
+    mark_part = 2 + mark_w if mark_w else 0
+    value_w = width - 3 - label_w - mark_part
+    if value_w < MIN_VALUE_WIDTH:  # narrow: a shorter label column; longer labels get a line of their own
+        label_w = max(8, width - 3 - mark_part - MIN_VALUE_WIDTH)
+        value_w = max(12, width - 3 - label_w - mark_part)
+    lines = ["-" * width]
+    for label, value, mark in rows:
+        wrapped = textwrap.wrap(value, width=value_w, break_on_hyphens=False) or [""]
+        if len(label) > label_w:
+            lines.append(f" {label:<{label_w + 2 + value_w}}  {mark}".rstrip())
+        else:
+            first = wrapped.pop(0)
+            lines.append(f" {label:<{label_w}}  {first:<{value_w}}  {mark}".rstrip())
+        lines.extend(" " * (label_w + 3) + more for more in wrapped)
+    lines.append("-" * width)
+    return lines
+
+
 def _requests_row(report: Mapping[str, Any], transient: int, errors: int) -> tuple[str, str, str]:
     client = report.get("client") or {}
     if client:  # auto mode: the claims went to the client, which sent some of them on
@@ -130,8 +241,14 @@ def _requests_row(report: Mapping[str, Any], transient: int, errors: int) -> tup
             f"resent {_n(transient)}, transport errors {_n(errors)})", "")
 
 
-def format_report(report: dict[str, Any]) -> str:
-    """The human-readable report: a short two-column table with verdicts."""
+def format_report(report: dict[str, Any], width: int | None = -1) -> str:
+    """The human-readable report: a short two-column table with verdicts, then the load per second.
+
+    width: the characters a line may take (None: no limit); by default the terminal's the report
+    is printed to (terminal_width).
+    """
+    if width == -1:
+        width = terminal_width()
     checks = {c["name"]: c for c in report["checks"]}
 
     def verdict(name: str) -> str:
@@ -160,7 +277,8 @@ def format_report(report: dict[str, Any]) -> str:
         _requests_row(report, transient, errors),
         ("front node CPU", front_cpu_text(report), ""),
         ("answered without reaching a node", local_answers_text(report), ""),
-        ("GRANTED", _n(outcomes.get("GRANTED", 0)), ""),
+        ("planned arrivals", planned_text(report), ""),
+        ("GRANTED", granted_text(report), ""),
         ("ALREADY_CLAIMED", _n(outcomes.get("ALREADY_CLAIMED", 0)), ""),
         ("SOLD_OUT", _n(outcomes.get("SOLD_OUT", 0)), ""),
         ("other outcomes", _n(others) + (f"  ({other_detail})" if other_detail else ""), ""),
@@ -222,7 +340,7 @@ def format_report(report: dict[str, Any]) -> str:
         ),
     ]
     per_s = report.get("replies_per_second") or []
-    if len(per_s) > 1:
+    if len(per_s) > 1 and not any((report.get("flow_totals") or {}).values()):  # no per-second table
         shown = " · ".join(f"{s}s {v:,}" for s, v in enumerate(per_s[:THROUGHPUT_SHOWN_S]))
         more = f" · ... ({len(per_s)} s)" if len(per_s) > THROUGHPUT_SHOWN_S else ""
         rows.append(("replies per second", shown + more, ""))
@@ -247,13 +365,11 @@ def format_report(report: dict[str, Any]) -> str:
                 "",
             )
         )
-    width = max(len(r[0]) for r in rows)
-    value_width = min(100, max(len(r[1]) for r in rows))
-    bar = "-" * (width + value_width + 10)
-    lines = [f"{report.get('title', 'claimcore demo')}: {report['campaign']}", bar]
-    for label, value, mark in rows:
-        lines.append(f" {label:<{width}}  {value:<{value_width}}  {mark}".rstrip())
-    lines.append(bar)
+    lines = [f"{report.get('title', 'claimcore demo')}: {report['campaign']}", *_table(rows, width)]
+    counted = any((report.get("flow_totals") or {}).values())  # not in a report from before the counts
+    table = per_second_table(report.get("per_second") or [], width) if counted else []
+    if table:
+        lines += [*table, "-" * (width or len(lines[1]))]
     for key, title in (
         ("retry_violation_examples", "retry violations"),
         ("double_tap_unexpected_examples", "unexpected double-tap replies"),
@@ -263,7 +379,8 @@ def format_report(report: dict[str, Any]) -> str:
     ):
         if report.get(key):
             lines.append(f" {title} (first {len(report[key])}):")
-            lines.extend(f"   {example}" for example in report[key])
+            for example in report[key]:
+                lines += _wrap(example, width, "   ", "     ")
     dup = report["duplicate_examples"]
     if dup["users"]:
         lines.append(f" users holding >1 voucher (first {len(dup['users'])}):")
@@ -272,13 +389,13 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f" vouchers seen for >1 user (first {len(dup['vouchers'])}):")
         lines.extend(f"   {v}: {', '.join(us)}" for v, us in dup["vouchers"].items())
     if report.get("behind_plan"):
-        lines.append(f" WARNING: {report['behind_plan']}")
+        lines += _wrap(f"WARNING: {report['behind_plan']}", width, " ", "   ")
     if report["ok"]:
         lines.append(" RESULT: PASS (all checks passed)")
     else:
         for c in report["checks"]:
             if not c["ok"]:
-                lines.append(f" FAILED {c['name']}: {c['detail']}")
+                lines += _wrap(f"FAILED {c['name']}: {c['detail']}", width, " ", "   ")
         lines.append(f" RESULT: FAIL ({', '.join(report['failed'])})")
     return "\n".join(lines)
 

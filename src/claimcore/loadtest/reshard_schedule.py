@@ -45,9 +45,14 @@ class ReshardSchedule:
     done: list[dict[str, Any]] = field(default_factory=list)
     _thread: threading.Thread | None = None
 
-    def start(self) -> None:
+    def start(self, at_unix: float | None = None) -> None:
+        """Begin counting the steps' offsets from `at_unix` (wall clock; default now). loadgen passes
+        the moment its workers start sending, so "16@1.5" is 1.5 s into the load, as the report's
+        time axis counts, not 1.5 s after the worker processes began to spawn."""
         if self.steps:
-            self._thread = threading.Thread(target=self._run, name="reshard-schedule", daemon=True)
+            origin = time.time() if at_unix is None else at_unix
+            self._thread = threading.Thread(target=self._run, args=(origin,), name="reshard-schedule",
+                                            daemon=True)
             self._thread.start()
 
     def join(self) -> list[dict[str, Any]]:
@@ -55,22 +60,23 @@ class ReshardSchedule:
             self._thread.join()
         return self.done
 
-    def _run(self) -> None:
-        started = time.monotonic()
+    def _run(self, origin: float) -> None:
         with access.dial(self.target) as channel:
             admin = claims_pb2_grpc.AdminServiceStub(channel)
             for shards, at in self.steps:
-                time.sleep(max(0.0, started + at - time.monotonic()))
-                called = time.monotonic() - started
+                time.sleep(max(0.0, origin + at - time.time()))
+                at_unix = time.time()
+                called = at_unix - origin
                 try:
                     reply = admin.Reshard(claims_pb2.ReshardRequest(campaign_id=self.campaign_id,
                                                                     shards=shards), timeout=300)
                 except grpc.RpcError as exc:
-                    self.done.append({"to_shards": shards, "at_s": called,
+                    self.done.append({"to_shards": shards, "at_s": round(called, 3), "at_unix": at_unix,
                                       "error": f"{exc.code().name}: {exc.details()}"})  # type: ignore[attr-defined]
                     continue
                 self.done.append({
-                    "at_s": round(called, 3), "from_shards": reply.from_shards, "to_shards": reply.to_shards,
+                    "at_s": round(called, 3), "at_unix": at_unix,
+                    "from_shards": reply.from_shards, "to_shards": reply.to_shards,
                     "epoch": reply.shard_epoch, "moved_users": reply.moved_users,
                     "moved_records": reply.moved_records, "moved_stock": reply.moved_stock,
                     "frozen_ms": reply.frozen_ms, "took_ms": reply.took_ms,

@@ -12,7 +12,7 @@ from claimcore.campaign import CampaignConfig
 from claimcore.lifecycle import eligibility, ledger, recycling
 from claimcore.lifecycle.merchants import Merchant
 from claimcore.lifecycle.redemption import Redemptions
-from claimcore.node.errors import grpc_errors
+from claimcore.node.errors import abort_with, grpc_errors
 from claimcore.store.campaign_cache import CampaignCache, CampaignNotFound
 from claimcore.store.inventory import CampaignStatus, RedisInventory
 from claimcore.store.replies import ArchiveCode, CampaignConflict
@@ -63,8 +63,9 @@ class AdminService(pb_grpc.AdminServiceServicer):
             try:
                 await self.inventory.create_campaign(config)
             except CampaignConflict:
-                await context.abort(grpc.StatusCode.ALREADY_EXISTS,
-                                    f"campaign {config.campaign_id} exists with another config")
+                await abort_with(context, "CAMPAIGN_EXISTS",
+                                 f"campaign {config.campaign_id} exists with another config",
+                                 campaign_id=config.campaign_id)
             self.campaigns.put(config.campaign_id, config)
             return pb.CreateCampaignResponse(campaign=await self.info(config.campaign_id))
         raise AssertionError("unreachable")
@@ -89,8 +90,9 @@ class AdminService(pb_grpc.AdminServiceServicer):
             # archive.lua refuses the resume of an archived paused campaign (the race with an
             # archive); one archived while ended or sold out is refused here.
             if (not paused and status.archived) or not await self.inventory.set_paused(status.config, paused):
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                    f"campaign {request.campaign_id} is archived: unarchive it first")
+                await abort_with(context, "CAMPAIGN_ARCHIVED",
+                                 f"campaign {request.campaign_id} is archived: unarchive it first",
+                                 campaign_id=request.campaign_id)
             return await self.info(request.campaign_id)
         raise AssertionError("unreachable")
 
@@ -102,8 +104,9 @@ class AdminService(pb_grpc.AdminServiceServicer):
             if code == ArchiveCode.MISSING:
                 raise CampaignNotFound(request.campaign_id)
             if code == ArchiveCode.REFUSED:
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                    f"campaign {request.campaign_id} is open: pause it first")
+                await abort_with(context, "CAMPAIGN_OPEN",
+                                 f"campaign {request.campaign_id} is open: pause it first",
+                                 campaign_id=request.campaign_id)
             return await self.info(request.campaign_id)
         raise AssertionError("unreachable")
 
@@ -143,7 +146,8 @@ class AdminService(pb_grpc.AdminServiceServicer):
         async with grpc_errors(context):
             config = (await self.status(request.campaign_id)).config
             events, cursor, more = await ledger.read_page(
-                self.inventory, config, request.cursor, request.limit or ledger.DEFAULT_PAGE)
+                self.inventory, config, request.cursor, request.limit or ledger.DEFAULT_PAGE,
+                request.time_order)
             return pb.ExportEventsResponse(
                 events=[pb.Event(**dataclasses.asdict(e)) for e in events], next_cursor=cursor, more=more)
         raise AssertionError("unreachable")

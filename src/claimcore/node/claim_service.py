@@ -214,16 +214,16 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
             try:
                 rows, first_bad = decode_claim_batch(request)
             except WireError as exc:
-                raise v.InvalidInput(f"request is not a valid ClaimBatchRequest: {exc}") from None
+                raise v.MalformedRequest(f"request is not a valid ClaimBatchRequest: {exc}") from None
             if not 1 <= len(rows) <= v.MAX_BATCH:
-                raise v.InvalidInput(f"a batch holds 1 to {v.MAX_BATCH} claims, not {len(rows)}")
+                raise v.InvalidInput(f"a batch holds 1 to {v.MAX_BATCH} claims, not {len(rows)}", "claims")
             bad = first_bad if first_bad >= 0 else len(rows)
             for i, row in enumerate(rows):  # the first bad item is reported, as check_claim words it
                 if i == bad or row[5]:
                     try:
                         v.check_claim(*row)
                     except v.InvalidInput as exc:
-                        raise v.InvalidInput(f"claims[{i}]: {exc}") from None
+                        raise v.InvalidInput(f"claims[{i}]: {exc}", f"claims[{i}].{exc.field}") from None
                     if i == bad:
                         raise AssertionError(f"claim_wire and validation disagree on {row!r}")
             hints = self._hints(context)
@@ -236,7 +236,7 @@ class ClaimService(pb_grpc.ClaimServiceServicer):
                     try:
                         channel = allowed[row[0], row[3]] = self._channel(configs[row[0]], row[3])
                     except auth.PermissionDenied as exc:
-                        raise auth.PermissionDenied(f"claims[{i}]: {exc}") from None
+                        raise auth.PermissionDenied(f"claims[{i}]: {exc}", exc.reason) from None
                 channels.append(channel)
             replies: list[Reply | None] = []
             queued: list[tuple[CampaignConfig, int, ClaimItem]] = []

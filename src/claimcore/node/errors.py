@@ -1,10 +1,14 @@
 """The one error map: every error raised below a service becomes one gRPC status here.
 
 The three services (claim_service, redeem_service, admin_service) end their calls through
-`abort_for` (the hot path) or `grpc_errors` (everything else), so an error means the same
-status whichever service meets it. Business outcomes never come here: they travel in the
-reply (see the proto header). Anything this map does not know is INTERNAL, never UNKNOWN, and
-is logged once per kind and UNEXPECTED_LOG_EVERY_S, with a count of the ones not logged.
+`abort_for` (the hot path) or `grpc_errors` (everything else), and the call pipeline (pipeline.py:
+undecodable requests, API keys) through `abort_with`, so an error means the same status whichever
+service meets it. Business outcomes never come here: they travel in the reply (see the proto
+header). Anything this map does not know is INTERNAL, never UNKNOWN, and is logged once per kind
+and UNEXPECTED_LOG_EVERY_S, with a count of the ones not logged.
+
+Every status sent from here carries its details for clients in any language (ErrorInfo with a
+stable reason, BadRequest, RetryInfo: error_details.py, docs/errors.md).
 """
 
 from __future__ import annotations
@@ -21,10 +25,19 @@ import redis.exceptions
 from claimcore import validation as v
 from claimcore.lifecycle.snregistry import SnHoldLost
 from claimcore.node.batcher import Overloaded
+from claimcore.node.error_details import (  # noqa: F401 - abort_with, REASONS, DETAILS_KEY: for the callers
+    DETAILS_KEY,
+    REASONS,
+    Error,
+    abort_error,
+    abort_with,
+    error,
+    field_of,
+)
 from claimcore.security import auth
 from claimcore.store.campaign_cache import CampaignNotFound
 from claimcore.store.cluster_calls import ReplicaAckTimeout
-from claimcore.store.replies import BorrowContention, ShardMissing, ShardMoving, StaleMap
+from claimcore.store.replies import BorrowContention, EpochRefusal, ShardMissing, ShardMoving, StaleMap
 from claimcore.store.reshard import ReshardBusy, ReshardRefused
 
 log = logging.getLogger(__name__)
@@ -34,34 +47,54 @@ UNEXPECTED_LOG_EVERY_S = 10.0  # an unexpected error is logged once per this, pe
 _unexpected: dict[str, tuple[float, int]] = {}  # error type -> (monotonic time last logged, since then)
 
 
-def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
-    """The gRPC status for an error raised below the service, or None if unexpected."""
+def error_for(exc: BaseException, campaign: str = "") -> Error | None:
+    """The Error for an exception raised below the service, or None if unexpected; `campaign`: the
+    campaign the call was about, when the caller knows it (ErrorInfo metadata campaign_id)."""
+    if campaign and v.CAMPAIGN_ID.fullmatch(campaign) is None:
+        campaign = ""  # unchecked input (the call may be refused for it): not echoed in the metadata
     if isinstance(exc, v.InvalidInput):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+        reason = "MALFORMED_REQUEST" if isinstance(exc, v.MalformedRequest) else "INVALID_FIELD"
+        return error(reason, str(exc), field_of(exc), campaign_id=campaign)
     if isinstance(exc, auth.PermissionDenied):
-        return grpc.StatusCode.PERMISSION_DENIED, str(exc)
+        return error(exc.reason, str(exc), campaign_id=campaign)
     if isinstance(exc, CampaignNotFound):
-        return grpc.StatusCode.NOT_FOUND, f"no campaign {exc}"
+        return error("CAMPAIGN_NOT_FOUND", f"no campaign {exc}", campaign_id=str(exc))
     if isinstance(exc, ReshardBusy):
-        return grpc.StatusCode.ABORTED, str(exc)
+        return error("RESHARD_BUSY", str(exc), campaign_id=campaign)
     if isinstance(exc, ReshardRefused):
-        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
+        return error("RESHARD_UNFINISHED", str(exc), campaign_id=campaign)
     if isinstance(exc, Overloaded):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, f"node overloaded, retry later: {exc}"
+        return error("NODE_OVERLOADED", f"node overloaded, retry later: {exc}", campaign_id=campaign)
     if isinstance(exc, SnHoldLost):
-        return grpc.StatusCode.UNAVAILABLE, f"{exc}"
+        return error("SN_HOLD_LOST", f"{exc}", campaign_id=campaign)
     if isinstance(exc, (BorrowContention, StaleMap, ShardMoving)):
-        return grpc.StatusCode.UNAVAILABLE, f"{exc}; {UNKNOWN_OUTCOME}"
+        reason = ("BORROW_CONTENTION" if isinstance(exc, BorrowContention)
+                  else "SHARD_MOVING" if isinstance(exc, ShardMoving) else "STALE_SHARD_MAP")
+        if isinstance(exc, EpochRefusal):
+            return error(reason, f"{exc}; {UNKNOWN_OUTCOME}", campaign_id=exc.campaign_id,
+                         epoch=str(exc.epoch))
+        return error(reason, f"{exc}; {UNKNOWN_OUTCOME}", campaign_id=campaign)
     if isinstance(exc, ShardMissing):
-        return grpc.StatusCode.FAILED_PRECONDITION, f"campaign state incomplete: {exc}"
+        return error("CAMPAIGN_INCOMPLETE", f"campaign state incomplete: {exc}", campaign_id=campaign)
     if isinstance(exc, ReplicaAckTimeout):
-        return grpc.StatusCode.UNAVAILABLE, f"grant not yet safe from a failover; {UNKNOWN_OUTCOME}: {exc}"
+        return error("REPLICA_ACK_TIMEOUT", f"grant not yet safe from a failover; {UNKNOWN_OUTCOME}: {exc}",
+                     campaign_id=campaign)
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                         redis.exceptions.BusyLoadingError, OSError)):
-        return grpc.StatusCode.UNAVAILABLE, f"redis unavailable; {UNKNOWN_OUTCOME}: {exc}"
+        return error("REDIS_UNAVAILABLE", f"redis unavailable; {UNKNOWN_OUTCOME}: {exc}",
+                     campaign_id=campaign)
     if isinstance(exc, redis.exceptions.ResponseError):
-        return grpc.StatusCode.UNAVAILABLE, f"redis refused: {exc}"
+        return error("REDIS_REFUSED", f"redis refused: {exc}", campaign_id=campaign)
     return None
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
+    """The gRPC status for an error raised below the service, or None if unexpected."""
+    found = error_for(exc)
+    return None if found is None else (found.code, found.message)
+
+
+# ------------------------------------------------------------------ ending a call
 
 
 def log_unexpected(exc: BaseException, campaign: str = "", request_id: str = "") -> None:
@@ -88,12 +121,11 @@ async def abort_for(context: grpc.aio.ServicerContext, exc: Exception, campaign:
     (and logged, with the campaign and request_id when the caller names them)."""
     if isinstance(exc, grpc.aio.AbortError):
         raise exc
-    mapped = status_for(exc)
-    if mapped is None:
+    err = error_for(exc, campaign)
+    if err is None:
         log_unexpected(exc, campaign, request_id)
-        mapped = (grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
-    await context.abort(*mapped)
-    raise AssertionError("context.abort returned")
+        err = error("INTERNAL", f"internal error: {type(exc).__name__}", campaign_id=campaign)
+    await abort_error(context, err)
 
 
 @contextlib.asynccontextmanager

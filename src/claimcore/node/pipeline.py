@@ -35,6 +35,7 @@ from typing import Any
 
 import grpc
 
+from claimcore.node.error_details import abort_with
 from claimcore.security.auth import ADMIN_SERVICE, OPEN_PREFIXES, Credentials, acting_as, bearer_key
 from claimcore.v1 import claims_pb2 as pb
 
@@ -115,8 +116,8 @@ def decoded(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandle
         try:
             request = parse(raw)
         except Exception as exc:  # noqa: BLE001 - any parser failure is the request's fault
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"request is not a valid {method} message: {exc}"[:300])
+            await abort_with(context, "MALFORMED_REQUEST",
+                             f"request is not a valid {method} message: {exc}"[:300], field="")
         return await behaviour(request, context)
 
     return rewrapped(handler, parsed, raw=True)
@@ -135,12 +136,13 @@ def authenticated(credentials: Credentials) -> Layer:
             key = bearer_key(context.invocation_metadata())
             caller = identify(key) if key else None
             if caller is None:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                    "no API key (metadata authorization: Bearer <key>)" if key is None
-                                    else "unknown API key")
+                if key is None:
+                    await abort_with(context, "API_KEY_MISSING",
+                                     "no API key (metadata authorization: Bearer <key>)")
+                await abort_with(context, "API_KEY_UNKNOWN", "unknown API key")
             if admin_only and not caller.admin:
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                    f"channel {caller.name!r} may not call {method}: admin credential needed")
+                await abort_with(context, "ADMIN_REQUIRED",
+                                 f"channel {caller.name!r} may not call {method}: admin credential needed")
             with acting_as(caller):
                 return await behaviour(request, context)
 

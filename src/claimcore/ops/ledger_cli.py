@@ -21,7 +21,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import grpc
 
@@ -43,6 +43,9 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CSV with a header line, or one JSON object per line")
     parser.add_argument("--out", metavar="PATH", help="append to this file (default: standard output)")
     parser.add_argument("--page", type=int, default=1000, help="ledger entries per call, 1..10000")
+    parser.add_argument("--order", choices=["shard", "time"], default="shard",
+                        help="shard by shard, or every shard's events merged into one time order "
+                             "(the cursor works with either)")
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -62,11 +65,12 @@ def run_export(args: argparse.Namespace) -> int:
             admin = pb_grpc.AdminServiceStub(channel)
             while True:
                 reply = admin.ExportEvents(pb.ExportEventsRequest(
-                    campaign_id=args.campaign_id, cursor=cursor, limit=args.page), timeout=60)
+                    campaign_id=args.campaign_id, cursor=cursor, limit=args.page,
+                    time_order=args.order == "time"), timeout=60)
                 for event in reply.events:
                     row = cli_output.message_json(event)  # every field, numbers as numbers
                     if writer is not None:
-                        writer.writerow(row)
+                        writer.writerow(csv_row(row))
                     else:
                         out.write(json.dumps(row, separators=(",", ":")) + "\n")
                 out.flush()
@@ -88,6 +92,24 @@ def run_export(args: argparse.Namespace) -> int:
             out.close()
     print(f"claimcore export: {exported} events; next cursor {cursor}", file=sys.stderr)
     return 0
+
+
+# Serial numbers are [A-Za-z0-9._-] (claimcore.validation), so this separator needs no escaping.
+CSV_LIST_SEPARATOR = ";"
+
+
+def csv_row(row: dict[str, Any]) -> dict[str, str | int]:
+    """An event's JSON fields as CSV cells: booleans as JSON writes them (true, false), lists joined
+    by CSV_LIST_SEPARATOR (an empty one as an empty cell), never a Python repr."""
+    out: dict[str, str | int] = {}
+    for name, value in row.items():
+        if isinstance(value, bool):
+            out[name] = "true" if value else "false"
+        elif isinstance(value, list):
+            out[name] = CSV_LIST_SEPARATOR.join(str(item) for item in value)
+        else:
+            out[name] = value
+    return out
 
 
 def _save(path: Path, cursor: str) -> None:

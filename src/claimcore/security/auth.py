@@ -50,7 +50,12 @@ class CredentialsError(ValueError):
 
 
 class PermissionDenied(Exception):
-    """The caller is known but may not do this; nothing was written."""
+    """The caller is known but may not do this; nothing was written. `reason`: the stable reason
+    clients read in the status' ErrorInfo (node/errors.py REASONS)."""
+
+    def __init__(self, message: str, reason: str = "PERMISSION_DENIED") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,8 @@ class Caller:
         if self.channel is None:
             return requested
         if requested and requested != self.channel:
-            raise PermissionDenied(f"channel {self.channel!r} may not act as channel {requested!r}")
+            raise PermissionDenied(f"channel {self.channel!r} may not act as channel {requested!r}",
+                                   "CHANNEL_NOT_YOURS")
         return self.channel
 
     def may_see(self, issuing_channel: str) -> bool:

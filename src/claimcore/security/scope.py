@@ -26,7 +26,8 @@ def require_open_to(config: CampaignConfig, channel: str) -> None:
     """`channel` (the one the claim runs as) may claim in this campaign."""
     if config.channels and channel not in config.channels:
         who = f"channel {channel!r}" if channel else "a claim without a channel"
-        raise PermissionDenied(f"campaign {config.campaign_id} is not open to {who}")
+        raise PermissionDenied(f"campaign {config.campaign_id} is not open to {who}",
+                               "CAMPAIGN_CLOSED_TO_CHANNEL")
 
 
 async def user_records(inventory: RedisInventory, campaigns: CampaignCache, config: CampaignConfig,
@@ -52,7 +53,8 @@ async def require_issued(caller: Caller, inventory: RedisInventory, campaigns: C
     issued = {r.voucher_id: r.channel_id for r in await user_records(inventory, campaigns, config, user_id)}
     foreign = [x for x in vouchers if x in issued and not caller.may_see(issued[x])]
     if foreign:
-        raise PermissionDenied(f"channel {caller.channel!r} did not issue voucher {foreign[0]}")
+        raise PermissionDenied(f"channel {caller.channel!r} did not issue voucher {foreign[0]}",
+                               "VOUCHER_OF_ANOTHER_CHANNEL")
 
 
 async def require_own_order(caller: Caller, inventory: RedisInventory, config: CampaignConfig,
@@ -64,4 +66,5 @@ async def require_own_order(caller: Caller, inventory: RedisInventory, config: C
     if record:
         fields = record.split("|")
         if len(fields) > ORDER_CHANNEL_FIELD and not caller.may_see(fields[ORDER_CHANNEL_FIELD]):
-            raise PermissionDenied(f"channel {caller.channel!r} did not redeem order {order_id}")
+            raise PermissionDenied(f"channel {caller.channel!r} did not redeem order {order_id}",
+                                   "ORDER_OF_ANOTHER_CHANNEL")

@@ -623,14 +623,16 @@ class ReverseResponse(_message.Message):
     def __init__(self, outcome: _Optional[_Union[ReverseOutcome, str]] = ..., returned_voucher_ids: _Optional[_Iterable[str]] = ..., expired_voucher_ids: _Optional[_Iterable[str]] = ..., reversed_at_ms: _Optional[int] = ...) -> None: ...
 
 class ExportEventsRequest(_message.Message):
-    __slots__ = ("campaign_id", "cursor", "limit")
+    __slots__ = ("campaign_id", "cursor", "limit", "time_order")
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    TIME_ORDER_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     cursor: str
     limit: int
-    def __init__(self, campaign_id: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    time_order: bool
+    def __init__(self, campaign_id: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ..., time_order: _Optional[bool] = ...) -> None: ...
 
 class ExportEventsResponse(_message.Message):
     __slots__ = ("events", "next_cursor", "more")
