@@ -148,6 +148,19 @@ def test_a_resend_answered_otherwise_is_named(kept: dict[str, Any]) -> None:
     assert any(template.request_id in v.message for v in found), found
 
 
+def test_a_not_eligible_without_its_reason_or_with_a_false_one_is_named(kept: dict[str, Any]) -> None:
+    before = recheck(kept)
+    template = _granted_call(kept)
+    _forge(kept, template, request_id="unexplained", outcome="NOT_ELIGIBLE", answer={})
+    _forge(kept, template, request_id="never-denied", user="nobody-denied-me", outcome="NOT_ELIGIBLE",
+           answer={"reason": "DENY_LIST"})
+    _forge(kept, template, request_id="regional", outcome="NOT_ELIGIBLE", answer={"reason": "REGION"})
+    found = _new(before, recheck(kept), "not-eligible-reason")
+    assert {v.kind for v in found} == {"no reason", "deny list unexplained"}, found
+    assert any("nobody-denied-me" in v.message for v in found), found
+    assert len(found) == 2, found  # a reason the checker cannot judge (REGION) is not a violation
+
+
 def test_an_sn_code_on_two_orders_is_named(kept: dict[str, Any]) -> None:
     before = recheck(kept)
     cid, grant = _stored_grant(kept)

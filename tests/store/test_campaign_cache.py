@@ -5,13 +5,16 @@ import asyncio
 import redis.asyncio as aioredis
 
 from claimcore.campaign import CampaignConfig
+from claimcore.harness.embedded_redis import EmbeddedRedis
 from claimcore.store.campaign_cache import CampaignCache
 from claimcore.store.inventory import RedisInventory
 from conftest import new_campaign_id
 
 
-def test_unknown_ids_cannot_grow_the_cache_without_bound(redis_server):
-    async def main() -> tuple[int, CampaignConfig | None, int]:
+def test_unknown_ids_cannot_grow_the_cache_without_bound():
+    # A Redis of its own: the session's is shared with the session's node, whose background reads
+    # would land in the command count below.
+    async def main(redis_server: EmbeddedRedis) -> tuple[int, CampaignConfig | None, int]:
         client = aioredis.Redis(port=redis_server.port, decode_responses=True)
         try:
             inventory = RedisInventory(client)
@@ -29,7 +32,8 @@ def test_unknown_ids_cannot_grow_the_cache_without_bound(redis_server):
         finally:
             await client.aclose()
 
-    size, found, commands = asyncio.run(main())
+    with EmbeddedRedis() as own:
+        size, found, commands = asyncio.run(main(own))
     assert size <= 50
     assert found is not None and found.inventory == 10
     assert commands <= 2  # at most one reload (plus the INFO call itself)

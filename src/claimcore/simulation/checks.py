@@ -34,6 +34,8 @@ CHECKS = {
     "redeemed it (or might have): all parts or none",
     "voucher-unique": "no voucher id stored for two grants",
     "denied-granted": "no grant to a user on the deny list (claimed only after the deny was acknowledged)",
+    "not-eligible-reason": "every NOT_ELIGIBLE names its reason, and DENY_LIST only for a user a deny "
+    "was sent for before the answer came",
     "reconcile": "AdminService.Reconcile is clean for every campaign",
     "sold-out-with-stock": "no node answers SOLD_OUT while the campaign holds claimable stock (final probe)",
     "local-sold-out": "each SOLD_OUT the watching client answered itself came from a pushed SOLD_OUT state "
@@ -121,6 +123,7 @@ def check(calls: list[Call], ws: WorldState, one_per_category: dict[str, str]) -
     out += _channels(ws, calls)
     out += _orders(ws, calls)
     out += _denied(calls)
+    out += _not_eligible_reasons(calls)
     return classify(out, calls)
 
 
@@ -588,3 +591,32 @@ def _denied(calls: list[Call]) -> list[Violation]:
         and (c.campaign, c.user) in denied_at
         and c.t_invoke > denied_at[(c.campaign, c.user)]
     ]
+
+
+def _not_eligible_reasons(calls: list[Call]) -> list[Violation]:
+    """A NOT_ELIGIBLE is explained (ClaimResponse.not_eligible_reason), and a deny-list one is true:
+    some UpdateEligibility denying that user was sent before the claim's answer came (whether it
+    had taken effect is the interleaving's business; that it was never sent is a lie)."""
+    deny_sent: dict[tuple[str, str], float] = {}
+    for c in calls:
+        if c.rpc == "UpdateEligibility" and c.answer.get("denied"):
+            for user in str(c.answer.get("users", "")).split(","):
+                key = (c.campaign, user)
+                deny_sent[key] = min(deny_sent.get(key, c.t_invoke), c.t_invoke)
+    out = []
+    for c in calls:
+        if c.outcome != "NOT_ELIGIBLE":
+            continue
+        reason = c.answer.get("reason", "")
+        if reason in ("", "UNSPECIFIED", "NOT_ELIGIBLE_REASON_UNSPECIFIED"):
+            out.append(Violation("not-eligible-reason", c.campaign,
+                                 f"{c.user} was answered NOT_ELIGIBLE without a reason (call #{c.call_id}, "
+                                 f"node {c.node})", {f"user:{c.user}"}, kind="no reason"))
+        elif reason == "DENY_LIST" and not deny_sent.get((c.campaign, c.user), float("inf")) < (
+                c.t_complete or float("inf")):
+            out.append(Violation("not-eligible-reason", c.campaign,
+                                 f"{c.user} was answered NOT_ELIGIBLE (DENY_LIST) but no deny of them was "
+                                 f"sent before (call #{c.call_id}, node {c.node})", {f"user:{c.user}"},
+                                 kind="deny list unexplained"))
+    return out
+

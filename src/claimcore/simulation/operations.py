@@ -113,6 +113,8 @@ async def claim(
 def _claim_answer(ctx: Ctx, call: Call, reply: pb.ClaimResponse) -> Call:
     outcome = short_name(pb.Outcome, reply.outcome)
     v = reply.voucher
+    why = {"reason": short_name(pb.NotEligibleReason, reply.not_eligible_reason)} if (
+        outcome == "NOT_ELIGIBLE") else {}
     ctx.log.end(
         call,
         outcome,
@@ -120,6 +122,7 @@ def _claim_answer(ctx: Ctx, call: Call, reply: pb.ClaimResponse) -> Call:
         voucher_channel=v.channel_id,
         voucher_request=v.request_id,
         granted_at_ms=v.granted_at_ms,
+        **why,
     )
     if outcome in ("GRANTED", "ALREADY_CLAIMED") and v.voucher_id and v.user_id == call.user:
         ctx.model.learn_grant(

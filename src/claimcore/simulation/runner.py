@@ -24,6 +24,7 @@ from claimcore.simulation.schedule import draw
 from claimcore.simulation.state import WorldState, read_world
 from claimcore.simulation.world import World
 from claimcore.store.keyspace import campaign_key
+from claimcore.store.reshard import LOCK_TTL_MS
 from claimcore.v1 import claims_pb2 as pb
 
 MAX_IN_FLIGHT = 48  # operations running at once; the schedule waits beyond that
@@ -100,10 +101,20 @@ async def _finish_reshards(ctx: Ctx, plans: list[Plan], result: SeedResult) -> N
         result.driver_errors.append(
             f"{plan.campaign_id}: a reshard to {shards} was left unfinished; finished at the quiesce"
         )
-        for attempt in range(3):
+        # A reshard whose node was killed keeps its lock until the lock's TTL runs out: until then
+        # every attempt is ABORTED (busy), which says "retry later", so retry until past the TTL.
+        give_up = time.monotonic() + LOCK_TTL_MS / 1000 + 10.0
+        attempt = 0
+        while True:
             call = await reshard(ctx, "quiesce", attempt % len(ctx.world.nodes), plan.campaign_id, shards)
+            attempt += 1
             if call.outcome == "RESHARDED":
                 break
+            if time.monotonic() > give_up:
+                result.driver_errors.append(
+                    f"{plan.campaign_id}: the reshard to {shards} could not be finished: {call.outcome}")
+                break
+            await asyncio.sleep(1.0)
 
 
 def _campaign_fields(world: World, campaign_id: str) -> tuple[str, int]:
