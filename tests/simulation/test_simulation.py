@@ -161,6 +161,25 @@ def test_a_not_eligible_without_its_reason_or_with_a_false_one_is_named(kept: di
     assert len(found) == 2, found  # a reason the checker cannot judge (REGION) is not a violation
 
 
+def test_an_event_exported_twice_or_not_in_the_ledger_is_named(kept: dict[str, Any]) -> None:
+    reader = kept["reader"]
+    recheck(kept)
+    assert reader.check(kept["state"]) == []  # the run's own export was exact
+    campaign = max(reader.exported, key=lambda c: len(reader.exported[c]))
+    first = reader.exported[campaign][0]
+    shard, ms, seq, _index = first.split("-")
+    client = kept["world"].redis_client()
+    try:
+        client.xdel(shard_keys(campaign, int(shard)).log, f"{ms}-{seq}")  # the ledger loses an exported entry
+    finally:
+        client.close()
+    reader.exported[campaign].append(reader.exported[campaign][-1])  # and a page came twice
+    recheck(kept)
+    found = [v for v in reader.check(kept["state"]) if v.campaign == campaign]
+    assert {v.kind for v in found} == {"twice", "extra"}, found
+    assert any(first in v.message for v in found if v.kind == "extra"), found
+
+
 def test_an_sn_code_on_two_orders_is_named(kept: dict[str, Any]) -> None:
     before = recheck(kept)
     cid, grant = _stored_grant(kept)

@@ -37,6 +37,10 @@ CHECKS = {
     "not-eligible-reason": "every NOT_ELIGIBLE names its reason, and DENY_LIST only for a user a deny "
     "was sent for before the answer came",
     "reconcile": "AdminService.Reconcile is clean for every campaign",
+    "export-once": "ExportEvents paged through every campaign during the run (random page sizes, shard "
+    "or time order, any node, failed calls asked again with the same cursor), then drained: each "
+    "ledger event up to the final cursor exported exactly once, none beyond",
+    "export-order": "each ExportEvents page asked in time order is in (entry id, shard) order",
     "sold-out-with-stock": "no node answers SOLD_OUT while the campaign holds claimable stock (final probe)",
     "local-sold-out": "each SOLD_OUT the watching client answered itself came from a pushed SOLD_OUT state "
     "it still trusted, while the campaign was sold out: every voucher granted afterwards came from stock "

@@ -17,6 +17,7 @@ from claimcore.simulation import checks
 from claimcore.simulation.calls import CallLog
 from claimcore.simulation.campaigns import MERCHANTS, Plan, plan_campaigns
 from claimcore.simulation.checks import Violation
+from claimcore.simulation.export_reader import ExportReader
 from claimcore.simulation.model import Model
 from claimcore.simulation.operations import OPERATIONS, Ctx, recycle, reshard, sold_out_probe
 from claimcore.simulation.report import SeedResult, describe
@@ -190,7 +191,15 @@ async def run_seed(
             watching=watching,
         )
         log.t0 = ctx.started
-        await _drive(ctx, draw(seed, run_s, plans, node_count, rate, stacked), result)
+        # The central platform's export, paging through the ledgers while everything else runs.
+        reader = ExportReader(world, [p.campaign_id for p in plans], random.Random(f"export-{seed}"))
+        load_done = asyncio.Event()
+        exporting = asyncio.create_task(reader.run(load_done))
+        try:
+            await _drive(ctx, draw(seed, run_s, plans, node_count, rate, stacked), result)
+        finally:
+            load_done.set()
+            await exporting
         # Quiesce: every node up, nothing in flight, holds lapsed, every voucher expired and swept
         # (so no sweep writes while Reconcile reads the ledger and then the live counters),
         # returning stock due. Reconcile before the probe, whose grants would expire later.
@@ -205,6 +214,7 @@ async def run_seed(
         await asyncio.sleep(settle_s)
         result.violations += await _reconcile(ctx, plans)
         result.violations += ctx.found + await _probe(ctx, plans)
+        await reader.drain()  # after the probe's grants: nothing writes a ledger from here on
         client_ = world.redis_client()
         try:
             ws = await asyncio.to_thread(
@@ -215,14 +225,18 @@ async def run_seed(
             )
         finally:
             client_.close()
+        result.violations += reader.check(ws)
         opc = {p.campaign_id: p.campaign.category for p in plans if p.campaign.one_per_category}
         result.violations = checks.classify(checks.check(log.calls, ws, opc) + result.violations, log.calls)
         result.figures = checks.figures(ws)
+        result.figures["ledger events exported"] = sum(len(ids) for ids in reader.exported.values())
+        result.figures["export pages"] = reader.pages
+        result.figures["export calls failed"] = reader.failed
         await client.close()
         result.answered_locally = watching.answered_locally
         await watching.close()
         if keep is not None:
-            keep.update(world=world, log=log, plans=plans, state=ws, one_per_category=opc)
+            keep.update(world=world, log=log, plans=plans, state=ws, one_per_category=opc, reader=reader)
     finally:
         await world.close_channels()
         if keep is None:
