@@ -19,6 +19,7 @@ import grpc
 import pytest
 
 from claimcore._fast import shard_of
+from claimcore.lifecycle.ledger import event_position
 from claimcore.store.keyspace import shard_keys
 from claimcore.v1 import claims_pb2 as pb
 from claimcore.v1 import claims_pb2_grpc as pb_grpc
@@ -188,11 +189,6 @@ def _campaign_with_every_kind(node, admin, claims) -> tuple[str, int]:
     return cid, 24 + 2 + 1
 
 
-def _position(event: pb.Event) -> tuple[int, int, int]:
-    shard, ms, seq, _index = event.event_id.split("-")
-    return int(ms), int(seq), int(shard)
-
-
 def test_export_in_time_order_merges_the_shards_and_keeps_each_event_once(node, admin, claims):
     cid, total = _campaign_with_every_kind(node, admin, claims)
 
@@ -215,7 +211,7 @@ def test_export_in_time_order_merges_the_shards_and_keeps_each_event_once(node, 
 
     ids = [e.event_id for e in by_shard]
     assert len(ids) == len(set(ids)) == total
-    assert [e.event_id for e in in_time] == sorted(ids, key=lambda i: _position(pb.Event(event_id=i)))
+    assert [e.event_id for e in in_time] == sorted(ids, key=event_position)
     assert [e.event_id for e in by_shard] != [e.event_id for e in in_time]  # the shards interleave
     assert sorted(e.event_id for e in head + tail) == sorted(ids)
     assert [e.kind for e in in_time][-3:] == ["redeem", "redeem", "reverse"]

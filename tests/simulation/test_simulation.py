@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from claimcore.lifecycle.ledger import event_position
 from claimcore.simulation.__main__ import parse_seeds
 from claimcore.simulation.calls import Call
 from claimcore.simulation.checks import Violation
@@ -167,10 +168,10 @@ def test_an_event_exported_twice_or_not_in_the_ledger_is_named(kept: dict[str, A
     assert reader.check(kept["state"]) == []  # the run's own export was exact
     campaign = max(reader.exported, key=lambda c: len(reader.exported[c]))
     first = reader.exported[campaign][0]
-    shard, ms, seq, _index = first.split("-")
+    ms, seq, shard = event_position(first)
     client = kept["world"].redis_client()
     try:
-        client.xdel(shard_keys(campaign, int(shard)).log, f"{ms}-{seq}")  # the ledger loses an exported entry
+        client.xdel(shard_keys(campaign, shard).log, f"{ms}-{seq}")  # the ledger loses an exported entry
     finally:
         client.close()
     reader.exported[campaign].append(reader.exported[campaign][-1])  # and a page came twice

@@ -196,6 +196,13 @@ def stream_position(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
+def event_position(event_id: str) -> tuple[int, int, int]:
+    """An event id "<shard>-<ms>-<seq>-<index>" (expand) as (ms, seq, shard): where the time-order
+    merge puts its ledger entry."""
+    shard, ms, seq, _index = event_id.split("-")
+    return int(ms), int(seq), int(shard)
+
+
 async def _shard_entries(inventory: RedisInventory, config: CampaignConfig, shard: int
                          ) -> AsyncIterator[tuple[tuple[int, int, int], str, dict[str, str]]]:
     """A shard's log entries in order, read page by page, keyed for the merge."""

@@ -445,33 +445,20 @@ def check_campaign(info: claims_pb2.CampaignInfo) -> None:
 class ProgressLine:
     """One status line on stderr, rewritten in place on a terminal (every 5 s otherwise).
 
-    Stock left comes from GetCampaign on the first target, at most once a second.
+    Stock left is the StockSampler's latest reading of the node's figure (GetCampaign every 250 ms).
     """
 
-    def __init__(self, target: str, campaign_id: str, out: TextIO) -> None:
+    def __init__(self, stock: StockSampler, out: TextIO) -> None:
         self.out = out
         self.tty = out.isatty()
-        self.channel = access.dial(target)
-        self.admin = claims_pb2_grpc.AdminServiceStub(self.channel)
-        self.campaign_id = campaign_id
-        self.stock = "?"
-        self.stock_at = 0.0
+        self.sampler = stock
         self.printed_at = 0.0
         self.last: tuple[float, int] = (0.0, 0)
         self.drawn = False
 
     def _stock(self) -> str:
-        now = time.monotonic()
-        if now - self.stock_at >= 1.0:
-            self.stock_at = now
-            try:
-                info = self.admin.GetCampaign(
-                    claims_pb2.GetCampaignRequest(campaign_id=self.campaign_id), timeout=0.5
-                ).campaign
-                self.stock = f"{info.remaining:,}"
-            except grpc.RpcError:
-                self.stock = "?"
-        return self.stock
+        latest = self.sampler.latest()
+        return "?" if latest is None else f"{latest:,}"
 
     def __call__(self, p: Progress) -> None:
         now = time.monotonic()
@@ -499,7 +486,6 @@ class ProgressLine:
         if self.drawn:
             self.out.write("\n")
             self.out.flush()
-        self.channel.close()
 
 
 # ---------------------------------------------------------------- the command
@@ -604,14 +590,14 @@ def run(args: argparse.Namespace) -> int:
             file=out,
             flush=True,
         )
+        stock = StockSampler(targets[0], campaign_id)
         if not args.no_progress:
-            progress = ProgressLine(targets[0], campaign_id, err)
+            progress = ProgressLine(stock, err)
         merchant, order_amount = "", 0
         if args.redeem_share:
             merchant, order_amount = register_merchant(targets[0], info.campaign)
         meter = CpuMeter(metrics_urls).start() if metrics_urls else None
         reshards = ReshardSchedule(targets[0], campaign_id, parse_schedule(args.reshard))
-        stock = StockSampler(targets[0], campaign_id)
 
         def started(at_unix: float) -> None:  # the schedule and the readings count from here
             reshards.start(at_unix)

@@ -33,6 +33,10 @@ class StockSampler:
         self._thread = threading.Thread(target=self._run, args=(at_unix,), name="stock-sampler", daemon=True)
         self._thread.start()
 
+    def latest(self) -> int | None:
+        """The last reading (the progress line shows it), None before the first."""
+        return self.samples[-1][1] if self.samples else None
+
     def stop(self) -> list[tuple[float, int]]:
         self._stop.set()
         if self._thread is not None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from claimcore.lifecycle.ledger import decode_cursor, stream_position
+from claimcore.lifecycle.ledger import decode_cursor, event_position, stream_position
 from claimcore.simulation.checks import Violation
 from claimcore.simulation.state import WorldState
 from claimcore.simulation.world import World
@@ -29,12 +29,6 @@ from claimcore.v1 import claims_pb2 as pb
 PAUSE_S = (0.2, 1.0)  # between two pages during the run
 MAX_PAGE = 40  # ledger entries per page: small, so pages cut across reshards and kills
 DEADLINE_S = 5.0
-
-
-def _position(event_id: str) -> tuple[int, int, int]:
-    """(ms, seq, shard) of an event id "<shard>-<ms>-<seq>-<index>": the time-order merge's key."""
-    shard, ms, seq, _index = event_id.split("-")
-    return int(ms), int(seq), int(shard)
 
 
 @dataclass
@@ -77,7 +71,7 @@ class ExportReader:
             self.failed += 1
             return None
         ids = [e.event_id for e in reply.events]
-        if time_order and ids != sorted(ids, key=_position):
+        if time_order and ids != sorted(ids, key=event_position):
             self.misordered.append(Violation(
                 "export-order", campaign,
                 f"an ExportEvents page asked in time order came out of order: {ids}", set()))
@@ -114,6 +108,6 @@ class ExportReader:
 
 def _upto(event_id: str, reached: dict[int, str]) -> bool:
     """Whether the event's ledger entry is at or before the cursor's position on its shard."""
-    shard, ms, seq, _index = event_id.split("-")
-    at = reached.get(int(shard))
-    return at is not None and (int(ms), int(seq)) <= stream_position(at)
+    ms, seq, shard = event_position(event_id)
+    at = reached.get(shard)
+    return at is not None and (ms, seq) <= stream_position(at)
